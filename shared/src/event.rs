@@ -1,0 +1,208 @@
+//! Events: parsing a raw payload, extracting its event time, and reading fields by path.
+
+use serde_json::Value;
+
+use crate::source::SourceKind;
+use crate::time::{self, TimeError};
+
+/// One parsed event: its source, its event time and its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The kind of telemetry.
+    pub source: SourceKind,
+    /// Event time, milliseconds since the epoch (UTC).
+    pub time_ms: i64,
+    /// The event as the source produced it; always a JSON object.
+    pub body: Value,
+}
+
+/// Why a payload cannot be processed. Each variant has a stable [`BadInput::code`] used as the
+/// dead-letter reason header, so operators can count and filter by kind.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadInput {
+    /// The payload is larger than the configured maximum.
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes (nmc `max_event_bytes`)")]
+    Oversize {
+        /// Payload size.
+        size: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// The payload is not JSON.
+    #[error("payload is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The payload is JSON but not an object.
+    #[error("payload is a JSON {0}, expected one JSON object per event")]
+    NotAnObject(&'static str),
+    /// None of the source's time fields is present.
+    #[error("no event time: none of the {kind} time fields ({fields}) is present")]
+    MissingTime {
+        /// The source whose fields were searched.
+        kind: SourceKind,
+        /// The fields that were tried.
+        fields: String,
+    },
+    /// A time field is present but not a usable time.
+    #[error("bad event time in `{field}`: {error}")]
+    BadTime {
+        /// The field holding the bad value.
+        field: &'static str,
+        /// What is wrong with it.
+        error: TimeError,
+    },
+}
+
+impl BadInput {
+    /// Stable, machine-readable reason code for headers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BadInput::Oversize { .. } => "oversize",
+            BadInput::MalformedJson(_) => "malformed_json",
+            BadInput::NotAnObject(_) => "not_an_object",
+            BadInput::MissingTime { .. } => "missing_time",
+            BadInput::BadTime { .. } => "bad_time",
+        }
+    }
+}
+
+impl Event {
+    /// Parses one raw payload of `source`, enforcing `max_bytes` and extracting event time.
+    pub fn parse(source: SourceKind, payload: &[u8], max_bytes: usize) -> Result<Event, BadInput> {
+        if payload.len() > max_bytes {
+            return Err(BadInput::Oversize {
+                size: payload.len(),
+                max: max_bytes,
+            });
+        }
+        let body: Value = serde_json::from_slice(payload)
+            .map_err(|e| BadInput::MalformedJson(e.to_string()))?;
+        Event::from_value(source, body)
+    }
+
+    /// Builds an event from an already parsed JSON value.
+    pub fn from_value(source: SourceKind, body: Value) -> Result<Event, BadInput> {
+        if !body.is_object() {
+            return Err(BadInput::NotAnObject(json_kind(&body)));
+        }
+        let time_ms = extract_time(source, &body)?;
+        Ok(Event {
+            source,
+            time_ms,
+            body,
+        })
+    }
+
+    /// Reads a field by name or dotted path (see [`get_field`]).
+    pub fn field(&self, path: &str) -> Option<&Value> {
+        get_field(&self.body, path)
+    }
+}
+
+/// Extracts the event time of `body` from the first present time field of `source`.
+pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
+    for &field in source.time_fields() {
+        let Some(v) = get_field(body, field) else {
+            continue;
+        };
+        let parsed = match v {
+            Value::String(s) => time::parse_timestamp(s),
+            Value::Number(n) => time::from_epoch_number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Null => continue,
+            other => Err(TimeError::Unparsable(other.to_string())),
+        };
+        return parsed.map_err(|error| BadInput::BadTime { field, error });
+    }
+    Err(BadInput::MissingTime {
+        kind: source,
+        fields: source.time_fields().join(", "),
+    })
+}
+
+/// Reads a field: an exact top-level key first (flattened collectors use dotted keys), then a
+/// dotted path through nested objects.
+pub fn get_field<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
+    let obj = body.as_object()?;
+    if let Some(v) = obj.get(path) {
+        return Some(v);
+    }
+    if !path.contains('.') {
+        return None;
+    }
+    let mut cur = body;
+    for part in path.split('.') {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: i64 = 1_709_287_200_000; // 2024-03-01T10:00:00Z
+
+    fn time_of(source: SourceKind, v: Value) -> Result<i64, BadInput> {
+        Event::from_value(source, v).map(|e| e.time_ms)
+    }
+
+    #[test]
+    fn time_per_source_and_shape() {
+        use SourceKind::*;
+        let cases = [
+            (EntraSignin, json!({"time": "2024-03-01T10:00:00Z"})),
+            (EntraSignin, json!({"createdDateTime": "2024-03-01T10:00:00Z"})),
+            (EntraSignin, json!({"properties": {"createdDateTime": "2024-03-01T10:00:00Z"}})),
+            (EntraSignin, json!({"TimeGenerated": "2024-03-01T10:00:00.000Z"})),
+            (M365Audit, json!({"CreationTime": "2024-03-01T10:00:00"})),
+            (AzureActivity, json!({"eventTimestamp": "2024-03-01T10:00:00Z"})),
+            (AwsCloudtrail, json!({"eventTime": "2024-03-01T10:00:00Z"})),
+            (
+                WindowsSecurity,
+                json!({"Event": {"System": {"TimeCreated": {"#attributes": {"SystemTime": "2024-03-01T10:00:00.000000Z"}}}}}),
+            ),
+            (Sysmon, json!({"UtcTime": "2024-03-01 10:00:00.000"})),
+            (Syslog, json!({"@timestamp": 1_709_287_200})),
+        ];
+        for (source, body) in cases {
+            assert_eq!(time_of(source, body.clone()).unwrap(), T, "{source} {body}");
+        }
+    }
+
+    #[test]
+    fn bad_input_kinds() {
+        let s = SourceKind::AwsCloudtrail;
+        let e = Event::parse(s, b"{not json", 1024).unwrap_err();
+        assert_eq!(e.code(), "malformed_json");
+        assert_eq!(Event::parse(s, b"[1,2]", 1024).unwrap_err().code(), "not_an_object");
+        assert_eq!(Event::parse(s, b"{}", 1024).unwrap_err().code(), "missing_time");
+        let e = Event::parse(s, br#"{"eventTime": "soon"}"#, 1024).unwrap_err();
+        assert_eq!(e.code(), "bad_time");
+        assert!(e.to_string().contains("eventTime"), "{e}");
+        let e = Event::parse(s, br#"{"eventTime": 12}"#, 1024).unwrap_err();
+        assert_eq!(e.code(), "bad_time");
+        let big = format!(r#"{{"eventTime":"2024-03-01T10:00:00Z","x":"{}"}}"#, "a".repeat(100));
+        assert_eq!(Event::parse(s, big.as_bytes(), 64).unwrap_err().code(), "oversize");
+        assert!(Event::parse(s, big.as_bytes(), 1024).is_ok());
+    }
+
+    #[test]
+    fn field_paths() {
+        let v = json!({"a.b": 1, "a": {"b": 2, "c": {"d": "x"}}});
+        assert_eq!(get_field(&v, "a.b"), Some(&json!(1)), "exact dotted key wins");
+        assert_eq!(get_field(&v, "a.c.d"), Some(&json!("x")));
+        assert_eq!(get_field(&v, "a.z"), None);
+        assert_eq!(get_field(&v, "missing"), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! `nmc-shared`: the deterministic core of nmc.
+//!
+//! Everything here is a pure function of (rules, events, event time): no I/O, no async runtime, no
+//! wall clock. The runtime in `nmc-node` feeds events in stream order and persists what this crate
+//! returns; the offline `nmc hunt` (later) feeds files. Both get the same alerts, byte for byte.
+//!
+//! Modules follow the data: [`force`] and [`source`] name tenants and telemetry kinds, [`subject`]
+//! names the NATS subjects, [`event`] parses a raw payload and extracts event time, [`sigma`] parses
+//! and compiles rules, [`correlate`] holds the per-force state machines, [`alert`] is the output
+//! record and [`state`] the versioned encoding of persisted state.
+
+pub mod alert;
+pub mod correlate;
+pub mod event;
+pub mod force;
+pub mod sigma;
+pub mod source;
+pub mod state;
+pub mod subject;
+pub mod time;
+
+pub use alert::{Alert, Level};
+pub use event::Event;
+pub use force::ForceId;
+pub use source::SourceKind;

@@ -1,0 +1,38 @@
+//! Sigma rules: YAML documents -> rule AST ([`parse`]) -> compiled, source-routed rule set
+//! ([`compile`]) built from condition expressions ([`condition`]) and value matchers ([`matcher`]).
+//!
+//! This is the subset the spine needs (field equality and wildcards, `contains`/`startswith`/
+//! `endswith`/`all`/`exists`, `and`/`or`/`not`, `1 of`/`all of`, and `event_count`/`value_count`
+//! correlations). Anything else is rejected with [`RuleErrorKind::Unsupported`], never silently
+//! changed.
+
+pub mod compile;
+pub mod condition;
+pub mod matcher;
+pub mod parse;
+
+pub use compile::{CompiledCorrelation, CompiledRule, RuleSet};
+pub use parse::{RuleDoc, parse_rules};
+
+/// A rule that could not be loaded, with where it came from and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{origin}{}: {kind}", id.as_deref().map(|i| format!(" (rule {i})")).unwrap_or_default())]
+pub struct RuleError {
+    /// File name and document index, e.g. `brute_force.yml#1`.
+    pub origin: String,
+    /// The rule id, when it could be read.
+    pub id: Option<String>,
+    /// What is wrong.
+    pub kind: RuleErrorKind,
+}
+
+/// Whether a rule is wrong, or valid Sigma that nmc does not run yet.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleErrorKind {
+    /// The document is not a valid Sigma rule; fix the rule.
+    #[error("invalid rule: {0}")]
+    Invalid(String),
+    /// Valid Sigma using a feature nmc does not support yet; the rule is not loaded.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}

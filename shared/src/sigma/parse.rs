@@ -1,0 +1,558 @@
+//! Sigma YAML -> rule documents. Keeps every field the engine and the alert need.
+
+use serde::Deserialize;
+use serde_norway::Value as Yaml;
+
+use super::{RuleError, RuleErrorKind};
+use crate::alert::Level;
+
+/// One Sigma document: a detection rule or a correlation rule, with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleDoc {
+    /// File name and 1-based document index.
+    pub origin: String,
+    /// Rule id (UUID in SigmaHQ, any string accepted).
+    pub id: String,
+    /// Optional rule name, which correlations may reference instead of the id.
+    pub name: Option<String>,
+    /// Title.
+    pub title: String,
+    /// Severity (Sigma default: `medium`).
+    pub level: Level,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Description.
+    pub description: String,
+    /// Known false positives.
+    pub falsepositives: Vec<String>,
+    /// References.
+    pub references: Vec<String>,
+    /// nmc extension: mitigation guidance for the force.
+    pub mitigation: String,
+    /// What the rule matches.
+    pub body: RuleBody,
+}
+
+/// The matching part of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleBody {
+    /// A single-event detection rule.
+    Detection {
+        /// Which events the rule applies to.
+        logsource: LogSourceSpec,
+        /// Named selections and the condition over them.
+        detection: DetectionSpec,
+    },
+    /// A correlation over other rules' matches.
+    Correlation(CorrelationSpec),
+}
+
+/// Sigma `logsource`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogSourceSpec {
+    /// `product`.
+    pub product: Option<String>,
+    /// `service`.
+    pub service: Option<String>,
+    /// `category`.
+    pub category: Option<String>,
+}
+
+/// Sigma `detection`: selections in document order and the condition(s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionSpec {
+    /// Named selections.
+    pub selections: Vec<(String, SelectionSpec)>,
+    /// Condition expressions (a list means OR).
+    pub conditions: Vec<String>,
+}
+
+/// One named selection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectionSpec {
+    /// A map (one inner list) or a list of maps (OR of inner lists); each map is an AND.
+    Maps(Vec<Vec<FieldSpec>>),
+    /// Keywords searched in all string values.
+    Keywords(Vec<Scalar>),
+}
+
+/// `field|mod1|mod2: value(s)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    /// Field name (dotted paths allowed).
+    pub field: String,
+    /// Modifiers, in order.
+    pub modifiers: Vec<String>,
+    /// Values (OR unless `all`).
+    pub values: Vec<Scalar>,
+}
+
+/// A scalar rule value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// String (may contain wildcards).
+    Str(String),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+    /// Null: the field is missing or null.
+    Null,
+}
+
+/// Sigma correlation kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrelationKind {
+    /// Count events per group.
+    EventCount,
+    /// Count distinct values of `field` per group.
+    ValueCount,
+}
+
+impl CorrelationKind {
+    /// The Sigma name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrelationKind::EventCount => "event_count",
+            CorrelationKind::ValueCount => "value_count",
+        }
+    }
+}
+
+/// Comparison operator of a correlation condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `>`
+    Gt,
+    /// `>=`
+    Gte,
+    /// `<`
+    Lt,
+    /// `<=`
+    Lte,
+    /// `==`
+    Eq,
+    /// `!=`
+    Neq,
+}
+
+impl CmpOp {
+    /// Applies the operator.
+    pub fn test(self, lhs: f64, rhs: f64) -> bool {
+        match self {
+            CmpOp::Gt => lhs > rhs,
+            CmpOp::Gte => lhs >= rhs,
+            CmpOp::Lt => lhs < rhs,
+            CmpOp::Lte => lhs <= rhs,
+            CmpOp::Eq => lhs == rhs,
+            CmpOp::Neq => lhs != rhs,
+        }
+    }
+}
+
+/// Sigma `correlation` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationSpec {
+    /// Type.
+    pub kind: CorrelationKind,
+    /// Referenced rules, by id or name.
+    pub rules: Vec<String>,
+    /// Group-by fields.
+    pub group_by: Vec<String>,
+    /// Window length in milliseconds.
+    pub timespan_ms: i64,
+    /// Conditions, all of which must hold.
+    pub condition: Vec<(CmpOp, f64)>,
+    /// Field counted by `value_count`.
+    pub field: Option<String>,
+    /// Whether referenced rules also raise their own alerts.
+    pub generate: bool,
+}
+
+fn err(origin: &str, id: Option<&str>, kind: RuleErrorKind) -> RuleError {
+    RuleError {
+        origin: origin.to_owned(),
+        id: id.map(str::to_owned),
+        kind,
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RuleErrorKind {
+    RuleErrorKind::Invalid(msg.into())
+}
+
+fn unsupported(msg: impl Into<String>) -> RuleErrorKind {
+    RuleErrorKind::Unsupported(msg.into())
+}
+
+/// Parses every document of a Sigma YAML file. `file` names the origin in errors.
+pub fn parse_rules(file: &str, text: &str) -> Vec<Result<RuleDoc, RuleError>> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let origin = format!("{file}#{}", i + 1);
+        let parsed = match Yaml::deserialize(doc) {
+            Ok(Yaml::Null) => continue,
+            Ok(yaml) => parse_doc(&origin, &yaml),
+            Err(e) => {
+                out.push(Err(err(&origin, None, invalid(format!("YAML: {e}")))));
+                // A syntax error ends the stream: later documents cannot be located.
+                break;
+            }
+        };
+        out.push(parsed);
+    }
+    out
+}
+
+fn parse_doc(origin: &str, yaml: &Yaml) -> Result<RuleDoc, RuleError> {
+    let map = yaml
+        .as_mapping()
+        .ok_or_else(|| err(origin, None, invalid("document is not a mapping")))?;
+    let get = |k: &str| map.get(Yaml::String(k.to_owned()));
+    let id = get("id").and_then(scalar_string);
+    let e = |kind| err(origin, id.as_deref(), kind);
+    if get("action").is_some() {
+        return Err(e(unsupported("`action` documents (rule collections)")));
+    }
+    let id = id.clone().ok_or_else(|| e(invalid("missing `id`")))?;
+    let title = get("title")
+        .and_then(scalar_string)
+        .ok_or_else(|| e(invalid("missing `title`")))?;
+    let level = match get("level").and_then(scalar_string) {
+        Some(l) => l.parse().map_err(|m: String| e(invalid(m)))?,
+        None => Level::Medium,
+    };
+    let strings = |k: &str| -> Vec<String> {
+        match get(k) {
+            Some(Yaml::Sequence(seq)) => seq.iter().filter_map(scalar_string).collect(),
+            Some(v) => scalar_string(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    };
+    let body = if let Some(corr) = get("correlation") {
+        RuleBody::Correlation(parse_correlation(corr).map_err(e)?)
+    } else if let Some(det) = get("detection") {
+        if get("filter").is_some() {
+            return Err(e(unsupported("Sigma filter documents")));
+        }
+        let logsource = match get("logsource") {
+            Some(Yaml::Mapping(m)) => {
+                let f = |k: &str| m.get(Yaml::String(k.to_owned())).and_then(scalar_string);
+                LogSourceSpec {
+                    product: f("product"),
+                    service: f("service"),
+                    category: f("category"),
+                }
+            }
+            _ => return Err(e(invalid("missing `logsource` mapping"))),
+        };
+        RuleBody::Detection {
+            logsource,
+            detection: parse_detection(det).map_err(e)?,
+        }
+    } else {
+        return Err(e(invalid("neither `detection` nor `correlation`")));
+    };
+    Ok(RuleDoc {
+        origin: origin.to_owned(),
+        id,
+        name: get("name").and_then(scalar_string),
+        title,
+        level,
+        tags: strings("tags"),
+        description: get("description").and_then(scalar_string).unwrap_or_default(),
+        falsepositives: strings("falsepositives"),
+        references: strings("references"),
+        mitigation: get("mitigation").and_then(scalar_string).unwrap_or_default(),
+        body,
+    })
+}
+
+fn scalar_string(v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn scalar(v: &Yaml) -> Result<Scalar, RuleErrorKind> {
+    Ok(match v {
+        Yaml::String(s) => Scalar::Str(s.clone()),
+        Yaml::Number(n) => match n.as_i64() {
+            Some(i) => Scalar::Int(i),
+            None => Scalar::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Yaml::Bool(b) => Scalar::Bool(*b),
+        Yaml::Null => Scalar::Null,
+        other => return Err(invalid(format!("expected a scalar value, found {other:?}"))),
+    })
+}
+
+fn scalars(v: &Yaml) -> Result<Vec<Scalar>, RuleErrorKind> {
+    match v {
+        Yaml::Sequence(seq) => seq.iter().map(scalar).collect(),
+        other => Ok(vec![scalar(other)?]),
+    }
+}
+
+fn parse_detection(v: &Yaml) -> Result<DetectionSpec, RuleErrorKind> {
+    let map = v
+        .as_mapping()
+        .ok_or_else(|| invalid("`detection` is not a mapping"))?;
+    let mut selections = Vec::new();
+    let mut conditions = Vec::new();
+    for (k, v) in map {
+        let name = k
+            .as_str()
+            .ok_or_else(|| invalid("detection key is not a string"))?;
+        match name {
+            "condition" => match v {
+                Yaml::String(s) => conditions.push(s.clone()),
+                Yaml::Sequence(seq) => {
+                    for c in seq {
+                        conditions.push(
+                            c.as_str()
+                                .ok_or_else(|| invalid("condition is not a string"))?
+                                .to_owned(),
+                        );
+                    }
+                }
+                _ => return Err(invalid("condition is not a string")),
+            },
+            "timeframe" => {
+                return Err(unsupported(
+                    "`timeframe` with aggregation conditions (deprecated; use a correlation rule)",
+                ));
+            }
+            _ => selections.push((name.to_owned(), parse_selection(name, v)?)),
+        }
+    }
+    if conditions.is_empty() {
+        return Err(invalid("missing `detection.condition`"));
+    }
+    Ok(DetectionSpec {
+        selections,
+        conditions,
+    })
+}
+
+fn parse_selection(name: &str, v: &Yaml) -> Result<SelectionSpec, RuleErrorKind> {
+    match v {
+        Yaml::Mapping(m) => Ok(SelectionSpec::Maps(vec![parse_field_map(m)?])),
+        Yaml::Sequence(seq) if seq.iter().all(|x| x.is_mapping()) && !seq.is_empty() => {
+            let maps = seq
+                .iter()
+                .map(|x| parse_field_map(x.as_mapping().expect("checked mapping")))
+                .collect::<Result<_, _>>()?;
+            Ok(SelectionSpec::Maps(maps))
+        }
+        Yaml::Sequence(seq) => {
+            if seq.iter().any(|x| x.is_mapping()) {
+                return Err(invalid(format!(
+                    "selection `{name}` mixes maps and keywords"
+                )));
+            }
+            Ok(SelectionSpec::Keywords(scalars(v)?))
+        }
+        other => Ok(SelectionSpec::Keywords(vec![scalar(other)?])),
+    }
+}
+
+fn parse_field_map(m: &serde_norway::Mapping) -> Result<Vec<FieldSpec>, RuleErrorKind> {
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let key = scalar_string(k).ok_or_else(|| invalid("field name is not a string"))?;
+        let mut parts = key.split('|');
+        let field = parts.next().unwrap_or_default().to_owned();
+        let modifiers = parts.map(str::to_owned).collect();
+        out.push(FieldSpec {
+            field,
+            modifiers,
+            values: scalars(v)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a Sigma timespan such as `30s`, `5m`, `1h`, `2d` into milliseconds.
+pub fn parse_timespan(s: &str) -> Result<i64, RuleErrorKind> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| invalid(format!("timespan `{s}` has no unit (s, m, h, d)")))?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| invalid(format!("timespan `{s}` has no number")))?;
+    let mult = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(invalid(format!("timespan `{s}`: unit must be s, m, h or d"))),
+    };
+    if n <= 0 {
+        return Err(invalid(format!("timespan `{s}` must be positive")));
+    }
+    Ok(n * mult)
+}
+
+fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
+    let m = v
+        .as_mapping()
+        .ok_or_else(|| invalid("`correlation` is not a mapping"))?;
+    let get = |k: &str| m.get(Yaml::String(k.to_owned()));
+    let kind = match get("type").and_then(scalar_string).as_deref() {
+        Some("event_count") => CorrelationKind::EventCount,
+        Some("value_count") => CorrelationKind::ValueCount,
+        Some(other @ ("temporal" | "temporal_ordered" | "value_sum" | "value_avg"
+        | "value_percentile")) => {
+            return Err(unsupported(format!(
+                "correlation type `{other}` (arrives with stateful correlation)"
+            )));
+        }
+        Some(other) => return Err(invalid(format!("unknown correlation type `{other}`"))),
+        None => return Err(invalid("correlation without `type`")),
+    };
+    if get("aliases").is_some() {
+        return Err(unsupported("correlation `aliases`"));
+    }
+    let list = |k: &str| -> Vec<String> {
+        match get(k) {
+            Some(Yaml::Sequence(seq)) => seq.iter().filter_map(scalar_string).collect(),
+            Some(v) => scalar_string(v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    };
+    let rules = list("rules");
+    if rules.is_empty() {
+        return Err(invalid("correlation without `rules`"));
+    }
+    let timespan = get("timespan")
+        .or_else(|| get("timeframe"))
+        .and_then(scalar_string)
+        .ok_or_else(|| invalid("correlation without `timespan`"))?;
+    let condition = match get("condition") {
+        Some(Yaml::Mapping(c)) => c
+            .iter()
+            .map(|(k, v)| {
+                let op = match k.as_str() {
+                    Some("gt") => CmpOp::Gt,
+                    Some("gte") => CmpOp::Gte,
+                    Some("lt") => CmpOp::Lt,
+                    Some("lte") => CmpOp::Lte,
+                    Some("eq") => CmpOp::Eq,
+                    Some("neq") => CmpOp::Neq,
+                    Some("field") => return Ok(None),
+                    other => return Err(invalid(format!("unknown condition operator {other:?}"))),
+                };
+                let n = v
+                    .as_f64()
+                    .ok_or_else(|| invalid("condition threshold is not a number"))?;
+                Ok(Some((op, n)))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(invalid("correlation without a `condition` mapping")),
+    };
+    if condition.is_empty() {
+        return Err(invalid("correlation condition has no operator"));
+    }
+    let field = get("condition")
+        .and_then(|c| c.get("field"))
+        .or_else(|| get("field"))
+        .and_then(scalar_string);
+    if kind == CorrelationKind::ValueCount && field.is_none() {
+        return Err(invalid("value_count correlation without `condition.field`"));
+    }
+    Ok(CorrelationSpec {
+        kind,
+        rules,
+        group_by: list("group-by"),
+        timespan_ms: parse_timespan(&timespan)?,
+        condition,
+        field,
+        generate: get("generate").and_then(Yaml::as_bool).unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+title: Failed sign-in
+id: 1a1a
+name: failed_signin
+logsource: {product: azure, service: signinlogs}
+detection:
+    selection:
+        resultType: 50126
+        properties.userPrincipalName|endswith: '@police.uk'
+    filter:
+        - properties.appDisplayName: Test
+        - properties.clientAppUsed|contains: [IMAP, POP]
+    condition: selection and not filter
+level: low
+tags: [attack.t1110]
+---
+title: Brute force
+id: 2b2b
+correlation:
+    type: event_count
+    rules: failed_signin
+    group-by: [properties.userPrincipalName]
+    timespan: 10m
+    condition: {gte: 10}
+level: high
+"#;
+
+    #[test]
+    fn parses_multi_document_files() {
+        let docs: Vec<_> = parse_rules("x.yml", RULES)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].name.as_deref(), Some("failed_signin"));
+        assert_eq!(docs[0].level, Level::Low);
+        let RuleBody::Detection { detection, logsource } = &docs[0].body else { panic!() };
+        assert_eq!(logsource.service.as_deref(), Some("signinlogs"));
+        assert_eq!(detection.selections.len(), 2);
+        let (_, SelectionSpec::Maps(filter)) = &detection.selections[1] else { panic!() };
+        assert_eq!(filter.len(), 2, "list of maps is an OR of two maps");
+        assert_eq!(filter[1][0].modifiers, vec!["contains"]);
+        let RuleBody::Correlation(c) = &docs[1].body else { panic!() };
+        assert_eq!(c.kind, CorrelationKind::EventCount);
+        assert_eq!(c.timespan_ms, 600_000);
+        assert_eq!(c.condition, vec![(CmpOp::Gte, 10.0)]);
+        assert_eq!(docs[1].origin, "x.yml#2");
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let r = parse_rules("a.yml", "title: x\nid: 1\nlogsource: {}\n");
+        assert!(matches!(&r[0], Err(e) if matches!(e.kind, RuleErrorKind::Invalid(_))));
+        let r = parse_rules(
+            "b.yml",
+            "title: x\nid: 1\ncorrelation: {type: temporal, rules: [a], timespan: 1m, condition: {gte: 1}}\n",
+        );
+        let e = r[0].as_ref().unwrap_err();
+        assert!(matches!(e.kind, RuleErrorKind::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("temporal"));
+        let r = parse_rules("c.yml", "title: [unclosed\n");
+        assert!(r[0].is_err());
+    }
+
+    #[test]
+    fn timespans() {
+        assert_eq!(parse_timespan("30s").unwrap(), 30_000);
+        assert_eq!(parse_timespan("2d").unwrap(), 172_800_000);
+        assert!(parse_timespan("5").is_err());
+        assert!(parse_timespan("5w").is_err());
+    }
+}

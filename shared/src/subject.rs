@@ -1,0 +1,138 @@
+//! NATS subjects and stream names: the wire contract between collectors, nodes and analysts.
+
+use crate::alert::Level;
+use crate::force::{ForceId, ForceIdError};
+use crate::source::{SourceKind, UnknownSource};
+
+/// JetStream stream holding every force's events (`nmc.events.>`).
+pub const EVENTS_STREAM: &str = "NMC_EVENTS";
+/// JetStream stream holding alerts (`nmc.alerts.>`), de-duplicated by `Nats-Msg-Id`.
+pub const ALERTS_STREAM: &str = "NMC_ALERTS";
+/// JetStream stream holding dead-lettered input (`nmc.dlq.>`).
+pub const DLQ_STREAM: &str = "NMC_DLQ";
+/// Subjects captured by [`EVENTS_STREAM`].
+pub const EVENTS_ALL: &str = "nmc.events.>";
+/// Subjects captured by [`ALERTS_STREAM`].
+pub const ALERTS_ALL: &str = "nmc.alerts.>";
+/// Subjects captured by [`DLQ_STREAM`].
+pub const DLQ_ALL: &str = "nmc.dlq.>";
+/// Dead-letter subject for events whose subject names no valid or onboarded force.
+pub const DLQ_UNKNOWN: &str = "nmc.dlq._unknown";
+
+/// The subject a collector publishes a force's events of one source to.
+pub fn events(force: &ForceId, source: SourceKind) -> String {
+    format!("nmc.events.{force}.{source}")
+}
+
+/// The filter that selects all of one force's events.
+pub fn events_of(force: &ForceId) -> String {
+    format!("nmc.events.{force}.>")
+}
+
+/// The subject an alert of `level` for `force` is published to.
+pub fn alerts(force: &ForceId, level: Level) -> String {
+    format!("nmc.alerts.{force}.{}", level.as_str())
+}
+
+/// The filter that selects all alerts of one force.
+pub fn alerts_of(force: &ForceId) -> String {
+    format!("nmc.alerts.{force}.>")
+}
+
+/// The dead-letter subject of a force.
+pub fn dlq(force: &ForceId) -> String {
+    format!("nmc.dlq.{force}")
+}
+
+/// Why an events subject cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Not of the form `nmc.events.<force>.<source>`.
+    #[error("subject `{0}` is not of the form nmc.events.<force>.<source>")]
+    Shape(String),
+    /// The force token is not a valid force id.
+    #[error("subject `{subject}`: {source}")]
+    Force {
+        /// The offending subject.
+        subject: String,
+        /// Why the force token is invalid.
+        source: ForceIdError,
+    },
+    /// The source token is not a known source.
+    #[error("subject `{subject}`: {source}")]
+    Source {
+        /// The offending subject.
+        subject: String,
+        /// Why the source token is unknown.
+        source: UnknownSource,
+    },
+}
+
+/// Splits `nmc.events.<force>.<source>` into its force token (unvalidated) and source token.
+pub fn split_events(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("nmc.events.")?;
+    let (force, source) = rest.split_once('.')?;
+    if force.is_empty() || source.is_empty() || source.contains('.') {
+        return None;
+    }
+    Some((force, source))
+}
+
+/// Parses an events subject into a validated force and source.
+pub fn parse_events(subject: &str) -> Result<(ForceId, SourceKind), SubjectError> {
+    let (force, source) =
+        split_events(subject).ok_or_else(|| SubjectError::Shape(subject.to_owned()))?;
+    let force = ForceId::new(force).map_err(|source| SubjectError::Force {
+        subject: subject.to_owned(),
+        source,
+    })?;
+    let source = source.parse().map_err(|source| SubjectError::Source {
+        subject: subject.to_owned(),
+        source,
+    })?;
+    Ok((force, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kent() -> ForceId {
+        ForceId::new("kent").unwrap()
+    }
+
+    #[test]
+    fn builds_subjects() {
+        assert_eq!(events(&kent(), SourceKind::EntraSignin), "nmc.events.kent.entra_signin");
+        assert_eq!(events_of(&kent()), "nmc.events.kent.>");
+        assert_eq!(alerts(&kent(), Level::High), "nmc.alerts.kent.high");
+        assert_eq!(alerts_of(&kent()), "nmc.alerts.kent.>");
+        assert_eq!(dlq(&kent()), "nmc.dlq.kent");
+    }
+
+    #[test]
+    fn parses_events_subjects() {
+        assert_eq!(
+            parse_events("nmc.events.kent.aws_cloudtrail").unwrap(),
+            (kent(), SourceKind::AwsCloudtrail)
+        );
+        assert!(matches!(parse_events("nmc.events.kent"), Err(SubjectError::Shape(_))));
+        assert!(matches!(parse_events("nmc.events.kent.a.b"), Err(SubjectError::Shape(_))));
+        assert!(matches!(parse_events("nmc.alerts.kent.high"), Err(SubjectError::Shape(_))));
+        assert!(matches!(
+            parse_events("nmc.events.KENT.sysmon"),
+            Err(SubjectError::Force { .. })
+        ));
+        assert!(matches!(
+            parse_events("nmc.events.kent.netflow"),
+            Err(SubjectError::Source { .. })
+        ));
+    }
+
+    #[test]
+    fn every_built_subject_parses_back() {
+        for s in SourceKind::ALL {
+            assert_eq!(parse_events(&events(&kent(), s)).unwrap().1, s);
+        }
+    }
+}
