@@ -178,7 +178,11 @@ impl ForceState {
         };
         let win = self.groups.entry(id.clone()).or_default();
         // Insert in event-time order (stable for equal times: stream order).
-        let pos = win.entries.iter().rposition(|e| e.t <= ev.time_ms).map_or(0, |p| p + 1);
+        let pos = win
+            .entries
+            .iter()
+            .rposition(|e| e.t <= ev.time_ms)
+            .map_or(0, |p| p + 1);
         win.entries.insert(
             pos,
             Entry {
@@ -346,7 +350,10 @@ level: medium
 "#;
 
     fn rules() -> RuleSet {
-        let docs = parse_rules("t.yml", RULES).into_iter().map(Result::unwrap).collect();
+        let docs = parse_rules("t.yml", RULES)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let (rs, errs) = RuleSet::compile(docs);
         assert!(errs.is_empty(), "{errs:?}");
         rs
@@ -375,21 +382,31 @@ level: medium
     #[test]
     fn brute_force_fires_once_per_window_fill() {
         let rs = rules();
-        let evs: Vec<_> = (0..12).map(|i| fail("bob", "1.1.1.1", T0 + i * 10_000)).collect();
+        let evs: Vec<_> = (0..12)
+            .map(|i| fail("bob", "1.1.1.1", T0 + i * 10_000))
+            .collect();
         let alerts = run(&rs, &evs);
         let brute: Vec<_> = alerts.iter().filter(|a| a.rule.id == "brute").collect();
         assert_eq!(brute.len(), 2, "12 failures fire at the 5th and 10th");
         assert_eq!(brute[0].count, 5);
         assert_eq!(brute[0].group.get("user").unwrap(), "bob");
-        assert_eq!(brute[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            brute[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         assert_ne!(brute[0].id, brute[1].id);
-        assert!(alerts.iter().all(|a| a.rule.id != "failed"), "referenced rule is silent");
+        assert!(
+            alerts.iter().all(|a| a.rule.id != "failed"),
+            "referenced rule is silent"
+        );
     }
 
     #[test]
     fn slow_failures_do_not_fire() {
         let rs = rules();
-        let evs: Vec<_> = (0..20).map(|i| fail("bob", "1.1.1.1", T0 + i * 3_600_000)).collect();
+        let evs: Vec<_> = (0..20)
+            .map(|i| fail("bob", "1.1.1.1", T0 + i * 3_600_000))
+            .collect();
         assert!(run(&rs, &evs).iter().all(|a| a.rule.id != "brute"));
     }
 
@@ -399,7 +416,10 @@ level: medium
         let mut evs: Vec<_> = (0..3).map(|i| fail("same", "9.9.9.9", T0 + i)).collect();
         assert!(run(&rs, &evs).iter().all(|a| a.rule.id != "spray"));
         evs.extend((0..4).map(|i| fail(&format!("u{i}"), "9.9.9.9", T0 + 100 + i)));
-        let spray: Vec<_> = run(&rs, &evs).into_iter().filter(|a| a.rule.id == "spray").collect();
+        let spray: Vec<_> = run(&rs, &evs)
+            .into_iter()
+            .filter(|a| a.rule.id == "spray")
+            .collect();
         assert_eq!(spray.len(), 1);
         assert_eq!(spray[0].distinct, Some(4));
     }
@@ -415,14 +435,19 @@ level: medium
         let alerts = run(&rs, &[e.clone(), e]);
         assert_eq!(alerts.len(), 2);
         assert!(alerts.iter().all(|a| a.rule.id == "legacy"));
-        assert_ne!(alerts[0].id, alerts[1].id, "distinct events give distinct ids");
+        assert_ne!(
+            alerts[0].id, alerts[1].id,
+            "distinct events give distinct ids"
+        );
     }
 
     #[test]
     fn persisted_state_resumes_identically() {
         let rs = rules();
         let kent = ForceId::new("kent").unwrap();
-        let evs: Vec<_> = (0..9).map(|i| fail("bob", "1.1.1.1", T0 + i * 1000)).collect();
+        let evs: Vec<_> = (0..9)
+            .map(|i| fail("bob", "1.1.1.1", T0 + i * 1000))
+            .collect();
         let whole = run(&rs, &evs);
         // Apply the first 3, persist, reload, apply the rest.
         let mut st = ForceState::new();
@@ -458,9 +483,19 @@ level: medium
         st.apply(&rs, &kent, 1, &fail("bob", "1.1.1.1", T0), &mut out);
         assert_eq!(st.live_groups(), 2);
         st.take_changes();
-        st.apply(&rs, &kent, 2, &fail("eve", "2.2.2.2", T0 + 3_600_000), &mut out);
+        st.apply(
+            &rs,
+            &kent,
+            2,
+            &fail("eve", "2.2.2.2", T0 + 3_600_000),
+            &mut out,
+        );
         assert_eq!(st.live_groups(), 2, "bob's groups expired, eve's are live");
-        let deleted = st.take_changes().into_iter().filter(|(_, v)| v.is_none()).count();
+        let deleted = st
+            .take_changes()
+            .into_iter()
+            .filter(|(_, v)| v.is_none())
+            .count();
         assert_eq!(deleted, 2);
     }
 }

@@ -74,8 +74,8 @@ impl Event {
                 max: max_bytes,
             });
         }
-        let body: Value = serde_json::from_slice(payload)
-            .map_err(|e| BadInput::MalformedJson(e.to_string()))?;
+        let body: Value =
+            serde_json::from_slice(payload).map_err(|e| BadInput::MalformedJson(e.to_string()))?;
         Event::from_value(source, body)
     }
 
@@ -162,11 +162,23 @@ mod tests {
         use SourceKind::*;
         let cases = [
             (EntraSignin, json!({"time": "2024-03-01T10:00:00Z"})),
-            (EntraSignin, json!({"createdDateTime": "2024-03-01T10:00:00Z"})),
-            (EntraSignin, json!({"properties": {"createdDateTime": "2024-03-01T10:00:00Z"}})),
-            (EntraSignin, json!({"TimeGenerated": "2024-03-01T10:00:00.000Z"})),
+            (
+                EntraSignin,
+                json!({"createdDateTime": "2024-03-01T10:00:00Z"}),
+            ),
+            (
+                EntraSignin,
+                json!({"properties": {"createdDateTime": "2024-03-01T10:00:00Z"}}),
+            ),
+            (
+                EntraSignin,
+                json!({"TimeGenerated": "2024-03-01T10:00:00.000Z"}),
+            ),
             (M365Audit, json!({"CreationTime": "2024-03-01T10:00:00"})),
-            (AzureActivity, json!({"eventTimestamp": "2024-03-01T10:00:00Z"})),
+            (
+                AzureActivity,
+                json!({"eventTimestamp": "2024-03-01T10:00:00Z"}),
+            ),
             (AwsCloudtrail, json!({"eventTime": "2024-03-01T10:00:00Z"})),
             (
                 WindowsSecurity,
@@ -185,22 +197,38 @@ mod tests {
         let s = SourceKind::AwsCloudtrail;
         let e = Event::parse(s, b"{not json", 1024).unwrap_err();
         assert_eq!(e.code(), "malformed_json");
-        assert_eq!(Event::parse(s, b"[1,2]", 1024).unwrap_err().code(), "not_an_object");
-        assert_eq!(Event::parse(s, b"{}", 1024).unwrap_err().code(), "missing_time");
+        assert_eq!(
+            Event::parse(s, b"[1,2]", 1024).unwrap_err().code(),
+            "not_an_object"
+        );
+        assert_eq!(
+            Event::parse(s, b"{}", 1024).unwrap_err().code(),
+            "missing_time"
+        );
         let e = Event::parse(s, br#"{"eventTime": "soon"}"#, 1024).unwrap_err();
         assert_eq!(e.code(), "bad_time");
         assert!(e.to_string().contains("eventTime"), "{e}");
         let e = Event::parse(s, br#"{"eventTime": 12}"#, 1024).unwrap_err();
         assert_eq!(e.code(), "bad_time");
-        let big = format!(r#"{{"eventTime":"2024-03-01T10:00:00Z","x":"{}"}}"#, "a".repeat(100));
-        assert_eq!(Event::parse(s, big.as_bytes(), 64).unwrap_err().code(), "oversize");
+        let big = format!(
+            r#"{{"eventTime":"2024-03-01T10:00:00Z","x":"{}"}}"#,
+            "a".repeat(100)
+        );
+        assert_eq!(
+            Event::parse(s, big.as_bytes(), 64).unwrap_err().code(),
+            "oversize"
+        );
         assert!(Event::parse(s, big.as_bytes(), 1024).is_ok());
     }
 
     #[test]
     fn field_paths() {
         let v = json!({"a.b": 1, "a": {"b": 2, "c": {"d": "x"}}});
-        assert_eq!(get_field(&v, "a.b"), Some(&json!(1)), "exact dotted key wins");
+        assert_eq!(
+            get_field(&v, "a.b"),
+            Some(&json!(1)),
+            "exact dotted key wins"
+        );
         assert_eq!(get_field(&v, "a.c.d"), Some(&json!("x")));
         assert_eq!(get_field(&v, "a.z"), None);
         assert_eq!(get_field(&v, "missing"), None);

@@ -197,12 +197,27 @@ mod tests {
     #[test]
     fn rejects_non_slugs() {
         assert_eq!(ForceId::new(""), Err(ForceIdError::Empty));
-        assert!(matches!(ForceId::new("Cumbria"), Err(ForceIdError::BadChar(_))));
-        assert!(matches!(ForceId::new("cum.bria"), Err(ForceIdError::BadChar(_))));
-        assert!(matches!(ForceId::new("cum*"), Err(ForceIdError::BadChar(_))));
+        assert!(matches!(
+            ForceId::new("Cumbria"),
+            Err(ForceIdError::BadChar(_))
+        ));
+        assert!(matches!(
+            ForceId::new("cum.bria"),
+            Err(ForceIdError::BadChar(_))
+        ));
+        assert!(matches!(
+            ForceId::new("cum*"),
+            Err(ForceIdError::BadChar(_))
+        ));
         assert!(matches!(ForceId::new("a b"), Err(ForceIdError::BadChar(_))));
-        assert!(matches!(ForceId::new("-kent"), Err(ForceIdError::EdgeDash(_))));
-        assert!(matches!(ForceId::new(&"a".repeat(49)), Err(ForceIdError::TooLong(_))));
+        assert!(matches!(
+            ForceId::new("-kent"),
+            Err(ForceIdError::EdgeDash(_))
+        ));
+        assert!(matches!(
+            ForceId::new(&"a".repeat(49)),
+            Err(ForceIdError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -224,7 +239,10 @@ mod tests {
             .iter()
             .filter(|f| f.kind == ForceKind::Territorial)
             .count();
-        assert_eq!(territorial, 43, "England and Wales have 43 territorial forces");
+        assert_eq!(
+            territorial, 43,
+            "England and Wales have 43 territorial forces"
+        );
         assert_eq!(lookup("cumbria").unwrap().name, "Cumbria Constabulary");
         assert!(lookup("atlantis").is_none());
     }

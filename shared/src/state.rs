@@ -16,7 +16,9 @@ pub enum StateError {
     #[error("state value is empty")]
     Empty,
     /// Written by a release this one cannot read.
-    #[error("state version {0} is not readable by this release (expects {STATE_VERSION}); restore from a checkpoint or replay")]
+    #[error(
+        "state version {0} is not readable by this release (expects {STATE_VERSION}); restore from a checkpoint or replay"
+    )]
     Version(u8),
     /// The bytes do not decode.
     #[error("state does not decode: {0}")]
@@ -58,8 +60,14 @@ mod tests {
         assert_eq!(decode::<(u64, String, Vec<i64>)>(&bytes).unwrap(), v);
         let mut old = bytes.clone();
         old[0] = 0;
-        assert!(matches!(decode::<(u64, String, Vec<i64>)>(&old), Err(StateError::Version(0))));
+        assert!(matches!(
+            decode::<(u64, String, Vec<i64>)>(&old),
+            Err(StateError::Version(0))
+        ));
         assert!(matches!(decode::<u64>(&[]), Err(StateError::Empty)));
-        assert!(matches!(decode::<String>(&[STATE_VERSION, 200]), Err(StateError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&[STATE_VERSION, 200]),
+            Err(StateError::Decode(_))
+        ));
     }
 }

@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn builds_subjects() {
-        assert_eq!(events(&kent(), SourceKind::EntraSignin), "nmc.events.kent.entra_signin");
+        assert_eq!(
+            events(&kent(), SourceKind::EntraSignin),
+            "nmc.events.kent.entra_signin"
+        );
         assert_eq!(events_of(&kent()), "nmc.events.kent.>");
         assert_eq!(alerts(&kent(), Level::High), "nmc.alerts.kent.high");
         assert_eq!(alerts_of(&kent()), "nmc.alerts.kent.>");
@@ -116,9 +119,18 @@ mod tests {
             parse_events("nmc.events.kent.aws_cloudtrail").unwrap(),
             (kent(), SourceKind::AwsCloudtrail)
         );
-        assert!(matches!(parse_events("nmc.events.kent"), Err(SubjectError::Shape(_))));
-        assert!(matches!(parse_events("nmc.events.kent.a.b"), Err(SubjectError::Shape(_))));
-        assert!(matches!(parse_events("nmc.alerts.kent.high"), Err(SubjectError::Shape(_))));
+        assert!(matches!(
+            parse_events("nmc.events.kent"),
+            Err(SubjectError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_events("nmc.events.kent.a.b"),
+            Err(SubjectError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_events("nmc.alerts.kent.high"),
+            Err(SubjectError::Shape(_))
+        ));
         assert!(matches!(
             parse_events("nmc.events.KENT.sysmon"),
             Err(SubjectError::Force { .. })

@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-01T11:00:00+01:00").unwrap(), z);
         assert_eq!(parse_timestamp("2024-03-01T10:00:00").unwrap(), z);
         assert_eq!(parse_timestamp("2024-03-01 10:00:00.000").unwrap(), z);
-        assert_eq!(parse_timestamp("2024-03-01T10:00:00.1234567Z").unwrap(), z + 123);
+        assert_eq!(
+            parse_timestamp("2024-03-01T10:00:00.1234567Z").unwrap(),
+            z + 123
+        );
         assert_eq!(
             parse_timestamp("2019-10-18T04:45:48.0729893-05:00").unwrap(),
             parse_timestamp("2019-10-18T09:45:48.072Z").unwrap()
@@ -80,15 +83,30 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_broken_clocks() {
-        assert!(matches!(parse_timestamp("yesterday"), Err(TimeError::Unparsable(_))));
-        assert!(matches!(parse_timestamp("1970-01-01T00:00:00Z"), Err(TimeError::OutOfRange(_))));
-        assert!(matches!(parse_timestamp("2999-01-01T00:00:00Z"), Err(TimeError::OutOfRange(_))));
+        assert!(matches!(
+            parse_timestamp("yesterday"),
+            Err(TimeError::Unparsable(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("1970-01-01T00:00:00Z"),
+            Err(TimeError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2999-01-01T00:00:00Z"),
+            Err(TimeError::OutOfRange(_))
+        ));
     }
 
     #[test]
     fn epoch_numbers() {
-        assert_eq!(from_epoch_number(1_709_287_200.0).unwrap(), 1_709_287_200_000);
-        assert_eq!(from_epoch_number(1_709_287_200_000.0).unwrap(), 1_709_287_200_000);
+        assert_eq!(
+            from_epoch_number(1_709_287_200.0).unwrap(),
+            1_709_287_200_000
+        );
+        assert_eq!(
+            from_epoch_number(1_709_287_200_000.0).unwrap(),
+            1_709_287_200_000
+        );
         assert!(from_epoch_number(5.0).is_err());
     }
 

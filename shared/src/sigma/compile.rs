@@ -156,7 +156,11 @@ fn compile_detection(doc: &RuleDoc) -> Result<(CompiledRule, Vec<SourceKind>), R
             "logsource {logsource:?} is not provided by any nmc source"
         )));
     }
-    let names: Vec<String> = detection.selections.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = detection
+        .selections
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
     let mut selections = Vec::new();
     for (_, sel) in &detection.selections {
         selections.push(match sel {
@@ -338,12 +342,19 @@ mod tests {
     use serde_json::json;
 
     fn set(text: &str) -> (RuleSet, Vec<RuleError>) {
-        let docs = parse_rules("t.yml", text).into_iter().map(Result::unwrap).collect();
+        let docs = parse_rules("t.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         RuleSet::compile(docs)
     }
 
     fn ev(source: SourceKind, body: Value) -> Event {
-        Event { source, time_ms: 0, body }
+        Event {
+            source,
+            time_ms: 0,
+            body,
+        }
     }
 
     #[test]
@@ -353,7 +364,11 @@ mod tests {
         );
         assert!(errs.is_empty());
         let body = json!({"eventName": "StopLogging"});
-        assert_eq!(rs.matching(&ev(SourceKind::AwsCloudtrail, body.clone())).count(), 1);
+        assert_eq!(
+            rs.matching(&ev(SourceKind::AwsCloudtrail, body.clone()))
+                .count(),
+            1
+        );
         assert_eq!(rs.matching(&ev(SourceKind::EntraSignin, body)).count(), 0);
     }
 
@@ -364,7 +379,10 @@ mod tests {
         );
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(rs.correlations_of(0), &[0]);
-        assert!(!rs.rules()[0].emits, "referenced rule is silent without generate");
+        assert!(
+            !rs.rules()[0].emits,
+            "referenced rule is silent without generate"
+        );
         assert_eq!(rs.len(), 2);
     }
 

@@ -96,7 +96,11 @@ impl Parser<'_> {
         while self.keyword("or") {
             xs.push(self.and()?);
         }
-        Ok(if xs.len() == 1 { xs.pop().expect("one") } else { Expr::Or(xs) })
+        Ok(if xs.len() == 1 {
+            xs.pop().expect("one")
+        } else {
+            Expr::Or(xs)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, RuleErrorKind> {
@@ -104,7 +108,11 @@ impl Parser<'_> {
         while self.keyword("and") {
             xs.push(self.not()?);
         }
-        Ok(if xs.len() == 1 { xs.pop().expect("one") } else { Expr::And(xs) })
+        Ok(if xs.len() == 1 {
+            xs.pop().expect("one")
+        } else {
+            Expr::And(xs)
+        })
     }
 
     fn not(&mut self) -> Result<Expr, RuleErrorKind> {
@@ -190,12 +198,14 @@ pub fn parse_condition(cond: &str, names: &[String]) -> Result<Expr, RuleErrorKi
     };
     let e = p.or()?;
     if p.pos != p.toks.len() {
-        return Err(match p.toks[p.pos..].iter().any(|t| *t == Tok::Word("|".into())) {
-            true => RuleErrorKind::Unsupported(
-                "aggregation (`| count() ...`) in condition; use a correlation rule".into(),
-            ),
-            false => invalid(format!("unexpected trailing tokens in condition `{cond}`")),
-        });
+        return Err(
+            match p.toks[p.pos..].iter().any(|t| *t == Tok::Word("|".into())) {
+                true => RuleErrorKind::Unsupported(
+                    "aggregation (`| count() ...`) in condition; use a correlation rule".into(),
+                ),
+                false => invalid(format!("unexpected trailing tokens in condition `{cond}`")),
+            },
+        );
     }
     Ok(e)
 }
@@ -205,18 +215,26 @@ mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
-        ["sel", "sel_b", "filter", "_hidden"].iter().map(|s| s.to_string()).collect()
+        ["sel", "sel_b", "filter", "_hidden"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn ev(cond: &str, truth: [bool; 4]) -> bool {
-        parse_condition(cond, &names()).unwrap().eval(&mut |i| truth[i])
+        parse_condition(cond, &names())
+            .unwrap()
+            .eval(&mut |i| truth[i])
     }
 
     #[test]
     fn precedence_and_parens() {
         // and binds tighter than or
         assert!(ev("sel or sel_b and filter", [true, false, false, false]));
-        assert!(!ev("(sel or sel_b) and filter", [true, false, false, false]));
+        assert!(!ev(
+            "(sel or sel_b) and filter",
+            [true, false, false, false]
+        ));
         assert!(ev("sel and not filter", [true, false, false, false]));
         assert!(!ev("sel and not filter", [true, false, true, false]));
         assert!(ev("not not sel", [true, false, false, false]));
@@ -227,13 +245,19 @@ mod tests {
         assert!(ev("1 of sel*", [false, true, false, false]));
         assert!(!ev("all of sel*", [false, true, false, false]));
         assert!(ev("all of sel*", [true, true, false, false]));
-        assert!(ev("all of them", [true, true, true, false]), "them skips _ names");
+        assert!(
+            ev("all of them", [true, true, true, false]),
+            "them skips _ names"
+        );
         assert!(ev("1 of them and not filter", [false, true, false, false]));
     }
 
     #[test]
     fn errors() {
-        assert!(matches!(parse_condition("nope", &names()), Err(RuleErrorKind::Invalid(_))));
+        assert!(matches!(
+            parse_condition("nope", &names()),
+            Err(RuleErrorKind::Invalid(_))
+        ));
         assert!(parse_condition("(sel", &names()).is_err());
         assert!(parse_condition("sel)", &names()).is_err());
         assert!(parse_condition("sel and", &names()).is_err());

@@ -63,7 +63,11 @@ pub fn glob_tokens(s: &str) -> Vec<GlobTok> {
                 if !lit.is_empty() {
                     toks.push(GlobTok::Lit(std::mem::take(&mut lit).to_lowercase()));
                 }
-                toks.push(if c == '*' { GlobTok::Star } else { GlobTok::One });
+                toks.push(if c == '*' {
+                    GlobTok::Star
+                } else {
+                    GlobTok::One
+                });
             }
             c => lit.push(c),
         }
@@ -114,7 +118,9 @@ pub fn compile_value(value: &Scalar, modifiers: &[String]) -> Result<ValueMatche
     if exists {
         return match value {
             Scalar::Bool(b) => Ok(ValueMatcher::Exists(*b)),
-            _ => Err(RuleErrorKind::Invalid("`exists` needs true or false".into())),
+            _ => Err(RuleErrorKind::Invalid(
+                "`exists` needs true or false".into(),
+            )),
         };
     }
     let text = match value {
@@ -151,11 +157,17 @@ impl ValueMatcher {
             (m, Some(Value::Array(items))) => items.iter().any(|i| m.matches(Some(i))),
             (ValueMatcher::Str(p), Some(Value::String(s))) => p.matches(s),
             (ValueMatcher::Str(p), Some(Value::Number(n))) => p.matches(&n.to_string()),
-            (ValueMatcher::Str(p), Some(Value::Bool(b))) => p.matches(if *b { "true" } else { "false" }),
+            (ValueMatcher::Str(p), Some(Value::Bool(b))) => {
+                p.matches(if *b { "true" } else { "false" })
+            }
             (ValueMatcher::Num(x), Some(Value::Number(n))) => n.as_f64() == Some(*x),
-            (ValueMatcher::Num(x), Some(Value::String(s))) => s.trim().parse::<f64>().ok() == Some(*x),
+            (ValueMatcher::Num(x), Some(Value::String(s))) => {
+                s.trim().parse::<f64>().ok() == Some(*x)
+            }
             (ValueMatcher::Bool(b), Some(Value::Bool(v))) => b == v,
-            (ValueMatcher::Bool(b), Some(Value::String(s))) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+            (ValueMatcher::Bool(b), Some(Value::String(s))) => {
+                s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
+            }
             _ => false,
         }
     }
@@ -166,9 +178,13 @@ impl Pattern {
     pub fn matches(&self, s: &str) -> bool {
         match self {
             Pattern::Exact(p) => eq_fold(s, p),
-            Pattern::Prefix(p) => s.len() >= p.len() && s.is_char_boundary(p.len()) && eq_fold(&s[..p.len()], p),
+            Pattern::Prefix(p) => {
+                s.len() >= p.len() && s.is_char_boundary(p.len()) && eq_fold(&s[..p.len()], p)
+            }
             Pattern::Suffix(p) => {
-                s.len() >= p.len() && s.is_char_boundary(s.len() - p.len()) && eq_fold(&s[s.len() - p.len()..], p)
+                s.len() >= p.len()
+                    && s.is_char_boundary(s.len() - p.len())
+                    && eq_fold(&s[s.len() - p.len()..], p)
             }
             Pattern::Contains(p) => lower(s).contains(p.as_str()),
             Pattern::Glob(toks) => glob_match(toks, &lower(s)),

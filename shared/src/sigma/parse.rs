@@ -262,10 +262,14 @@ fn parse_doc(origin: &str, yaml: &Yaml) -> Result<RuleDoc, RuleError> {
         title,
         level,
         tags: strings("tags"),
-        description: get("description").and_then(scalar_string).unwrap_or_default(),
+        description: get("description")
+            .and_then(scalar_string)
+            .unwrap_or_default(),
         falsepositives: strings("falsepositives"),
         references: strings("references"),
-        mitigation: get("mitigation").and_then(scalar_string).unwrap_or_default(),
+        mitigation: get("mitigation")
+            .and_then(scalar_string)
+            .unwrap_or_default(),
         body,
     })
 }
@@ -393,7 +397,11 @@ pub fn parse_timespan(s: &str) -> Result<i64, RuleErrorKind> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(invalid(format!("timespan `{s}`: unit must be s, m, h or d"))),
+        _ => {
+            return Err(invalid(format!(
+                "timespan `{s}`: unit must be s, m, h or d"
+            )));
+        }
     };
     if n <= 0 {
         return Err(invalid(format!("timespan `{s}` must be positive")));
@@ -409,8 +417,10 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
     let kind = match get("type").and_then(scalar_string).as_deref() {
         Some("event_count") => CorrelationKind::EventCount,
         Some("value_count") => CorrelationKind::ValueCount,
-        Some(other @ ("temporal" | "temporal_ordered" | "value_sum" | "value_avg"
-        | "value_percentile")) => {
+        Some(
+            other @ ("temporal" | "temporal_ordered" | "value_sum" | "value_avg"
+            | "value_percentile"),
+        ) => {
             return Err(unsupported(format!(
                 "correlation type `{other}` (arrives with stateful correlation)"
             )));
@@ -520,13 +530,23 @@ level: high
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].name.as_deref(), Some("failed_signin"));
         assert_eq!(docs[0].level, Level::Low);
-        let RuleBody::Detection { detection, logsource } = &docs[0].body else { panic!() };
+        let RuleBody::Detection {
+            detection,
+            logsource,
+        } = &docs[0].body
+        else {
+            panic!()
+        };
         assert_eq!(logsource.service.as_deref(), Some("signinlogs"));
         assert_eq!(detection.selections.len(), 2);
-        let (_, SelectionSpec::Maps(filter)) = &detection.selections[1] else { panic!() };
+        let (_, SelectionSpec::Maps(filter)) = &detection.selections[1] else {
+            panic!()
+        };
         assert_eq!(filter.len(), 2, "list of maps is an OR of two maps");
         assert_eq!(filter[1][0].modifiers, vec!["contains"]);
-        let RuleBody::Correlation(c) = &docs[1].body else { panic!() };
+        let RuleBody::Correlation(c) = &docs[1].body else {
+            panic!()
+        };
         assert_eq!(c.kind, CorrelationKind::EventCount);
         assert_eq!(c.timespan_ms, 600_000);
         assert_eq!(c.condition, vec![(CmpOp::Gte, 10.0)]);

@@ -1,0 +1,217 @@
+//! NATS and JetStream: connection, stream set-up, and the publish paths (alerts, dead letters).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use nmc_shared::subject::{
+    ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM, EVENTS_ALL, EVENTS_STREAM,
+};
+
+use crate::config::Config;
+
+/// Header naming the dead-letter reason code (`malformed_json`, `oversize`, ...).
+pub const H_REASON: &str = "Nmc-Reason";
+/// Header holding the human-readable dead-letter error.
+pub const H_ERROR: &str = "Nmc-Error";
+/// Header holding the subject the dead-lettered event arrived on.
+pub const H_SUBJECT: &str = "Nmc-Subject";
+/// Header holding the `NMC_EVENTS` sequence of the dead-lettered event.
+pub const H_SEQ: &str = "Nmc-Seq";
+/// Header naming the node that dead-lettered the event.
+pub const H_NODE: &str = "Nmc-Node";
+/// JetStream de-duplication header.
+pub const H_MSG_ID: &str = "Nats-Msg-Id";
+
+/// Connects to NATS with a client name, retrying the first connection until it succeeds.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    Ok(client)
+}
+
+/// The stream configurations a node requires.
+pub fn stream_configs(cfg: &Config) -> [stream::Config; 3] {
+    let base = |name: &str, subject: &str, max_age: u64| stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(max_age),
+        num_replicas: cfg.stream_replicas,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let events = base(EVENTS_STREAM, EVENTS_ALL, cfg.events_max_age_secs);
+    let mut alerts = base(ALERTS_STREAM, ALERTS_ALL, cfg.alerts_max_age_secs);
+    alerts.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
+    let mut dlq = base(DLQ_STREAM, DLQ_ALL, cfg.alerts_max_age_secs);
+    dlq.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
+    [events, alerts, dlq]
+}
+
+/// Creates the streams, or verifies existing ones capture the right subjects and updates their
+/// limits to the configured values.
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<()> {
+    for want in stream_configs(cfg) {
+        match js.get_stream(&want.name).await {
+            Ok(mut s) => {
+                let have = s.info().await?.config.clone();
+                if have.subjects != want.subjects {
+                    bail!(
+                        "stream {} captures {:?}, nmc needs {:?}; fix or delete the stream",
+                        want.name,
+                        have.subjects,
+                        want.subjects
+                    );
+                }
+                if have.max_age != want.max_age || have.duplicate_window != want.duplicate_window {
+                    js.update_stream(want.clone())
+                        .await
+                        .with_context(|| format!("updating stream {}", want.name))?;
+                }
+            }
+            Err(_) => {
+                js.create_stream(want.clone())
+                    .await
+                    .with_context(|| format!("creating stream {}", want.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes to a stream with a de-duplication id and waits for the stream's ack.
+pub async fn publish_acked(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    mut headers: HeaderMap,
+    payload: Bytes,
+) -> Result<()> {
+    headers.insert(H_MSG_ID, msg_id);
+    js.publish_with_headers(subject.clone(), headers, payload)
+        .await
+        .with_context(|| format!("publishing to {subject}"))?
+        .await
+        .with_context(|| format!("waiting for the stream ack of {subject}"))?;
+    Ok(())
+}
+
+/// One event to dead-letter.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Dead-letter subject (`nmc.dlq.<force>` or `nmc.dlq._unknown`).
+    pub subject: String,
+    /// `NMC_EVENTS` sequence of the event.
+    pub seq: u64,
+    /// Subject the event arrived on.
+    pub from_subject: String,
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// Human-readable error.
+    pub error: String,
+    /// The original payload.
+    pub payload: Bytes,
+}
+
+/// Publishes dead letters concurrently and waits for every ack. The message id is derived from
+/// the event's stream sequence, so a retry after a crash is de-duplicated by JetStream.
+pub async fn publish_dead_letters(
+    js: &jetstream::Context,
+    node: &str,
+    letters: &[DeadLetter],
+) -> Result<()> {
+    let mut acks = Vec::with_capacity(letters.len());
+    for d in letters {
+        let mut h = HeaderMap::new();
+        h.insert(H_REASON, d.reason);
+        // Header values are single-line.
+        h.insert(H_ERROR, d.error.replace(['\r', '\n'], " ").as_str());
+        h.insert(H_SUBJECT, d.from_subject.as_str());
+        h.insert(H_SEQ, d.seq.to_string().as_str());
+        h.insert(H_NODE, node);
+        h.insert(H_MSG_ID, format!("dlq-{}", d.seq).as_str());
+        acks.push(
+            js.publish_with_headers(d.subject.clone(), h, d.payload.clone())
+                .await
+                .with_context(|| format!("dead-lettering event {} to {}", d.seq, d.subject))?,
+        );
+    }
+    for ack in
+        futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+    {
+        ack.context("waiting for a dead-letter ack")?;
+    }
+    Ok(())
+}
+
+/// Publishes many messages with at most `max` acks outstanding: the fast path of `nmc replay`
+/// and `nmc bench` (no per-message round trip, yet every message is acknowledged).
+pub struct Pipelined<T> {
+    js: jetstream::Context,
+    inflight: futures::stream::FuturesUnordered<
+        futures::future::LocalBoxFuture<
+            'static,
+            (
+                Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+                T,
+            ),
+        >,
+    >,
+    max: usize,
+}
+
+impl<T: 'static> Pipelined<T> {
+    /// A pipeline with at most `max` unacknowledged messages.
+    pub fn new(js: jetstream::Context, max: usize) -> Self {
+        Pipelined {
+            js,
+            inflight: Default::default(),
+            max: max.max(1),
+        }
+    }
+
+    /// Sends one message; calls `done` for acks that complete meanwhile.
+    pub async fn send(
+        &mut self,
+        subject: String,
+        payload: Bytes,
+        tag: T,
+        done: &mut impl FnMut(jetstream::publish::PublishAck, T),
+    ) -> Result<()> {
+        use futures::{FutureExt, StreamExt};
+        while self.inflight.len() >= self.max {
+            if let Some((r, t)) = self.inflight.next().await {
+                done(r.context("publish not acknowledged")?, t);
+            }
+        }
+        let ack = self
+            .js
+            .publish(subject.clone(), payload)
+            .await
+            .with_context(|| format!("publishing to {subject}"))?;
+        self.inflight
+            .push(async move { (ack.await, tag) }.boxed_local());
+        Ok(())
+    }
+
+    /// Waits for every outstanding ack.
+    pub async fn finish(
+        &mut self,
+        done: &mut impl FnMut(jetstream::publish::PublishAck, T),
+    ) -> Result<()> {
+        use futures::StreamExt;
+        while let Some((r, t)) = self.inflight.next().await {
+            done(r.context("publish not acknowledged")?, t);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The `nmc` command line: one binary for the node and its tools.
+
+pub mod bench;
+pub mod generate;
+pub mod replay;
+pub mod tail;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// nmc: Sigma correlation cluster for a national police cyber security operations centre.
+#[derive(Debug, Parser)]
+#[command(name = "nmc", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// NATS connection options shared by the client commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(
+        long = "nats",
+        env = "NMC_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a cluster node (config file, overridden by NMC_* environment variables).
+    Node {
+        /// TOML configuration file.
+        #[arg(long, short, env = "NMC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Publish JSON-lines event files to nmc.events.<force>.<source>.
+    Replay(replay::ReplayArgs),
+    /// Alerts.
+    Alerts {
+        /// What to do with alerts.
+        #[command(subcommand)]
+        cmd: AlertsCmd,
+    },
+    /// Dead-lettered input.
+    Dlq {
+        /// What to do with dead letters.
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+    /// Generate synthetic Entra ID sign-in telemetry (normal users plus attacks).
+    Generate(generate::GenerateArgs),
+    /// Load generator: publish generated events to a running node, report throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+/// `nmc alerts ...`
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Print alerts as they arrive, one JSON line each.
+    Tail(tail::TailArgs),
+}
+
+/// `nmc dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// Print dead letters as they arrive, one JSON line each with the reason.
+    Tail(tail::TailArgs),
+}

@@ -1,0 +1,111 @@
+//! `nmc alerts tail` and `nmc dlq tail`: follow a stream, one JSON line per message.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use futures::StreamExt;
+use nmc_shared::ForceId;
+use nmc_shared::subject::{ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM};
+use serde_json::json;
+
+use super::NatsArgs;
+use crate::bus;
+
+/// Arguments of the tail commands.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Only this force.
+    #[arg(long)]
+    force: Option<ForceId>,
+    /// Start from the beginning of the stream instead of new messages only.
+    #[arg(long)]
+    all: bool,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds without a message.
+    #[arg(long)]
+    idle: Option<f64>,
+}
+
+/// Which stream to follow.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// `NMC_ALERTS`: prints the alert JSON.
+    Alerts,
+    /// `NMC_DLQ`: prints reason, error, origin and payload.
+    Dlq,
+}
+
+/// Runs a tail command.
+pub async fn run(kind: Kind, args: TailArgs) -> Result<()> {
+    let client = bus::connect(&args.nats.url, "nmc tail").await?;
+    let js = jetstream::new(client);
+    let (stream, filter) = match (kind, &args.force) {
+        (Kind::Alerts, Some(f)) => (ALERTS_STREAM, nmc_shared::subject::alerts_of(f)),
+        (Kind::Alerts, None) => (ALERTS_STREAM, ALERTS_ALL.to_owned()),
+        (Kind::Dlq, Some(f)) => (DLQ_STREAM, nmc_shared::subject::dlq(f)),
+        (Kind::Dlq, None) => (DLQ_STREAM, DLQ_ALL.to_owned()),
+    };
+    let mut msgs = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("stream {stream} not found: has a node started yet?"))?
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: if args.all {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            },
+            ..Default::default()
+        })
+        .await?
+        .messages()
+        .await?;
+    let idle = args.idle.map(Duration::from_secs_f64);
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    while args.count.is_none_or(|c| seen < c) {
+        let next = match idle {
+            Some(d) => match tokio::time::timeout(d, msgs.next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => msgs.next().await,
+        };
+        let Some(m) = next else { break };
+        let m = m?;
+        let line = match kind {
+            Kind::Alerts => String::from_utf8_lossy(&m.payload).into_owned(),
+            Kind::Dlq => {
+                let h = |k: &str| {
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get(k))
+                        .map(|v| v.as_str().to_owned())
+                };
+                let seq: Option<u64> = h(bus::H_SEQ).and_then(|s| s.parse().ok());
+                json!({
+                    "subject": m.subject.as_str(),
+                    "reason": h(bus::H_REASON),
+                    "error": h(bus::H_ERROR),
+                    "from_subject": h(bus::H_SUBJECT),
+                    "seq": seq,
+                    "node": h(bus::H_NODE),
+                    "payload": String::from_utf8_lossy(&m.payload),
+                })
+                .to_string()
+            }
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        seen += 1;
+    }
+    Ok(())
+}

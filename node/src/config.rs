@@ -1,0 +1,236 @@
+//! Node configuration: a TOML file, overridden key by key by `NMC_<KEY>` environment variables.
+//!
+//! Telemetry is configured by the standard `OTEL_*` variables instead (see `telemetry`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nmc_shared::ForceId;
+use serde::{Deserialize, Serialize};
+
+/// Everything one `nmc node` needs to run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unique name of this node, written on every alert it raises.
+    pub node_id: String,
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    /// Directory of the node's sled database.
+    pub data_dir: PathBuf,
+    /// Directories of Sigma rule files (`.yml`/`.yaml`, searched recursively).
+    pub rules_dirs: Vec<PathBuf>,
+    /// Forces this node processes.
+    pub forces: Vec<ForceId>,
+    /// Every force onboarded in the cluster (defaults to `forces`). Events of other forces are
+    /// dead-lettered by the triage node.
+    pub onboarded: Vec<ForceId>,
+    /// Whether this node dead-letters events for forces that are not onboarded. Exactly one
+    /// node of a cluster should do this until ownership becomes dynamic.
+    pub triage: bool,
+    /// Most events applied in one sled batch.
+    pub batch_size: usize,
+    /// Largest accepted event payload, in bytes; larger events are dead-lettered.
+    pub max_event_bytes: usize,
+    /// Attempts at an event that makes rule evaluation panic before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Arbiters (threads) running force actors; 0 means one per CPU.
+    pub workers: usize,
+    /// Retention of `NMC_EVENTS`, in seconds: the replay and backfill horizon.
+    pub events_max_age_secs: u64,
+    /// `NMC_ALERTS` duplicate window, in seconds.
+    pub alerts_duplicate_window_secs: u64,
+    /// Retention of `NMC_ALERTS` and `NMC_DLQ`, in seconds.
+    pub alerts_max_age_secs: u64,
+    /// Replicas of each stream (3 in a production NATS cluster).
+    pub stream_replicas: usize,
+    /// Test aid, off when empty: an event carrying this top-level field makes rule evaluation
+    /// panic, to exercise supervision and dead-lettering.
+    pub panic_field: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: default_node_id(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            data_dir: PathBuf::from("nmc-data"),
+            rules_dirs: Vec::new(),
+            forces: Vec::new(),
+            onboarded: Vec::new(),
+            triage: false,
+            batch_size: 500,
+            max_event_bytes: 256 * 1024,
+            max_attempts: 3,
+            workers: 0,
+            events_max_age_secs: 7 * 86_400,
+            alerts_duplicate_window_secs: 15 * 60,
+            alerts_max_age_secs: 90 * 86_400,
+            stream_replicas: 1,
+            panic_field: String::new(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("nmc-{}", std::process::id()))
+}
+
+/// Keys whose environment override is a comma-separated list.
+const LIST_KEYS: &[&str] = &["rules_dirs", "forces", "onboarded"];
+
+impl Config {
+    /// Loads `path` (if given) and applies `NMC_*` overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let known: Vec<String> = toml::Table::try_from(Config::default())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        for (k, v) in env {
+            let Some(key) = k.strip_prefix("NMC_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if !known.contains(&key) {
+                continue;
+            }
+            let value = if LIST_KEYS.contains(&key.as_str()) {
+                toml::Value::Array(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                )
+            } else if let Ok(i) = v.parse::<i64>() {
+                toml::Value::Integer(i)
+            } else if let Ok(b) = v.parse::<bool>() {
+                toml::Value::Boolean(b)
+            } else {
+                toml::Value::String(v)
+            };
+            table.insert(key, value);
+        }
+        let cfg: Config = table
+            .try_into()
+            .context("invalid configuration (file keys or NMC_* overrides)")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules and fills derived defaults.
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            bail!("max_attempts must be at least 1");
+        }
+        if self.node_id.is_empty() || self.node_id.contains(['.', '*', '>', ' ']) {
+            bail!(
+                "node_id `{}` must be non-empty without `.`, `*`, `>` or spaces",
+                self.node_id
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.forces {
+            if !seen.insert(f) {
+                bail!("force `{f}` is listed twice in `forces`");
+            }
+            if !self.onboarded.is_empty() && !self.onboarded.contains(f) {
+                bail!("force `{f}` is in `forces` but not in `onboarded`");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every onboarded force (`onboarded`, or `forces` when that is empty).
+    pub fn onboarded_forces(&self) -> &[ForceId] {
+        if self.onboarded.is_empty() {
+            &self.forces
+        } else {
+            &self.onboarded
+        }
+    }
+
+    /// Number of force-actor arbiters to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_env_overrides() {
+        let dir = std::env::temp_dir().join(format!("nmc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("n.toml");
+        std::fs::write(
+            &p,
+            "node_id = \"a\"\nforces = [\"kent\"]\nbatch_size = 10\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), env(&[])).unwrap();
+        assert_eq!((c.node_id.as_str(), c.batch_size), ("a", 10));
+        let c = Config::load_with_env(
+            Some(&p),
+            env(&[
+                ("NMC_BATCH_SIZE", "64"),
+                ("NMC_FORCES", "kent, essex"),
+                ("NMC_TRIAGE", "true"),
+                ("NMC_UNRELATED", "x"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.batch_size, 64);
+        assert_eq!(c.forces.len(), 2);
+        assert!(c.triage);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Config::load_with_env(None, env(&[("NMC_FORCES", "Kent")])).is_err());
+        assert!(Config::load_with_env(None, env(&[("NMC_BATCH_SIZE", "0")])).is_err());
+        assert!(
+            Config::load_with_env(
+                None,
+                env(&[("NMC_FORCES", "kent"), ("NMC_ONBOARDED", "essex")])
+            )
+            .is_err()
+        );
+    }
+}

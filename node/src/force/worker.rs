@@ -1,0 +1,242 @@
+//! The force worker: the I/O loop body of a force actor, one batch per [`Worker::step`].
+//!
+//! A step reads up to `batch_size` messages from an ordered consumer that starts after the sled
+//! cursor, evaluates them, publishes dead letters and waits for their acks, commits state + outbox
+//! + cursor in one sled batch, flushes, then publishes the outbox with `Nats-Msg-Id` = alert id and
+//! removes what the alert stream acknowledged. The in-memory state always equals the committed
+//! state between steps; on any error the actor drops the worker and rebuilds it from sled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use nmc_shared::correlate::ForceState;
+use nmc_shared::sigma::RuleSet;
+use nmc_shared::{ForceId, subject};
+use tracing::{debug, info, warn};
+
+use super::batch::{self, EvalSettings, Outcome, Raw};
+use crate::bus;
+use crate::runtime::Runtime;
+use crate::store::{ForceStore, Poison};
+
+/// How long a step waits for the first message before returning to the actor's mailbox.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What a step did.
+pub enum Step {
+    /// Nothing arrived within the idle wait.
+    Idle,
+    /// A batch was committed.
+    Committed {
+        /// Events applied.
+        applied: usize,
+    },
+    /// Evaluation panicked on the event at `seq`.
+    Panicked {
+        /// Poison event.
+        seq: u64,
+        /// Panic message.
+        message: String,
+    },
+}
+
+/// The state a force actor owns between steps.
+pub struct Worker {
+    rt: Arc<Runtime>,
+    rules: Arc<RuleSet>,
+    force: ForceId,
+    store: ForceStore,
+    state: ForceState,
+    cursor: u64,
+    poison: Option<Poison>,
+    reader: Option<pull::Ordered>,
+    outbox_pending: bool,
+    settings: EvalSettings,
+}
+
+impl Worker {
+    /// Rebuilds a worker from the force's sled tree.
+    pub fn open(rt: Arc<Runtime>, force: ForceId) -> Result<Worker> {
+        let store = rt.store.force(&force)?;
+        let rules = rt.rules.clone();
+        let state = store.load_state(&rules)?;
+        let cursor = store.cursor()?;
+        let poison = store.poison()?;
+        let outbox_pending = !store.outbox()?.is_empty();
+        let settings = EvalSettings {
+            node: rt.cfg.node_id.clone(),
+            epoch: 0,
+            max_event_bytes: rt.cfg.max_event_bytes,
+            max_attempts: rt.cfg.max_attempts,
+            panic_field: rt.cfg.panic_field.clone(),
+        };
+        info!(%force, cursor, groups = state.live_groups(), "force state loaded");
+        Ok(Worker {
+            rt,
+            rules,
+            force,
+            store,
+            state,
+            cursor,
+            poison,
+            reader: None,
+            outbox_pending,
+            settings,
+        })
+    }
+
+    /// The force's sled tree.
+    pub fn store(&self) -> &ForceStore {
+        &self.store
+    }
+
+    async fn open_reader(&self) -> Result<pull::Ordered> {
+        let stream = self
+            .rt
+            .js
+            .get_stream(subject::EVENTS_STREAM)
+            .await
+            .context("looking up NMC_EVENTS")?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject::events_of(&self.force),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.cursor + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating the ordered reader of {}", self.force))?;
+        let reader = consumer.messages().await?;
+        debug!(force = %self.force, from = self.cursor + 1, "reader opened");
+        Ok(reader)
+    }
+
+    /// Reads, evaluates and commits one batch.
+    pub async fn step(&mut self) -> Result<Step> {
+        if self.outbox_pending {
+            self.publish_outbox().await?;
+        }
+        if self.reader.is_none() {
+            self.reader = Some(self.open_reader().await?);
+        }
+        let reader = self.reader.as_mut().expect("just set");
+        let mut raws = Vec::new();
+        let mut broken = false;
+        match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
+            Err(_) => return Ok(Step::Idle),
+            Ok(Some(Ok(m))) => raws.push(to_raw(m)?),
+            Ok(Some(Err(e))) => {
+                warn!(force = %self.force, error = %e, "reader failed; reopening from the cursor");
+                self.reader = None;
+                return Ok(Step::Idle);
+            }
+            Ok(None) => {
+                self.reader = None;
+                return Ok(Step::Idle);
+            }
+        }
+        while raws.len() < self.rt.cfg.batch_size {
+            match reader.next().now_or_never() {
+                Some(Some(Ok(m))) => raws.push(to_raw(m)?),
+                Some(Some(Err(_)) | None) => {
+                    broken = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if broken {
+            self.reader = None;
+        }
+        // The ordered reader never goes back, but a reopened one may overlap: skip what is applied.
+        raws.retain(|r| r.seq > self.cursor);
+        if raws.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let outcome = batch::evaluate(
+            &self.force,
+            &self.rules,
+            &mut self.state,
+            &raws,
+            self.poison.as_ref(),
+            &self.settings,
+        );
+        let (commit, dead, applied) = match outcome {
+            Outcome::Panicked { seq, message } => return Ok(Step::Panicked { seq, message }),
+            Outcome::Done {
+                commit,
+                dead,
+                applied,
+            } => (commit, dead, applied),
+        };
+        if !dead.is_empty() {
+            for d in &dead {
+                warn!(force = %self.force, seq = d.seq, reason = d.reason, error = %d.error, "dead-lettering event");
+            }
+            bus::publish_dead_letters(&self.rt.js, &self.rt.cfg.node_id, &dead).await?;
+        }
+        let cursor = commit.cursor;
+        let clear_poison = commit.clear_poison;
+        let raised = commit.outbox.len();
+        self.store.commit(commit)?;
+        self.rt.store.flush().await?;
+        self.cursor = cursor;
+        if clear_poison {
+            self.poison = None;
+        }
+        debug!(force = %self.force, cursor, applied, raised, dead = dead.len(), "batch committed");
+        if raised > 0 {
+            self.outbox_pending = true;
+            self.publish_outbox().await?;
+        }
+        Ok(Step::Committed { applied })
+    }
+
+    /// Publishes every outbox entry and removes the acknowledged ones.
+    async fn publish_outbox(&mut self) -> Result<()> {
+        let entries = self.store.outbox()?;
+        let mut acks = Vec::with_capacity(entries.len());
+        for (_, e) in &entries {
+            let mut h = HeaderMap::new();
+            h.insert(bus::H_MSG_ID, e.id.as_str());
+            acks.push(
+                self.rt
+                    .js
+                    .publish_with_headers(e.subject.clone(), h, Bytes::from(e.payload.clone()))
+                    .await
+                    .with_context(|| format!("publishing alert {}", e.id))?,
+            );
+        }
+        for ack in
+            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await
+        {
+            ack.context("waiting for an alert ack")?;
+        }
+        for (_, e) in &entries {
+            debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
+        }
+        self.store
+            .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
+        self.outbox_pending = false;
+        Ok(())
+    }
+}
+
+fn to_raw(m: async_nats::jetstream::Message) -> Result<Raw> {
+    let seq = m
+        .info()
+        .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?
+        .stream_sequence;
+    Ok(Raw {
+        seq,
+        subject: m.subject.to_string(),
+        payload: m.payload.clone(),
+    })
+}

@@ -1,0 +1,51 @@
+//! Loading Sigma rule files from directories into a compiled [`RuleSet`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nmc_shared::sigma::{RuleError, RuleSet, parse_rules};
+
+/// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order.
+pub fn rule_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        collect(d, &mut out).with_context(|| format!("reading rules from {}", d.display()))?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if p.is_file() {
+        out.push(p.to_owned());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(p)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads and compiles rules; broken rules are returned as errors and left out.
+pub fn load(dirs: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>)> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for f in rule_files(dirs)? {
+        let text = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading rule file {}", f.display()))?;
+        for r in parse_rules(&f.display().to_string(), &text) {
+            match r {
+                Ok(doc) => docs.push(doc),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let (set, mut compile_errors) = RuleSet::compile(docs);
+    errors.append(&mut compile_errors);
+    Ok((set, errors))
+}

@@ -1,0 +1,219 @@
+//! sled persistence: one tree per force holding its cursor, correlation state and alert outbox.
+//!
+//! Key layout inside a force's tree:
+//! - `m/cursor`    last applied `NMC_EVENTS` sequence (u64 big-endian)
+//! - `m/watermark` newest event time applied (i64 big-endian)
+//! - `m/poison`    the event that last made evaluation panic, and how often
+//! - `s/<group>`   correlation state of one group (see `nmc_shared::correlate`)
+//! - `o/<seq><n>`  outbox: alerts raised but not yet acknowledged by `NMC_ALERTS`
+//!
+//! The cursor, state changes and new outbox entries of a batch are written in one atomic
+//! `apply_batch`, so after any crash the tree reflects exactly the events up to its cursor.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nmc_shared::correlate::{ForceState, StateChange};
+use nmc_shared::sigma::RuleSet;
+use nmc_shared::{ForceId, state};
+use serde::{Deserialize, Serialize};
+
+const CURSOR: &[u8] = b"m/cursor";
+const WATERMARK: &[u8] = b"m/watermark";
+const POISON: &[u8] = b"m/poison";
+const STATE_PREFIX: &[u8] = b"s/";
+const OUTBOX_PREFIX: &[u8] = b"o/";
+
+/// The node's sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .with_context(|| {
+                format!(
+                    "opening sled at {} (is another nmc node using this data_dir?)",
+                    dir.display()
+                )
+            })?;
+        Ok(Store { db })
+    }
+
+    /// The tree of one force.
+    pub fn force(&self, force: &ForceId) -> Result<ForceStore> {
+        let tree = self.db.open_tree(format!("force/{force}"))?;
+        Ok(ForceStore { tree })
+    }
+
+    /// The tree of a node-level reader that is not a force (e.g. triage).
+    pub fn named(&self, name: &str) -> Result<ForceStore> {
+        let tree = self.db.open_tree(format!("node/{name}"))?;
+        Ok(ForceStore { tree })
+    }
+
+    /// Flushes everything written so far (on sled's own threads).
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// An event that made rule evaluation panic, and how many attempts it has had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poison {
+    /// Its `NMC_EVENTS` sequence.
+    pub seq: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last panic message.
+    pub reason: String,
+}
+
+/// One alert waiting in the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Alert subject.
+    pub subject: String,
+    /// Alert id, used as `Nats-Msg-Id`.
+    pub id: String,
+    /// The alert JSON.
+    pub payload: Vec<u8>,
+}
+
+/// What one batch changes, written atomically.
+#[derive(Default)]
+pub struct BatchCommit {
+    /// Last applied sequence after this batch.
+    pub cursor: u64,
+    /// Watermark after this batch.
+    pub watermark_ms: i64,
+    /// Correlation state changes.
+    pub state: Vec<StateChange>,
+    /// New outbox entries, keyed by (sequence, index within the event).
+    pub outbox: Vec<((u64, u16), OutboxEntry)>,
+    /// Whether to clear the poison record (its event is now behind the cursor).
+    pub clear_poison: bool,
+}
+
+/// One force's sled tree.
+#[derive(Clone)]
+pub struct ForceStore {
+    tree: sled::Tree,
+}
+
+fn be_u64(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| v.as_ref().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+impl ForceStore {
+    /// Last applied `NMC_EVENTS` sequence (0 if none).
+    pub fn cursor(&self) -> Result<u64> {
+        Ok(be_u64(self.tree.get(CURSOR)?))
+    }
+
+    /// Sets the cursor alone (for readers without state, such as triage).
+    pub fn set_cursor(&self, seq: u64) -> Result<()> {
+        self.tree.insert(CURSOR, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Rebuilds the force's correlation state from the tree.
+    pub fn load_state(&self, rules: &RuleSet) -> Result<ForceState> {
+        let wm = be_u64(self.tree.get(WATERMARK)?) as i64;
+        let entries: Vec<(sled::IVec, sled::IVec)> = self
+            .tree
+            .scan_prefix(STATE_PREFIX)
+            .collect::<Result<_, _>>()?;
+        let st = ForceState::load(
+            rules,
+            wm,
+            entries
+                .iter()
+                .map(|(k, v)| (&k[STATE_PREFIX.len()..], v.as_ref())),
+        )
+        .context("decoding force state; delete the force's tree to rebuild it by replay")?;
+        Ok(st)
+    }
+
+    /// The poison record, if any.
+    pub fn poison(&self) -> Result<Option<Poison>> {
+        match self.tree.get(POISON)? {
+            Some(v) => Ok(Some(state::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records one more failed attempt at `seq`.
+    pub fn record_panic(&self, seq: u64, reason: &str) -> Result<Poison> {
+        let mut p = match self.poison()? {
+            Some(p) if p.seq == seq => p,
+            _ => Poison {
+                seq,
+                attempts: 0,
+                reason: String::new(),
+            },
+        };
+        p.attempts += 1;
+        p.reason = reason.to_owned();
+        self.tree.insert(POISON, state::encode(&p))?;
+        Ok(p)
+    }
+
+    /// Applies one batch atomically.
+    pub fn commit(&self, c: BatchCommit) -> Result<()> {
+        let mut b = sled::Batch::default();
+        b.insert(CURSOR, &c.cursor.to_be_bytes());
+        b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
+        for (k, v) in c.state {
+            let key = [STATE_PREFIX, &k].concat();
+            match v {
+                Some(v) => b.insert(key, v),
+                None => b.remove(key),
+            }
+        }
+        for ((seq, n), e) in &c.outbox {
+            b.insert(outbox_key(*seq, *n), state::encode(e));
+        }
+        if c.clear_poison {
+            b.remove(POISON);
+        }
+        self.tree.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// Outbox entries in the order they were raised.
+    pub fn outbox(&self) -> Result<Vec<(Vec<u8>, OutboxEntry)>> {
+        self.tree
+            .scan_prefix(OUTBOX_PREFIX)
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.to_vec(), state::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Removes published outbox entries.
+    pub fn outbox_remove(&self, keys: impl IntoIterator<Item = Vec<u8>>) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for k in keys {
+            b.remove(k);
+        }
+        self.tree.apply_batch(b)?;
+        Ok(())
+    }
+}
+
+fn outbox_key(seq: u64, n: u16) -> Vec<u8> {
+    [OUTBOX_PREFIX, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
+}

