@@ -1,1 +1,164 @@
+//! Bad input: every kind lands in the dead-letter stream with its reason, the cursor moves past
+//! it, and the good events around it are all processed.
+
 mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use harness::*;
+use nmc_node::synth::signin;
+
+const T0: i64 = 1_793_606_400_000;
+
+fn failure(k: i64) -> Vec<u8> {
+    let v = signin(
+        T0 + k * 5_000,
+        k as u64,
+        "bob.smith@kent.police.uk",
+        "45.155.205.99",
+        "Azure Portal",
+        "Browser",
+        50126,
+        ("Amsterdam", 52.37, 4.89),
+        "NL",
+    );
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let _node = Node::start(
+        &nats,
+        &dir.path().join("n"),
+        &NodeSpec {
+            id: "node-a".into(),
+            forces: vec!["kent".into()],
+            triage: true,
+            rules: vec![rules_dir("identity")],
+            env: vec![("NMC_MAX_EVENT_BYTES".into(), "4096".into())],
+            ..Default::default()
+        },
+    );
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let kent = "nmc.events.kent.entra_signin";
+
+    let oversize = {
+        let mut v: serde_json::Value = serde_json::from_slice(&failure(0)).unwrap();
+        v["padding"] = "x".repeat(5000).into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            kent,
+            b"{\"time\": \"2026-11-02T08:00:00Z\", ".to_vec(),
+            "malformed_json",
+        ),
+        (kent, b"[1, 2, 3]".to_vec(), "not_an_object"),
+        (kent, b"\"just a string\"".to_vec(), "not_an_object"),
+        (
+            kent,
+            b"{\"properties\": {\"userPrincipalName\": \"x\"}}".to_vec(),
+            "missing_time",
+        ),
+        (kent, b"{\"time\": \"last tuesday\"}".to_vec(), "bad_time"),
+        (
+            kent,
+            b"{\"time\": \"1970-01-01T00:00:00Z\"}".to_vec(),
+            "bad_time",
+        ),
+        (kent, b"{\"time\": 17}".to_vec(), "bad_time"),
+        (kent, oversize, "oversize"),
+        ("nmc.events.kent.netflow", failure(0), "unknown_source"),
+        (
+            "nmc.events.kent.entra_signin.extra",
+            failure(0),
+            "bad_subject",
+        ),
+        (
+            "nmc.events.atlantis.entra_signin",
+            failure(0),
+            "unknown_force",
+        ),
+        (
+            "nmc.events.essex.entra_signin",
+            failure(0),
+            "force_not_onboarded",
+        ),
+    ];
+    // Interleave: a good failure before each bad event, so that loss of a neighbour shows.
+    let mut expect: BTreeMap<u64, (&str, &str)> = BTreeMap::new();
+    let mut good = 0;
+    for (subject, payload, reason) in &bad {
+        publish(&js, kent, &[failure(good)]).await;
+        good += 1;
+        let seq = publish(&js, subject, std::slice::from_ref(payload)).await[0];
+        expect.insert(seq, (subject, reason));
+    }
+    publish(&js, kent, &(good..10).map(failure).collect::<Vec<_>>()).await;
+
+    let dlq = wait_for(
+        &js,
+        "NMC_DLQ",
+        "nmc.dlq.>",
+        bad.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut got: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    for d in &dlq {
+        let seq: u64 = d.header("Nmc-Seq").unwrap().parse().unwrap();
+        assert!(
+            !d.header("Nmc-Error").unwrap_or_default().is_empty(),
+            "error text for {seq}"
+        );
+        got.insert(
+            seq,
+            (
+                d.header("Nmc-Subject").unwrap().to_owned(),
+                d.header("Nmc-Reason").unwrap().to_owned(),
+            ),
+        );
+        let want_subject = match d.header("Nmc-Reason").unwrap() {
+            "unknown_force" | "bad_subject"
+                if !d
+                    .header("Nmc-Subject")
+                    .unwrap()
+                    .starts_with("nmc.events.kent.") =>
+            {
+                "nmc.dlq._unknown"
+            }
+            "force_not_onboarded" => "nmc.dlq.essex",
+            _ => "nmc.dlq.kent",
+        };
+        assert_eq!(d.subject, want_subject, "dead-letter subject of {seq}");
+    }
+    assert_eq!(
+        dlq.len(),
+        bad.len(),
+        "each bad event dead-lettered exactly once"
+    );
+    let want: BTreeMap<u64, (String, String)> = expect
+        .iter()
+        .map(|(s, (subj, r))| (*s, (subj.to_string(), r.to_string())))
+        .collect();
+    assert_eq!(got, want);
+
+    // The ten good failures all counted: the brute force fires with count 10.
+    let al = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.kent.>",
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    let al = alerts(&al);
+    assert_eq!(al.len(), 1, "{al:#?}");
+    assert_eq!(al[0].count, 10);
+}

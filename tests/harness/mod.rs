@@ -285,34 +285,46 @@ pub async fn read_all(js: &jetstream::Context, stream: &str, filter: &str) -> Ve
         .await
         .expect("messages");
     let mut out = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
-            Ok(Some(Ok(m))) => {
-                let pending = m.info().map(|i| i.pending).unwrap_or(0);
-                out.push(Received {
-                    subject: m.subject.to_string(),
-                    headers: m
-                        .headers
-                        .iter()
-                        .flat_map(|h| h.iter())
-                        .flat_map(|(k, vs)| {
-                            vs.iter()
-                                .map(move |v| (k.to_string(), v.as_str().to_owned()))
-                        })
-                        .collect(),
-                    payload: m.payload.clone(),
-                });
-                if pending == 0 {
-                    break;
-                }
-            }
-            _ => break,
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), msgs.next()).await
+    {
+        let pending = m.info().map(|i| i.pending).unwrap_or(0);
+        let headers = m
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .flat_map(|(k, vs)| {
+                vs.iter()
+                    .map(move |v| (k.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        out.push(Received {
+            subject: m.subject.to_string(),
+            headers,
+            payload: m.payload.clone(),
+        });
+        if pending == 0 {
+            break;
         }
     }
     out
 }
 
-/// Polls `read_all` until at least `n` messages are there (or the timeout), then waits `settle`
+/// Number of messages in `stream` whose subject matches `filter` (no consumer involved).
+pub async fn count(js: &jetstream::Context, stream: &str, filter: &str) -> usize {
+    let Ok(s) = js.get_stream(stream).await else {
+        return 0;
+    };
+    let Ok(mut subjects) = s.info_with_subjects(filter).await else {
+        return 0;
+    };
+    let mut n = 0;
+    while let Some(Ok((_, c))) = subjects.next().await {
+        n += c;
+    }
+    n
+}
+
+/// Polls [`count`] until at least `n` messages are there (or the timeout), then waits `settle`
 /// and reads again so that any extra message is seen too.
 pub async fn wait_for(
     js: &jetstream::Context,
@@ -324,8 +336,7 @@ pub async fn wait_for(
 ) -> Vec<Received> {
     let deadline = Instant::now() + timeout;
     loop {
-        let got = read_all(js, stream, filter).await;
-        if got.len() >= n || Instant::now() > deadline {
+        if count(js, stream, filter).await >= n || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -137,16 +137,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
                 continue;
             };
-            if v["rule"]["title"]
+            let probe = v["rule"]["title"]
                 .as_str()
-                .is_some_and(|t| t.contains("bench probe"))
-            {
-                if let Some(seq) = v["evidence"][0]["seq"].as_u64() {
-                    let mut a = arr.borrow_mut();
-                    a.insert(seq, now);
-                    if a.len() >= probes {
-                        break;
-                    }
+                .is_some_and(|t| t.contains("bench probe"));
+            if let (true, Some(seq)) = (probe, v["evidence"][0]["seq"].as_u64()) {
+                let mut a = arr.borrow_mut();
+                a.insert(seq, now);
+                if a.len() >= probes {
+                    break;
                 }
             }
         }

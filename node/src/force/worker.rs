@@ -1,8 +1,8 @@
 //! The force worker: the I/O loop body of a force actor, one batch per [`Worker::step`].
 //!
 //! A step reads up to `batch_size` messages from an ordered consumer that starts after the sled
-//! cursor, evaluates them, publishes dead letters and waits for their acks, commits state + outbox
-//! + cursor in one sled batch, flushes, then publishes the outbox with `Nats-Msg-Id` = alert id and
+//! cursor, evaluates them, publishes dead letters and waits for their acks, commits state, outbox
+//! and cursor in one sled batch, flushes, then publishes the outbox with `Nats-Msg-Id` = alert id and
 //! removes what the alert stream acknowledged. The in-memory state always equals the committed
 //! state between steps; on any error the actor drops the worker and rebuilds it from sled.
 
