@@ -113,12 +113,16 @@ pub struct Alert {
     pub rule: RuleRef,
     /// Group-by field values of a correlation (empty for single-event rules).
     pub group: BTreeMap<String, String>,
-    /// Start of the matched window (event time of the first event counted).
+    /// Start of the rule's window (`window_end` minus the rule's timespan).
     pub window_start: String,
-    /// End of the matched window (event time of the event that made the rule fire).
+    /// End of the rule's window: event time of the newest event counted.
     pub window_end: String,
     /// Number of events counted in the window.
     pub count: u64,
+    /// Event time of the oldest event counted.
+    pub first_seen: String,
+    /// Event time of the newest event counted.
+    pub last_seen: String,
     /// Distinct values counted (for `value_count` rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distinct: Option<u64>,

@@ -6,7 +6,8 @@
 //!
 //! Semantics (this spine's subset; the stateful correlation work extends them):
 //! - Windows slide on event time: a group counts the events with time in `[t - timespan, t]`,
-//!   where `t` is the newest event time seen in the group.
+//!   where `t` is the newest event time seen in the group. The alert's window is that interval;
+//!   `first_seen`/`last_seen` are the times of the oldest and newest events counted.
 //! - After a correlation fires, its group's window is cleared, so the next alert needs a fresh
 //!   set of events that meets the condition again.
 //! - Events missing a group-by field (or the counted field of `value_count`) are not counted.
@@ -212,7 +213,8 @@ impl ForceState {
         };
         let measured = distinct.unwrap_or(events);
         if corr.holds(measured as f64) {
-            let start = win.entries.front().map_or(ev.time_ms, |e| e.t);
+            let first = win.entries.front().map_or(ev.time_ms, |e| e.t);
+            let start = newest - corr.timespan_ms;
             let first_seq = win.entries.front().map_or(seq, |e| e.seq);
             let skip = win.entries.len().saturating_sub(MAX_EVIDENCE);
             let evidence = win
@@ -232,6 +234,8 @@ impl ForceState {
                 window_start: format_ms(start),
                 window_end: format_ms(newest),
                 count: events,
+                first_seen: format_ms(first),
+                last_seen: format_ms(newest),
                 distinct,
                 evidence,
                 node: String::new(),
@@ -309,6 +313,8 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         window_start: format_ms(t),
         window_end: format_ms(t),
         count: 1,
+        first_seen: format_ms(t),
+        last_seen: format_ms(t),
         distinct: None,
         evidence: vec![EvidenceRef {
             seq,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# nmc quick start: installs what is missing (a pinned nats-server), starts NATS on loopback with
+# JetStream, builds nmc, starts two nodes, publishes synthetic Entra ID sign-in telemetry for four
+# forces (normal users, a password spray, a brute force, legacy-protocol sign-ins, plus some bad
+# input), and prints the alerts and dead letters. Everything runs under .demo/ and stops at exit.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+.ci/install-tools >/dev/null
+export PATH="$root/.ci/tools/venv/bin:$PATH"
+echo "== building nmc"
+cargo build --quiet --bin nmc
+nmc="$root/target/debug/nmc"
+
+work="$root/.demo"
+rm -rf "$work"
+mkdir -p "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+export NMC_NATS_URL="nats://127.0.0.1:$port"
+echo "== nats-server on $NMC_NATS_URL (JetStream in $work/nats)"
+
+for n in a b; do
+  "$nmc" node --config "deploy/demo/node-$n.toml" >"$work/node-$n.log" 2>&1 &
+  pids+=($!)
+done
+for n in a b; do
+  for _ in $(seq 100); do grep -q "node running" "$work/node-$n.log" && break; sleep 0.1; done
+  grep -q "node running" "$work/node-$n.log" || { cat "$work/node-$n.log"; exit 1; }
+done
+echo "== nodes demo-a (cumbria, kent) and demo-b (metropolitan, west-midlands) running"
+
+"$nmc" generate --out "$work/events" --forces cumbria,kent,metropolitan,west-midlands \
+  --normal 3000 --users 300 --spray kent --brute-force metropolitan --legacy cumbria
+mkdir -p "$work/bad"
+printf '{"time": "2026-11-02T09:00:00Z", "properties": \n' >"$work/bad/kent.entra_signin.jsonl"
+printf '{"time": "2026-11-02T09:00:00Z", "resultType": "0"}\n' >"$work/bad/atlantis.entra_signin.jsonl"
+
+echo "== publishing"
+"$nmc" replay "$work/events" "$work/bad"
+
+echo "== alerts (nmc alerts tail --all)"
+"$nmc" alerts tail --all --idle 5 >"$work/alerts.jsonl"
+python3 deploy/demo/show_alerts.py <"$work/alerts.jsonl"
+echo "== dead letters (nmc dlq tail --all)"
+"$nmc" dlq tail --all --idle 2 | python3 -c '
+import json, sys
+for l in sys.stdin:
+    d = json.loads(l)
+    print(f"{d[\"subject\"]:<18} {d[\"reason\"]:<16} seq={d[\"seq\"]} {d[\"error\"]}")'
+echo "== logs and data in $work"
