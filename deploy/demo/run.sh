@@ -47,11 +47,7 @@ echo "== publishing"
 
 echo "== alerts (nmc alerts tail --all)"
 "$nmc" alerts tail --all --idle 5 >"$work/alerts.jsonl"
-python3 deploy/demo/show_alerts.py <"$work/alerts.jsonl"
+python3 deploy/demo/show.py alerts <"$work/alerts.jsonl"
 echo "== dead letters (nmc dlq tail --all)"
-"$nmc" dlq tail --all --idle 2 | python3 -c '
-import json, sys
-for l in sys.stdin:
-    d = json.loads(l)
-    print(f"{d[\"subject\"]:<18} {d[\"reason\"]:<16} seq={d[\"seq\"]} {d[\"error\"]}")'
+"$nmc" dlq tail --all --idle 2 | python3 deploy/demo/show.py dlq
 echo "== logs and data in $work"
