@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: a release `nmc node` against a local JetStream server, loaded by
-# `nmc bench`. Prints the bench's JSON report (throughput, event-to-alert latency, and the
-# publish-only rate of the same run as the baseline).
+# `nmc bench`. Runs two measurements in one go and prints their JSON reports:
+#   1. live:    bench publishes while the node runs (throughput, event-to-alert latency, and the
+#               publish-only rate of the same run as the baseline);
+#   2. backlog: bench publishes with the node stopped, then the node drains the backlog (the
+#               node's processing rate alone, compared with the publish rate of the same run).
 #
 #   deploy/bench/run.sh [EVENTS] [FORCES] [BATCH_SIZE]
 set -euo pipefail
@@ -19,15 +22,36 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 forces=$(echo cumbria kent metropolitan west-midlands essex sussex gwent durham | tr ' ' '\n' | head -n "$nforces" | paste -sd,)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-export NMC_NATS_URL="nats://127.0.0.1:$port"
-NMC_NODE_ID=bench NMC_DATA_DIR="$work/node" NMC_FORCES="$forces" NMC_BATCH_SIZE="$batch" \
-  NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" NMC_LOG=info \
-  "$nmc" node >"$work/node.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q "node running" "$work/node.log" && break; sleep 0.1; done
-grep -q "node running" "$work/node.log" || { cat "$work/node.log"; exit 1; }
+
+start_nats() {
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats-$1" >"$work/nats-$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+  export NMC_NATS_URL="nats://127.0.0.1:$port"
+}
+start_node() {
+  NMC_NODE_ID=bench NMC_DATA_DIR="$work/node-$1" NMC_FORCES="$forces" NMC_BATCH_SIZE="$batch" \
+    NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" NMC_LOG=info \
+    "$nmc" node >>"$work/node-$1.log" 2>&1 &
+  node_pid=$!
+  pids+=($node_pid)
+  for _ in $(seq 100); do grep -q "node running" "$work/node-$1.log" && break; sleep 0.1; done
+  grep -q "node running" "$work/node-$1.log" || { cat "$work/node-$1.log"; exit 1; }
+}
+
+# 1. live
+start_nats live
+start_node live
 "$nmc" bench --forces "$forces" --events "$events"
+kill "$node_pid"
+
+# 2. backlog
+start_nats backlog
+start_node backlog
+kill "$node_pid"; wait "$node_pid" 2>/dev/null || true
+"$nmc" bench --phase publish --forces "$forces" --events "$events"
+"$nmc" bench --phase drain --forces "$forces" --events "$events" &
+drain=$!
+start_node backlog
+wait "$drain"

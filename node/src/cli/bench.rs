@@ -1,10 +1,15 @@
 //! `nmc bench`: the load generator. Publishes generated sign-in events across forces to a running
 //! node, interleaved with probe events that the bench rule (`deploy/rules/bench/`) turns into
-//! alerts, and reports one JSON object: end-to-end events/s, event-to-alert latency, and the
-//! publish-only rate of the same run as the baseline to compare against.
+//! alerts, and reports one JSON object.
 //!
 //! The last event of every force is a probe, and a force is processed in stream order, so when
 //! every probe has alerted, every event has been applied.
+//!
+//! Phases: `all` (default) publishes while the node runs and reports end-to-end events/s,
+//! event-to-alert latency, and the publish-only rate of the same run as the baseline. `publish`
+//! only publishes (into a stopped node's backlog); `drain` then waits, from its own start, for
+//! all probe alerts: started together with the node, it measures the node's processing rate
+//! alone.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +31,17 @@ use crate::synth::{Scenario, generate, signin};
 /// App name the bench rule matches.
 pub const PROBE_APP: &str = "nmc-bench-probe";
 
+/// Which part of the benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Publish to a running node and wait for every probe alert.
+    All,
+    /// Publish only.
+    Publish,
+    /// Wait for every probe alert, timing from this command's start.
+    Drain,
+}
+
 /// Arguments of `nmc bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -46,6 +62,9 @@ pub struct BenchArgs {
     /// Give up waiting for alerts after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Which part to run.
+    #[arg(long, value_enum, default_value = "all")]
+    phase: Phase,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -56,18 +75,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Runs `nmc bench`.
-pub async fn run(args: BenchArgs) -> Result<()> {
-    if args.forces.is_empty() || args.events == 0 {
-        bail!("need at least one force and one event");
-    }
-    let client = bus::connect(&args.nats.url, "nmc bench").await?;
-    let js = jetstream::new(client);
-
-    // Pre-generate and serialise so that generation does not slow publishing.
+/// The messages to publish, forces interleaved round-robin as concurrent collectors would:
+/// (subject, payload, is probe). Pre-serialised so that generation does not slow publishing.
+fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
     let per_force = args.events / args.forces.len();
     let start_ms = nmc_shared::time::parse_timestamp("2026-11-02T08:00:00Z")?;
-    let mut plan: Vec<(String, Bytes, bool)> = Vec::with_capacity(args.events);
     let mut streams = Vec::new();
     for (fi, force) in args.forces.iter().enumerate() {
         let s = Scenario {
@@ -84,9 +96,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .into_iter()
             .enumerate()
         {
-            let probe = (i + 1) % args.probe_every == 0 || i + 1 == per_force;
+            let probe = (i + 1) % args.probe_every.max(1) == 0 || i + 1 == per_force;
             let e = if probe {
                 let t = nmc_shared::event::extract_time(SourceKind::EntraSignin, &e)?;
+                let city = ("London", 51.5, -0.1);
                 signin(
                     t,
                     i as u64,
@@ -95,7 +108,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     PROBE_APP,
                     "Browser",
                     0,
-                    ("London", 51.5, -0.1),
+                    city,
                     "GB",
                 )
             } else {
@@ -105,8 +118,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         streams.push((subject::events(force, SourceKind::EntraSignin), evs));
     }
-    // Interleave forces round-robin, as concurrent collectors would.
     let longest = streams.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let mut plan = Vec::with_capacity(args.events);
     for i in 0..longest {
         for (subj, evs) in &streams {
             if let Some((b, p)) = evs.get(i) {
@@ -114,24 +127,37 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             }
         }
     }
-    let probes = plan.iter().filter(|p| p.2).count();
+    Ok(plan)
+}
 
-    // Listen for alerts before publishing.
-    let arrivals: Rc<RefCell<HashMap<u64, Instant>>> = Rc::default();
+/// Arrival time of each probe alert, by the probe's stream sequence.
+type Arrivals = Rc<RefCell<HashMap<u64, Instant>>>;
+
+/// Follows the alert stream and records probe alerts until `probes` have arrived.
+async fn listen(
+    js: &jetstream::Context,
+    from_start: bool,
+    probes: usize,
+) -> Result<(Arrivals, tokio::task::JoinHandle<()>)> {
+    let arrivals: Arrivals = Rc::default();
     let mut alerts = js
         .get_stream(ALERTS_STREAM)
         .await
         .context("NMC_ALERTS not found: start a node first")?
         .create_consumer(pull::OrderedConfig {
             filter_subject: ALERTS_ALL.to_owned(),
-            deliver_policy: DeliverPolicy::New,
+            deliver_policy: if from_start {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            },
             ..Default::default()
         })
         .await?
         .messages()
         .await?;
     let arr = arrivals.clone();
-    let listener = tokio::task::spawn_local(async move {
+    let task = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = alerts.next().await {
             let now = Instant::now();
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
@@ -149,7 +175,56 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             }
         }
     });
+    Ok((arrivals, task))
+}
 
+/// Runs `nmc bench`.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.forces.is_empty() || args.events == 0 {
+        bail!("need at least one force and one event");
+    }
+    let started = Instant::now();
+    let client = bus::connect(&args.nats.url, "nmc bench").await?;
+    let js = jetstream::new(client);
+    let plan = plan(&args)?;
+    let total = plan.len();
+    let probes = plan.iter().filter(|p| p.2).count();
+    let deadline = Duration::from_secs(args.timeout);
+
+    if args.phase == Phase::Drain {
+        let (arrivals, task) = listen(&js, true, probes).await?;
+        let _ = tokio::time::timeout(deadline, task).await;
+        let arrivals = arrivals.borrow();
+        let secs = arrivals
+            .values()
+            .max()
+            .map(|l| l.duration_since(started).as_secs_f64());
+        println!(
+            "{}",
+            json!({
+                "phase": "drain",
+                "events": total,
+                "forces": args.forces.len(),
+                "probe_alerts": arrivals.len(),
+                "complete": arrivals.len() == probes,
+                "drain_seconds": secs,
+                "drain_events_per_sec": secs.map(|s| total as f64 / s),
+            })
+        );
+        if arrivals.len() != probes {
+            bail!(
+                "only {} of {probes} probe alerts arrived within {}s",
+                arrivals.len(),
+                args.timeout
+            );
+        }
+        return Ok(());
+    }
+
+    let listener = match args.phase {
+        Phase::All => Some(listen(&js, false, probes).await?),
+        _ => None,
+    };
     let started = Instant::now();
     let mut sent_at: HashMap<u64, Instant> = HashMap::new();
     let mut pipe = Pipelined::new(js, args.max_in_flight);
@@ -163,10 +238,21 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         pipe.send(subj, payload, tag, &mut done).await?;
     }
     pipe.finish(&mut done).await?;
-    let published = started.elapsed();
+    let published = started.elapsed().as_secs_f64();
+    let Some((arrivals, task)) = listener else {
+        println!(
+            "{}",
+            json!({
+                "phase": "publish",
+                "events": total,
+                "publish_seconds": published,
+                "publish_events_per_sec": total as f64 / published,
+            })
+        );
+        return Ok(());
+    };
 
-    let deadline = Duration::from_secs(args.timeout);
-    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), listener).await;
+    let _ = tokio::time::timeout(deadline.saturating_sub(started.elapsed()), task).await;
     let arrivals = arrivals.borrow();
     let last = arrivals.values().max().copied();
     let mut lat: Vec<f64> = sent_at
@@ -178,19 +264,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         })
         .collect();
     lat.sort_by(f64::total_cmp);
-    let total = args.forces.len() * per_force;
     let e2e = last.map(|l| l.duration_since(started).as_secs_f64());
     let report = json!({
+        "phase": "all",
         "events": total,
         "forces": args.forces.len(),
         "probes": probes,
         "probe_alerts": arrivals.len(),
         "complete": arrivals.len() == probes,
-        "publish_seconds": published.as_secs_f64(),
-        "publish_events_per_sec": total as f64 / published.as_secs_f64(),
+        "publish_seconds": published,
+        "publish_events_per_sec": total as f64 / published,
         "end_to_end_seconds": e2e,
         "end_to_end_events_per_sec": e2e.map(|s| total as f64 / s),
-        "ratio_to_publish_baseline": e2e.map(|s| published.as_secs_f64() / s),
+        "ratio_to_publish_baseline": e2e.map(|s| published / s),
         "latency_ms": {
             "p50": percentile(&lat, 0.50),
             "p99": percentile(&lat, 0.99),
