@@ -368,11 +368,11 @@ level: medium
     const T0: i64 = 1_709_287_200_000;
 
     fn fail(user: &str, ip: &str, t: i64) -> Event {
-        Event {
-            source: SourceKind::EntraSignin,
-            time_ms: t,
-            body: json!({"resultType": "50126", "user": user, "ip": ip}),
-        }
+        Event::with_time(
+            SourceKind::EntraSignin,
+            t,
+            json!({"resultType": "50126", "user": user, "ip": ip}),
+        )
     }
 
     fn run(rs: &RuleSet, evs: &[Event]) -> Vec<Alert> {
@@ -433,11 +433,11 @@ level: medium
     #[test]
     fn detections_alert_per_event_and_missing_group_fields_are_skipped() {
         let rs = rules();
-        let e = Event {
-            source: SourceKind::EntraSignin,
-            time_ms: T0,
-            body: json!({"client": "imap4", "resultType": 50126}),
-        };
+        let e = Event::with_time(
+            SourceKind::EntraSignin,
+            T0,
+            json!({"client": "imap4", "resultType": 50126}),
+        );
         let alerts = run(&rs, &[e.clone(), e]);
         assert_eq!(alerts.len(), 2);
         assert!(alerts.iter().all(|a| a.rule.id == "legacy"));

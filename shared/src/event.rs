@@ -14,6 +14,8 @@ pub struct Event {
     pub time_ms: i64,
     /// The event as the source produced it; always a JSON object.
     pub body: Value,
+    /// Its logsource class (index into [`crate::mapping::CLASSES`]).
+    pub class: usize,
 }
 
 /// Why a payload cannot be processed. Each variant has a stable [`BadInput::code`] used as the
@@ -85,16 +87,40 @@ impl Event {
             return Err(BadInput::NotAnObject(json_kind(&body)));
         }
         let time_ms = extract_time(source, &body)?;
+        let class = crate::mapping::classify(source, &body);
         Ok(Event {
             source,
             time_ms,
             body,
+            class,
         })
     }
 
-    /// Reads a field by name or dotted path (see [`get_field`]).
-    pub fn field(&self, path: &str) -> Option<&Value> {
-        get_field(&self.body, path)
+    /// An event with a known time (tests, or times taken from elsewhere).
+    pub fn with_time(source: SourceKind, time_ms: i64, body: Value) -> Event {
+        let class = crate::mapping::classify(source, &body);
+        Event {
+            source,
+            time_ms,
+            body,
+            class,
+        }
+    }
+
+    /// The event's logsource class.
+    pub fn class(&self) -> &'static crate::mapping::EventClass {
+        &crate::mapping::CLASSES.all[self.class]
+    }
+
+    /// Reads a Sigma field through the source's field mapping (see [`crate::mapping::lookup`]).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        crate::mapping::lookup(self.class(), &self.body, name)
+    }
+}
+
+impl crate::sigma::matcher::FieldLookup for Event {
+    fn field(&self, name: &str) -> Option<&Value> {
+        Event::field(self, name)
     }
 }
 

@@ -5,7 +5,8 @@
 //! returns; the offline `nmc hunt` (later) feeds files. Both get the same alerts, byte for byte.
 //!
 //! Modules follow the data: [`force`] and [`source`] name tenants and telemetry kinds, [`subject`]
-//! names the NATS subjects, [`event`] parses a raw payload and extracts event time, [`sigma`] parses
+//! names the NATS subjects, [`event`] parses a raw payload and extracts event time, [`mapping`]
+//! classifies events into Sigma logsources and finds rule fields in them, [`sigma`] parses
 //! and compiles rules, [`correlate`] holds the per-force state machines, [`alert`] is the output
 //! record and [`state`] the versioned encoding of persisted state.
 
@@ -13,6 +14,7 @@ pub mod alert;
 pub mod correlate;
 pub mod event;
 pub mod force;
+pub mod mapping;
 pub mod sigma;
 pub mod source;
 pub mod state;

@@ -1,61 +1,64 @@
-//! Rule documents -> a compiled, source-routed [`RuleSet`].
+//! Rule documents -> a compiled [`RuleSet`], indexed by logsource class.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
-use super::matcher::{ValueMatcher, compile_value};
-use super::parse::{CmpOp, CorrelationKind, LogSourceSpec, RuleBody, RuleDoc, SelectionSpec};
+use super::matcher::{FieldLookup, Placeholders, ValueMatcher, compile_value};
+use super::parse::{
+    CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
+    SelectionSpec,
+};
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
-use crate::event::{Event, get_field};
-use crate::source::SourceKind;
+use crate::event::Event;
+use crate::mapping::CLASSES;
 
-/// One field test inside a selection map.
+/// One field test inside a selection map: values (each with its variants), OR or `all`.
 #[derive(Debug, Clone)]
 struct FieldMatcher {
+    /// Field name; empty for a keyword search over every string of the event.
     field: String,
-    values: Vec<ValueMatcher>,
+    groups: Vec<Vec<ValueMatcher>>,
     all: bool,
 }
 
 impl FieldMatcher {
-    fn matches(&self, body: &Value) -> bool {
-        let v = get_field(body, &self.field);
+    fn matches(&self, ev: &Event) -> bool {
+        let test = |ms: &Vec<ValueMatcher>| -> bool {
+            if self.field.is_empty() {
+                return ms.iter().any(|m| any_string(&ev.body, m, ev));
+            }
+            let v = ev.field(&self.field);
+            ms.iter().any(|m| m.matches(v, ev))
+        };
         if self.all {
-            self.values.iter().all(|m| m.matches(v))
+            self.groups.iter().all(test)
         } else {
-            self.values.iter().any(|m| m.matches(v))
+            self.groups.iter().any(test)
         }
     }
 }
 
-#[derive(Debug, Clone)]
-enum CompiledSelection {
-    /// OR over maps, AND within a map.
-    Maps(Vec<Vec<FieldMatcher>>),
-    /// Any keyword found in any string value.
-    Keywords(Vec<ValueMatcher>),
+fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
+    match v {
+        Value::String(_) => m.matches(Some(v), ev),
+        Value::Array(xs) => xs.iter().any(|x| any_string(x, m, ev)),
+        Value::Object(o) => o.values().any(|x| any_string(x, m, ev)),
+        _ => false,
+    }
 }
+
+/// OR over maps, AND within a map.
+#[derive(Debug, Clone)]
+struct CompiledSelection(Vec<Vec<FieldMatcher>>);
 
 impl CompiledSelection {
-    fn matches(&self, body: &Value) -> bool {
-        match self {
-            CompiledSelection::Maps(maps) => maps
-                .iter()
-                .any(|fields| fields.iter().all(|f| f.matches(body))),
-            CompiledSelection::Keywords(kws) => kws.iter().any(|k| any_string(body, k)),
-        }
-    }
-}
-
-fn any_string(v: &Value, m: &ValueMatcher) -> bool {
-    match v {
-        Value::String(_) => m.matches(Some(v)),
-        Value::Array(xs) => xs.iter().any(|x| any_string(x, m)),
-        Value::Object(o) => o.values().any(|x| any_string(x, m)),
-        _ => false,
+    fn matches(&self, ev: &Event) -> bool {
+        self.0
+            .iter()
+            .any(|fields| fields.iter().all(|f| f.matches(ev)))
     }
 }
 
@@ -68,14 +71,18 @@ pub struct CompiledRule {
     pub name: Option<String>,
     /// Whether a match raises its own alert (false when only a correlation uses it).
     pub emits: bool,
+    /// The rule's logsource.
+    pub logsource: LogSourceSpec,
+    /// Origin (file and document) for messages.
+    pub origin: String,
     selections: Vec<CompiledSelection>,
     expr: Expr,
 }
 
 impl CompiledRule {
-    /// Tests one event body.
-    pub fn matches(&self, body: &Value) -> bool {
-        self.expr.eval(&mut |i| self.selections[i].matches(body))
+    /// Tests one event.
+    pub fn matches(&self, ev: &Event) -> bool {
+        self.expr.eval(&mut |i| self.selections[i].matches(ev))
     }
 }
 
@@ -105,24 +112,13 @@ impl CompiledCorrelation {
     }
 }
 
-/// Every loaded rule, routed by source: the unit that a force actor evaluates.
+/// Every loaded rule, routed by logsource class: the unit that a force actor evaluates.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
     correlations: Vec<CompiledCorrelation>,
-    by_source: HashMap<SourceKind, Vec<usize>>,
+    by_class: Vec<Vec<usize>>,
     corr_of_rule: Vec<Vec<usize>>,
-}
-
-fn routes(ls: &LogSourceSpec, source: SourceKind) -> bool {
-    let have = source.logsource();
-    let eq = |want: &Option<String>, have: Option<&str>| match want {
-        None => true,
-        Some(w) => have.is_some_and(|h| h.eq_ignore_ascii_case(w)),
-    };
-    eq(&ls.product, Some(have.product).filter(|p| !p.is_empty()))
-        && eq(&ls.service, have.service)
-        && eq(&ls.category, have.category)
 }
 
 fn rule_ref(doc: &RuleDoc, kind: &str) -> RuleRef {
@@ -139,7 +135,67 @@ fn rule_ref(doc: &RuleDoc, kind: &str) -> RuleRef {
     }
 }
 
-fn compile_detection(doc: &RuleDoc) -> Result<(CompiledRule, Vec<SourceKind>), RuleErrorKind> {
+fn compile_field(f: &FieldSpec, ph: &Placeholders) -> Result<FieldMatcher, RuleErrorKind> {
+    let mods = if f.field.is_empty() && f.modifiers.iter().all(|m| m == "all") {
+        // Keyword lists (`'|all': [...]`) search every string for each keyword.
+        let mut m = f.modifiers.clone();
+        m.push("contains".into());
+        m
+    } else {
+        f.modifiers.clone()
+    };
+    Ok(FieldMatcher {
+        field: f.field.clone(),
+        all: f.modifiers.iter().any(|m| m == "all"),
+        groups: f
+            .values
+            .iter()
+            .map(|v| compile_value(v, &mods, ph))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn compile_selections(
+    det: &DetectionSpec,
+    ph: &Placeholders,
+) -> Result<(Vec<String>, Vec<CompiledSelection>), RuleErrorKind> {
+    let mut names = Vec::new();
+    let mut out = Vec::new();
+    for (name, sel) in &det.selections {
+        names.push(name.clone());
+        out.push(match sel {
+            SelectionSpec::Keywords(kws) => CompiledSelection(vec![vec![compile_field(
+                &FieldSpec {
+                    field: String::new(),
+                    modifiers: Vec::new(),
+                    values: kws.clone(),
+                },
+                ph,
+            )?]]),
+            SelectionSpec::Maps(maps) => CompiledSelection(
+                maps.iter()
+                    .map(|fields| fields.iter().map(|f| compile_field(f, ph)).collect())
+                    .collect::<Result<_, _>>()?,
+            ),
+        });
+    }
+    Ok((names, out))
+}
+
+fn condition_of(det: &DetectionSpec, names: &[String]) -> Result<Expr, RuleErrorKind> {
+    let mut exprs = det
+        .conditions
+        .iter()
+        .map(|c| parse_condition(c, names))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if exprs.len() == 1 {
+        exprs.pop().expect("one")
+    } else {
+        Expr::Or(exprs)
+    })
+}
+
+fn compile_detection(doc: &RuleDoc, ph: &Placeholders) -> Result<CompiledRule, RuleErrorKind> {
     let RuleBody::Detection {
         logsource,
         detection,
@@ -147,80 +203,46 @@ fn compile_detection(doc: &RuleDoc) -> Result<(CompiledRule, Vec<SourceKind>), R
     else {
         unreachable!("called for detection rules only")
     };
-    let sources: Vec<SourceKind> = SourceKind::ALL
-        .into_iter()
-        .filter(|s| routes(logsource, *s))
-        .collect();
-    if sources.is_empty() {
-        return Err(RuleErrorKind::Unsupported(format!(
-            "logsource {logsource:?} is not provided by any nmc source"
-        )));
+    let (names, selections) = compile_selections(detection, ph)?;
+    let expr = condition_of(detection, &names)?;
+    Ok(CompiledRule {
+        meta: rule_ref(doc, "detection"),
+        name: doc.name.clone(),
+        emits: true,
+        logsource: logsource.clone(),
+        origin: doc.origin.clone(),
+        selections,
+        expr,
+    })
+}
+
+/// Renumbers selection references by `offset` (to append a filter's selections to a rule's).
+fn shift(e: &Expr, offset: usize) -> Expr {
+    match e {
+        Expr::Sel(i) => Expr::Sel(i + offset),
+        Expr::And(xs) => Expr::And(xs.iter().map(|x| shift(x, offset)).collect()),
+        Expr::Or(xs) => Expr::Or(xs.iter().map(|x| shift(x, offset)).collect()),
+        Expr::Not(x) => Expr::Not(Box::new(shift(x, offset))),
     }
-    let names: Vec<String> = detection
-        .selections
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
-    let mut selections = Vec::new();
-    for (_, sel) in &detection.selections {
-        selections.push(match sel {
-            SelectionSpec::Keywords(kws) => CompiledSelection::Keywords(
-                kws.iter()
-                    .map(|k| compile_value(k, &["contains".to_owned()]))
-                    .collect::<Result<_, _>>()?,
-            ),
-            SelectionSpec::Maps(maps) => CompiledSelection::Maps(
-                maps.iter()
-                    .map(|fields| {
-                        fields
-                            .iter()
-                            .map(|f| {
-                                Ok(FieldMatcher {
-                                    field: f.field.clone(),
-                                    all: f.modifiers.iter().any(|m| m == "all"),
-                                    values: f
-                                        .values
-                                        .iter()
-                                        .map(|v| compile_value(v, &f.modifiers))
-                                        .collect::<Result<_, _>>()?,
-                                })
-                            })
-                            .collect::<Result<Vec<_>, RuleErrorKind>>()
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-        });
-    }
-    let mut exprs = detection
-        .conditions
-        .iter()
-        .map(|c| parse_condition(c, &names))
-        .collect::<Result<Vec<_>, _>>()?;
-    let expr = if exprs.len() == 1 {
-        exprs.pop().expect("one")
-    } else {
-        Expr::Or(exprs)
-    };
-    Ok((
-        CompiledRule {
-            meta: rule_ref(doc, "detection"),
-            name: doc.name.clone(),
-            emits: true,
-            selections,
-            expr,
-        },
-        sources,
-    ))
 }
 
 impl RuleSet {
     /// Compiles rule documents. Rules that fail are returned as errors and left out; the rest
     /// still load, so one broken rule never disables the others.
     pub fn compile(docs: Vec<RuleDoc>) -> (RuleSet, Vec<RuleError>) {
+        Self::compile_with(docs, &Placeholders::new())
+    }
+
+    /// Like [`RuleSet::compile`], resolving `expand` placeholders from `placeholders`.
+    pub fn compile_with(
+        docs: Vec<RuleDoc>,
+        placeholders: &Placeholders,
+    ) -> (RuleSet, Vec<RuleError>) {
         let mut set = RuleSet::default();
         let mut errors = Vec::new();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut corr_docs = Vec::new();
+        let mut filter_docs = Vec::new();
         let err = |doc: &RuleDoc, kind| RuleError {
             origin: doc.origin.clone(),
             id: Some(doc.id.clone()),
@@ -235,21 +257,64 @@ impl RuleSet {
                 continue;
             }
             seen.insert(doc.id.clone(), doc.origin.clone());
-            if matches!(doc.body, RuleBody::Correlation(_)) {
-                corr_docs.push(doc);
-                continue;
-            }
-            match compile_detection(&doc) {
-                Ok((rule, sources)) => {
-                    let idx = set.rules.len();
-                    for s in sources {
-                        set.by_source.entry(s).or_default().push(idx);
-                    }
-                    set.rules.push(rule);
-                }
-                Err(kind) => errors.push(err(&doc, kind)),
+            match &doc.body {
+                RuleBody::Correlation(_) => corr_docs.push(doc),
+                RuleBody::Filter { .. } => filter_docs.push(doc),
+                RuleBody::Detection { .. } => match compile_detection(&doc, placeholders) {
+                    Ok(rule) => set.rules.push(rule),
+                    Err(kind) => errors.push(err(&doc, kind)),
+                },
             }
         }
+        for doc in filter_docs {
+            let RuleBody::Filter { rules, detection } = &doc.body else {
+                unreachable!()
+            };
+            let compiled = compile_selections(detection, placeholders)
+                .and_then(|(names, sels)| Ok((condition_of(detection, &names)?, sels)));
+            let (cond, sels) = match compiled {
+                Ok(c) => c,
+                Err(kind) => {
+                    errors.push(err(&doc, kind));
+                    continue;
+                }
+            };
+            for target in rules {
+                let Some(rule) = set
+                    .rules
+                    .iter_mut()
+                    .find(|r| r.meta.id == *target || r.name.as_deref() == Some(target.as_str()))
+                else {
+                    errors.push(err(
+                        &doc,
+                        RuleErrorKind::Invalid(format!(
+                            "filter names rule `{target}`, which is not loaded"
+                        )),
+                    ));
+                    continue;
+                };
+                let offset = rule.selections.len();
+                rule.selections.extend(sels.iter().cloned());
+                let old = std::mem::replace(&mut rule.expr, Expr::Or(Vec::new()));
+                rule.expr = Expr::And(vec![old, shift(&cond, offset)]);
+            }
+        }
+        set.by_class = CLASSES
+            .all
+            .iter()
+            .map(|class| {
+                (0..set.rules.len())
+                    .filter(|&i| {
+                        let ls = &set.rules[i].logsource;
+                        class.accepts(
+                            ls.product.as_deref(),
+                            ls.service.as_deref(),
+                            ls.category.as_deref(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
         set.corr_of_rule = vec![Vec::new(); set.rules.len()];
         for doc in corr_docs {
             let RuleBody::Correlation(spec) = &doc.body else {
@@ -323,15 +388,22 @@ impl RuleSet {
         self.len() == 0
     }
 
-    /// Indices of the detection rules that match `ev`, among those routed to its source.
+    /// Indices of the detection rules that match `ev`, among those routed to its class.
     pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
-        self.by_source
-            .get(&ev.source)
+        self.by_class
+            .get(ev.class)
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
             .copied()
-            .filter(move |&i| self.rules[i].matches(&ev.body))
+            .filter(move |&i| self.rules[i].matches(ev))
+    }
+
+    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
+    pub fn dormant(&self) -> Vec<usize> {
+        (0..self.rules.len())
+            .filter(|&i| !self.by_class.iter().any(|c| c.contains(&i)))
+            .collect()
     }
 }
 
@@ -339,6 +411,7 @@ impl RuleSet {
 mod tests {
     use super::*;
     use crate::sigma::parse_rules;
+    use crate::source::SourceKind;
     use serde_json::json;
 
     fn set(text: &str) -> (RuleSet, Vec<RuleError>) {
@@ -350,11 +423,7 @@ mod tests {
     }
 
     fn ev(source: SourceKind, body: Value) -> Event {
-        Event {
-            source,
-            time_ms: 0,
-            body,
-        }
+        Event::with_time(source, 0, body)
     }
 
     #[test]
@@ -389,7 +458,7 @@ mod tests {
     #[test]
     fn broken_rules_do_not_stop_good_ones() {
         let (rs, errs) = set(
-            "title: a\nid: a\nlogsource: {product: aws}\ndetection: {s: {x|base64: y}, condition: s}\n---\ntitle: b\nid: b\nlogsource: {product: aws}\ndetection: {s: {x: y}, condition: s}\n---\ntitle: b2\nid: b\nlogsource: {product: aws}\ndetection: {s: {x: y}, condition: s}\n---\ntitle: c\nid: c\ncorrelation: {type: event_count, rules: [zzz], timespan: 5m, condition: {gte: 3}}\n",
+            "title: a\nid: a\nlogsource: {product: aws}\ndetection: {s: {x|gzip: y}, condition: s}\n---\ntitle: b\nid: b\nlogsource: {product: aws}\ndetection: {s: {x: y}, condition: s}\n---\ntitle: b2\nid: b\nlogsource: {product: aws}\ndetection: {s: {x: y}, condition: s}\n---\ntitle: c\nid: c\ncorrelation: {type: event_count, rules: [zzz], timespan: 5m, condition: {gte: 3}}\n",
         );
         assert_eq!(rs.rules().len(), 1);
         assert_eq!(errs.len(), 3, "{errs:?}");

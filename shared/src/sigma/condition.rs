@@ -165,7 +165,7 @@ impl Parser<'_> {
                     } else {
                         let pat = Pattern::Glob(glob_tokens(&target));
                         (0..self.names.len())
-                            .filter(|&i| pat.matches(&self.names[i]))
+                            .filter(|&i| pat.matches(&self.names[i], true))
                             .collect()
                     };
                     if idx.is_empty() {

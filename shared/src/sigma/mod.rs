@@ -1,10 +1,10 @@
 //! Sigma rules: YAML documents -> rule AST ([`parse`]) -> compiled, source-routed rule set
 //! ([`compile`]) built from condition expressions ([`condition`]) and value matchers ([`matcher`]).
 //!
-//! This is the subset the spine needs (field equality and wildcards, `contains`/`startswith`/
-//! `endswith`/`all`/`exists`, `and`/`or`/`not`, `1 of`/`all of`, and `event_count`/`value_count`
-//! correlations). Anything else is rejected with [`RuleErrorKind::Unsupported`], never silently
-//! changed.
+//! Detection rules follow the Sigma specification v2.1 with every modifier of its appendix
+//! (see [`matcher`]); Sigma filter documents are applied to the rules they name. Correlations
+//! currently support `event_count` and `value_count`. Anything else is rejected with
+//! [`RuleErrorKind::Unsupported`], never silently changed.
 
 pub mod compile;
 pub mod condition;
@@ -12,6 +12,7 @@ pub mod matcher;
 pub mod parse;
 
 pub use compile::{CompiledCorrelation, CompiledRule, RuleSet};
+pub use matcher::Placeholders;
 pub use parse::{RuleDoc, parse_rules};
 
 /// A rule that could not be loaded, with where it came from and why.
@@ -35,4 +36,9 @@ pub enum RuleErrorKind {
     /// Valid Sigma using a feature nmc does not support yet; the rule is not loaded.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The rule uses a `%placeholder%` (`expand`) with no configured values.
+    #[error(
+        "placeholder `%{0}%` has no values: define it under `placeholders` in the config (or `--placeholders FILE`)"
+    )]
+    Placeholder(String),
 }

@@ -29,6 +29,10 @@ pub struct RuleDoc {
     pub references: Vec<String>,
     /// nmc extension: mitigation guidance for the force.
     pub mitigation: String,
+    /// Sigma `status` (stable, test, experimental, deprecated, unsupported).
+    pub status: Option<String>,
+    /// Sigma `fields`: fields worth showing with an alert.
+    pub fields: Vec<String>,
     /// What the rule matches.
     pub body: RuleBody,
 }
@@ -45,6 +49,13 @@ pub enum RuleBody {
     },
     /// A correlation over other rules' matches.
     Correlation(CorrelationSpec),
+    /// A Sigma filter: extra conditions ANDed onto the named rules.
+    Filter {
+        /// Rules (ids or names) the filter applies to.
+        rules: Vec<String>,
+        /// The filter's selections and condition.
+        detection: DetectionSpec,
+    },
 }
 
 /// Sigma `logsource`.
@@ -233,10 +244,25 @@ fn parse_doc(origin: &str, yaml: &Yaml) -> Result<RuleDoc, RuleError> {
     };
     let body = if let Some(corr) = get("correlation") {
         RuleBody::Correlation(parse_correlation(corr).map_err(e)?)
-    } else if let Some(det) = get("detection") {
-        if get("filter").is_some() {
-            return Err(e(unsupported("Sigma filter documents")));
+    } else if let Some(filter) = get("filter") {
+        let fm = filter
+            .as_mapping()
+            .ok_or_else(|| e(invalid("`filter` is not a mapping")))?;
+        let rules = match fm.get(Yaml::String("rules".into())) {
+            Some(Yaml::Sequence(seq)) => seq.iter().filter_map(scalar_string).collect(),
+            Some(v) => scalar_string(v).into_iter().collect(),
+            None => Vec::new(),
+        };
+        if rules.is_empty() {
+            return Err(e(invalid("filter without `rules`")));
         }
+        let mut det = fm.clone();
+        det.remove(Yaml::String("rules".into()));
+        RuleBody::Filter {
+            rules,
+            detection: parse_detection(&Yaml::Mapping(det)).map_err(e)?,
+        }
+    } else if let Some(det) = get("detection") {
         let logsource = match get("logsource") {
             Some(Yaml::Mapping(m)) => {
                 let f = |k: &str| m.get(Yaml::String(k.to_owned())).and_then(scalar_string);
@@ -270,6 +296,8 @@ fn parse_doc(origin: &str, yaml: &Yaml) -> Result<RuleDoc, RuleError> {
         mitigation: get("mitigation")
             .and_then(scalar_string)
             .unwrap_or_default(),
+        status: get("status").and_then(scalar_string),
+        fields: strings("fields"),
         body,
     })
 }

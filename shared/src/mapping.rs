@@ -1,0 +1,594 @@
+//! Field mapping and logsource routing per source, as data (in the style of pySigma processing
+//! pipelines).
+//!
+//! An event is *classified* once, when it is parsed, into an [`EventClass`]: the Sigma
+//! `product`, the `service`s and the `category`s it belongs to (a Windows event's service comes
+//! from its channel, a Sysmon event's category from its event id, Security 4688 is also
+//! `process_creation`). Rules are indexed by class, so an event is only tested against the rules
+//! of its logsource. Field names in rules are vendor names; [`lookup`] finds them in each shape a
+//! source arrives in (evtx_dump JSON, collector-flattened JSON, raw Azure diagnostic exports,
+//! Log Analytics / Sentinel tables).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+use crate::event::get_field;
+use crate::source::SourceKind;
+
+/// The Sigma logsource an event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventClass {
+    /// Sigma `product`.
+    pub product: &'static str,
+    /// Sigma `service`s the event belongs to.
+    pub services: Vec<&'static str>,
+    /// Sigma `category`s the event belongs to.
+    pub categories: Vec<&'static str>,
+    /// Field renames that apply (Sigma field, event field).
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Whether fields may live under Windows `Event.EventData` / `Event.System`.
+    pub windows: bool,
+}
+
+impl EventClass {
+    /// Whether a rule with this logsource applies to events of this class.
+    pub fn accepts(
+        &self,
+        product: Option<&str>,
+        service: Option<&str>,
+        category: Option<&str>,
+    ) -> bool {
+        let ok = |want: Option<&str>, have: &[&str]| {
+            want.is_none_or(|w| have.iter().any(|h| h.eq_ignore_ascii_case(w)))
+        };
+        product.is_none_or(|p| p.eq_ignore_ascii_case(self.product))
+            && ok(service, &self.services)
+            && ok(category, &self.categories)
+    }
+}
+
+/// Windows event log channels and the Sigma service of each.
+pub const WINDOWS_CHANNELS: &[(&str, &str)] = &[
+    ("Security", "security"),
+    ("System", "system"),
+    ("Application", "application"),
+    ("Microsoft-Windows-Sysmon/Operational", "sysmon"),
+    ("Microsoft-Windows-PowerShell/Operational", "powershell"),
+    ("PowerShellCore/Operational", "powershell"),
+    ("Windows PowerShell", "powershell-classic"),
+    (
+        "Microsoft-Windows-TaskScheduler/Operational",
+        "taskscheduler",
+    ),
+    ("Microsoft-Windows-WMI-Activity/Operational", "wmi"),
+    (
+        "Microsoft-Windows-Windows Defender/Operational",
+        "windefend",
+    ),
+    ("DNS Server", "dns-server"),
+    (
+        "Microsoft-Windows-DNS-Server/Analytical",
+        "dns-server-analytic",
+    ),
+    (
+        "Microsoft-Windows-DNS Client Events/Operational",
+        "dns-client",
+    ),
+    (
+        "Microsoft-Windows-DriverFrameworks-UserMode/Operational",
+        "driver-framework",
+    ),
+    ("Microsoft-Windows-NTLM/Operational", "ntlm"),
+    ("Microsoft-Windows-Bits-Client/Operational", "bits-client"),
+    (
+        "Microsoft-Windows-CodeIntegrity/Operational",
+        "codeintegrity-operational",
+    ),
+    (
+        "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall",
+        "firewall-as",
+    ),
+    ("Microsoft-Windows-AppLocker/MSI and Script", "applocker"),
+    ("Microsoft-Windows-AppLocker/EXE and DLL", "applocker"),
+    (
+        "Microsoft-Windows-AppLocker/Packaged app-Deployment",
+        "applocker",
+    ),
+    (
+        "Microsoft-Windows-AppLocker/Packaged app-Execution",
+        "applocker",
+    ),
+    ("MSExchange Management", "msexchange-management"),
+    (
+        "Microsoft-Windows-Security-Mitigations/Kernel Mode",
+        "security-mitigations",
+    ),
+    (
+        "Microsoft-Windows-Security-Mitigations/User Mode",
+        "security-mitigations",
+    ),
+    (
+        "Microsoft-Windows-AppXDeploymentServer/Operational",
+        "appxdeployment-server",
+    ),
+    (
+        "Microsoft-Windows-AppxPackaging/Operational",
+        "appxpackaging-om",
+    ),
+    (
+        "Microsoft-Windows-AppModel-Runtime/Admin",
+        "appmodel-runtime",
+    ),
+    (
+        "Microsoft-Windows-Diagnosis-Scripted/Operational",
+        "diagnosis-scripted",
+    ),
+    ("Microsoft-Windows-Shell-Core/Operational", "shell-core"),
+    ("Microsoft-Windows-SmbClient/Security", "smbclient-security"),
+    (
+        "Microsoft-Windows-SmbClient/Connectivity",
+        "smbclient-connectivity",
+    ),
+    (
+        "Microsoft-Windows-SMBServer/Connectivity",
+        "smbserver-connectivity",
+    ),
+    (
+        "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+        "terminalservices-localsessionmanager",
+    ),
+    ("Microsoft-Windows-PrintService/Admin", "printservice-admin"),
+    (
+        "Microsoft-Windows-PrintService/Operational",
+        "printservice-operational",
+    ),
+    ("OpenSSH/Operational", "openssh"),
+    ("Microsoft-Windows-LDAP-Client/Debug", "ldap"),
+    ("Microsoft-Windows-LSA/Operational", "lsa-server"),
+    ("Microsoft-Windows-CAPI2/Operational", "capi2"),
+    (
+        "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational",
+        "certificateservicesclient-lifecycle-system",
+    ),
+    (
+        "Microsoft-IIS-Configuration/Operational",
+        "iis-configuration",
+    ),
+    ("Microsoft-ServiceBus-Client", "microsoft-servicebus-client"),
+];
+
+/// Sysmon event ids and the Sigma categories they provide.
+pub const SYSMON_CATEGORIES: &[(u32, &[&str])] = &[
+    (1, &["process_creation"]),
+    (2, &["file_change"]),
+    (3, &["network_connection"]),
+    (4, &["sysmon_status"]),
+    (5, &["process_termination"]),
+    (6, &["driver_load"]),
+    (7, &["image_load"]),
+    (8, &["create_remote_thread"]),
+    (9, &["raw_access_thread"]),
+    (10, &["process_access"]),
+    (11, &["file_event"]),
+    (12, &["registry_add", "registry_delete", "registry_event"]),
+    (13, &["registry_set", "registry_event"]),
+    (14, &["registry_rename", "registry_event"]),
+    (15, &["create_stream_hash"]),
+    (16, &["sysmon_status"]),
+    (17, &["pipe_created"]),
+    (18, &["pipe_created"]),
+    (19, &["wmi_event"]),
+    (20, &["wmi_event"]),
+    (21, &["wmi_event"]),
+    (22, &["dns_query"]),
+    (23, &["file_delete"]),
+    (24, &["clipboard_capture"]),
+    (25, &["process_tampering"]),
+    (26, &["file_delete_detected"]),
+    (27, &["file_block_executable"]),
+    (28, &["file_block_shredding"]),
+    (29, &["file_executable_detected"]),
+    (255, &["sysmon_error"]),
+];
+
+/// Security 4688 as `process_creation`: the usual renames (Sigma field, event field).
+const SECURITY_4688: &[(&str, &str)] = &[
+    ("Image", "NewProcessName"),
+    ("ParentImage", "ParentProcessName"),
+    ("ProcessId", "NewProcessId"),
+    ("ParentProcessId", "ProcessId"),
+    ("User", "SubjectUserName"),
+    ("LogonId", "SubjectLogonId"),
+];
+
+/// Entra ID sign-in: Sentinel column names in rules, raw diagnostic fields in events.
+const ENTRA_SIGNIN: &[(&str, &str)] = &[
+    ("ResultType", "resultType"),
+    ("ResultType", "properties.status.errorCode"),
+    ("ResultDescription", "resultDescription"),
+    ("ResultDescription", "properties.status.failureReason"),
+    ("UserPrincipalName", "properties.userPrincipalName"),
+    ("IPAddress", "properties.ipAddress"),
+    ("Location", "properties.location.countryOrRegion"),
+];
+
+/// Entra ID audit and Azure activity: Sentinel names to raw diagnostic fields.
+const AZURE_COMMON: &[(&str, &str)] = &[
+    ("ResultType", "resultType"),
+    ("ResultDescription", "resultDescription"),
+    ("OperationName", "operationName"),
+    ("OperationNameValue", "operationName"),
+    ("Category", "category"),
+    ("ActivityDisplayName", "properties.activityDisplayName"),
+    ("LoggedByService", "properties.loggedByService"),
+    ("Result", "properties.result"),
+];
+
+fn windows_class(
+    service: &'static str,
+    categories: Vec<&'static str>,
+    renames: &'static [(&'static str, &'static str)],
+) -> EventClass {
+    EventClass {
+        product: "windows",
+        services: vec![service],
+        categories,
+        renames,
+        windows: true,
+    }
+}
+
+fn cloud(
+    product: &'static str,
+    services: &[&'static str],
+    renames: &'static [(&'static str, &'static str)],
+) -> EventClass {
+    EventClass {
+        product,
+        services: services.to_vec(),
+        categories: Vec::new(),
+        renames,
+        windows: false,
+    }
+}
+
+/// Every class an event can be given, and where to find each.
+pub struct Classes {
+    /// All classes; an event's class is an index into this list.
+    pub all: Vec<EventClass>,
+    channel: HashMap<&'static str, usize>,
+    sysmon: HashMap<u32, usize>,
+    security_4688: usize,
+    powershell: HashMap<(&'static str, u32), usize>,
+    source: HashMap<SourceKind, usize>,
+}
+
+/// The class table, built once.
+pub static CLASSES: LazyLock<Classes> = LazyLock::new(|| {
+    let mut all = Vec::new();
+    let mut channel = HashMap::new();
+    let mut service_class: HashMap<&str, usize> = HashMap::new();
+    for &(ch, svc) in WINDOWS_CHANNELS {
+        let idx = *service_class.entry(svc).or_insert_with(|| {
+            all.push(windows_class(svc, Vec::new(), &[]));
+            all.len() - 1
+        });
+        channel.insert(ch, idx);
+    }
+    let mut sysmon = HashMap::new();
+    for &(eid, cats) in SYSMON_CATEGORIES {
+        all.push(windows_class("sysmon", cats.to_vec(), &[]));
+        sysmon.insert(eid, all.len() - 1);
+    }
+    all.push(windows_class(
+        "security",
+        vec!["process_creation"],
+        SECURITY_4688,
+    ));
+    let security_4688 = all.len() - 1;
+    let mut powershell = HashMap::new();
+    for (svc, eid, cat) in [
+        ("powershell", 4104, "ps_script"),
+        ("powershell", 4103, "ps_module"),
+        ("powershell-classic", 400, "ps_classic_start"),
+        ("powershell-classic", 600, "ps_classic_provider_start"),
+        ("powershell-classic", 800, "ps_classic_script"),
+    ] {
+        all.push(windows_class(svc, vec![cat], &[]));
+        powershell.insert((svc, eid), all.len() - 1);
+    }
+    let mut source = HashMap::new();
+    for kind in SourceKind::ALL {
+        let class = match kind {
+            SourceKind::EntraSignin => cloud("azure", &["signinlogs"], ENTRA_SIGNIN),
+            SourceKind::EntraAudit => cloud("azure", &["auditlogs"], AZURE_COMMON),
+            SourceKind::AzureActivity => cloud("azure", &["activitylogs"], AZURE_COMMON),
+            SourceKind::M365Audit => cloud(
+                "m365",
+                &[
+                    "audit",
+                    "exchange",
+                    "threat_management",
+                    "threat_detection",
+                    "sharepoint",
+                    "onedrive",
+                    "teams",
+                ],
+                &[],
+            ),
+            SourceKind::AwsCloudtrail => cloud("aws", &["cloudtrail"], &[]),
+            SourceKind::WindowsSecurity => {
+                source.insert(kind, channel["Security"]);
+                continue;
+            }
+            SourceKind::Sysmon => {
+                source.insert(kind, service_class["sysmon"]);
+                continue;
+            }
+            SourceKind::LinuxAuditd => cloud("linux", &["auditd"], &[]),
+            SourceKind::Syslog => cloud("linux", &["syslog"], &[]),
+            SourceKind::Firewall => EventClass {
+                product: "",
+                services: Vec::new(),
+                categories: vec!["firewall"],
+                renames: &[],
+                windows: false,
+            },
+        };
+        all.push(class);
+        source.insert(kind, all.len() - 1);
+    }
+    Classes {
+        all,
+        channel,
+        sysmon,
+        security_4688,
+        powershell,
+        source,
+    }
+});
+
+/// Unwraps evtx_dump's `{"#text": v, "#attributes": ...}` values.
+fn text_value(v: &Value) -> &Value {
+    match v {
+        Value::Object(o) => o.get("#text").unwrap_or(v),
+        _ => v,
+    }
+}
+
+fn windows_system<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
+    get_field(body, field)
+        .or_else(|| get_field(body, &format!("Event.System.{field}")))
+        .map(text_value)
+}
+
+/// The Windows event id of an event in any supported shape.
+pub fn windows_event_id(body: &Value) -> Option<u32> {
+    let v = windows_system(body, "EventID")?;
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| n as u32),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn windows_channel(body: &Value) -> Option<&str> {
+    windows_system(body, "Channel").and_then(Value::as_str)
+}
+
+/// Classifies an event of `source` (an index into [`CLASSES`]).
+pub fn classify(source: SourceKind, body: &Value) -> usize {
+    let c = &*CLASSES;
+    if matches!(source, SourceKind::WindowsSecurity | SourceKind::Sysmon) {
+        let channel = windows_channel(body);
+        let base = channel
+            .and_then(|ch| c.channel.get(ch).copied())
+            .unwrap_or(c.source[&source]);
+        let service = c.all[base].services[0];
+        let eid = windows_event_id(body);
+        return match (service, eid) {
+            ("sysmon", Some(e)) => c.sysmon.get(&e).copied().unwrap_or(base),
+            ("security", Some(4688)) => c.security_4688,
+            (svc, Some(e)) => c.powershell.get(&(svc, e)).copied().unwrap_or(base),
+            _ => base,
+        };
+    }
+    c.source[&source]
+}
+
+fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = body;
+    for part in path.split('.') {
+        let obj = cur.as_object()?;
+        cur = match obj.get(part) {
+            Some(v) => v,
+            None => obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(part))?.1,
+        };
+    }
+    Some(cur)
+}
+
+/// Finds Sigma field `field` in an event body of class `class`.
+pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
+    for (from, to) in class.renames {
+        if *from == field
+            && let Some(v) = get_field(body, to)
+        {
+            return Some(text_value(v));
+        }
+    }
+    if let Some(v) = get_field(body, field) {
+        return Some(text_value(v));
+    }
+    if class.windows {
+        if let Some(v) = get_field(body, &format!("Event.EventData.{field}")) {
+            return Some(text_value(v));
+        }
+        if field == "Provider_Name" {
+            return get_field(body, "Event.System.Provider.#attributes.Name")
+                .or_else(|| get_field(body, "ProviderName"));
+        }
+        return windows_system(body, field);
+    }
+    // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.
+    get_ci(body, field).or_else(|| get_ci(body, &format!("properties.{field}")))
+}
+
+/// Guesses the source of an event from its shape (for `nmc hunt` without `--source`).
+pub fn detect_source(body: &Value) -> Option<SourceKind> {
+    let o = body.as_object()?;
+    let has = |k: &str| o.contains_key(k);
+    let str_of = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or_default();
+    if has("eventSource") && has("eventName") && (has("awsRegion") || has("eventVersion")) {
+        return Some(SourceKind::AwsCloudtrail);
+    }
+    if get_field(body, "Event.System").is_some() || has("EventID") || has("Channel") {
+        let sysmon = windows_channel(body).is_some_and(|c| c.contains("Sysmon"))
+            || windows_system(body, "Provider_Name")
+                .or_else(|| get_field(body, "Event.System.Provider.#attributes.Name"))
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.contains("Sysmon"));
+        return Some(if sysmon {
+            SourceKind::Sysmon
+        } else {
+            SourceKind::WindowsSecurity
+        });
+    }
+    let category = str_of("category").to_ascii_lowercase();
+    let table = str_of("Type");
+    match (category.as_str(), table) {
+        ("signinlogs" | "noninteractiveusersigninlogs" | "serviceprincipalsigninlogs", _)
+        | (_, "SigninLogs" | "AADNonInteractiveUserSignInLogs") => {
+            return Some(SourceKind::EntraSignin);
+        }
+        ("auditlogs", _) | (_, "AuditLogs") => return Some(SourceKind::EntraAudit),
+        (
+            "administrative" | "policy" | "security" | "servicehealth" | "alert" | "recommendation",
+            _,
+        )
+        | (_, "AzureActivity") => return Some(SourceKind::AzureActivity),
+        _ => {}
+    }
+    if has("Workload") && (has("Operation") || has("RecordType")) {
+        return Some(SourceKind::M365Audit);
+    }
+    if has("ResultType") && has("UserPrincipalName") && has("AppDisplayName") {
+        return Some(SourceKind::EntraSignin);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn class(source: SourceKind, body: &Value) -> &'static EventClass {
+        &CLASSES.all[classify(source, body)]
+    }
+
+    #[test]
+    fn sysmon_event_ids_route_to_categories() {
+        let ev = json!({"Event": {"System": {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational"}}});
+        let c = class(SourceKind::Sysmon, &ev);
+        assert!(c.accepts(Some("windows"), None, Some("process_creation")));
+        assert!(c.accepts(Some("windows"), Some("sysmon"), None));
+        assert!(!c.accepts(Some("windows"), None, Some("file_event")));
+        let reg = json!({"EventID": "13", "Channel": "Microsoft-Windows-Sysmon/Operational"});
+        let c = class(SourceKind::WindowsSecurity, &reg);
+        assert!(
+            c.accepts(None, None, Some("registry_set"))
+                && c.accepts(None, None, Some("registry_event"))
+        );
+    }
+
+    #[test]
+    fn security_4688_is_process_creation_with_renames() {
+        let ev = json!({"EventID": 4688, "Channel": "Security", "NewProcessName": "C:\\x\\cmd.exe", "CommandLine": "cmd /c"});
+        let c = class(SourceKind::WindowsSecurity, &ev);
+        assert!(c.accepts(Some("windows"), None, Some("process_creation")));
+        assert!(c.accepts(Some("windows"), Some("security"), None));
+        assert_eq!(lookup(c, &ev, "Image"), Some(&json!("C:\\x\\cmd.exe")));
+        assert_eq!(lookup(c, &ev, "CommandLine"), Some(&json!("cmd /c")));
+        let logon = json!({"Event": {"System": {"EventID": {"#text": 4624}, "Channel": "Security"}, "EventData": {"LogonType": 3}}});
+        let c = class(SourceKind::WindowsSecurity, &logon);
+        assert!(!c.accepts(None, None, Some("process_creation")));
+        assert_eq!(lookup(c, &logon, "LogonType"), Some(&json!(3)));
+        assert_eq!(
+            lookup(c, &logon, "EventID"),
+            Some(&json!(4624)),
+            "#text unwrapped"
+        );
+    }
+
+    #[test]
+    fn channels_give_services() {
+        let ev = json!({"Event": {"System": {"EventID": 1116, "Channel": "Microsoft-Windows-Windows Defender/Operational"}}});
+        assert!(class(SourceKind::WindowsSecurity, &ev).accepts(
+            Some("windows"),
+            Some("windefend"),
+            None
+        ));
+        let ps = json!({"EventID": 4104, "Channel": "Microsoft-Windows-PowerShell/Operational"});
+        assert!(class(SourceKind::WindowsSecurity, &ps).accepts(
+            Some("windows"),
+            None,
+            Some("ps_script")
+        ));
+    }
+
+    #[test]
+    fn cloud_shapes() {
+        let c = class(SourceKind::EntraSignin, &json!({}));
+        let raw =
+            json!({"resultType": "50126", "properties": {"deviceDetail": {"trustType": "Hybrid"}}});
+        assert_eq!(lookup(c, &raw, "ResultType"), Some(&json!("50126")));
+        assert_eq!(
+            lookup(c, &raw, "DeviceDetail.trusttype"),
+            Some(&json!("Hybrid"))
+        );
+        let sentinel = json!({"ResultType": "0", "DeviceDetail": {"trustType": "x"}});
+        assert_eq!(lookup(c, &sentinel, "ResultType"), Some(&json!("0")));
+        assert!(c.accepts(Some("azure"), Some("signinlogs"), None));
+        assert!(!c.accepts(Some("azure"), Some("auditlogs"), None));
+    }
+
+    #[test]
+    fn detects_shapes() {
+        assert_eq!(
+            detect_source(
+                &json!({"eventSource": "s3.amazonaws.com", "eventName": "x", "awsRegion": "r"})
+            ),
+            Some(SourceKind::AwsCloudtrail)
+        );
+        assert_eq!(
+            detect_source(
+                &json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational"}}})
+            ),
+            Some(SourceKind::Sysmon)
+        );
+        assert_eq!(
+            detect_source(&json!({"EventID": 4624, "Channel": "Security"})),
+            Some(SourceKind::WindowsSecurity)
+        );
+        assert_eq!(
+            detect_source(&json!({"category": "SignInLogs"})),
+            Some(SourceKind::EntraSignin)
+        );
+        assert_eq!(
+            detect_source(&json!({"category": "AuditLogs"})),
+            Some(SourceKind::EntraAudit)
+        );
+        assert_eq!(
+            detect_source(&json!({"category": "Administrative"})),
+            Some(SourceKind::AzureActivity)
+        );
+        assert_eq!(
+            detect_source(&json!({"Workload": "Exchange", "Operation": "New-InboxRule"})),
+            Some(SourceKind::M365Audit)
+        );
+        assert_eq!(detect_source(&json!({"hello": 1})), None);
+    }
+}
