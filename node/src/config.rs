@@ -44,6 +44,8 @@ pub struct Config {
     pub alerts_max_age_secs: u64,
     /// Replicas of each stream (3 in a production NATS cluster).
     pub stream_replicas: usize,
+    /// Values of `%name%` placeholders for Sigma's `expand` modifier (name without `%`).
+    pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
     /// Test aid, off when empty: an event carrying this top-level field makes rule evaluation
     /// panic, to exercise supervision and dead-lettering.
     pub panic_field: String,
@@ -67,6 +69,7 @@ impl Default for Config {
             alerts_duplicate_window_secs: 15 * 60,
             alerts_max_age_secs: 90 * 86_400,
             stream_replicas: 1,
+            placeholders: Default::default(),
             panic_field: String::new(),
         }
     }

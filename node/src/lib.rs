@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod force;
+pub mod hunt;
 pub mod rules;
 pub mod runtime;
 pub mod store;

@@ -2,12 +2,28 @@
 
 use anyhow::Result;
 use clap::Parser;
-use nmc_node::cli::{AlertsCmd, Cli, Cmd, DlqCmd, bench, generate, replay, tail};
+use nmc_node::cli::{
+    AlertsCmd, Cli, Cmd, DlqCmd, RulesCmd, bench, generate, hunt, replay, rules_check, tail,
+};
 use nmc_node::config::Config;
 use nmc_node::{runtime, telemetry};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Offline commands need no runtime.
+    match cli.cmd {
+        Cmd::Hunt(a) => return exit_on_error(telemetry::init("warn").and_then(|_| hunt::run(a))),
+        Cmd::Rules {
+            cmd: RulesCmd::Check(a),
+        } => match rules_check::run(a) {
+            Ok(clean) => std::process::exit(if clean { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("nmc: error: {e:#}");
+                std::process::exit(2);
+            }
+        },
+        _ => {}
+    }
     let default_filter = match cli.cmd {
         Cmd::Node { .. } => "info",
         _ => "warn",
@@ -32,9 +48,14 @@ fn main() -> Result<()> {
                 let local = tokio::task::LocalSet::new();
                 local.run_until(bench::run(a)).await
             }
+            Cmd::Hunt(_) | Cmd::Rules { .. } => unreachable!("handled above"),
         }
     });
     tel.shutdown();
+    exit_on_error(result)
+}
+
+fn exit_on_error(result: Result<()>) -> Result<()> {
     if let Err(e) = &result {
         eprintln!("nmc: error: {e:#}");
         std::process::exit(1);

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nmc_shared::sigma::{RuleError, RuleSet, parse_rules};
+use nmc_shared::sigma::parse::RuleBody;
+use nmc_shared::sigma::{Placeholders, RuleDoc, RuleError, RuleSet, parse_rules};
 
 /// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order.
 pub fn rule_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -31,13 +32,16 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads and compiles rules; broken rules are returned as errors and left out.
-pub fn load(dirs: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>)> {
+/// Rule documents read from `dirs`, and the documents that failed to parse.
+pub fn read(dirs: &[PathBuf]) -> Result<(Vec<RuleDoc>, Vec<RuleError>)> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for f in rule_files(dirs)? {
         let text = std::fs::read_to_string(&f)
             .with_context(|| format!("reading rule file {}", f.display()))?;
+        if !looks_like_rules(&text) {
+            continue;
+        }
         for r in parse_rules(&f.display().to_string(), &text) {
             match r {
                 Ok(doc) => docs.push(doc),
@@ -45,7 +49,33 @@ pub fn load(dirs: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>)> {
             }
         }
     }
-    let (set, mut compile_errors) = RuleSet::compile(docs);
+    Ok((docs, errors))
+}
+
+/// Whether a YAML file holds Sigma documents at all (rule folders also hold test metadata).
+fn looks_like_rules(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.starts_with("detection:") || l.starts_with("correlation:") || l.starts_with("filter:")
+    })
+}
+
+/// Loads and compiles rules; broken rules are returned as errors and left out.
+pub fn load(dirs: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>)> {
+    load_with(dirs, &Placeholders::new())
+}
+
+/// Like [`load`], resolving `expand` placeholders.
+pub fn load_with(
+    dirs: &[PathBuf],
+    placeholders: &Placeholders,
+) -> Result<(RuleSet, Vec<RuleError>)> {
+    let (docs, mut errors) = read(dirs)?;
+    let (set, mut compile_errors) = RuleSet::compile_with(docs, placeholders);
     errors.append(&mut compile_errors);
     Ok((set, errors))
+}
+
+/// Whether a document is a correlation (for reports).
+pub fn is_correlation(doc: &RuleDoc) -> bool {
+    matches!(doc.body, RuleBody::Correlation(_))
 }

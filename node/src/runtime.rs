@@ -33,7 +33,7 @@ pub async fn run_node(cfg: Config) -> Result<()> {
     if cfg.forces.is_empty() && !cfg.triage {
         bail!("this node has no forces and no triage role: set `forces` (or NMC_FORCES)");
     }
-    let (rules, errors) = rules::load(&cfg.rules_dirs)?;
+    let (rules, errors) = rules::load_with(&cfg.rules_dirs, &cfg.placeholders)?;
     for e in &errors {
         error!(error = %e, "rule not loaded");
     }

@@ -93,13 +93,19 @@ pub struct RuleRef {
     pub references: Vec<String>,
 }
 
-/// One event behind an alert: its stream sequence, subject and event time.
+/// One event behind an alert: its stream sequence (or input file and line) and event time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvidenceRef {
     /// Sequence of the event in the `NMC_EVENTS` stream (0 when not from the stream).
     pub seq: u64,
     /// Event time (RFC 3339, UTC).
     pub time: String,
+    /// Input file (offline `nmc hunt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based line (JSON lines) or record number (JSON arrays) in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 /// A rule firing: the record published to `nmc.alerts.<force>.<level>`.

@@ -224,6 +224,8 @@ impl ForceState {
                 .map(|e| EvidenceRef {
                     seq: e.seq,
                     time: format_ms(e.t),
+                    file: None,
+                    line: None,
                 })
                 .collect();
             out.push(Alert {
@@ -319,6 +321,8 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         evidence: vec![EvidenceRef {
             seq,
             time: format_ms(t),
+            file: None,
+            line: None,
         }],
         node: String::new(),
         epoch: 0,

@@ -430,10 +430,28 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
             return get_field(body, "Event.System.Provider.#attributes.Name")
                 .or_else(|| get_field(body, "ProviderName"));
         }
-        return windows_system(body, field);
+        return windows_system(body, field).or_else(|| windows_loose(body, field));
     }
     // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.
     get_ci(body, field).or_else(|| get_ci(body, &format!("properties.{field}")))
+}
+
+/// Last resort for Windows events: `EventData` names written with spaces (Defender's
+/// `Threat Name` for Sigma's `ThreatName`) and `UserData.<wrapper>.<field>` (WMI, some others).
+fn windows_loose<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
+    let squash = |k: &str| k.chars().filter(|c| *c != ' ').collect::<String>();
+    if let Some(data) = get_field(body, "Event.EventData").and_then(Value::as_object)
+        && let Some((_, v)) = data
+            .iter()
+            .find(|(k, _)| squash(k).eq_ignore_ascii_case(field))
+    {
+        return Some(text_value(v));
+    }
+    let user = get_field(body, "Event.UserData")?.as_object()?;
+    user.values()
+        .filter_map(Value::as_object)
+        .find_map(|w| w.get(field))
+        .map(text_value)
 }
 
 /// Guesses the source of an event from its shape (for `nmc hunt` without `--source`).

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod generate;
+pub mod hunt;
 pub mod replay;
+pub mod rules_check;
 pub mod tail;
 
 use std::path::PathBuf;
@@ -57,6 +59,21 @@ pub enum Cmd {
     Generate(generate::GenerateArgs),
     /// Load generator: publish generated events to a running node, report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Run rules over exported logs offline; alerts to stdout as JSON lines.
+    Hunt(hunt::HuntArgs),
+    /// Sigma rules.
+    Rules {
+        /// What to do with rules.
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+}
+
+/// `nmc rules ...`
+#[derive(Debug, Subcommand)]
+pub enum RulesCmd {
+    /// Parse and compile rules; print each failure and a summary line.
+    Check(rules_check::CheckArgs),
 }
 
 /// `nmc alerts ...`
