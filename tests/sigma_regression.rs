@@ -63,3 +63,34 @@ fn every_regression_rule_matches_its_sample() {
         failures.join("\n")
     );
 }
+
+/// The literal prefilter is exact: over every sample and every regression rule together, it
+/// selects exactly the rules that exhaustive evaluation selects.
+#[test]
+fn prefilter_matches_exhaustive_evaluation() {
+    let (set, errors) = nmc_node::rules::load(&[
+        data().join("rules"),
+        data().join("rules-emerging-threats"),
+        data().join("rules-threat-hunting"),
+    ])
+    .unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut events = 0;
+    let mut matches = 0;
+    for f in nmc_node::hunt::input_files(&[data().join("regression_data")]).unwrap() {
+        for_each_record(&f, |_, rec| {
+            let body = rec.unwrap();
+            let ev = Event::from_value(detect_source(&body).unwrap(), body).unwrap();
+            let fast: Vec<usize> = set.matching(&ev).collect();
+            let slow: Vec<usize> = set.matching_exhaustive(&ev).collect();
+            assert_eq!(fast, slow, "{}", f.display());
+            events += 1;
+            matches += fast.len();
+        })
+        .unwrap();
+    }
+    assert!(
+        events > 200 && matches > 200,
+        "{events} events, {matches} matches"
+    );
+}

@@ -358,9 +358,14 @@ fn text_value(v: &Value) -> &Value {
     }
 }
 
+/// The object at `Event.<part>` of an evtx_dump-shaped event.
+fn event_part<'a>(body: &'a Value, part: &str) -> Option<&'a Value> {
+    body.get("Event")?.get(part)
+}
+
 fn windows_system<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
     get_field(body, field)
-        .or_else(|| get_field(body, &format!("Event.System.{field}")))
+        .or_else(|| event_part(body, "System").and_then(|s| get_field(s, field)))
         .map(text_value)
 }
 
@@ -423,7 +428,7 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
         return Some(text_value(v));
     }
     if class.windows {
-        if let Some(v) = get_field(body, &format!("Event.EventData.{field}")) {
+        if let Some(v) = event_part(body, "EventData").and_then(|d| get_field(d, field)) {
             return Some(text_value(v));
         }
         if field == "Provider_Name" {
@@ -433,21 +438,25 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
         return windows_system(body, field).or_else(|| windows_loose(body, field));
     }
     // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.
-    get_ci(body, field).or_else(|| get_ci(body, &format!("properties.{field}")))
+    get_ci(body, field).or_else(|| body.get("properties").and_then(|p| get_ci(p, field)))
 }
 
 /// Last resort for Windows events: `EventData` names written with spaces (Defender's
 /// `Threat Name` for Sigma's `ThreatName`) and `UserData.<wrapper>.<field>` (WMI, some others).
 fn windows_loose<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
-    let squash = |k: &str| k.chars().filter(|c| *c != ' ').collect::<String>();
-    if let Some(data) = get_field(body, "Event.EventData").and_then(Value::as_object)
-        && let Some((_, v)) = data
-            .iter()
-            .find(|(k, _)| squash(k).eq_ignore_ascii_case(field))
+    let same = |k: &str| {
+        k.contains(' ')
+            && k.chars()
+                .filter(|c| *c != ' ')
+                .map(|c| c.to_ascii_lowercase())
+                .eq(field.chars().map(|c| c.to_ascii_lowercase()))
+    };
+    if let Some(data) = event_part(body, "EventData").and_then(Value::as_object)
+        && let Some((_, v)) = data.iter().find(|(k, _)| same(k))
     {
         return Some(text_value(v));
     }
-    let user = get_field(body, "Event.UserData")?.as_object()?;
+    let user = event_part(body, "UserData")?.as_object()?;
     user.values()
         .filter_map(Value::as_object)
         .find_map(|w| w.get(field))

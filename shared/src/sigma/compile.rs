@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
-use super::matcher::{FieldLookup, Placeholders, ValueMatcher, compile_value};
+use super::matcher::{
+    FieldLookup, LiteralSet, Lowered, Placeholders, ValueMatcher, compile_value,
+};
 use super::parse::{
     CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
     SelectionSpec,
 };
+use super::prefilter::{ClassFilter, MIN_LITERAL, ascii_core};
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
 use crate::event::Event;
@@ -22,16 +25,32 @@ struct FieldMatcher {
     field: String,
     groups: Vec<Vec<ValueMatcher>>,
     all: bool,
+    /// One-pass test of all groups when they are all literal tests.
+    literals: Option<LiteralSet>,
 }
 
 impl FieldMatcher {
     fn matches(&self, ev: &Event) -> bool {
+        let v = if self.field.is_empty() {
+            None
+        } else {
+            ev.field(&self.field)
+        };
+        let lowered = match v {
+            Some(Value::String(s)) => Some(Lowered::new(s)),
+            _ => None,
+        };
+        if let (Some(set), Some(l)) = (&self.literals, &lowered) {
+            return set.matches(l, self.all);
+        }
         let test = |ms: &Vec<ValueMatcher>| -> bool {
             if self.field.is_empty() {
                 return ms.iter().any(|m| any_string(&ev.body, m, ev));
             }
-            let v = ev.field(&self.field);
-            ms.iter().any(|m| m.matches(v, ev))
+            match (&lowered, v) {
+                (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, ev)),
+                _ => ms.iter().any(|m| m.matches(v, ev)),
+            }
         };
         if self.all {
             self.groups.iter().all(test)
@@ -50,6 +69,48 @@ fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
     }
 }
 
+/// A necessary literal set: the rule part can only match if one of these occurs in the event
+/// (`None`: no usable literal, always evaluate). See [`super::prefilter`].
+type Req = Option<Vec<String>>;
+
+/// Of several necessary sets that must all hold, the most selective one.
+fn best(reqs: impl Iterator<Item = Req>) -> Req {
+    reqs.flatten().max_by_key(|lits| {
+        let shortest = lits.iter().map(String::len).min().unwrap_or(usize::MAX);
+        (shortest, std::cmp::Reverse(lits.len()))
+    })
+}
+
+/// Of several alternatives, the union (unconstrained if any alternative is).
+fn union(reqs: impl Iterator<Item = Req>) -> Req {
+    let mut out = Vec::new();
+    for r in reqs {
+        out.extend(r?);
+    }
+    Some(out)
+}
+
+fn matcher_literal(m: &ValueMatcher) -> Option<String> {
+    match m {
+        ValueMatcher::Str { pat, .. } => pat
+            .required_literal()
+            .map(ascii_core)
+            .filter(|l| l.len() >= MIN_LITERAL),
+        _ => None,
+    }
+}
+
+impl FieldMatcher {
+    fn requirement(&self) -> Req {
+        let group = |g: &Vec<ValueMatcher>| -> Req { g.iter().map(matcher_literal).collect() };
+        if self.all {
+            best(self.groups.iter().map(group))
+        } else {
+            union(self.groups.iter().map(group))
+        }
+    }
+}
+
 /// OR over maps, AND within a map.
 #[derive(Debug, Clone)]
 struct CompiledSelection(Vec<Vec<FieldMatcher>>);
@@ -59,6 +120,23 @@ impl CompiledSelection {
         self.0
             .iter()
             .any(|fields| fields.iter().all(|f| f.matches(ev)))
+    }
+
+    fn requirement(&self) -> Req {
+        union(
+            self.0
+                .iter()
+                .map(|fields| best(fields.iter().map(FieldMatcher::requirement))),
+        )
+    }
+}
+
+fn expr_requirement(e: &Expr, sels: &[CompiledSelection]) -> Req {
+    match e {
+        Expr::Sel(i) => sels[*i].requirement(),
+        Expr::And(xs) => best(xs.iter().map(|x| expr_requirement(x, sels))),
+        Expr::Or(xs) => union(xs.iter().map(|x| expr_requirement(x, sels))),
+        Expr::Not(_) => None,
     }
 }
 
@@ -83,6 +161,14 @@ impl CompiledRule {
     /// Tests one event.
     pub fn matches(&self, ev: &Event) -> bool {
         self.expr.eval(&mut |i| self.selections[i].matches(ev))
+    }
+
+    /// Literals of which at least one must occur in an event this rule matches, if known.
+    pub fn required_literals(&self) -> Option<Vec<String>> {
+        let mut lits = expr_requirement(&self.expr, &self.selections)?;
+        lits.sort();
+        lits.dedup();
+        Some(lits)
     }
 }
 
@@ -117,7 +203,7 @@ impl CompiledCorrelation {
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
     correlations: Vec<CompiledCorrelation>,
-    by_class: Vec<Vec<usize>>,
+    by_class: Vec<ClassFilter>,
     corr_of_rule: Vec<Vec<usize>>,
 }
 
@@ -144,14 +230,16 @@ fn compile_field(f: &FieldSpec, ph: &Placeholders) -> Result<FieldMatcher, RuleE
     } else {
         f.modifiers.clone()
     };
+    let groups: Vec<Vec<ValueMatcher>> = f
+        .values
+        .iter()
+        .map(|v| compile_value(v, &mods, ph))
+        .collect::<Result<_, _>>()?;
     Ok(FieldMatcher {
         field: f.field.clone(),
         all: f.modifiers.iter().any(|m| m == "all"),
-        groups: f
-            .values
-            .iter()
-            .map(|v| compile_value(v, &mods, ph))
-            .collect::<Result<_, _>>()?,
+        literals: if f.field.is_empty() { None } else { LiteralSet::build(&groups) },
+        groups,
     })
 }
 
@@ -299,11 +387,16 @@ impl RuleSet {
                 rule.expr = Expr::And(vec![old, shift(&cond, offset)]);
             }
         }
+        let requirements: Vec<_> = set
+            .rules
+            .iter()
+            .map(CompiledRule::required_literals)
+            .collect();
         set.by_class = CLASSES
             .all
             .iter()
             .map(|class| {
-                (0..set.rules.len())
+                let rules = (0..set.rules.len())
                     .filter(|&i| {
                         let ls = &set.rules[i].logsource;
                         class.accepts(
@@ -312,7 +405,8 @@ impl RuleSet {
                             ls.category.as_deref(),
                         )
                     })
-                    .collect()
+                    .collect();
+                ClassFilter::new(rules, &requirements)
             })
             .collect();
         set.corr_of_rule = vec![Vec::new(); set.rules.len()];
@@ -390,9 +484,25 @@ impl RuleSet {
 
     /// Indices of the detection rules that match `ev`, among those routed to its class.
     pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
+        let filter = self.by_class.get(ev.class);
+        let candidates = filter.map(|f| f.candidates(&ev.body)).unwrap_or_default();
+        candidates
+            .into_iter()
+            .map(move |p| filter.expect("candidates imply a filter").rules[p as usize])
+            .filter(move |&i| self.rules[i].matches(ev))
+    }
+
+    /// (routed, candidate) rule counts for an event: how well the prefilter narrows the class.
+    pub fn selectivity(&self, ev: &Event) -> (usize, usize) {
+        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(&ev.body).len()))
+    }
+
+    /// Like [`RuleSet::matching`] without the literal prefilter: every rule routed to the event's
+    /// class is evaluated. Slow; the reference that tests hold the prefilter to.
+    pub fn matching_exhaustive<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
         self.by_class
             .get(ev.class)
-            .map(Vec::as_slice)
+            .map(|f| f.rules.as_slice())
             .unwrap_or_default()
             .iter()
             .copied()
@@ -402,7 +512,7 @@ impl RuleSet {
     /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
     pub fn dormant(&self) -> Vec<usize> {
         (0..self.rules.len())
-            .filter(|&i| !self.by_class.iter().any(|c| c.contains(&i)))
+            .filter(|&i| !self.by_class.iter().any(|c| c.rules.contains(&i)))
             .collect()
     }
 }

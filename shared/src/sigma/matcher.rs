@@ -699,7 +699,142 @@ impl ValueMatcher {
     }
 }
 
+/// Where a literal must sit in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// Many case-insensitive literal tests on one field, run in a single Aho-Corasick pass: the
+/// fast path for selections such as `CommandLine|contains: [...100 values...]`.
+#[derive(Debug, Clone)]
+pub struct LiteralSet {
+    ac: aho_corasick::AhoCorasick,
+    /// Per pattern: the value (group) it belongs to, and its anchoring.
+    pats: Vec<(u32, Anchor)>,
+    groups: usize,
+}
+
+impl LiteralSet {
+    /// Fewest literals for which one pass beats testing them one by one.
+    pub const MIN: usize = 3;
+
+    /// Builds the set if every matcher of every group is a case-insensitive literal test.
+    pub fn build(groups: &[Vec<ValueMatcher>]) -> Option<LiteralSet> {
+        let mut lits = Vec::new();
+        let mut pats = Vec::new();
+        for (g, ms) in groups.iter().enumerate() {
+            for m in ms {
+                let (lit, anchor) = match m {
+                    ValueMatcher::Str { pat, cased: false } => match pat {
+                        Pattern::Exact(p) => (p, Anchor::Exact),
+                        Pattern::Prefix(p) => (p, Anchor::Prefix),
+                        Pattern::Suffix(p) => (p, Anchor::Suffix),
+                        Pattern::Contains(p) => (p, Anchor::Contains),
+                        Pattern::Glob(_) => return None,
+                    },
+                    _ => return None,
+                };
+                if lit.is_empty() {
+                    return None;
+                }
+                lits.push(lit.as_str());
+                pats.push((g as u32, anchor));
+            }
+        }
+        if lits.len() < Self::MIN {
+            return None;
+        }
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .build(&lits)
+            .ok()?;
+        Some(LiteralSet {
+            ac,
+            pats,
+            groups: groups.len(),
+        })
+    }
+
+    /// Tests a string value: any group matches, or with `all` every group does.
+    pub fn matches(&self, s: &Lowered<'_>, all: bool) -> bool {
+        let hay = if s.raw.is_ascii() { s.raw } else { s.get() };
+        let mut seen = if all { vec![false; self.groups] } else { Vec::new() };
+        let mut left = self.groups;
+        for m in self.ac.find_overlapping_iter(hay) {
+            let (g, anchor) = self.pats[m.pattern().as_usize()];
+            let ok = match anchor {
+                Anchor::Contains => true,
+                Anchor::Prefix => m.start() == 0,
+                Anchor::Suffix => m.end() == hay.len(),
+                Anchor::Exact => m.start() == 0 && m.end() == hay.len(),
+            };
+            if !ok {
+                continue;
+            }
+            if !all {
+                return true;
+            }
+            if !seen[g as usize] {
+                seen[g as usize] = true;
+                left -= 1;
+                if left == 0 {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// A string value and its lowercase form, computed at most once however many patterns test it.
+pub struct Lowered<'a> {
+    raw: &'a str,
+    lower: std::cell::OnceCell<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Lowered<'a> {
+    /// Wraps a value.
+    pub fn new(raw: &'a str) -> Self {
+        Lowered {
+            raw,
+            lower: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The lowercase form.
+    pub fn get(&self) -> &str {
+        self.lower.get_or_init(|| lower(self.raw))
+    }
+}
+
+impl ValueMatcher {
+    /// Tests a string field value, sharing its lowercase form across matchers.
+    pub fn matches_str(&self, v: &Value, s: &Lowered<'_>, ev: &dyn FieldLookup) -> bool {
+        match self {
+            ValueMatcher::Str { pat, cased: false } => pat.matches_lower(s.get()),
+            ValueMatcher::Str { pat, cased: true } => pat.matches(s.raw, true),
+            other => other.matches(Some(v), ev),
+        }
+    }
+}
+
 impl Pattern {
+    /// Tests an already lowercased string against a case-insensitive pattern.
+    pub fn matches_lower(&self, l: &str) -> bool {
+        match self {
+            Pattern::Exact(p) => l == p,
+            Pattern::Prefix(p) => l.starts_with(p.as_str()),
+            Pattern::Suffix(p) => l.ends_with(p.as_str()),
+            Pattern::Contains(p) => l.contains(p.as_str()),
+            Pattern::Glob(t) => glob_match(t, l),
+        }
+    }
+
     /// Tests a string; `cased` patterns compare exactly, others ignore case.
     pub fn matches(&self, s: &str, cased: bool) -> bool {
         if cased {
@@ -760,8 +895,56 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Wildcard match with a single backtrack point (linear in practice).
+/// Wildcard match with a single backtrack point (linear in practice). ASCII input is matched
+/// byte-wise without allocating.
 fn glob_match(toks: &[GlobTok], s: &str) -> bool {
+    if s.is_ascii() {
+        return glob_bytes(toks, s.as_bytes());
+    }
+    glob_chars(toks, s)
+}
+
+fn glob_bytes(toks: &[GlobTok], s: &[u8]) -> bool {
+    // Walk tokens; a literal after a star is searched for, others must match in place.
+    let (mut t, mut i) = (0usize, 0usize);
+    let mut back: Option<(usize, usize)> = None; // (token after star, next start in s)
+    loop {
+        if t == toks.len() {
+            if i == s.len() {
+                return true;
+            }
+        } else {
+            match &toks[t] {
+                GlobTok::Star => {
+                    back = Some((t + 1, i));
+                    t += 1;
+                    continue;
+                }
+                GlobTok::One if i < s.len() => {
+                    t += 1;
+                    i += 1;
+                    continue;
+                }
+                GlobTok::Lit(l) if s[i..].starts_with(l.as_bytes()) => {
+                    t += 1;
+                    i += l.len();
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match back {
+            Some((bt, bi)) if bi < s.len() => {
+                back = Some((bt, bi + 1));
+                t = bt;
+                i = bi + 1;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn glob_chars(toks: &[GlobTok], s: &str) -> bool {
     enum T {
         C(char),
         Star,
@@ -1036,6 +1219,59 @@ mod tests {
             matches!(e, RuleErrorKind::Placeholder(ref n) if n == "nobody"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn byte_and_char_globs_agree() {
+        // Deterministic pseudo-random patterns over a small alphabet, so that stars must backtrack.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            let pat: String = (0..next(7)).map(|_| ['a', 'b', '*', '?'][next(4) as usize]).collect();
+            let hay: String = (0..next(9)).map(|_| ['a', 'b'][next(2) as usize]).collect();
+            let toks = glob_tokens(&pat);
+            assert_eq!(glob_bytes(&toks, hay.as_bytes()), glob_chars(&toks, &hay), "{pat:?} on {hay:?}");
+        }
+    }
+
+    #[test]
+    fn literal_sets_agree_with_one_by_one_tests() {
+        let cases: Vec<(&str, Vec<&str>)> = vec![
+            ("contains", vec!["-enc", "iex", "bypass"]),
+            ("startswith", vec!["c:\\win", "c:\\pro", "d:"]),
+            ("endswith", vec!["\\cmd.exe", ".ps1", "é.exe"]),
+            ("", vec!["abc", "ABD", "x"]),
+        ];
+        let hays = [
+            "powershell -ENC abc", "C:\\Windows\\cmd.exe", "x", "ABC", "abd", "d:\\RUN.PS1",
+            "run É.EXE", "IEX bypass", "", "c:\\program files\\é.exe",
+        ];
+        let ev = Ev(json!({}));
+        for (modifier, values) in cases {
+            let mods: Vec<String> = [modifier].iter().filter(|m| !m.is_empty()).map(|m| m.to_string()).collect();
+            for all in [false, true] {
+                let mut mods = mods.clone();
+                if all {
+                    mods.push("all".into());
+                }
+                let groups: Vec<Vec<ValueMatcher>> = values
+                    .iter()
+                    .map(|v| compile_value(&s(v), &mods, &Placeholders::new()).unwrap())
+                    .collect();
+                let set = LiteralSet::build(&groups).expect("literal set");
+                for h in hays {
+                    let v = json!(h);
+                    let one = |g: &Vec<ValueMatcher>| g.iter().any(|m| m.matches(Some(&v), &ev));
+                    let want = if all { groups.iter().all(one) } else { groups.iter().any(one) };
+                    assert_eq!(set.matches(&Lowered::new(h), all), want, "{modifier} {values:?} all={all} on {h:?}");
+                }
+            }
+        }
     }
 
     #[test]

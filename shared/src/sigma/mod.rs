@@ -10,6 +10,7 @@ pub mod compile;
 pub mod condition;
 pub mod matcher;
 pub mod parse;
+pub mod prefilter;
 
 pub use compile::{CompiledCorrelation, CompiledRule, RuleSet};
 pub use matcher::Placeholders;
