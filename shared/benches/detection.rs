@@ -155,6 +155,24 @@ fn bench(c: &mut Criterion) {
         cands as f64 / events.len() as f64
     );
 
+    let (lits, occ) = events.iter().map(|e| all.prefilter_stats(e)).fold((0, 0), |a, b| (a.0.max(b.0), a.1 + b.1));
+    eprintln!("prefilter: up to {lits} literals per class, {:.1} occurrences per event", occ as f64 / events.len() as f64);
+    if std::env::var("NMC_BENCH_DIAG").is_ok() {
+        let mut counts = std::collections::BTreeMap::new();
+        for e in &events {
+            let matched: Vec<usize> = all.matching(e).collect();
+            for i in all.candidates(e) {
+                if !matched.contains(&i) {
+                    *counts.entry(all.rules()[i].meta.title.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        for (t, n) in v.iter().take(25) {
+            eprintln!("wasted candidate: {n} {t}");
+        }
+    }
     let mut g = c.benchmark_group("detection");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("parse_only_baseline", |b| {
@@ -171,6 +189,9 @@ fn bench(c: &mut Criterion) {
                 .map(|e| hundred.matching(e).count())
                 .sum::<usize>()
         })
+    });
+    g.bench_function("prefilter_only_all_rules", |b| {
+        b.iter(|| events.iter().map(|e| all.selectivity(e).1).sum::<usize>())
     });
     g.bench_function("detect_all_rules", |b| {
         b.iter(|| {

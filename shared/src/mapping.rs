@@ -435,7 +435,12 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
             return get_field(body, "Event.System.Provider.#attributes.Name")
                 .or_else(|| get_field(body, "ProviderName"));
         }
-        return windows_system(body, field).or_else(|| windows_loose(body, field));
+        return windows_system(body, field).or_else(|| {
+            // Rare shapes only: Defender's spaced names, and UserData when there is no EventData.
+            let defender = class.services.first() == Some(&"windefend");
+            let no_data = event_part(body, "EventData").is_none_or(Value::is_null);
+            (defender || no_data).then(|| windows_loose(body, field)).flatten()
+        });
     }
     // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.
     get_ci(body, field).or_else(|| body.get("properties").and_then(|p| get_ci(p, field)))

@@ -12,7 +12,7 @@ use super::parse::{
     CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
     SelectionSpec,
 };
-use super::prefilter::{ClassFilter, MIN_LITERAL, ascii_core};
+use super::prefilter::{ClassFilter, FieldLiteral, MIN_LITERAL, ascii_core};
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
 use crate::event::Event;
@@ -69,14 +69,14 @@ fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
     }
 }
 
-/// A necessary literal set: the rule part can only match if one of these occurs in the event
-/// (`None`: no usable literal, always evaluate). See [`super::prefilter`].
-type Req = Option<Vec<String>>;
+/// A necessary literal set: the rule part can only match if one of these literals occurs in its
+/// field (`None`: no usable literal, always evaluate). See [`super::prefilter`].
+type Req = Option<Vec<FieldLiteral>>;
 
 /// Of several necessary sets that must all hold, the most selective one.
 fn best(reqs: impl Iterator<Item = Req>) -> Req {
     reqs.flatten().max_by_key(|lits| {
-        let shortest = lits.iter().map(String::len).min().unwrap_or(usize::MAX);
+        let shortest = lits.iter().map(|(_, l)| l.len()).min().unwrap_or(usize::MAX);
         (shortest, std::cmp::Reverse(lits.len()))
     })
 }
@@ -90,19 +90,30 @@ fn union(reqs: impl Iterator<Item = Req>) -> Req {
     Some(out)
 }
 
-fn matcher_literal(m: &ValueMatcher) -> Option<String> {
-    match m {
-        ValueMatcher::Str { pat, .. } => pat
-            .required_literal()
-            .map(ascii_core)
-            .filter(|l| l.len() >= MIN_LITERAL),
-        _ => None,
-    }
+/// Literals one of which a value matched by `m` contains, as the prefilter scans them.
+///
+/// Case-insensitive patterns are already lowercased with the same function the prefilter applies
+/// to non-ASCII values, so they are indexed whole (emoji, homoglyphs); case-sensitive ones keep
+/// only their ASCII core, since Unicode lowercasing is not substring-preserving.
+fn matcher_literals(m: &ValueMatcher) -> Option<Vec<String>> {
+    let lit = match m {
+        ValueMatcher::Str { pat, cased: false } => pat.required_literal()?.to_owned(),
+        ValueMatcher::Str { pat, cased: true } => ascii_core(pat.required_literal()?),
+        ValueMatcher::Regex(_, lits) => return lits.clone(),
+        _ => return None,
+    };
+    (lit.len() >= MIN_LITERAL).then(|| vec![lit])
 }
 
 impl FieldMatcher {
     fn requirement(&self) -> Req {
-        let group = |g: &Vec<ValueMatcher>| -> Req { g.iter().map(matcher_literal).collect() };
+        let group = |g: &Vec<ValueMatcher>| -> Req {
+            let mut out = Vec::new();
+            for m in g {
+                out.extend(matcher_literals(m)?.into_iter().map(|l| (self.field.clone(), l)));
+            }
+            Some(out)
+        };
         if self.all {
             best(self.groups.iter().map(group))
         } else {
@@ -163,8 +174,8 @@ impl CompiledRule {
         self.expr.eval(&mut |i| self.selections[i].matches(ev))
     }
 
-    /// Literals of which at least one must occur in an event this rule matches, if known.
-    pub fn required_literals(&self) -> Option<Vec<String>> {
+    /// (field, literal) pairs of which at least one must occur in an event this rule matches.
+    pub fn required_literals(&self) -> Option<Vec<FieldLiteral>> {
         let mut lits = expr_requirement(&self.expr, &self.selections)?;
         lits.sort();
         lits.dedup();
@@ -485,16 +496,33 @@ impl RuleSet {
     /// Indices of the detection rules that match `ev`, among those routed to its class.
     pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
         let filter = self.by_class.get(ev.class);
-        let candidates = filter.map(|f| f.candidates(&ev.body)).unwrap_or_default();
+        let candidates = filter.map(|f| f.candidates(ev)).unwrap_or_default();
         candidates
             .into_iter()
             .map(move |p| filter.expect("candidates imply a filter").rules[p as usize])
             .filter(move |&i| self.rules[i].matches(ev))
     }
 
+    /// Rules the prefilter selects for full evaluation of `ev`.
+    pub fn candidates(&self, ev: &Event) -> Vec<usize> {
+        self.by_class.get(ev.class).map_or(Vec::new(), |f| {
+            f.candidates(ev).into_iter().map(|p| f.rules[p as usize]).collect()
+        })
+    }
+
+    /// Rules the prefilter cannot narrow for an event's class (always evaluated).
+    pub fn unfiltered(&self, ev: &Event) -> Vec<usize> {
+        self.by_class.get(ev.class).map(|f| f.unfiltered().collect()).unwrap_or_default()
+    }
+
+    /// (indexed literals, literal occurrences) of the prefilter for an event's class.
+    pub fn prefilter_stats(&self, ev: &Event) -> (usize, usize) {
+        self.by_class.get(ev.class).map_or((0, 0), |f| f.stats(ev))
+    }
+
     /// (routed, candidate) rule counts for an event: how well the prefilter narrows the class.
     pub fn selectivity(&self, ev: &Event) -> (usize, usize) {
-        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(&ev.body).len()))
+        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(ev).len()))
     }
 
     /// Like [`RuleSet::matching`] without the literal prefilter: every rule routed to the event's

@@ -165,8 +165,9 @@ pub enum ValueMatcher {
         /// Case-sensitive.
         cased: bool,
     },
-    /// Regular expression (searched anywhere unless anchored).
-    Regex(Regex),
+    /// Regular expression (searched anywhere unless anchored), and literals one of which every
+    /// match contains (lowercased), when they can be derived.
+    Regex(Regex, Option<Vec<String>>),
     /// IP address in a network.
     Cidr(IpNet),
     /// Numeric comparison (also against numeric strings).
@@ -567,7 +568,8 @@ fn compile_inner(
                     "regular expression not accepted by the regex engine: {e}"
                 ))
             })?;
-        return Ok(vec![ValueMatcher::Regex(re)]);
+        let lits = regex_literals(&s, m.re_flags);
+        return Ok(vec![ValueMatcher::Regex(re, lits)]);
     }
     if m.cidr {
         let net =
@@ -613,6 +615,42 @@ fn compile_inner(
             cased: m.cased,
         })
         .collect())
+}
+
+/// Literals one of which every match of the regular expression contains (lowercased, each at
+/// least three bytes), from its literal prefixes or suffixes; `None` when they cannot be bounded.
+fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(i)
+        .multi_line(m)
+        .dot_matches_new_line(s)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let mut best: Option<Vec<String>> = None;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let seq = Extractor::new().kind(kind).extract(&hir);
+        let Some(lits) = seq.literals() else { continue };
+        let mut out: Vec<String> = Vec::new();
+        for l in lits {
+            let text = std::str::from_utf8(l.as_bytes()).ok()?;
+            // Case folding beyond ASCII is not substring-preserving: keep the ASCII core.
+            let lit = if text.is_ascii() { text.to_ascii_lowercase() } else { super::prefilter::ascii_core(text) };
+            if lit.len() < super::prefilter::MIN_LITERAL {
+                out.clear();
+                break;
+            }
+            out.push(lit);
+        }
+        out.sort();
+        out.dedup();
+        let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
+        if !out.is_empty() && best.as_ref().is_none_or(|b| shortest(&out) > shortest(b)) {
+            best = Some(out);
+        }
+    }
+    best
 }
 
 fn value_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
@@ -665,7 +703,7 @@ impl ValueMatcher {
             (ValueMatcher::Str { pat, cased }, Some(v)) => {
                 value_text(v).is_some_and(|s| pat.matches(&s, *cased))
             }
-            (ValueMatcher::Regex(re), Some(v)) => value_text(v).is_some_and(|s| re.is_match(&s)),
+            (ValueMatcher::Regex(re, _), Some(v)) => value_text(v).is_some_and(|s| re.is_match(&s)),
             (ValueMatcher::Cidr(net), Some(Value::String(s))) => {
                 s.trim().parse::<IpAddr>().is_ok_and(|ip| net.contains(ip))
             }
@@ -751,6 +789,7 @@ impl LiteralSet {
         let ac = aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&lits)
             .ok()?;
         Some(LiteralSet {
@@ -1116,6 +1155,16 @@ mod tests {
         let e = compile_value(&s("(unclosed"), &["re".into()], &Placeholders::new()).unwrap_err();
         assert!(matches!(e, RuleErrorKind::Unsupported(_)));
         assert!(compile_value(&s("x"), &["i".into()], &Placeholders::new()).is_err());
+    }
+
+    #[test]
+    fn regex_literals_bound_matches() {
+        assert_eq!(regex_literals("mimi(katz|dogz)", (false, false, false)), Some(vec!["mimidogz".into(), "mimikatz".into()]));
+        assert_eq!(regex_literals(r"\s-enc\s", (false, false, false)), None, "class prefix and suffix");
+        assert_eq!(regex_literals(r"\d+\.exe$", (false, false, false)), Some(vec![".exe".into()]), "suffix");
+        assert_eq!(regex_literals("ab", (false, false, false)), None, "too short");
+        let l = regex_literals("Invoke-", (true, false, false)).unwrap();
+        assert!(l.iter().all(|x| "invoke-".starts_with(x.as_str())), "{l:?}");
     }
 
     #[test]

@@ -1,19 +1,36 @@
 //! Literal prefilter: which rules of a logsource class can possibly match an event.
 //!
-//! For every rule, compilation derives a *necessary* set of literals (see
-//! [`super::compile::CompiledRule`]): the rule can only match if at least one of them occurs,
-//! case-insensitively, in some scalar value of the event. Per class, one Aho-Corasick automaton
-//! over all those literals scans the event's values once; only the rules whose literals were
-//! found, plus the rules with no usable literal, are then evaluated in full. The result is exact:
-//! the prefilter never drops a rule that would match.
+//! For every rule, compilation derives a *necessary* set of (field, literal) pairs (see
+//! [`super::compile::CompiledRule::required_literals`]): the rule can only match if one of those
+//! literals occurs, case-insensitively, in the value of its field (or anywhere, for keyword
+//! searches). Per class and field, one Aho-Corasick automaton over those literals scans the
+//! field's value once; only the rules whose literals were found, plus the rules with no usable
+//! literal, are then evaluated in full. Fields are read through the same mapping as the matchers,
+//! so the result is exact: the prefilter never drops a rule that would match.
+
+use std::collections::BTreeMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde_json::Value;
-use std::collections::HashMap;
+
+use crate::event::Event;
 
 /// Shortest literal worth indexing; rules whose best literal set has a shorter one are always
 /// evaluated.
 pub const MIN_LITERAL: usize = 3;
+
+/// A literal required in a field (`""`: in any value of the event).
+pub type FieldLiteral = (String, String);
+
+/// The literals indexed for one field of a class.
+#[derive(Debug, Clone)]
+struct FieldIndex {
+    /// Sigma field name (`""`: every scalar of the event).
+    field: String,
+    ac: AhoCorasick,
+    /// For each literal id, the positions (into `rules`) it makes candidates.
+    lit_rules: Vec<Vec<u32>>,
+}
 
 /// The prefilter of one logsource class.
 #[derive(Debug, Clone)]
@@ -22,10 +39,8 @@ pub struct ClassFilter {
     pub rules: Vec<usize>,
     /// Positions (into `rules`) always evaluated.
     always: Vec<u32>,
-    /// Automaton over every indexed literal, if any.
-    ac: Option<AhoCorasick>,
-    /// For each literal id, the positions (into `rules`) it makes candidates.
-    lit_rules: Vec<Vec<u32>>,
+    /// One automaton per field that some rule requires a literal in.
+    fields: Vec<FieldIndex>,
 }
 
 /// The longest run of ASCII characters of `s`, lowercased (non-ASCII characters fold in ways an
@@ -39,49 +54,89 @@ pub fn ascii_core(s: &str) -> String {
 
 impl ClassFilter {
     /// Builds the filter for `rules` with their literal requirements (`None`: always evaluate).
-    pub fn new(rules: Vec<usize>, requirements: &[Option<Vec<String>>]) -> ClassFilter {
+    pub fn new(rules: Vec<usize>, requirements: &[Option<Vec<FieldLiteral>>]) -> ClassFilter {
         let mut always = Vec::new();
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut lit_rules: Vec<Vec<u32>> = Vec::new();
+        // field -> literal -> rule positions
+        let mut by_field: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
         for (pos, &r) in rules.iter().enumerate() {
             match &requirements[r] {
                 None => always.push(pos as u32),
                 Some(lits) => {
-                    for l in lits {
-                        let id = *ids.entry(l.clone()).or_insert_with(|| {
-                            lit_rules.push(Vec::new());
-                            lit_rules.len() - 1
-                        });
-                        if lit_rules[id].last() != Some(&(pos as u32)) {
-                            lit_rules[id].push(pos as u32);
+                    for (field, lit) in lits {
+                        let v = by_field.entry(field).or_default().entry(lit).or_default();
+                        if v.last() != Some(&(pos as u32)) {
+                            v.push(pos as u32);
                         }
                     }
                 }
             }
         }
-        let mut pats: Vec<(usize, String)> = ids.into_iter().map(|(l, i)| (i, l)).collect();
-        pats.sort();
-        let ac = (!pats.is_empty()).then(|| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(pats.iter().map(|(_, l)| l.as_bytes()))
-                .expect("literal automaton builds")
-        });
+        let fields = by_field
+            .into_iter()
+            .map(|(field, lits)| FieldIndex {
+                field: field.to_owned(),
+                ac: AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(lits.keys())
+                    .expect("literal automaton builds"),
+                lit_rules: lits.into_values().collect(),
+            })
+            .collect();
         ClassFilter {
             rules,
             always,
-            ac,
-            lit_rules,
+            fields,
         }
     }
 
-    /// Positions (into `self.rules`) of the rules to evaluate for `body`, in rule order.
-    pub fn candidates(&self, body: &Value) -> Vec<u32> {
-        let Some(ac) = &self.ac else {
+    /// Rules of this class that the prefilter cannot narrow (always evaluated).
+    pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
+        self.always.iter().map(|&p| self.rules[p as usize])
+    }
+
+    /// (indexed literals, literal occurrences in `ev`): for diagnostics and benchmarks.
+    pub fn stats(&self, ev: &Event) -> (usize, usize) {
+        let lits = self.fields.iter().map(|f| f.lit_rules.len()).sum();
+        let mut n = 0;
+        for f in &self.fields {
+            f.scan(ev, &mut |_| n += 1);
+        }
+        (lits, n)
+    }
+
+    /// Positions (into `self.rules`) of the rules to evaluate for `ev`, in rule order.
+    pub fn candidates(&self, ev: &Event) -> Vec<u32> {
+        if self.fields.is_empty() {
             return self.always.clone();
-        };
-        let mut hit = vec![false; self.lit_rules.len()];
+        }
+        // Bitset of rule positions: the always-evaluated ones, then those of literals found.
+        let mut marked = vec![0u64; self.rules.len().div_ceil(64)];
+        for &p in &self.always {
+            marked[p as usize / 64] |= 1 << (p % 64);
+        }
+        for f in &self.fields {
+            f.scan(ev, &mut |lit| {
+                for &p in &f.lit_rules[lit] {
+                    marked[p as usize / 64] |= 1 << (p % 64);
+                }
+            });
+        }
+        let mut out = Vec::new();
+        for (w, bits) in marked.iter().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                out.push((w * 64) as u32 + b.trailing_zeros());
+                b &= b - 1;
+            }
+        }
+        out
+    }
+}
+
+impl FieldIndex {
+    /// Calls `found(literal id)` for every occurrence of an indexed literal in the field.
+    fn scan(&self, ev: &Event, found: &mut impl FnMut(usize)) {
         let mut scan = |s: &str| {
             let lowered;
             let s = if s.is_ascii() {
@@ -90,28 +145,15 @@ impl ClassFilter {
                 lowered = s.to_lowercase();
                 &lowered
             };
-            for m in ac.find_overlapping_iter(s) {
-                hit[m.pattern().as_usize()] = true;
+            for m in self.ac.find_overlapping_iter(s) {
+                found(m.pattern().as_usize());
             }
         };
-        visit_scalars(body, &mut scan);
-        let mut marked = vec![false; self.rules.len()];
-        for &p in &self.always {
-            marked[p as usize] = true;
+        if self.field.is_empty() {
+            visit_scalars(&ev.body, &mut scan);
+        } else if let Some(v) = ev.field(&self.field) {
+            visit_scalars(v, &mut scan);
         }
-        for (id, h) in hit.iter().enumerate() {
-            if *h {
-                for &p in &self.lit_rules[id] {
-                    marked[p as usize] = true;
-                }
-            }
-        }
-        marked
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| **m)
-            .map(|(p, _)| p as u32)
-            .collect()
     }
 }
 
@@ -119,12 +161,29 @@ impl ClassFilter {
 fn visit_scalars(v: &Value, f: &mut impl FnMut(&str)) {
     match v {
         Value::String(s) => f(s),
-        Value::Number(n) => f(&n.to_string()),
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => f(format_u64(u, &mut [0u8; 20])),
+            None => f(&n.to_string()),
+        },
         Value::Bool(b) => f(if *b { "true" } else { "false" }),
         Value::Array(xs) => xs.iter().for_each(|x| visit_scalars(x, f)),
         Value::Object(o) => o.values().for_each(|x| visit_scalars(x, f)),
         Value::Null => {}
     }
+}
+
+/// Formats an unsigned integer into `buf` without allocating.
+fn format_u64(mut u: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
 }
 
 #[cfg(test)]
@@ -134,27 +193,28 @@ mod tests {
 
     #[test]
     fn candidates_are_rules_whose_literals_occur() {
+        use crate::source::SourceKind;
+        let lit = |f: &str, l: &str| (f.to_string(), l.to_string());
         let reqs = vec![
-            Some(vec!["mimikatz".to_string()]),
+            Some(vec![lit("Image", "mimikatz")]),
             None,
-            Some(vec!["psexec".to_string(), "paexec".to_string()]),
-            Some(vec!["50126".to_string()]),
+            Some(vec![lit("Image", "psexec"), lit("CommandLine", "paexec")]),
+            Some(vec![lit("", "50126")]),
         ];
         let f = ClassFilter::new(vec![0, 1, 2, 3], &reqs);
-        assert_eq!(
-            f.candidates(&json!({"Image": "C:\\PAEXEC.exe"})),
-            vec![1, 2]
-        );
-        assert_eq!(
-            f.candidates(&json!({"a": {"b": ["x", "MimiKatz"]}})),
-            vec![0, 1]
-        );
-        assert_eq!(
-            f.candidates(&json!({"code": 50126})),
-            vec![1, 3],
-            "numbers are scanned as text"
-        );
-        assert_eq!(f.candidates(&json!({})), vec![1]);
+        let ev = |b: Value| Event::with_time(SourceKind::Sysmon, 0, b);
+        assert_eq!(f.candidates(&ev(json!({"CommandLine": "C:\\PAEXEC.exe"}))), vec![1, 2]);
+        assert_eq!(f.candidates(&ev(json!({"Image": "PAEXEC"}))), vec![1], "literal in the wrong field");
+        assert_eq!(f.candidates(&ev(json!({"Image": ["x", "MimiKatz"]}))), vec![0, 1]);
+        assert_eq!(f.candidates(&ev(json!({"code": 50126}))), vec![1, 3], "numbers are scanned as text");
+        assert_eq!(f.candidates(&ev(json!({}))), vec![1]);
+    }
+
+    #[test]
+    fn formats_integers() {
+        for n in [0u64, 7, 10, 4688, u64::MAX] {
+            assert_eq!(format_u64(n, &mut [0; 20]), n.to_string());
+        }
     }
 
     #[test]
