@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
+use super::fields::FieldCache;
 use super::matcher::{
-    FieldLookup, LiteralSet, Lowered, Placeholders, ValueMatcher, compile_value,
+    FieldLookup, LiteralSet, Placeholders, ValueMatcher, compile_value,
 };
 use super::parse::{
     CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
     SelectionSpec,
 };
-use super::prefilter::{ClassFilter, FieldLiteral, MIN_LITERAL, ascii_core};
+use super::prefilter::{ClassFilter, MIN_LITERAL, Need, ascii_core};
+use super::matcher::NumOp;
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
 use crate::event::Event;
@@ -30,26 +32,24 @@ struct FieldMatcher {
 }
 
 impl FieldMatcher {
-    fn matches(&self, ev: &Event) -> bool {
-        let v = if self.field.is_empty() {
-            None
-        } else {
-            ev.field(&self.field)
-        };
-        let lowered = match v {
-            Some(Value::String(s)) => Some(Lowered::new(s)),
-            _ => None,
-        };
-        if let (Some(set), Some(l)) = (&self.literals, &lowered) {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
+        if self.field.is_empty() {
+            let ev = fc.ev;
+            let test = |ms: &Vec<ValueMatcher>| ms.iter().any(|m| any_string(&ev.body, m, fc));
+            return if self.all {
+                self.groups.iter().all(test)
+            } else {
+                self.groups.iter().any(test)
+            };
+        }
+        let r = fc.get(&self.field);
+        if let (Some(set), Some(l)) = (&self.literals, &r.lowered) {
             return set.matches(l, self.all);
         }
         let test = |ms: &Vec<ValueMatcher>| -> bool {
-            if self.field.is_empty() {
-                return ms.iter().any(|m| any_string(&ev.body, m, ev));
-            }
-            match (&lowered, v) {
-                (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, ev)),
-                _ => ms.iter().any(|m| m.matches(v, ev)),
+            match (&r.lowered, r.value) {
+                (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
+                _ => ms.iter().any(|m| m.matches(r.value, fc)),
             }
         };
         if self.all {
@@ -58,6 +58,7 @@ impl FieldMatcher {
             self.groups.iter().any(test)
         }
     }
+
 }
 
 fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
@@ -71,12 +72,12 @@ fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
 
 /// A necessary literal set: the rule part can only match if one of these literals occurs in its
 /// field (`None`: no usable literal, always evaluate). See [`super::prefilter`].
-type Req = Option<Vec<FieldLiteral>>;
+type Req = Option<Vec<Need>>;
 
 /// Of several necessary sets that must all hold, the most selective one.
 fn best(reqs: impl Iterator<Item = Req>) -> Req {
     reqs.flatten().max_by_key(|lits| {
-        let shortest = lits.iter().map(|(_, l)| l.len()).min().unwrap_or(usize::MAX);
+        let shortest = lits.iter().map(Need::weight).min().unwrap_or(usize::MAX);
         (shortest, std::cmp::Reverse(lits.len()))
     })
 }
@@ -110,7 +111,18 @@ impl FieldMatcher {
         let group = |g: &Vec<ValueMatcher>| -> Req {
             let mut out = Vec::new();
             for m in g {
-                out.extend(matcher_literals(m)?.into_iter().map(|l| (self.field.clone(), l)));
+                match m {
+                    ValueMatcher::Num(NumOp::Eq, n)
+                        if !self.field.is_empty() && n.fract() == 0.0 && n.abs() < 9.0e15 =>
+                    {
+                        out.push(Need::Number(self.field.clone(), *n as i64))
+                    }
+                    _ => out.extend(
+                        matcher_literals(m)?
+                            .into_iter()
+                            .map(|l| Need::Literal(self.field.clone(), l)),
+                    ),
+                }
             }
             Some(out)
         };
@@ -127,10 +139,10 @@ impl FieldMatcher {
 struct CompiledSelection(Vec<Vec<FieldMatcher>>);
 
 impl CompiledSelection {
-    fn matches(&self, ev: &Event) -> bool {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
         self.0
             .iter()
-            .any(|fields| fields.iter().all(|f| f.matches(ev)))
+            .any(|fields| fields.iter().all(|f| f.matches(fc)))
     }
 
     fn requirement(&self) -> Req {
@@ -171,11 +183,16 @@ pub struct CompiledRule {
 impl CompiledRule {
     /// Tests one event.
     pub fn matches(&self, ev: &Event) -> bool {
-        self.expr.eval(&mut |i| self.selections[i].matches(ev))
+        self.matches_cached(&FieldCache::new(ev))
     }
 
-    /// (field, literal) pairs of which at least one must occur in an event this rule matches.
-    pub fn required_literals(&self) -> Option<Vec<FieldLiteral>> {
+    /// Tests one event whose fields are resolved through `fc` (shared across rules).
+    pub fn matches_cached<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
+        self.expr.eval(&mut |i| self.selections[i].matches(fc))
+    }
+
+    /// Needs of which at least one holds in every event this rule matches, if known.
+    pub fn required_literals(&self) -> Option<Vec<Need>> {
         let mut lits = expr_requirement(&self.expr, &self.selections)?;
         lits.sort();
         lits.dedup();
@@ -496,17 +513,21 @@ impl RuleSet {
     /// Indices of the detection rules that match `ev`, among those routed to its class.
     pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
         let filter = self.by_class.get(ev.class);
-        let candidates = filter.map(|f| f.candidates(ev)).unwrap_or_default();
+        let fc = FieldCache::new(ev);
+        let candidates = filter.map(|f| f.candidates(&fc)).unwrap_or_default();
         candidates
             .into_iter()
             .map(move |p| filter.expect("candidates imply a filter").rules[p as usize])
-            .filter(move |&i| self.rules[i].matches(ev))
+            .filter(move |&i| self.rules[i].matches_cached(&fc))
     }
 
     /// Rules the prefilter selects for full evaluation of `ev`.
     pub fn candidates(&self, ev: &Event) -> Vec<usize> {
         self.by_class.get(ev.class).map_or(Vec::new(), |f| {
-            f.candidates(ev).into_iter().map(|p| f.rules[p as usize]).collect()
+            f.candidates(&FieldCache::new(ev))
+                .into_iter()
+                .map(|p| f.rules[p as usize])
+                .collect()
         })
     }
 
@@ -517,12 +538,14 @@ impl RuleSet {
 
     /// (indexed literals, literal occurrences) of the prefilter for an event's class.
     pub fn prefilter_stats(&self, ev: &Event) -> (usize, usize) {
-        self.by_class.get(ev.class).map_or((0, 0), |f| f.stats(ev))
+        self.by_class
+            .get(ev.class)
+            .map_or((0, 0), |f| f.stats(&FieldCache::new(ev)))
     }
 
     /// (routed, candidate) rule counts for an event: how well the prefilter narrows the class.
     pub fn selectivity(&self, ev: &Event) -> (usize, usize) {
-        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(ev).len()))
+        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(&FieldCache::new(ev)).len()))
     }
 
     /// Like [`RuleSet::matching`] without the literal prefilter: every rule routed to the event's

@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod condition;
+pub mod fields;
 pub mod matcher;
 pub mod parse;
 pub mod prefilter;
