@@ -6,14 +6,15 @@ use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
 use super::fields::FieldCache;
-use super::matcher::{
-    FieldLookup, LiteralSet, Placeholders, ValueMatcher, compile_value,
-};
+use super::matcher::{FieldLookup, Pattern, Placeholders, ValueMatcher, compile_value};
 use super::parse::{
     CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
     SelectionSpec,
 };
-use super::prefilter::{ClassFilter, MIN_LITERAL, Need, ascii_core};
+use super::prefilter::{
+    ANYWHERE, AT_END, AT_START, ClassFilter, Hits, IndexBuilder, LiteralIndex, MIN_LITERAL, Need,
+    WHOLE, ascii_core,
+};
 use super::matcher::NumOp;
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
@@ -27,12 +28,15 @@ struct FieldMatcher {
     field: String,
     groups: Vec<Vec<ValueMatcher>>,
     all: bool,
-    /// One-pass test of all groups when they are all literal tests.
-    literals: Option<LiteralSet>,
+    /// Field id in the literal index (`u32::MAX` until indexed).
+    field_id: u32,
+    /// When every value is a case-insensitive literal test: (literal id, group, hit flag) per
+    /// variant, answered from the event's literal hits instead of testing the value.
+    lits: Option<Vec<(u32, u32, u8)>>,
 }
 
 impl FieldMatcher {
-    fn matches<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
         if self.field.is_empty() {
             let ev = fc.ev;
             let test = |ms: &Vec<ValueMatcher>| ms.iter().any(|m| any_string(&ev.body, m, fc));
@@ -42,10 +46,15 @@ impl FieldMatcher {
                 self.groups.iter().any(test)
             };
         }
-        let r = fc.get(&self.field);
-        if let (Some(set), Some(l)) = (&self.literals, &r.lowered) {
-            return set.matches(l, self.all);
+        if let (Some(h), Some(lits)) = (hits, &self.lits) {
+            let hit = |(l, _, flag): &(u32, u32, u8)| h.flags(self.field_id, *l) & flag != 0;
+            return if self.all {
+                (0..self.groups.len() as u32).all(|g| lits.iter().any(|x| x.1 == g && hit(x)))
+            } else {
+                lits.iter().any(hit)
+            };
         }
+        let r = fc.get(&self.field);
         let test = |ms: &Vec<ValueMatcher>| -> bool {
             match (&r.lowered, r.value) {
                 (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
@@ -134,15 +143,40 @@ impl FieldMatcher {
     }
 }
 
+/// The groups as (lowercase literal, group, hit flag) triples, if every variant of every group
+/// is a case-insensitive literal test.
+fn literal_tests(groups: &[Vec<ValueMatcher>]) -> Option<Vec<(String, u32, u8)>> {
+    let mut out = Vec::new();
+    for (g, ms) in groups.iter().enumerate() {
+        for m in ms {
+            let ValueMatcher::Str { pat, cased: false } = m else {
+                return None;
+            };
+            let (lit, flag) = match pat {
+                Pattern::Exact(p) => (p, WHOLE),
+                Pattern::Prefix(p) => (p, AT_START),
+                Pattern::Suffix(p) => (p, AT_END),
+                Pattern::Contains(p) => (p, ANYWHERE),
+                Pattern::Glob(_) => return None,
+            };
+            if lit.is_empty() {
+                return None;
+            }
+            out.push((lit.clone(), g as u32, flag));
+        }
+    }
+    Some(out)
+}
+
 /// OR over maps, AND within a map.
 #[derive(Debug, Clone)]
 struct CompiledSelection(Vec<Vec<FieldMatcher>>);
 
 impl CompiledSelection {
-    fn matches<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
         self.0
             .iter()
-            .any(|fields| fields.iter().all(|f| f.matches(fc)))
+            .any(|fields| fields.iter().all(|f| f.matches(fc, hits)))
     }
 
     fn requirement(&self) -> Req {
@@ -181,14 +215,43 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
-    /// Tests one event.
+    /// Tests one event directly (no literal index).
     pub fn matches(&self, ev: &Event) -> bool {
-        self.matches_cached(&FieldCache::new(ev))
+        self.matches_with(&FieldCache::new(ev), None)
     }
 
-    /// Tests one event whose fields are resolved through `fc` (shared across rules).
-    pub fn matches_cached<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
-        self.expr.eval(&mut |i| self.selections[i].matches(fc))
+    /// Tests one event whose fields are resolved through `fc`, answering literal tests from
+    /// `hits` when given.
+    pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
+        self.expr.eval(&mut |i| self.selections[i].matches(fc, hits))
+    }
+
+    /// Registers the rule's literal tests and needs in the index; returns the fields it uses.
+    fn index(&mut self, rule: usize, b: &mut IndexBuilder) -> Vec<u32> {
+        let mut fields = Vec::new();
+        for sel in &mut self.selections {
+            for map in &mut sel.0 {
+                for fm in map.iter_mut() {
+                    if fm.field.is_empty() {
+                        continue;
+                    }
+                    fm.field_id = b.field(&fm.field);
+                    fm.lits = literal_tests(&fm.groups).map(|tests| {
+                        fields.push(fm.field_id);
+                        tests
+                            .into_iter()
+                            .map(|(lit, g, flag)| (b.literal(&fm.field, &lit).1, g, flag))
+                            .collect()
+                    });
+                }
+            }
+        }
+        if let Some(needs) = self.required_literals() {
+            for n in &needs {
+                fields.push(b.need(rule, n));
+            }
+        }
+        fields
     }
 
     /// Needs of which at least one holds in every event this rule matches, if known.
@@ -232,6 +295,7 @@ pub struct RuleSet {
     rules: Vec<CompiledRule>,
     correlations: Vec<CompiledCorrelation>,
     by_class: Vec<ClassFilter>,
+    index: LiteralIndex,
     corr_of_rule: Vec<Vec<usize>>,
 }
 
@@ -266,7 +330,8 @@ fn compile_field(f: &FieldSpec, ph: &Placeholders) -> Result<FieldMatcher, RuleE
     Ok(FieldMatcher {
         field: f.field.clone(),
         all: f.modifiers.iter().any(|m| m == "all"),
-        literals: if f.field.is_empty() { None } else { LiteralSet::build(&groups) },
+        field_id: u32::MAX,
+        lits: None,
         groups,
     })
 }
@@ -415,16 +480,24 @@ impl RuleSet {
                 rule.expr = Expr::And(vec![old, shift(&cond, offset)]);
             }
         }
-        let requirements: Vec<_> = set
+        let mut builder = IndexBuilder::default();
+        let rule_fields: Vec<Vec<u32>> = set
+            .rules
+            .iter_mut()
+            .enumerate()
+            .map(|(i, r)| r.index(i, &mut builder))
+            .collect();
+        let always: Vec<bool> = set
             .rules
             .iter()
-            .map(CompiledRule::required_literals)
+            .map(|r| r.required_literals().is_none())
             .collect();
+        set.index = builder.build(set.rules.len());
         set.by_class = CLASSES
             .all
             .iter()
             .map(|class| {
-                let rules = (0..set.rules.len())
+                let rules: Vec<usize> = (0..set.rules.len())
                     .filter(|&i| {
                         let ls = &set.rules[i].logsource;
                         class.accepts(
@@ -434,7 +507,9 @@ impl RuleSet {
                         )
                     })
                     .collect();
-                ClassFilter::new(rules, &requirements)
+                let fields = rules.iter().flat_map(|&i| rule_fields[i].iter().copied()).collect();
+                let flags = rules.iter().map(|&i| always[i]).collect();
+                ClassFilter::new(rules, flags, fields)
             })
             .collect();
         set.corr_of_rule = vec![Vec::new(); set.rules.len()];
@@ -512,52 +587,63 @@ impl RuleSet {
 
     /// Indices of the detection rules that match `ev`, among those routed to its class.
     pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
-        let filter = self.by_class.get(ev.class);
+        let class = self.by_class.get(ev.class);
         let fc = FieldCache::new(ev);
-        let candidates = filter.map(|f| f.candidates(&fc)).unwrap_or_default();
+        let (hits, candidates) = match class {
+            Some(c) => {
+                let hits = self.index.scan(c, &fc);
+                let cands = c.candidates(&hits);
+                (hits, cands)
+            }
+            None => (Hits::default(), Vec::new()),
+        };
         candidates
             .into_iter()
-            .map(move |p| filter.expect("candidates imply a filter").rules[p as usize])
-            .filter(move |&i| self.rules[i].matches_cached(&fc))
+            .filter(move |&i| self.rules[i].matches_with(&fc, Some(&hits)))
     }
 
-    /// Rules the prefilter selects for full evaluation of `ev`.
-    pub fn candidates(&self, ev: &Event) -> Vec<usize> {
-        self.by_class.get(ev.class).map_or(Vec::new(), |f| {
-            f.candidates(&FieldCache::new(ev))
-                .into_iter()
-                .map(|p| f.rules[p as usize])
-                .collect()
-        })
-    }
-
-    /// Rules the prefilter cannot narrow for an event's class (always evaluated).
-    pub fn unfiltered(&self, ev: &Event) -> Vec<usize> {
-        self.by_class.get(ev.class).map(|f| f.unfiltered().collect()).unwrap_or_default()
-    }
-
-    /// (indexed literals, literal occurrences) of the prefilter for an event's class.
-    pub fn prefilter_stats(&self, ev: &Event) -> (usize, usize) {
-        self.by_class
-            .get(ev.class)
-            .map_or((0, 0), |f| f.stats(&FieldCache::new(ev)))
-    }
-
-    /// (routed, candidate) rule counts for an event: how well the prefilter narrows the class.
-    pub fn selectivity(&self, ev: &Event) -> (usize, usize) {
-        self.by_class.get(ev.class).map_or((0, 0), |f| (f.rules.len(), f.candidates(&FieldCache::new(ev)).len()))
-    }
-
-    /// Like [`RuleSet::matching`] without the literal prefilter: every rule routed to the event's
-    /// class is evaluated. Slow; the reference that tests hold the prefilter to.
+    /// Like [`RuleSet::matching`] without the literal index: every rule routed to the event's
+    /// class is evaluated by testing values directly. Slow; the reference tests hold the index to.
     pub fn matching_exhaustive<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
+        let fc = FieldCache::new(ev);
         self.by_class
             .get(ev.class)
             .map(|f| f.rules.as_slice())
             .unwrap_or_default()
             .iter()
             .copied()
-            .filter(move |&i| self.rules[i].matches(ev))
+            .filter(move |&i| self.rules[i].matches_with(&fc, None))
+    }
+
+    /// Rules the index selects for full evaluation of `ev`.
+    pub fn candidates(&self, ev: &Event) -> Vec<usize> {
+        self.by_class.get(ev.class).map_or(Vec::new(), |c| {
+            c.candidates(&self.index.scan(c, &FieldCache::new(ev)))
+        })
+    }
+
+    /// Rules the index cannot narrow for an event's class (always evaluated).
+    pub fn unfiltered(&self, ev: &Event) -> Vec<usize> {
+        self.by_class
+            .get(ev.class)
+            .map(|c| c.unfiltered().collect())
+            .unwrap_or_default()
+    }
+
+    /// (indexed literals, literal hits in `ev`): diagnostics for benchmarks.
+    pub fn prefilter_stats(&self, ev: &Event) -> (usize, usize) {
+        let hits = self
+            .by_class
+            .get(ev.class)
+            .map_or(0, |c| self.index.scan(c, &FieldCache::new(ev)).len());
+        (self.index.literal_count(), hits)
+    }
+
+    /// (routed, candidate) rule counts for an event: how well the index narrows the class.
+    pub fn selectivity(&self, ev: &Event) -> (usize, usize) {
+        self.by_class
+            .get(ev.class)
+            .map_or((0, 0), |c| (c.rules.len(), self.candidates(ev).len()))
     }
 
     /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).

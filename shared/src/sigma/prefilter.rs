@@ -1,12 +1,19 @@
-//! Literal prefilter: which rules of a logsource class can possibly match an event.
+//! The literal index: every literal of every rule, scanned once per event and field.
 //!
-//! For every rule, compilation derives a *necessary* set of (field, literal) pairs (see
-//! [`super::compile::CompiledRule::required_literals`]): the rule can only match if one of those
-//! literals occurs, case-insensitively, in the value of its field (or anywhere, for keyword
-//! searches). Per class and field, one Aho-Corasick automaton over those literals scans the
-//! field's value once; only the rules whose literals were found, plus the rules with no usable
-//! literal, are then evaluated in full. Fields are read through the same mapping as the matchers,
-//! so the result is exact: the prefilter never drops a rule that would match.
+//! Compilation registers, per field, (a) the literal of every case-insensitive literal test
+//! (`contains`/`startswith`/`endswith`/equality without wildcards) and (b) each rule's *needs*:
+//! literals (or integers) of which at least one occurs in every event the rule matches (see
+//! [`super::compile::CompiledRule::required_literals`]). Per field, one Aho-Corasick automaton
+//! holds all of them. For an event, each field its class's rules use is read once (through the
+//! same mapping as the matchers) and scanned once; the hits, with where they sit in the value
+//! (anywhere, at the start, at the end, the whole value), then serve twice:
+//!
+//! - as a prefilter: only rules whose needs were found, plus rules without needs, are evaluated;
+//! - as the answer to every literal test of those rules, without scanning the value again.
+//!
+//! Both uses are exact: a test the index answers gives the same result as testing the value
+//! directly (`tests/sigma_regression.rs` and the detection benchmark check this on the SigmaHQ
+//! corpus).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,9 +22,17 @@ use serde_json::Value;
 
 use super::fields::FieldCache;
 
-/// Shortest literal worth indexing; rules whose best literal set has a shorter one are always
-/// evaluated.
+/// Shortest literal worth using as a need.
 pub const MIN_LITERAL: usize = 3;
+
+/// Hit flag: the literal occurs in the value.
+pub const ANYWHERE: u8 = 1;
+/// Hit flag: the value starts with the literal.
+pub const AT_START: u8 = 2;
+/// Hit flag: the value ends with the literal.
+pub const AT_END: u8 = 4;
+/// Hit flag: the value is the literal.
+pub const WHOLE: u8 = 8;
 
 /// Something a rule needs to find in one field (`""`: in any value of the event).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,12 +44,6 @@ pub enum Need {
 }
 
 impl Need {
-    fn field(&self) -> &str {
-        match self {
-            Need::Literal(f, _) | Need::Number(f, _) => f,
-        }
-    }
-
     /// Length used to rank how selective a need is (numbers count as selective).
     pub fn weight(&self) -> usize {
         match self {
@@ -44,32 +53,8 @@ impl Need {
     }
 }
 
-/// The needs indexed for one field of a class.
-#[derive(Debug, Clone)]
-struct FieldIndex {
-    /// Sigma field name (`""`: every scalar of the event).
-    field: String,
-    /// Automaton over the literals, if any.
-    ac: Option<AhoCorasick>,
-    /// For each literal id, the positions (into `rules`) it makes candidates.
-    lit_rules: Vec<Vec<u32>>,
-    /// For each integer value, the positions (into `rules`) it makes candidates.
-    numbers: HashMap<i64, Vec<u32>>,
-}
-
-/// The prefilter of one logsource class.
-#[derive(Debug, Clone)]
-pub struct ClassFilter {
-    /// Rule indices (into the rule set) routed to this class, in rule order.
-    pub rules: Vec<usize>,
-    /// Positions (into `rules`) always evaluated.
-    always: Vec<u32>,
-    /// One automaton per field that some rule requires a literal in.
-    fields: Vec<FieldIndex>,
-}
-
-/// The longest run of ASCII characters of `s`, lowercased (non-ASCII characters fold in ways an
-/// ASCII-insensitive automaton does not follow, so only ASCII runs are indexed).
+/// The longest run of ASCII characters of `s`, lowercased (case folding beyond ASCII is not
+/// substring-preserving, so case-sensitive literals are indexed by their ASCII core).
 pub fn ascii_core(s: &str) -> String {
     s.split(|c: char| !c.is_ascii())
         .max_by_key(|p| p.len())
@@ -77,57 +62,245 @@ pub fn ascii_core(s: &str) -> String {
         .to_ascii_lowercase()
 }
 
-impl ClassFilter {
-    /// Builds the filter for `rules` with their needs (`None`: always evaluate).
-    pub fn new(rules: Vec<usize>, requirements: &[Option<Vec<Need>>]) -> ClassFilter {
-        let mut always = Vec::new();
-        // field -> need -> rule positions
-        let mut by_field: BTreeMap<&str, BTreeMap<&Need, Vec<u32>>> = BTreeMap::new();
-        for (pos, &r) in rules.iter().enumerate() {
-            match &requirements[r] {
-                None => always.push(pos as u32),
-                Some(needs) => {
-                    for need in needs {
-                        let v = by_field.entry(need.field()).or_default().entry(need).or_default();
-                        if v.last() != Some(&(pos as u32)) {
-                            v.push(pos as u32);
-                        }
-                    }
+/// Collects fields, literals and needs while rules compile.
+#[derive(Debug, Default)]
+pub struct IndexBuilder {
+    field_ids: HashMap<String, u32>,
+    /// Per field: literal -> id.
+    lits: Vec<HashMap<String, u32>>,
+    /// (field, literal) -> rules needing it.
+    needs: HashMap<(u32, u32), Vec<u32>>,
+    /// field -> integer -> rules needing it.
+    numbers: HashMap<u32, HashMap<i64, Vec<u32>>>,
+}
+
+impl IndexBuilder {
+    /// The id of a field.
+    pub fn field(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.field_ids.get(name) {
+            return id;
+        }
+        let id = self.lits.len() as u32;
+        self.field_ids.insert(name.to_owned(), id);
+        self.lits.push(HashMap::new());
+        id
+    }
+
+    /// The (field, literal) ids of a lowercase literal.
+    pub fn literal(&mut self, field: &str, lit: &str) -> (u32, u32) {
+        let f = self.field(field);
+        let map = &mut self.lits[f as usize];
+        let next = map.len() as u32;
+        let id = *map.entry(lit.to_owned()).or_insert(next);
+        (f, id)
+    }
+
+    /// Records that `rule` needs `need`; returns the field id.
+    pub fn need(&mut self, rule: usize, need: &Need) -> u32 {
+        match need {
+            Need::Literal(field, lit) => {
+                let key = self.literal(field, lit);
+                let v = self.needs.entry(key).or_default();
+                if v.last() != Some(&(rule as u32)) {
+                    v.push(rule as u32);
                 }
+                key.0
+            }
+            Need::Number(field, n) => {
+                let f = self.field(field);
+                let v = self.numbers.entry(f).or_default().entry(*n).or_default();
+                if v.last() != Some(&(rule as u32)) {
+                    v.push(rule as u32);
+                }
+                f
             }
         }
-        let fields = by_field
+    }
+
+    /// Builds the automata.
+    pub fn build(self, rules: usize) -> LiteralIndex {
+        let mut names = vec![String::new(); self.lits.len()];
+        for (name, id) in self.field_ids {
+            names[id as usize] = name;
+        }
+        let mut numbers = self.numbers;
+        let fields = self
+            .lits
             .into_iter()
-            .map(|(field, needs)| {
-                let mut lits = Vec::new();
-                let mut lit_rules = Vec::new();
-                let mut numbers = HashMap::new();
-                for (need, positions) in needs {
-                    match need {
-                        Need::Literal(_, l) => {
-                            lits.push(l.as_str());
-                            lit_rules.push(positions);
-                        }
-                        Need::Number(_, n) => {
-                            numbers.insert(*n, positions);
-                        }
+            .enumerate()
+            .map(|(f, lits)| {
+                let mut ordered: Vec<(u32, String)> = lits.into_iter().map(|(l, i)| (i, l)).collect();
+                ordered.sort();
+                let mut needed_by = vec![Vec::new(); ordered.len()];
+                for (i, _) in &ordered {
+                    if let Some(r) = self.needs.get(&(f as u32, *i)) {
+                        needed_by[*i as usize] = r.clone();
                     }
                 }
-                let ac = (!lits.is_empty()).then(|| {
+                let ac = (!ordered.is_empty()).then(|| {
                     AhoCorasickBuilder::new()
                         .ascii_case_insensitive(true)
                         .match_kind(MatchKind::Standard)
-                        .build(&lits)
+                        .build(ordered.iter().map(|(_, l)| l.as_bytes()))
                         .expect("literal automaton builds")
                 });
                 FieldIndex {
-                    field: field.to_owned(),
+                    name: std::mem::take(&mut names[f]),
                     ac,
-                    lit_rules,
-                    numbers,
+                    needed_by,
+                    numbers: numbers.remove(&(f as u32)).unwrap_or_default(),
                 }
             })
             .collect();
+        LiteralIndex { fields, rules }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FieldIndex {
+    /// Sigma field name (`""`: every scalar of the event).
+    name: String,
+    ac: Option<AhoCorasick>,
+    /// Per literal id: the rules that need it.
+    needed_by: Vec<Vec<u32>>,
+    /// Per integer: the rules that need it.
+    numbers: HashMap<i64, Vec<u32>>,
+}
+
+/// Every field's automaton.
+#[derive(Debug, Clone, Default)]
+pub struct LiteralIndex {
+    fields: Vec<FieldIndex>,
+    rules: usize,
+}
+
+/// What one event's scan found: literal hits per field, and rules whose needs are met.
+#[derive(Debug, Default)]
+pub struct Hits {
+    /// (field, literal, flags), sorted by (field, literal), one entry per pair.
+    found: Vec<(u32, u32, u8)>,
+    /// Bitset over rule indices: needs met.
+    needed: Vec<u64>,
+}
+
+impl Hits {
+    /// Flags of a literal in a field (0: not found).
+    pub fn flags(&self, field: u32, lit: u32) -> u8 {
+        self.found
+            .binary_search_by(|(f, l, _)| (*f, *l).cmp(&(field, lit)))
+            .map_or(0, |i| self.found[i].2)
+    }
+
+    /// Whether a need of `rule` was found.
+    pub fn needed(&self, rule: usize) -> bool {
+        self.needed.get(rule / 64).is_some_and(|w| w & (1 << (rule % 64)) != 0)
+    }
+
+    /// Number of literal hits (diagnostics).
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+}
+
+impl LiteralIndex {
+    /// Scans the fields of `class` in the event behind `fc`.
+    pub fn scan<'a>(&'a self, class: &ClassFilter, fc: &FieldCache<'a>) -> Hits {
+        let mut hits = Hits {
+            found: Vec::new(),
+            needed: vec![0; self.rules.div_ceil(64)],
+        };
+        for &f in &class.fields {
+            let fi = &self.fields[f as usize];
+            let value = if fi.name.is_empty() {
+                &fc.ev.body
+            } else {
+                match fc.get(&fi.name).value {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            if let Some(ac) = &fi.ac {
+                let mut scan = |s: &str| {
+                    let lowered;
+                    let s = if s.is_ascii() {
+                        s
+                    } else {
+                        lowered = s.to_lowercase();
+                        &lowered
+                    };
+                    for m in ac.find_overlapping_iter(s) {
+                        let mut flags = ANYWHERE;
+                        if m.start() == 0 {
+                            flags |= AT_START;
+                        }
+                        if m.end() == s.len() {
+                            flags |= AT_END;
+                        }
+                        if m.start() == 0 && m.end() == s.len() {
+                            flags |= WHOLE;
+                        }
+                        hits.found.push((f, m.pattern().as_u32(), flags));
+                    }
+                };
+                if fi.name.is_empty() {
+                    visit_all_scalars(value, &mut scan);
+                } else {
+                    visit_field_scalars(value, &mut scan);
+                }
+            }
+            if !fi.numbers.is_empty() {
+                visit_numbers(value, &mut |n| {
+                    if let Some(rules) = fi.numbers.get(&n) {
+                        for &r in rules {
+                            hits.needed[r as usize / 64] |= 1 << (r % 64);
+                        }
+                    }
+                });
+            }
+        }
+        hits.found.sort_unstable_by_key(|(f, l, _)| (*f, *l));
+        hits.found.dedup_by(|b, a| {
+            let same = a.0 == b.0 && a.1 == b.1;
+            if same {
+                a.2 |= b.2;
+            }
+            same
+        });
+        for &(f, l, _) in &hits.found {
+            for &r in &self.fields[f as usize].needed_by[l as usize] {
+                hits.needed[r as usize / 64] |= 1 << (r % 64);
+            }
+        }
+        hits
+    }
+
+    /// Total literals indexed (diagnostics).
+    pub fn literal_count(&self) -> usize {
+        self.fields.iter().map(|f| f.needed_by.len()).sum()
+    }
+}
+
+/// The rules of one logsource class and the fields to scan for them.
+#[derive(Debug, Clone)]
+pub struct ClassFilter {
+    /// Rule indices (into the rule set) routed to this class, in rule order.
+    pub rules: Vec<usize>,
+    /// Per position in `rules`: evaluated whatever the scan finds (no usable need).
+    always: Vec<bool>,
+    /// Field ids to scan.
+    fields: Vec<u32>,
+}
+
+impl ClassFilter {
+    /// A class with `rules`, which of them have no need, and the fields they use.
+    pub fn new(rules: Vec<usize>, always: Vec<bool>, mut fields: Vec<u32>) -> ClassFilter {
+        fields.sort_unstable();
+        fields.dedup();
         ClassFilter {
             rules,
             always,
@@ -135,83 +308,54 @@ impl ClassFilter {
         }
     }
 
-    /// Rules of this class that the prefilter cannot narrow (always evaluated).
+    /// Rule indices to evaluate, in rule order.
+    pub fn candidates(&self, hits: &Hits) -> Vec<usize> {
+        self.rules
+            .iter()
+            .zip(&self.always)
+            .filter(|(r, always)| **always || hits.needed(**r))
+            .map(|(r, _)| *r)
+            .collect()
+    }
+
+    /// Rules evaluated whatever the event holds.
     pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
-        self.always.iter().map(|&p| self.rules[p as usize])
-    }
-
-    /// (indexed literals, literal occurrences in `ev`): for diagnostics and benchmarks.
-    pub fn stats<'a>(&'a self, ev: &FieldCache<'a>) -> (usize, usize) {
-        let lits = self.fields.iter().map(|f| f.lit_rules.len()).sum();
-        let mut n = 0;
-        for f in &self.fields {
-            f.scan(ev, &mut |_| n += 1);
-        }
-        (lits, n)
-    }
-
-    /// Positions (into `self.rules`) of the rules to evaluate for `ev`, in rule order.
-    pub fn candidates<'a>(&'a self, ev: &FieldCache<'a>) -> Vec<u32> {
-        if self.fields.is_empty() {
-            return self.always.clone();
-        }
-        // Bitset of rule positions: the always-evaluated ones, then those of literals found.
-        let mut marked = vec![0u64; self.rules.len().div_ceil(64)];
-        for &p in &self.always {
-            marked[p as usize / 64] |= 1 << (p % 64);
-        }
-        for f in &self.fields {
-            f.scan(ev, &mut |positions: &[u32]| {
-                for &p in positions {
-                    marked[p as usize / 64] |= 1 << (p % 64);
-                }
-            });
-        }
-        let mut out = Vec::new();
-        for (w, bits) in marked.iter().enumerate() {
-            let mut b = *bits;
-            while b != 0 {
-                out.push((w * 64) as u32 + b.trailing_zeros());
-                b &= b - 1;
-            }
-        }
-        out
+        self.rules
+            .iter()
+            .zip(&self.always)
+            .filter(|(_, a)| **a)
+            .map(|(r, _)| *r)
     }
 }
 
-impl FieldIndex {
-    /// Calls `hit(rule positions)` for every occurrence of an indexed literal in the field and
-    /// for an indexed integer the field holds.
-    fn scan<'a>(&'a self, fc: &FieldCache<'a>, hit: &mut impl FnMut(&[u32])) {
-        let v = if self.field.is_empty() {
-            &fc.ev.body
-        } else {
-            match fc.get(&self.field).value {
-                Some(v) => v,
-                None => return,
-            }
-        };
-        if let Some(ac) = &self.ac {
-            visit_scalars(v, &mut |s: &str| {
-                let lowered;
-                let s = if s.is_ascii() {
-                    s
-                } else {
-                    lowered = s.to_lowercase();
-                    &lowered
-                };
-                for m in ac.find_overlapping_iter(s) {
-                    hit(&self.lit_rules[m.pattern().as_usize()]);
-                }
-            });
-        }
-        if !self.numbers.is_empty() {
-            visit_numbers(v, &mut |n| {
-                if let Some(ps) = self.numbers.get(&n) {
-                    hit(ps);
-                }
-            });
-        }
+/// Calls `f` with the text of every scalar in `v`, descending into objects (keyword search).
+fn visit_all_scalars(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Array(xs) => xs.iter().for_each(|x| visit_all_scalars(x, f)),
+        Value::Object(o) => o.values().for_each(|x| visit_all_scalars(x, f)),
+        other => visit_scalar(other, f),
+    }
+}
+
+/// Calls `f` with the text of a field's value as string matchers read it: the value itself, or
+/// each element of an array (objects never match a string test).
+fn visit_field_scalars(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Array(xs) => xs.iter().for_each(|x| visit_field_scalars(x, f)),
+        Value::Object(_) => {}
+        other => visit_scalar(other, f),
+    }
+}
+
+fn visit_scalar(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => f(format_u64(u, &mut [0u8; 20])),
+            None => f(&n.to_string()),
+        },
+        Value::Bool(b) => f(if *b { "true" } else { "false" }),
+        _ => {}
     }
 }
 
@@ -237,21 +381,6 @@ fn visit_numbers(v: &Value, f: &mut impl FnMut(i64)) {
     }
 }
 
-/// Calls `f` with the text of every scalar value (strings, numbers, booleans) in `v`.
-fn visit_scalars(v: &Value, f: &mut impl FnMut(&str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Number(n) => match n.as_u64() {
-            Some(u) => f(format_u64(u, &mut [0u8; 20])),
-            None => f(&n.to_string()),
-        },
-        Value::Bool(b) => f(if *b { "true" } else { "false" }),
-        Value::Array(xs) => xs.iter().for_each(|x| visit_scalars(x, f)),
-        Value::Object(o) => o.values().for_each(|x| visit_scalars(x, f)),
-        Value::Null => {}
-    }
-}
-
 /// Formats an unsigned integer into `buf` without allocating.
 fn format_u64(mut u: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
@@ -266,34 +395,47 @@ fn format_u64(mut u: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
 }
 
+/// Per field, the literals registered (diagnostics and tests).
+pub fn describe(index: &LiteralIndex) -> BTreeMap<String, usize> {
+    index
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), f.needed_by.len()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
+    use crate::source::SourceKind;
     use serde_json::json;
 
     #[test]
-    fn candidates_are_rules_whose_literals_occur() {
-        use crate::source::SourceKind;
-        let lit = |f: &str, l: &str| Need::Literal(f.to_string(), l.to_string());
-        let reqs = vec![
-            Some(vec![lit("Image", "mimikatz")]),
-            None,
-            Some(vec![lit("Image", "psexec"), lit("CommandLine", "paexec")]),
-            Some(vec![lit("", "50126")]),
-            Some(vec![Need::Number("EventID".into(), 27)]),
-        ];
-        let f = ClassFilter::new(vec![0, 1, 2, 3, 4], &reqs);
-        let ev = |b: Value| crate::event::Event::with_time(SourceKind::Sysmon, 0, b);
-        let f = &f;
-        let cands = |e: crate::event::Event| f.candidates(&FieldCache::new(&e));
-        assert_eq!(cands(ev(json!({"CommandLine": "C:\\PAEXEC.exe"}))), vec![1, 2]);
-        assert_eq!(cands(ev(json!({"Image": "PAEXEC"}))), vec![1], "literal in the wrong field");
-        assert_eq!(cands(ev(json!({"Image": ["x", "MimiKatz"]}))), vec![0, 1]);
-        assert_eq!(cands(ev(json!({"code": 50126}))), vec![1, 3], "numbers are scanned as text");
-        assert_eq!(cands(ev(json!({}))), vec![1]);
-        assert_eq!(cands(ev(json!({"EventID": 27}))), vec![1, 4]);
-        assert_eq!(cands(ev(json!({"EventID": " 27.0"}))), vec![1, 4], "as the Num matcher reads it");
-        assert_eq!(cands(ev(json!({"EventID": 270}))), vec![1]);
+    fn scans_fields_once_with_positions_and_needs() {
+        let mut b = IndexBuilder::default();
+        let (img, cmd) = (b.field("Image"), b.field("CommandLine"));
+        let (_, exe) = b.literal("Image", "\\cmd.exe");
+        b.need(0, &Need::Literal("Image".into(), "\\cmd.exe".into()));
+        b.need(1, &Need::Literal("CommandLine".into(), "paexec".into()));
+        b.need(2, &Need::Number("EventID".into(), 27));
+        let eid = b.field("EventID");
+        let idx = b.build(3);
+        let class = ClassFilter::new(vec![0, 1, 2, 3], vec![false, false, false, true], vec![img, cmd, eid]);
+        let ev = Event::with_time(
+            SourceKind::Sysmon,
+            0,
+            json!({"Image": "C:\\Windows\\CMD.EXE", "CommandLine": ["x", "PAEXEC -s"], "EventID": "27"}),
+        );
+        let fc = FieldCache::new(&ev);
+        let hits = idx.scan(&class, &fc);
+        assert_eq!(hits.flags(img, exe), ANYWHERE | AT_END);
+        assert_eq!(class.candidates(&hits), vec![0, 1, 2, 3]);
+        let quiet = Event::with_time(SourceKind::Sysmon, 0, json!({"Image": "cmd.exe x", "EventID": 270}));
+        let fc = FieldCache::new(&quiet);
+        let hits = idx.scan(&class, &fc);
+        assert_eq!(hits.flags(img, exe), 0, "no backslash");
+        assert_eq!(class.candidates(&hits), vec![3], "only the rule without needs");
     }
 
     #[test]
