@@ -12,8 +12,8 @@ use super::parse::{
     SelectionSpec,
 };
 use super::prefilter::{
-    ANYWHERE, AT_END, AT_START, ClassFilter, Hits, IndexBuilder, LiteralIndex, MIN_LITERAL, Need,
-    WHOLE, ascii_core,
+    ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, MIN_LITERAL,
+    Need, WHOLE, ascii_core,
 };
 use super::matcher::NumOp;
 use super::{RuleError, RuleErrorKind};
@@ -36,7 +36,7 @@ struct FieldMatcher {
 }
 
 impl FieldMatcher {
-    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
         if self.field.is_empty() {
             let ev = fc.ev;
             let test = |ms: &Vec<ValueMatcher>| ms.iter().any(|m| any_string(&ev.body, m, fc));
@@ -173,7 +173,7 @@ fn literal_tests(groups: &[Vec<ValueMatcher>]) -> Option<Vec<(String, u32, u8)>>
 struct CompiledSelection(Vec<Vec<FieldMatcher>>);
 
 impl CompiledSelection {
-    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
+    fn matches<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
         self.0
             .iter()
             .any(|fields| fields.iter().all(|f| f.matches(fc, hits)))
@@ -222,13 +222,12 @@ impl CompiledRule {
 
     /// Tests one event whose fields are resolved through `fc`, answering literal tests from
     /// `hits` when given.
-    pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&Hits>) -> bool {
+    pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
         self.expr.eval(&mut |i| self.selections[i].matches(fc, hits))
     }
 
-    /// Registers the rule's literal tests and needs in the index; returns the fields it uses.
-    fn index(&mut self, rule: usize, b: &mut IndexBuilder) -> Vec<u32> {
-        let mut fields = Vec::new();
+    /// Registers the rule's literal tests in the index.
+    fn index(&mut self, b: &mut IndexBuilder) {
         for sel in &mut self.selections {
             for map in &mut sel.0 {
                 for fm in map.iter_mut() {
@@ -237,7 +236,6 @@ impl CompiledRule {
                     }
                     fm.field_id = b.field(&fm.field);
                     fm.lits = literal_tests(&fm.groups).map(|tests| {
-                        fields.push(fm.field_id);
                         tests
                             .into_iter()
                             .map(|(lit, g, flag)| (b.literal(&fm.field, &lit).1, g, flag))
@@ -246,12 +244,6 @@ impl CompiledRule {
                 }
             }
         }
-        if let Some(needs) = self.required_literals() {
-            for n in &needs {
-                fields.push(b.need(rule, n));
-            }
-        }
-        fields
     }
 
     /// Needs of which at least one holds in every event this rule matches, if known.
@@ -481,18 +473,11 @@ impl RuleSet {
             }
         }
         let mut builder = IndexBuilder::default();
-        let rule_fields: Vec<Vec<u32>> = set
-            .rules
-            .iter_mut()
-            .enumerate()
-            .map(|(i, r)| r.index(i, &mut builder))
-            .collect();
-        let always: Vec<bool> = set
-            .rules
-            .iter()
-            .map(|r| r.required_literals().is_none())
-            .collect();
-        set.index = builder.build(set.rules.len());
+        for r in &mut set.rules {
+            r.index(&mut builder);
+        }
+        set.index = builder.build();
+        let requirements: Vec<_> = set.rules.iter().map(CompiledRule::required_literals).collect();
         set.by_class = CLASSES
             .all
             .iter()
@@ -507,9 +492,7 @@ impl RuleSet {
                         )
                     })
                     .collect();
-                let fields = rules.iter().flat_map(|&i| rule_fields[i].iter().copied()).collect();
-                let flags = rules.iter().map(|&i| always[i]).collect();
-                ClassFilter::new(rules, flags, fields)
+                ClassFilter::new(rules, &requirements)
             })
             .collect();
         set.corr_of_rule = vec![Vec::new(); set.rules.len()];
@@ -586,20 +569,18 @@ impl RuleSet {
     }
 
     /// Indices of the detection rules that match `ev`, among those routed to its class.
-    pub fn matching<'a>(&'a self, ev: &'a Event) -> impl Iterator<Item = usize> + 'a {
-        let class = self.by_class.get(ev.class);
-        let fc = FieldCache::new(ev);
-        let (hits, candidates) = match class {
-            Some(c) => {
-                let hits = self.index.scan(c, &fc);
-                let cands = c.candidates(&hits);
-                (hits, cands)
-            }
-            None => (Hits::default(), Vec::new()),
+    pub fn matching(&self, ev: &Event) -> std::vec::IntoIter<usize> {
+        let Some(class) = self.by_class.get(ev.class) else {
+            return Vec::new().into_iter();
         };
-        candidates
+        let fc = FieldCache::new(ev);
+        let scan = EventScan::new(&self.index, class, &fc);
+        class
+            .candidates(&scan)
             .into_iter()
-            .filter(move |&i| self.rules[i].matches_with(&fc, Some(&hits)))
+            .filter(|&i| self.rules[i].matches_with(&fc, Some(&scan)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// Like [`RuleSet::matching`] without the literal index: every rule routed to the event's
@@ -618,7 +599,8 @@ impl RuleSet {
     /// Rules the index selects for full evaluation of `ev`.
     pub fn candidates(&self, ev: &Event) -> Vec<usize> {
         self.by_class.get(ev.class).map_or(Vec::new(), |c| {
-            c.candidates(&self.index.scan(c, &FieldCache::new(ev)))
+            let fc = FieldCache::new(ev);
+            c.candidates(&EventScan::new(&self.index, c, &fc))
         })
     }
 
@@ -632,10 +614,14 @@ impl RuleSet {
 
     /// (indexed literals, literal hits in `ev`): diagnostics for benchmarks.
     pub fn prefilter_stats(&self, ev: &Event) -> (usize, usize) {
-        let hits = self
-            .by_class
-            .get(ev.class)
-            .map_or(0, |c| self.index.scan(c, &FieldCache::new(ev)).len());
+        let fc = FieldCache::new(ev);
+        let hits = self.by_class.get(ev.class).map_or(0, |c| {
+            let scan = EventScan::new(&self.index, c, &fc);
+            for i in c.candidates(&scan) {
+                self.rules[i].matches_with(&fc, Some(&scan));
+            }
+            scan.len()
+        });
         (self.index.literal_count(), hits)
     }
 

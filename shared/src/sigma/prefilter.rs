@@ -1,20 +1,22 @@
-//! The literal index: every literal of every rule, scanned once per event and field.
+//! The literal index: which rules can match an event, and the answers to their literal tests.
 //!
-//! Compilation registers, per field, (a) the literal of every case-insensitive literal test
-//! (`contains`/`startswith`/`endswith`/equality without wildcards) and (b) each rule's *needs*:
-//! literals (or integers) of which at least one occurs in every event the rule matches (see
-//! [`super::compile::CompiledRule::required_literals`]). Per field, one Aho-Corasick automaton
-//! holds all of them. For an event, each field its class's rules use is read once (through the
-//! same mapping as the matchers) and scanned once; the hits, with where they sit in the value
-//! (anywhere, at the start, at the end, the whole value), then serve twice:
+//! Compilation derives for every rule its *needs*: literals (or integers) of which at least one
+//! occurs, in a given field, in every event the rule matches (see
+//! [`super::compile::CompiledRule::required_literals`]). Per logsource class and field, one
+//! Aho-Corasick automaton over the needs of the class's rules scans the field's value once per
+//! event; only rules whose needs were found, plus rules without usable needs, are evaluated.
 //!
-//! - as a prefilter: only rules whose needs were found, plus rules without needs, are evaluated;
-//! - as the answer to every literal test of those rules, without scanning the value again.
+//! Separately, every case-insensitive literal test (`contains`/`startswith`/`endswith`/equality
+//! without wildcards) of every rule is registered per field in one automaton. The first candidate
+//! rule that tests a field scans it once; every later literal test on that field, in any rule, is
+//! answered from the recorded hits and their position (anywhere, at the start, at the end, the
+//! whole value).
 //!
-//! Both uses are exact: a test the index answers gives the same result as testing the value
-//! directly (`tests/sigma_regression.rs` and the detection benchmark check this on the SigmaHQ
-//! corpus).
+//! Both are exact: fields are read through the same mapping as the matchers, and the index gives
+//! the same answers as testing values directly (`tests/sigma_regression.rs` and the detection
+//! benchmark check this on the SigmaHQ corpus).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -62,16 +64,12 @@ pub fn ascii_core(s: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Collects fields, literals and needs while rules compile.
+/// Collects fields and literal tests while rules compile.
 #[derive(Debug, Default)]
 pub struct IndexBuilder {
     field_ids: HashMap<String, u32>,
     /// Per field: literal -> id.
     lits: Vec<HashMap<String, u32>>,
-    /// (field, literal) -> rules needing it.
-    needs: HashMap<(u32, u32), Vec<u32>>,
-    /// field -> integer -> rules needing it.
-    numbers: HashMap<u32, HashMap<i64, Vec<u32>>>,
 }
 
 impl IndexBuilder {
@@ -95,35 +93,12 @@ impl IndexBuilder {
         (f, id)
     }
 
-    /// Records that `rule` needs `need`; returns the field id.
-    pub fn need(&mut self, rule: usize, need: &Need) -> u32 {
-        match need {
-            Need::Literal(field, lit) => {
-                let key = self.literal(field, lit);
-                let v = self.needs.entry(key).or_default();
-                if v.last() != Some(&(rule as u32)) {
-                    v.push(rule as u32);
-                }
-                key.0
-            }
-            Need::Number(field, n) => {
-                let f = self.field(field);
-                let v = self.numbers.entry(f).or_default().entry(*n).or_default();
-                if v.last() != Some(&(rule as u32)) {
-                    v.push(rule as u32);
-                }
-                f
-            }
-        }
-    }
-
     /// Builds the automata.
-    pub fn build(self, rules: usize) -> LiteralIndex {
+    pub fn build(self) -> LiteralIndex {
         let mut names = vec![String::new(); self.lits.len()];
         for (name, id) in self.field_ids {
             names[id as usize] = name;
         }
-        let mut numbers = self.numbers;
         let fields = self
             .lits
             .into_iter()
@@ -131,200 +106,260 @@ impl IndexBuilder {
             .map(|(f, lits)| {
                 let mut ordered: Vec<(u32, String)> = lits.into_iter().map(|(l, i)| (i, l)).collect();
                 ordered.sort();
-                let mut needed_by = vec![Vec::new(); ordered.len()];
-                for (i, _) in &ordered {
-                    if let Some(r) = self.needs.get(&(f as u32, *i)) {
-                        needed_by[*i as usize] = r.clone();
-                    }
-                }
-                let ac = (!ordered.is_empty()).then(|| {
-                    AhoCorasickBuilder::new()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::Standard)
-                        .build(ordered.iter().map(|(_, l)| l.as_bytes()))
-                        .expect("literal automaton builds")
-                });
                 FieldIndex {
                     name: std::mem::take(&mut names[f]),
-                    ac,
-                    needed_by,
-                    numbers: numbers.remove(&(f as u32)).unwrap_or_default(),
+                    full: automaton(ordered.iter().map(|(_, l)| l.as_str())),
+                    literals: ordered.len(),
                 }
             })
             .collect();
-        LiteralIndex { fields, rules }
+        LiteralIndex { fields }
     }
+}
+
+fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<AhoCorasick> {
+    let lits: Vec<&str> = lits.collect();
+    (!lits.is_empty()).then(|| {
+        AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&lits)
+            .expect("literal automaton builds")
+    })
 }
 
 #[derive(Debug, Clone)]
 struct FieldIndex {
-    /// Sigma field name (`""`: every scalar of the event).
+    /// Sigma field name.
     name: String,
-    ac: Option<AhoCorasick>,
-    /// Per literal id: the rules that need it.
-    needed_by: Vec<Vec<u32>>,
-    /// Per integer: the rules that need it.
-    numbers: HashMap<i64, Vec<u32>>,
+    /// Every literal test on the field (ids as registered).
+    full: Option<AhoCorasick>,
+    literals: usize,
 }
 
-/// Every field's automaton.
+/// Every field's automaton of literal tests.
 #[derive(Debug, Clone, Default)]
 pub struct LiteralIndex {
     fields: Vec<FieldIndex>,
-    rules: usize,
 }
 
-/// What one event's scan found: literal hits per field, and rules whose needs are met.
-#[derive(Debug, Default)]
-pub struct Hits {
-    /// (field, literal, flags), sorted by (field, literal), one entry per pair.
-    found: Vec<(u32, u32, u8)>,
-    /// Bitset over rule indices: needs met.
+/// One event's view of the index: which rules' needs are met (computed up front, scanning only
+/// the literals rules need), and per field the literal tests' hits (computed the first time a
+/// candidate rule asks, then shared by every rule).
+pub struct EventScan<'a> {
+    index: &'a LiteralIndex,
+    fc: &'a FieldCache<'a>,
     needed: Vec<u64>,
+    /// (field, [(literal, flags)] sorted by literal), per field scanned so far.
+    hits: RefCell<Vec<(u32, Vec<(u32, u8)>)>>,
 }
 
-impl Hits {
-    /// Flags of a literal in a field (0: not found).
-    pub fn flags(&self, field: u32, lit: u32) -> u8 {
-        self.found
-            .binary_search_by(|(f, l, _)| (*f, *l).cmp(&(field, lit)))
-            .map_or(0, |i| self.found[i].2)
-    }
-
-    /// Whether a need of `rule` was found.
-    pub fn needed(&self, rule: usize) -> bool {
-        self.needed.get(rule / 64).is_some_and(|w| w & (1 << (rule % 64)) != 0)
-    }
-
-    /// Number of literal hits (diagnostics).
-    pub fn len(&self) -> usize {
-        self.found.len()
-    }
-
-    /// Whether nothing was found.
-    pub fn is_empty(&self) -> bool {
-        self.found.is_empty()
-    }
-}
-
-impl LiteralIndex {
-    /// Scans the fields of `class` in the event behind `fc`.
-    pub fn scan<'a>(&'a self, class: &ClassFilter, fc: &FieldCache<'a>) -> Hits {
-        let mut hits = Hits {
-            found: Vec::new(),
-            needed: vec![0; self.rules.div_ceil(64)],
+impl<'a> EventScan<'a> {
+    /// Scans the fields `class` needs in the event behind `fc`.
+    pub fn new(index: &'a LiteralIndex, class: &'a ClassFilter, fc: &'a FieldCache<'a>) -> Self {
+        let mut needed = vec![0u64; class.rules.len().div_ceil(64)];
+        let mut mark = |positions: &[u32]| {
+            for &p in positions {
+                needed[p as usize / 64] |= 1 << (p % 64);
+            }
         };
-        for &f in &class.fields {
-            let fi = &self.fields[f as usize];
-            let value = if fi.name.is_empty() {
+        for n in &class.needs {
+            let value = if n.field.is_empty() {
                 &fc.ev.body
             } else {
-                match fc.get(&fi.name).value {
+                match fc.get(&n.field).value {
                     Some(v) => v,
                     None => continue,
                 }
             };
-            if let Some(ac) = &fi.ac {
-                let mut scan = |s: &str| {
-                    let lowered;
-                    let s = if s.is_ascii() {
-                        s
-                    } else {
-                        lowered = s.to_lowercase();
-                        &lowered
-                    };
-                    for m in ac.find_overlapping_iter(s) {
-                        let mut flags = ANYWHERE;
-                        if m.start() == 0 {
-                            flags |= AT_START;
-                        }
-                        if m.end() == s.len() {
-                            flags |= AT_END;
-                        }
-                        if m.start() == 0 && m.end() == s.len() {
-                            flags |= WHOLE;
-                        }
-                        hits.found.push((f, m.pattern().as_u32(), flags));
-                    }
-                };
-                if fi.name.is_empty() {
-                    visit_all_scalars(value, &mut scan);
-                } else {
-                    visit_field_scalars(value, &mut scan);
-                }
+            if let Some(ac) = &n.ac {
+                scan_value(ac, value, n.field.is_empty(), &mut |lit, _| mark(&n.lit_rules[lit as usize]));
             }
-            if !fi.numbers.is_empty() {
-                visit_numbers(value, &mut |n| {
-                    if let Some(rules) = fi.numbers.get(&n) {
-                        for &r in rules {
-                            hits.needed[r as usize / 64] |= 1 << (r % 64);
-                        }
+            if !n.numbers.is_empty() {
+                visit_numbers(value, &mut |x| {
+                    if let Some(ps) = n.numbers.get(&x) {
+                        mark(ps);
                     }
                 });
             }
         }
-        hits.found.sort_unstable_by_key(|(f, l, _)| (*f, *l));
-        hits.found.dedup_by(|b, a| {
-            let same = a.0 == b.0 && a.1 == b.1;
+        EventScan {
+            index,
+            fc,
+            needed,
+            hits: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Flags of literal `lit` in field `field` (0: not found); scans the field on first use.
+    pub fn flags(&self, field: u32, lit: u32) -> u8 {
+        let find = |hits: &[(u32, Vec<(u32, u8)>)]| {
+            hits.iter().find(|(f, _)| *f == field).map(|(_, v)| {
+                v.binary_search_by_key(&lit, |(l, _)| *l).map_or(0, |i| v[i].1)
+            })
+        };
+        if let Some(flags) = find(&self.hits.borrow()) {
+            return flags;
+        }
+        let fi = &self.index.fields[field as usize];
+        let mut found: Vec<(u32, u8)> = Vec::new();
+        if let (Some(ac), Some(value)) = (&fi.full, self.fc.get(&fi.name).value) {
+            scan_value(ac, value, false, &mut |l, flags| found.push((l, flags)));
+        }
+        found.sort_unstable_by_key(|(l, _)| *l);
+        found.dedup_by(|b, a| {
+            let same = a.0 == b.0;
             if same {
-                a.2 |= b.2;
+                a.1 |= b.1;
             }
             same
         });
-        for &(f, l, _) in &hits.found {
-            for &r in &self.fields[f as usize].needed_by[l as usize] {
-                hits.needed[r as usize / 64] |= 1 << (r % 64);
-            }
-        }
-        hits
+        let mut hits = self.hits.borrow_mut();
+        hits.push((field, found));
+        find(&hits).unwrap_or(0)
     }
 
-    /// Total literals indexed (diagnostics).
-    pub fn literal_count(&self) -> usize {
-        self.fields.iter().map(|f| f.needed_by.len()).sum()
+    /// Literal hits so far (diagnostics).
+    pub fn len(&self) -> usize {
+        self.hits.borrow().iter().map(|(_, v)| v.len()).sum()
+    }
+
+    /// Whether nothing was found so far.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-/// The rules of one logsource class and the fields to scan for them.
+/// Runs `ac` over a value's text (every scalar when `everything`, else the value or its array
+/// elements), calling `found(literal, flags)` for each occurrence.
+fn scan_value(ac: &AhoCorasick, value: &Value, everything: bool, found: &mut impl FnMut(u32, u8)) {
+    let mut scan = |s: &str| {
+        let lowered;
+        let s = if s.is_ascii() {
+            s
+        } else {
+            lowered = s.to_lowercase();
+            &lowered
+        };
+        for m in ac.find_overlapping_iter(s) {
+            let mut flags = ANYWHERE;
+            if m.start() == 0 {
+                flags |= AT_START;
+            }
+            if m.end() == s.len() {
+                flags |= AT_END;
+            }
+            if m.start() == 0 && m.end() == s.len() {
+                flags |= WHOLE;
+            }
+            found(m.pattern().as_u32(), flags);
+        }
+    };
+    if everything {
+        visit_all_scalars(value, &mut scan);
+    } else {
+        visit_field_scalars(value, &mut scan);
+    }
+}
+
+impl LiteralIndex {
+    /// Total literal tests indexed (diagnostics).
+    pub fn literal_count(&self) -> usize {
+        self.fields.iter().map(|f| f.literals).sum()
+    }
+}
+
+/// The needs of a class's rules in one field.
+#[derive(Debug, Clone)]
+struct NeedIndex {
+    /// Sigma field name (`""`: every scalar of the event).
+    field: String,
+    ac: Option<AhoCorasick>,
+    /// Per literal of `ac`: positions (into the class's rules) that need it.
+    lit_rules: Vec<Vec<u32>>,
+    /// Per integer: positions that need it.
+    numbers: HashMap<i64, Vec<u32>>,
+}
+
+/// The rules of one logsource class and the automata of their needs.
 #[derive(Debug, Clone)]
 pub struct ClassFilter {
     /// Rule indices (into the rule set) routed to this class, in rule order.
     pub rules: Vec<usize>,
-    /// Per position in `rules`: evaluated whatever the scan finds (no usable need).
-    always: Vec<bool>,
-    /// Field ids to scan.
-    fields: Vec<u32>,
+    /// Positions (into `rules`) evaluated whatever the event holds (no usable need).
+    always: Vec<u32>,
+    needs: Vec<NeedIndex>,
 }
 
 impl ClassFilter {
-    /// A class with `rules`, which of them have no need, and the fields they use.
-    pub fn new(rules: Vec<usize>, always: Vec<bool>, mut fields: Vec<u32>) -> ClassFilter {
-        fields.sort_unstable();
-        fields.dedup();
+    /// Builds the filter for `rules` given every rule's needs (`None`: always evaluate).
+    pub fn new(rules: Vec<usize>, requirements: &[Option<Vec<Need>>]) -> ClassFilter {
+        let mut always = Vec::new();
+        // field -> need -> positions
+        let mut by_field: BTreeMap<&str, BTreeMap<&Need, Vec<u32>>> = BTreeMap::new();
+        for (pos, &r) in rules.iter().enumerate() {
+            let Some(needs) = &requirements[r] else {
+                always.push(pos as u32);
+                continue;
+            };
+            for need in needs {
+                let field = match need {
+                    Need::Literal(f, _) | Need::Number(f, _) => f.as_str(),
+                };
+                let v = by_field.entry(field).or_default().entry(need).or_default();
+                if v.last() != Some(&(pos as u32)) {
+                    v.push(pos as u32);
+                }
+            }
+        }
+        let needs = by_field
+            .into_iter()
+            .map(|(field, needs)| {
+                let (mut lits, mut lit_rules, mut numbers) = (Vec::new(), Vec::new(), HashMap::new());
+                for (need, positions) in needs {
+                    match need {
+                        Need::Literal(_, l) => {
+                            lits.push(l.as_str());
+                            lit_rules.push(positions);
+                        }
+                        Need::Number(_, n) => {
+                            numbers.insert(*n, positions);
+                        }
+                    }
+                }
+                NeedIndex {
+                    field: field.to_owned(),
+                    ac: automaton(lits.into_iter()),
+                    lit_rules,
+                    numbers,
+                }
+            })
+            .collect();
         ClassFilter {
             rules,
             always,
-            fields,
+            needs,
         }
     }
 
     /// Rule indices to evaluate, in rule order.
-    pub fn candidates(&self, hits: &Hits) -> Vec<usize> {
-        self.rules
-            .iter()
-            .zip(&self.always)
-            .filter(|(r, always)| **always || hits.needed(**r))
-            .map(|(r, _)| *r)
-            .collect()
+    pub fn candidates(&self, scan: &EventScan<'_>) -> Vec<usize> {
+        let mut pos: Vec<usize> = self.always.iter().map(|&p| p as usize).collect();
+        for (w, bits) in scan.needed.iter().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                pos.push(w * 64 + b.trailing_zeros() as usize);
+                b &= b - 1;
+            }
+        }
+        pos.sort_unstable();
+        pos.dedup();
+        pos.into_iter().map(|p| self.rules[p]).collect()
     }
 
     /// Rules evaluated whatever the event holds.
     pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
-        self.rules
-            .iter()
-            .zip(&self.always)
-            .filter(|(_, a)| **a)
-            .map(|(r, _)| *r)
+        self.always.iter().map(|&p| self.rules[p as usize])
     }
 }
 
@@ -395,15 +430,6 @@ fn format_u64(mut u: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
 }
 
-/// Per field, the literals registered (diagnostics and tests).
-pub fn describe(index: &LiteralIndex) -> BTreeMap<String, usize> {
-    index
-        .fields
-        .iter()
-        .map(|f| (f.name.clone(), f.needed_by.len()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,28 +440,29 @@ mod tests {
     #[test]
     fn scans_fields_once_with_positions_and_needs() {
         let mut b = IndexBuilder::default();
-        let (img, cmd) = (b.field("Image"), b.field("CommandLine"));
-        let (_, exe) = b.literal("Image", "\\cmd.exe");
-        b.need(0, &Need::Literal("Image".into(), "\\cmd.exe".into()));
-        b.need(1, &Need::Literal("CommandLine".into(), "paexec".into()));
-        b.need(2, &Need::Number("EventID".into(), 27));
-        let eid = b.field("EventID");
-        let idx = b.build(3);
-        let class = ClassFilter::new(vec![0, 1, 2, 3], vec![false, false, false, true], vec![img, cmd, eid]);
+        let (img, exe) = b.literal("Image", "\\cmd.exe");
+        let idx = b.build();
+        let reqs = vec![
+            Some(vec![Need::Literal("Image".into(), "\\cmd.exe".into())]),
+            Some(vec![Need::Literal("CommandLine".into(), "paexec".into())]),
+            Some(vec![Need::Number("EventID".into(), 27)]),
+            None,
+        ];
+        let class = ClassFilter::new(vec![0, 1, 2, 3], &reqs);
         let ev = Event::with_time(
             SourceKind::Sysmon,
             0,
             json!({"Image": "C:\\Windows\\CMD.EXE", "CommandLine": ["x", "PAEXEC -s"], "EventID": "27"}),
         );
         let fc = FieldCache::new(&ev);
-        let hits = idx.scan(&class, &fc);
-        assert_eq!(hits.flags(img, exe), ANYWHERE | AT_END);
-        assert_eq!(class.candidates(&hits), vec![0, 1, 2, 3]);
+        let scan = EventScan::new(&idx, &class, &fc);
+        assert_eq!(scan.flags(img, exe), ANYWHERE | AT_END);
+        assert_eq!(class.candidates(&scan), vec![0, 1, 2, 3]);
         let quiet = Event::with_time(SourceKind::Sysmon, 0, json!({"Image": "cmd.exe x", "EventID": 270}));
         let fc = FieldCache::new(&quiet);
-        let hits = idx.scan(&class, &fc);
-        assert_eq!(hits.flags(img, exe), 0, "no backslash");
-        assert_eq!(class.candidates(&hits), vec![3], "only the rule without needs");
+        let scan = EventScan::new(&idx, &class, &fc);
+        assert_eq!(scan.flags(img, exe), 0, "no backslash");
+        assert_eq!(class.candidates(&scan), vec![3], "only the rule without needs");
     }
 
     #[test]
