@@ -119,13 +119,16 @@ impl IndexBuilder {
 
 fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<AhoCorasick> {
     let lits: Vec<&str> = lits.collect();
-    (!lits.is_empty()).then(|| {
-        AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(&lits)
-            .expect("literal automaton builds")
-    })
+    if lits.is_empty() {
+        return None;
+    }
+    let mut b = AhoCorasickBuilder::new();
+    b.ascii_case_insensitive(true).match_kind(MatchKind::Standard);
+    // A DFA is fastest per byte; very large sets fall back to the contiguous NFA.
+    b.kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&lits)
+        .or_else(|_| b.kind(None).build(&lits))
+        .ok()
 }
 
 #[derive(Debug, Clone)]
