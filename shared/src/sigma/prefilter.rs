@@ -24,6 +24,9 @@ use serde_json::Value;
 
 use super::fields::FieldCache;
 
+/// Largest literal set compiled to a DFA.
+const DFA_MAX_LITERALS: usize = 500;
+
 /// Shortest literal worth using as a need.
 pub const MIN_LITERAL: usize = 3;
 
@@ -124,11 +127,12 @@ fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<AhoCorasick> {
     }
     let mut b = AhoCorasickBuilder::new();
     b.ascii_case_insensitive(true).match_kind(MatchKind::Standard);
-    // A DFA is fastest per byte; very large sets fall back to the contiguous NFA.
-    b.kind(Some(aho_corasick::AhoCorasickKind::DFA))
-        .build(&lits)
-        .or_else(|_| b.kind(None).build(&lits))
-        .ok()
+    // A DFA is fastest per byte but its size grows with the set: large sets use the contiguous
+    // NFA, which measured as fast on them at a fraction of the memory.
+    if lits.len() <= DFA_MAX_LITERALS {
+        b.kind(Some(aho_corasick::AhoCorasickKind::DFA));
+    }
+    b.build(&lits).or_else(|_| b.kind(None).build(&lits)).ok()
 }
 
 #[derive(Debug, Clone)]
