@@ -143,6 +143,9 @@ impl FieldMatcher {
     }
 }
 
+/// Fewest literal tests on one field for the field matcher to be answered from the index.
+const INDEXED_TESTS_MIN: usize = 8;
+
 /// The groups as (lowercase literal, group, hit flag) triples, if every variant of every group
 /// is a case-insensitive literal test.
 fn literal_tests(groups: &[Vec<ValueMatcher>]) -> Option<Vec<(String, u32, u8)>> {
@@ -235,7 +238,9 @@ impl CompiledRule {
                         continue;
                     }
                     fm.field_id = b.field(&fm.field);
-                    fm.lits = literal_tests(&fm.groups).map(|tests| {
+                    // Small lists are cheaper to test directly than to scan for.
+                    let tests = literal_tests(&fm.groups).filter(|t| t.len() >= INDEXED_TESTS_MIN);
+                    fm.lits = tests.map(|tests| {
                         tests
                             .into_iter()
                             .map(|(lit, g, flag)| (b.literal(&fm.field, &lit).1, g, flag))
