@@ -148,15 +148,24 @@ fn bench(c: &mut Criterion) {
         matched += fast.len();
     }
     eprintln!("{matched} rule matches over the events with all rules (prefilter verified exact)");
-    let (routed, cands) = events.iter().map(|e| all.selectivity(e)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (routed, cands) = events
+        .iter()
+        .map(|e| all.selectivity(e))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     eprintln!(
         "per event: {:.0} rules routed, {:.1} candidates after the prefilter",
         routed as f64 / events.len() as f64,
         cands as f64 / events.len() as f64
     );
 
-    let (lits, occ) = events.iter().map(|e| all.prefilter_stats(e)).fold((0, 0), |a, b| (a.0.max(b.0), a.1 + b.1));
-    eprintln!("prefilter: up to {lits} literals per class, {:.1} occurrences per event", occ as f64 / events.len() as f64);
+    let (lits, occ) = events
+        .iter()
+        .map(|e| all.prefilter_stats(e))
+        .fold((0, 0), |a, b| (a.0.max(b.0), a.1 + b.1));
+    eprintln!(
+        "prefilter: up to {lits} literals per class, {:.1} occurrences per event",
+        occ as f64 / events.len() as f64
+    );
     if std::env::var("NMC_BENCH_DIAG").is_ok() {
         let mut counts = std::collections::BTreeMap::new();
         for e in &events {

@@ -439,7 +439,9 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
             // Rare shapes only: Defender's spaced names, and UserData when there is no EventData.
             let defender = class.services.first() == Some(&"windefend");
             let no_data = event_part(body, "EventData").is_none_or(Value::is_null);
-            (defender || no_data).then(|| windows_loose(body, field)).flatten()
+            (defender || no_data)
+                .then(|| windows_loose(body, field))
+                .flatten()
         });
     }
     // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.

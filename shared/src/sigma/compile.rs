@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
 use super::fields::FieldCache;
+use super::matcher::NumOp;
 use super::matcher::{FieldLookup, Pattern, Placeholders, ValueMatcher, compile_value};
 use super::parse::{
     CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
@@ -15,7 +16,6 @@ use super::prefilter::{
     ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, MIN_LITERAL,
     Need, WHOLE, ascii_core,
 };
-use super::matcher::NumOp;
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
 use crate::event::Event;
@@ -67,7 +67,6 @@ impl FieldMatcher {
             self.groups.iter().any(test)
         }
     }
-
 }
 
 fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
@@ -226,7 +225,8 @@ impl CompiledRule {
     /// Tests one event whose fields are resolved through `fc`, answering literal tests from
     /// `hits` when given.
     pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
-        self.expr.eval(&mut |i| self.selections[i].matches(fc, hits))
+        self.expr
+            .eval(&mut |i| self.selections[i].matches(fc, hits))
     }
 
     /// Registers the rule's literal tests in the index.
@@ -482,7 +482,11 @@ impl RuleSet {
             r.index(&mut builder);
         }
         set.index = builder.build();
-        let requirements: Vec<_> = set.rules.iter().map(CompiledRule::required_literals).collect();
+        let requirements: Vec<_> = set
+            .rules
+            .iter()
+            .map(CompiledRule::required_literals)
+            .collect();
         set.by_class = CLASSES
             .all
             .iter()

@@ -636,7 +636,11 @@ fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<St
         for l in lits {
             let text = std::str::from_utf8(l.as_bytes()).ok()?;
             // Case folding beyond ASCII is not substring-preserving: keep the ASCII core.
-            let lit = if text.is_ascii() { text.to_ascii_lowercase() } else { super::prefilter::ascii_core(text) };
+            let lit = if text.is_ascii() {
+                text.to_ascii_lowercase()
+            } else {
+                super::prefilter::ascii_core(text)
+            };
             if lit.len() < super::prefilter::MIN_LITERAL {
                 out.clear();
                 break;
@@ -1066,10 +1070,25 @@ mod tests {
 
     #[test]
     fn regex_literals_bound_matches() {
-        assert_eq!(regex_literals("mimi(katz|dogz)", (false, false, false)), Some(vec!["mimidogz".into(), "mimikatz".into()]));
-        assert_eq!(regex_literals(r"\s-enc\s", (false, false, false)), None, "class prefix and suffix");
-        assert_eq!(regex_literals(r"\d+\.exe$", (false, false, false)), Some(vec![".exe".into()]), "suffix");
-        assert_eq!(regex_literals("ab", (false, false, false)), None, "too short");
+        assert_eq!(
+            regex_literals("mimi(katz|dogz)", (false, false, false)),
+            Some(vec!["mimidogz".into(), "mimikatz".into()])
+        );
+        assert_eq!(
+            regex_literals(r"\s-enc\s", (false, false, false)),
+            None,
+            "class prefix and suffix"
+        );
+        assert_eq!(
+            regex_literals(r"\d+\.exe$", (false, false, false)),
+            Some(vec![".exe".into()]),
+            "suffix"
+        );
+        assert_eq!(
+            regex_literals("ab", (false, false, false)),
+            None,
+            "too short"
+        );
         let l = regex_literals("Invoke-", (true, false, false)).unwrap();
         assert!(l.iter().all(|x| "invoke-".starts_with(x.as_str())), "{l:?}");
     }
@@ -1188,10 +1207,16 @@ mod tests {
             x % n
         };
         for _ in 0..20_000 {
-            let pat: String = (0..next(7)).map(|_| ['a', 'b', '*', '?'][next(4) as usize]).collect();
+            let pat: String = (0..next(7))
+                .map(|_| ['a', 'b', '*', '?'][next(4) as usize])
+                .collect();
             let hay: String = (0..next(9)).map(|_| ['a', 'b'][next(2) as usize]).collect();
             let toks = glob_tokens(&pat);
-            assert_eq!(glob_bytes(&toks, hay.as_bytes()), glob_chars(&toks, &hay), "{pat:?} on {hay:?}");
+            assert_eq!(
+                glob_bytes(&toks, hay.as_bytes()),
+                glob_chars(&toks, &hay),
+                "{pat:?} on {hay:?}"
+            );
         }
     }
 

@@ -107,7 +107,8 @@ impl IndexBuilder {
             .into_iter()
             .enumerate()
             .map(|(f, lits)| {
-                let mut ordered: Vec<(u32, String)> = lits.into_iter().map(|(l, i)| (i, l)).collect();
+                let mut ordered: Vec<(u32, String)> =
+                    lits.into_iter().map(|(l, i)| (i, l)).collect();
                 ordered.sort();
                 FieldIndex {
                     name: std::mem::take(&mut names[f]),
@@ -126,7 +127,8 @@ fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<AhoCorasick> {
         return None;
     }
     let mut b = AhoCorasickBuilder::new();
-    b.ascii_case_insensitive(true).match_kind(MatchKind::Standard);
+    b.ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard);
     // A DFA is fastest per byte but its size grows with the set: large sets use the contiguous
     // NFA, which measured as fast on them at a fraction of the memory.
     if lits.len() <= DFA_MAX_LITERALS {
@@ -150,6 +152,9 @@ pub struct LiteralIndex {
     fields: Vec<FieldIndex>,
 }
 
+/// A scanned field and its literal hits: (field, [(literal, flags)] sorted by literal).
+type FieldHits = (u32, Vec<(u32, u8)>);
+
 /// One event's view of the index: which rules' needs are met (computed up front, scanning only
 /// the literals rules need), and per field the literal tests' hits (computed the first time a
 /// candidate rule asks, then shared by every rule).
@@ -158,7 +163,7 @@ pub struct EventScan<'a> {
     fc: &'a FieldCache<'a>,
     needed: Vec<u64>,
     /// (field, [(literal, flags)] sorted by literal), per field scanned so far.
-    hits: RefCell<Vec<(u32, Vec<(u32, u8)>)>>,
+    hits: RefCell<Vec<FieldHits>>,
 }
 
 impl<'a> EventScan<'a> {
@@ -180,7 +185,9 @@ impl<'a> EventScan<'a> {
                 }
             };
             if let Some(ac) = &n.ac {
-                scan_value(ac, value, n.field.is_empty(), &mut |lit, _| mark(&n.lit_rules[lit as usize]));
+                scan_value(ac, value, n.field.is_empty(), &mut |lit, _| {
+                    mark(&n.lit_rules[lit as usize])
+                });
             }
             if !n.numbers.is_empty() {
                 visit_numbers(value, &mut |x| {
@@ -200,9 +207,10 @@ impl<'a> EventScan<'a> {
 
     /// Flags of literal `lit` in field `field` (0: not found); scans the field on first use.
     pub fn flags(&self, field: u32, lit: u32) -> u8 {
-        let find = |hits: &[(u32, Vec<(u32, u8)>)]| {
+        let find = |hits: &[FieldHits]| {
             hits.iter().find(|(f, _)| *f == field).map(|(_, v)| {
-                v.binary_search_by_key(&lit, |(l, _)| *l).map_or(0, |i| v[i].1)
+                v.binary_search_by_key(&lit, |(l, _)| *l)
+                    .map_or(0, |i| v[i].1)
             })
         };
         if let Some(flags) = find(&self.hits.borrow()) {
@@ -322,7 +330,8 @@ impl ClassFilter {
         let needs = by_field
             .into_iter()
             .map(|(field, needs)| {
-                let (mut lits, mut lit_rules, mut numbers) = (Vec::new(), Vec::new(), HashMap::new());
+                let (mut lits, mut lit_rules, mut numbers) =
+                    (Vec::new(), Vec::new(), HashMap::new());
                 for (need, positions) in needs {
                     match need {
                         Need::Literal(_, l) => {
@@ -465,11 +474,19 @@ mod tests {
         let scan = EventScan::new(&idx, &class, &fc);
         assert_eq!(scan.flags(img, exe), ANYWHERE | AT_END);
         assert_eq!(class.candidates(&scan), vec![0, 1, 2, 3]);
-        let quiet = Event::with_time(SourceKind::Sysmon, 0, json!({"Image": "cmd.exe x", "EventID": 270}));
+        let quiet = Event::with_time(
+            SourceKind::Sysmon,
+            0,
+            json!({"Image": "cmd.exe x", "EventID": 270}),
+        );
         let fc = FieldCache::new(&quiet);
         let scan = EventScan::new(&idx, &class, &fc);
         assert_eq!(scan.flags(img, exe), 0, "no backslash");
-        assert_eq!(class.candidates(&scan), vec![3], "only the rule without needs");
+        assert_eq!(
+            class.candidates(&scan),
+            vec![3],
+            "only the rule without needs"
+        );
     }
 
     #[test]
