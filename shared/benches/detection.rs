@@ -176,6 +176,21 @@ fn bench(c: &mut Criterion) {
                 }
             }
         }
+        let mut cost: std::collections::BTreeMap<String, std::time::Duration> = Default::default();
+        for _ in 0..20 {
+            for e in &events {
+                for i in all.candidates(e) {
+                    let t = std::time::Instant::now();
+                    black_box(all.rules()[i].matches(e));
+                    *cost.entry(all.rules()[i].meta.title.clone()).or_default() += t.elapsed();
+                }
+            }
+        }
+        let mut c: Vec<_> = cost.into_iter().collect();
+        c.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+        for (t, d) in c.iter().take(15) {
+            eprintln!("cost: {:>8.1} us/event {t}", d.as_secs_f64() * 1e6 / 20.0 / events.len() as f64);
+        }
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         for (t, n) in v.iter().take(25) {

@@ -419,11 +419,16 @@ fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
 pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
     for (from, to) in class.renames {
         if *from == field
-            && let Some(v) = get_field(body, to)
+            && let Some(v) = lookup_unrenamed(class, body, to)
         {
-            return Some(text_value(v));
+            return Some(v);
         }
     }
+    lookup_unrenamed(class, body, field)
+}
+
+/// [`lookup`] without the class's renames (renamed fields are searched like any other).
+fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
     if let Some(v) = get_field(body, field) {
         return Some(text_value(v));
     }
@@ -446,6 +451,30 @@ pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'
     }
     // Cloud shapes: Sentinel columns vs raw exports differ in case and in `properties.` nesting.
     get_ci(body, field).or_else(|| body.get("properties").and_then(|p| get_ci(p, field)))
+}
+
+/// Calls `f(sigma field, value)` for every value [`lookup`] could return for a plain (undotted)
+/// field of a Windows event: top-level keys, `EventData`, `System`, and renamed fields under
+/// their Sigma name. Lets a caller interested in many fields walk the event once instead of
+/// looking each one up. Returns false (and calls nothing) for shapes where [`lookup`] also
+/// searches elsewhere (Defender's spaced names, `UserData`): use [`lookup`] there.
+pub fn windows_values<'a>(class: &EventClass, body: &'a Value, f: &mut impl FnMut(&str, &'a Value)) -> bool {
+    if class.services.first() == Some(&"windefend") || event_part(body, "UserData").is_some() {
+        return false;
+    }
+    for part in [event_part(body, "System"), event_part(body, "EventData"), Some(body)] {
+        if let Some(o) = part.and_then(Value::as_object) {
+            for (k, v) in o {
+                f(k, text_value(v));
+            }
+        }
+    }
+    for (from, to) in class.renames {
+        if let Some(v) = lookup_unrenamed(class, body, to) {
+            f(from, v);
+        }
+    }
+    true
 }
 
 /// Last resort for Windows events: `EventData` names written with spaces (Defender's
@@ -546,6 +575,14 @@ mod tests {
         assert!(c.accepts(Some("windows"), Some("security"), None));
         assert_eq!(lookup(c, &ev, "Image"), Some(&json!("C:\\x\\cmd.exe")));
         assert_eq!(lookup(c, &ev, "CommandLine"), Some(&json!("cmd /c")));
+        let dumped = json!({"Event": {"System": {"EventID": 4688, "Channel": "Security"},
+                            "EventData": {"NewProcessName": "C:\\y.exe"}}});
+        let c = class(SourceKind::WindowsSecurity, &dumped);
+        assert_eq!(lookup(c, &dumped, "Image"), Some(&json!("C:\\y.exe")), "renames reach EventData");
+        let mut seen = Vec::new();
+        assert!(windows_values(c, &dumped, &mut |k, v| seen.push((k.to_string(), v.clone()))));
+        assert!(seen.contains(&("Image".to_string(), json!("C:\\y.exe"))));
+        assert!(seen.contains(&("EventID".to_string(), json!(4688))));
         let logon = json!({"Event": {"System": {"EventID": {"#text": 4624}, "Channel": "Security"}, "EventData": {"LogonType": 3}}});
         let c = class(SourceKind::WindowsSecurity, &logon);
         assert!(!c.accepts(None, None, Some("process_creation")));

@@ -175,15 +175,7 @@ impl<'a> EventScan<'a> {
                 needed[p as usize / 64] |= 1 << (p % 64);
             }
         };
-        for n in &class.needs {
-            let value = if n.field.is_empty() {
-                &fc.ev.body
-            } else {
-                match fc.get(&n.field).value {
-                    Some(v) => v,
-                    None => continue,
-                }
-            };
+        let mut scan_need = |n: &NeedIndex, value: &Value| {
             if let Some(ac) = &n.ac {
                 scan_value(ac, value, n.field.is_empty(), &mut |lit, _| {
                     mark(&n.lit_rules[lit as usize])
@@ -196,6 +188,31 @@ impl<'a> EventScan<'a> {
                     }
                 });
             }
+        };
+        // Windows events: walk the event once for every plain field (most needed fields are
+        // absent, and one walk is cheaper than one failed lookup each). The walk offers every
+        // value a lookup could return, so it finds at least what per-field lookups would.
+        let ev_class = fc.ev.class();
+        let walked = ev_class.windows
+            && !class.by_name.is_empty()
+            && crate::mapping::windows_values(ev_class, &fc.ev.body, &mut |name, value| {
+                if let Some(&i) = class.by_name.get(name) {
+                    scan_need(&class.needs[i], value);
+                }
+            });
+        for n in &class.needs {
+            if walked && n.plain {
+                continue;
+            }
+            let value = if n.field.is_empty() {
+                &fc.ev.body
+            } else {
+                match fc.get(&n.field).value {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            scan_need(n, value);
         }
         EventScan {
             index,
@@ -289,6 +306,8 @@ impl LiteralIndex {
 struct NeedIndex {
     /// Sigma field name (`""`: every scalar of the event).
     field: String,
+    /// A plain Windows field name, found by walking the event ([`crate::mapping::windows_values`]).
+    plain: bool,
     ac: Option<AhoCorasick>,
     /// Per literal of `ac`: positions (into the class's rules) that need it.
     lit_rules: Vec<Vec<u32>>,
@@ -304,6 +323,8 @@ pub struct ClassFilter {
     /// Positions (into `rules`) evaluated whatever the event holds (no usable need).
     always: Vec<u32>,
     needs: Vec<NeedIndex>,
+    /// Plain need fields by name.
+    by_name: HashMap<String, usize>,
 }
 
 impl ClassFilter {
@@ -327,7 +348,7 @@ impl ClassFilter {
                 }
             }
         }
-        let needs = by_field
+        let needs: Vec<NeedIndex> = by_field
             .into_iter()
             .map(|(field, needs)| {
                 let (mut lits, mut lit_rules, mut numbers) =
@@ -345,16 +366,24 @@ impl ClassFilter {
                 }
                 NeedIndex {
                     field: field.to_owned(),
+                    plain: !field.is_empty() && !field.contains('.') && field != "Provider_Name",
                     ac: automaton(lits.into_iter()),
                     lit_rules,
                     numbers,
                 }
             })
             .collect();
+        let by_name = needs
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.plain)
+            .map(|(i, n)| (n.field.clone(), i))
+            .collect();
         ClassFilter {
             rules,
             always,
             needs,
+            by_name,
         }
     }
 
