@@ -189,7 +189,10 @@ fn bench(c: &mut Criterion) {
         let mut c: Vec<_> = cost.into_iter().collect();
         c.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
         for (t, d) in c.iter().take(15) {
-            eprintln!("cost: {:>8.1} us/event {t}", d.as_secs_f64() * 1e6 / 20.0 / events.len() as f64);
+            eprintln!(
+                "cost: {:>8.1} us/event {t}",
+                d.as_secs_f64() * 1e6 / 20.0 / events.len() as f64
+            );
         }
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));

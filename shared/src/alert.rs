@@ -132,12 +132,19 @@ pub struct Alert {
     /// Distinct values counted (for `value_count` rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distinct: Option<u64>,
+    /// Matching events of this group while it was suppressed after its previous alert.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
     /// Events behind the alert, oldest first, at most [`MAX_EVIDENCE`].
     pub evidence: Vec<EvidenceRef>,
     /// Node that raised the alert (filled in by the runtime).
     pub node: String,
     /// Lease epoch (fencing token) the node held for the force when it raised the alert.
     pub epoch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Most evidence references carried by one alert; `count` still says how many events there were.

@@ -4,14 +4,17 @@
 //! and the events applied in stream order: the runtime persists [`ForceState::take_changes`] in the
 //! same atomic batch as the stream cursor, so a crash replays to exactly the same state and alerts.
 //!
-//! Semantics (this spine's subset; the stateful correlation work extends them):
-//! - Windows slide on event time: a group counts the events with time in `[t - timespan, t]`,
-//!   where `t` is the newest event time seen in the group. The alert's window is that interval;
-//!   `first_seen`/`last_seen` are the times of the oldest and newest events counted.
-//! - After a correlation fires, its group's window is cleared, so the next alert needs a fresh
-//!   set of events that meets the condition again.
+//! Semantics (decided and explained in `docs/correlation-semantics.md`):
+//! - Windows slide on event time: a group considers the events with time in `[t - timespan, t]`,
+//!   where `t` is the newest event time seen in the group.
+//! - `event_count`/`value_count` fire when the count (distinct count) meets the condition;
+//!   `temporal` when every referenced rule matched in the window, `temporal_ordered` when they
+//!   matched in the listed order (the latest occurrence of the first rule starts a sequence).
+//! - After firing, a group is suppressed until `t + suppress` (default: the timespan): matching
+//!   events are still counted into the window but raise nothing, and the next alert of the group
+//!   carries how many there were. Count windows and sequences restart empty after an alert.
 //! - Events missing a group-by field (or the counted field of `value_count`) are not counted.
-//! - Groups with no event newer than `watermark - timespan` are removed.
+//! - Groups with nothing newer than `watermark - timespan` and no running suppression are removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -34,10 +37,30 @@ struct Entry {
     value: Option<String>,
 }
 
-/// The window of one (correlation, group) pair.
+/// The state of one (correlation, group) pair.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct GroupWindow {
+    /// Counted events (count kinds), oldest first.
     entries: VecDeque<Entry>,
+    /// Latest event per referenced rule (temporal kinds), in the rules' order.
+    steps: Vec<Option<Entry>>,
+    /// Quiet until this event time (inclusive) after an alert.
+    suppress_until: Option<i64>,
+    /// Matching events while quiet.
+    suppressed: u64,
+}
+
+impl GroupWindow {
+    fn newest(&self) -> Option<i64> {
+        let steps = self.steps.iter().flatten().map(|e| e.t).max();
+        self.entries.back().map(|e| e.t).max(steps)
+    }
+
+    fn is_idle(&self, now: i64) -> bool {
+        self.entries.is_empty()
+            && self.steps.iter().all(Option::is_none)
+            && self.suppress_until.is_none_or(|u| u < now)
+    }
 }
 
 /// Identifies one group: correlation rule id and canonical group key.
@@ -132,27 +155,43 @@ impl ForceState {
         out: &mut Vec<Alert>,
     ) {
         self.watermark_ms = self.watermark_ms.max(ev.time_ms);
-        let mut corrs: Vec<usize> = Vec::new();
+        // (correlation, position of the matched rule in its `rules`)
+        let mut hits: Vec<(usize, usize)> = Vec::new();
         for r in rules.matching(ev) {
             let rule = &rules.rules()[r];
             if rule.emits {
                 out.push(detection_alert(rule.meta.clone(), force, seq, ev.time_ms));
             }
-            corrs.extend_from_slice(rules.correlations_of(r));
+            for &c in rules.correlations_of(r) {
+                let corr = &rules.correlations()[c];
+                for (pos, _) in corr.rules.iter().enumerate().filter(|(_, x)| **x == r) {
+                    hits.push((c, pos));
+                }
+            }
         }
-        corrs.sort_unstable();
-        corrs.dedup();
-        for c in corrs {
-            self.count(&rules.correlations()[c], force, seq, ev, out);
+        hits.sort_unstable();
+        hits.dedup();
+        let mut i = 0;
+        while i < hits.len() {
+            let c = hits[i].0;
+            let positions: Vec<usize> = hits[i..]
+                .iter()
+                .take_while(|h| h.0 == c)
+                .map(|h| h.1)
+                .collect();
+            i += positions.len();
+            self.correlate(&rules.correlations()[c], &positions, force, seq, ev, out);
         }
         if self.watermark_ms - self.last_sweep_ms >= SWEEP_EVERY_MS {
             self.expire(rules);
         }
     }
 
-    fn count(
+    /// Feeds one event, which matched the rules at `positions` of `corr.rules`, to its group.
+    fn correlate(
         &mut self,
         corr: &CompiledCorrelation,
+        positions: &[usize],
         force: &ForceId,
         seq: u64,
         ev: &Event,
@@ -177,48 +216,93 @@ impl ForceState {
             rule: corr.meta.id.clone(),
             key,
         };
+        let t = ev.time_ms;
+        let entry = Entry { t, seq, value };
         let win = self.groups.entry(id.clone()).or_default();
-        // Insert in event-time order (stable for equal times: stream order).
-        let pos = win
-            .entries
-            .iter()
-            .rposition(|e| e.t <= ev.time_ms)
-            .map_or(0, |p| p + 1);
-        win.entries.insert(
-            pos,
-            Entry {
-                t: ev.time_ms,
-                seq,
-                value,
-            },
-        );
-        let newest = win.entries.back().map_or(ev.time_ms, |e| e.t);
-        while win
-            .entries
-            .front()
-            .is_some_and(|e| e.t < newest - corr.timespan_ms)
-        {
-            win.entries.pop_front();
+        let quiet = win.suppress_until.is_some_and(|u| t <= u);
+        if quiet {
+            win.suppressed += 1;
         }
-        let events = win.entries.len() as u64;
-        let distinct = match corr.kind {
-            CorrelationKind::EventCount => None,
-            CorrelationKind::ValueCount => Some(
-                win.entries
+        let fired: Option<(Vec<Entry>, u64, Option<u64>)> = match corr.kind {
+            CorrelationKind::EventCount | CorrelationKind::ValueCount => {
+                // Insert in event-time order (stable for equal times: stream order).
+                let pos = win
+                    .entries
                     .iter()
-                    .filter_map(|e| e.value.as_deref())
-                    .collect::<BTreeSet<_>>()
-                    .len() as u64,
-            ),
+                    .rposition(|e| e.t <= t)
+                    .map_or(0, |p| p + 1);
+                win.entries.insert(pos, entry);
+                let newest = win.entries.back().map_or(t, |e| e.t);
+                while win
+                    .entries
+                    .front()
+                    .is_some_and(|e| e.t < newest - corr.timespan_ms)
+                {
+                    win.entries.pop_front();
+                }
+                let events = win.entries.len() as u64;
+                let distinct = (corr.kind == CorrelationKind::ValueCount).then(|| {
+                    win.entries
+                        .iter()
+                        .filter_map(|e| e.value.as_deref())
+                        .collect::<BTreeSet<_>>()
+                        .len() as u64
+                });
+                (!quiet && corr.holds(distinct.unwrap_or(events) as f64)).then(|| {
+                    let all: Vec<Entry> = win.entries.drain(..).collect();
+                    (all, events, distinct)
+                })
+            }
+            CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
+                if win.steps.len() != corr.rules.len() {
+                    win.steps = vec![None; corr.rules.len()];
+                }
+                let ordered = corr.kind == CorrelationKind::TemporalOrdered;
+                for &p in positions {
+                    if !ordered {
+                        win.steps[p] = Some(entry.clone());
+                    } else if p == 0 {
+                        // The latest occurrence of the first rule starts the sequence.
+                        win.steps[0] = Some(entry.clone());
+                        win.steps[1..].iter_mut().for_each(|s| *s = None);
+                    } else if win.steps[p - 1]
+                        .as_ref()
+                        .is_some_and(|prev| prev.seq != seq)
+                    {
+                        win.steps[p] = Some(entry.clone());
+                        win.steps[p + 1..].iter_mut().for_each(|s| *s = None);
+                    }
+                }
+                let oldest_allowed = t - corr.timespan_ms;
+                if ordered {
+                    // A sequence older than the timespan is abandoned.
+                    if win.steps[0].as_ref().is_some_and(|s| s.t < oldest_allowed) {
+                        win.steps.iter_mut().for_each(|s| *s = None);
+                    }
+                } else {
+                    for s in &mut win.steps {
+                        if s.as_ref().is_some_and(|e| e.t < oldest_allowed) {
+                            *s = None;
+                        }
+                    }
+                }
+                let complete = win.steps.iter().all(Option::is_some);
+                (!quiet && complete).then(|| {
+                    let mut all: Vec<Entry> =
+                        win.steps.iter_mut().filter_map(Option::take).collect();
+                    all.sort_by_key(|e| (e.t, e.seq));
+                    let n = all.len() as u64;
+                    (all, n, None)
+                })
+            }
         };
-        let measured = distinct.unwrap_or(events);
-        if corr.holds(measured as f64) {
-            let first = win.entries.front().map_or(ev.time_ms, |e| e.t);
+        if let Some((entries, count, distinct)) = fired {
+            let newest = entries.iter().map(|e| e.t).max().unwrap_or(t).max(t);
+            let first = entries.first().map_or(t, |e| e.t);
+            let first_seq = entries.first().map_or(seq, |e| e.seq);
             let start = newest - corr.timespan_ms;
-            let first_seq = win.entries.front().map_or(seq, |e| e.seq);
-            let skip = win.entries.len().saturating_sub(MAX_EVIDENCE);
-            let evidence = win
-                .entries
+            let skip = entries.len().saturating_sub(MAX_EVIDENCE);
+            let evidence = entries
                 .iter()
                 .skip(skip)
                 .map(|e| EvidenceRef {
@@ -235,17 +319,18 @@ impl ForceState {
                 group,
                 window_start: format_ms(start),
                 window_end: format_ms(newest),
-                count: events,
+                count,
                 first_seen: format_ms(first),
                 last_seen: format_ms(newest),
                 distinct,
+                suppressed: std::mem::take(&mut win.suppressed),
                 evidence,
                 node: String::new(),
                 epoch: 0,
             });
-            win.entries.clear();
+            win.suppress_until = Some(newest + corr.suppress_ms);
         }
-        if win.entries.is_empty() {
+        if win.is_idle(self.watermark_ms) {
             self.groups.remove(&id);
         }
         self.dirty.insert(id);
@@ -263,7 +348,8 @@ impl ForceState {
         let dirty = &mut self.dirty;
         self.groups.retain(|id, win| {
             let span = spans.get(id.rule.as_str()).copied().unwrap_or(0);
-            let keep = win.entries.back().is_some_and(|e| e.t >= wm - span);
+            let keep = win.newest().is_some_and(|t| t >= wm - span)
+                || win.suppress_until.is_some_and(|u| u >= wm);
             if !keep {
                 dirty.insert(id.clone());
             }
@@ -318,6 +404,7 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         first_seen: format_ms(t),
         last_seen: format_ms(t),
         distinct: None,
+        suppressed: 0,
         evidence: vec![EvidenceRef {
             seq,
             time: format_ms(t),
@@ -390,25 +477,144 @@ level: medium
     }
 
     #[test]
-    fn brute_force_fires_once_per_window_fill() {
+    fn brute_force_fires_then_is_suppressed_then_rearms() {
         let rs = rules();
-        let evs: Vec<_> = (0..12)
+        // 12 failures 10 s apart, then 6 more after the 10-minute suppression has run out.
+        let mut evs: Vec<_> = (0..12)
             .map(|i| fail("bob", "1.1.1.1", T0 + i * 10_000))
             .collect();
+        evs.extend((0..6).map(|i| fail("bob", "1.1.1.1", T0 + 1_000_000 + i * 10_000)));
         let alerts = run(&rs, &evs);
         let brute: Vec<_> = alerts.iter().filter(|a| a.rule.id == "brute").collect();
-        assert_eq!(brute.len(), 2, "12 failures fire at the 5th and 10th");
+        assert_eq!(brute.len(), 2, "one alert per attack burst: {brute:#?}");
         assert_eq!(brute[0].count, 5);
+        assert_eq!(brute[0].suppressed, 0);
         assert_eq!(brute[0].group.get("user").unwrap(), "bob");
         assert_eq!(
             brute[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5]
         );
+        // Failures 6..12 fell in the suppression (quiet until the 5th + 10 min); the window slid
+        // past them, refilled from the 13th, and the next alert reports the 7 suppressed.
+        assert_eq!(brute[1].suppressed, 7);
+        assert_eq!(brute[1].evidence.first().map(|e| e.seq), Some(13));
         assert_ne!(brute[0].id, brute[1].id);
         assert!(
             alerts.iter().all(|a| a.rule.id != "failed"),
             "referenced rule is silent"
         );
+    }
+
+    const SEQUENCES: &str = r#"
+title: failed
+id: failed
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 50126}, condition: s}
+---
+title: success
+id: success
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 0}, condition: s}
+---
+title: mfa denied
+id: mfa
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 500121}, condition: s}
+---
+title: failure then success
+id: fail_then_success
+correlation: {type: temporal_ordered, rules: [failed, success], group-by: [user], timespan: 5m}
+level: high
+---
+title: failure and mfa denial, any order
+id: fail_and_mfa
+correlation: {type: temporal, rules: [failed, mfa], group-by: [user], timespan: 5m, suppress: 1h}
+level: medium
+"#;
+
+    fn signin(user: &str, code: &str, t: i64) -> Event {
+        Event::with_time(
+            SourceKind::EntraSignin,
+            t,
+            json!({"resultType": code, "user": user, "ip": "1.1.1.1"}),
+        )
+    }
+
+    fn sequences() -> RuleSet {
+        let docs = parse_rules("s.yml", SEQUENCES)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        rs
+    }
+
+    fn fired<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a Alert> {
+        alerts.iter().filter(|a| a.rule.id == id).collect()
+    }
+
+    #[test]
+    fn temporal_ordered_needs_the_order_and_the_timespan() {
+        let rs = sequences();
+        let ok = run(
+            &rs,
+            &[signin("bob", "50126", T0), signin("bob", "0", T0 + 60_000)],
+        );
+        let a = fired(&ok, "fail_then_success");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].count, 2);
+        assert_eq!(
+            a[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let reversed = run(
+            &rs,
+            &[signin("bob", "0", T0), signin("bob", "50126", T0 + 60_000)],
+        );
+        assert!(
+            fired(&reversed, "fail_then_success").is_empty(),
+            "wrong order"
+        );
+        let slow = run(
+            &rs,
+            &[signin("bob", "50126", T0), signin("bob", "0", T0 + 600_000)],
+        );
+        assert!(
+            fired(&slow, "fail_then_success").is_empty(),
+            "outside the timespan"
+        );
+        let other = run(
+            &rs,
+            &[signin("bob", "50126", T0), signin("eve", "0", T0 + 1_000)],
+        );
+        assert!(
+            fired(&other, "fail_then_success").is_empty(),
+            "different group"
+        );
+    }
+
+    #[test]
+    fn temporal_any_order_and_custom_suppression() {
+        let rs = sequences();
+        let evs = [
+            signin("bob", "500121", T0),
+            signin("bob", "50126", T0 + 1_000),
+            // Within the 1 h suppression: counted, not raised.
+            signin("bob", "500121", T0 + 600_000),
+            signin("bob", "50126", T0 + 601_000),
+        ];
+        let alerts = run(&rs, &evs);
+        let a = fired(&alerts, "fail_and_mfa");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].evidence.len(), 2);
+        let mut later = evs.to_vec();
+        later.push(signin("bob", "500121", T0 + 7_200_000));
+        later.push(signin("bob", "50126", T0 + 7_201_000));
+        let alerts = run(&rs, &later);
+        let a = fired(&alerts, "fail_and_mfa");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].suppressed, 2);
     }
 
     #[test]

@@ -458,11 +458,19 @@ fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Opt
 /// their Sigma name. Lets a caller interested in many fields walk the event once instead of
 /// looking each one up. Returns false (and calls nothing) for shapes where [`lookup`] also
 /// searches elsewhere (Defender's spaced names, `UserData`): use [`lookup`] there.
-pub fn windows_values<'a>(class: &EventClass, body: &'a Value, f: &mut impl FnMut(&str, &'a Value)) -> bool {
+pub fn windows_values<'a>(
+    class: &EventClass,
+    body: &'a Value,
+    f: &mut impl FnMut(&str, &'a Value),
+) -> bool {
     if class.services.first() == Some(&"windefend") || event_part(body, "UserData").is_some() {
         return false;
     }
-    for part in [event_part(body, "System"), event_part(body, "EventData"), Some(body)] {
+    for part in [
+        event_part(body, "System"),
+        event_part(body, "EventData"),
+        Some(body),
+    ] {
         if let Some(o) = part.and_then(Value::as_object) {
             for (k, v) in o {
                 f(k, text_value(v));
@@ -578,9 +586,14 @@ mod tests {
         let dumped = json!({"Event": {"System": {"EventID": 4688, "Channel": "Security"},
                             "EventData": {"NewProcessName": "C:\\y.exe"}}});
         let c = class(SourceKind::WindowsSecurity, &dumped);
-        assert_eq!(lookup(c, &dumped, "Image"), Some(&json!("C:\\y.exe")), "renames reach EventData");
+        assert_eq!(
+            lookup(c, &dumped, "Image"),
+            Some(&json!("C:\\y.exe")),
+            "renames reach EventData"
+        );
         let mut seen = Vec::new();
-        assert!(windows_values(c, &dumped, &mut |k, v| seen.push((k.to_string(), v.clone()))));
+        assert!(windows_values(c, &dumped, &mut |k, v| seen
+            .push((k.to_string(), v.clone()))));
         assert!(seen.contains(&("Image".to_string(), json!("C:\\y.exe"))));
         assert!(seen.contains(&("EventID".to_string(), json!(4688))));
         let logon = json!({"Event": {"System": {"EventID": {"#text": 4624}, "Channel": "Security"}, "EventData": {"LogonType": 3}}});

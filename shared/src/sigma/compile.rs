@@ -277,6 +277,8 @@ pub struct CompiledCorrelation {
     pub condition: Vec<(CmpOp, f64)>,
     /// Field counted by `value_count`.
     pub field: Option<String>,
+    /// How long a group stays quiet after it fired.
+    pub suppress_ms: i64,
 }
 
 impl CompiledCorrelation {
@@ -547,6 +549,7 @@ impl RuleSet {
                 timespan_ms: spec.timespan_ms,
                 condition: spec.condition.clone(),
                 field: spec.field.clone(),
+                suppress_ms: spec.suppress_ms.unwrap_or(spec.timespan_ms),
             });
         }
         (set, errors)

@@ -120,6 +120,10 @@ pub enum CorrelationKind {
     EventCount,
     /// Count distinct values of `field` per group.
     ValueCount,
+    /// Every referenced rule matches within the timespan, in any order.
+    Temporal,
+    /// Every referenced rule matches within the timespan, in the listed order.
+    TemporalOrdered,
 }
 
 impl CorrelationKind {
@@ -128,6 +132,8 @@ impl CorrelationKind {
         match self {
             CorrelationKind::EventCount => "event_count",
             CorrelationKind::ValueCount => "value_count",
+            CorrelationKind::Temporal => "temporal",
+            CorrelationKind::TemporalOrdered => "temporal_ordered",
         }
     }
 }
@@ -180,6 +186,9 @@ pub struct CorrelationSpec {
     pub field: Option<String>,
     /// Whether referenced rules also raise their own alerts.
     pub generate: bool,
+    /// nmc extension `suppress`: how long a group stays quiet after it fired (default: the
+    /// timespan).
+    pub suppress_ms: Option<i64>,
 }
 
 fn err(origin: &str, id: Option<&str>, kind: RuleErrorKind) -> RuleError {
@@ -445,10 +454,9 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
     let kind = match get("type").and_then(scalar_string).as_deref() {
         Some("event_count") => CorrelationKind::EventCount,
         Some("value_count") => CorrelationKind::ValueCount,
-        Some(
-            other @ ("temporal" | "temporal_ordered" | "value_sum" | "value_avg"
-            | "value_percentile"),
-        ) => {
+        Some("temporal") => CorrelationKind::Temporal,
+        Some("temporal_ordered") => CorrelationKind::TemporalOrdered,
+        Some(other @ ("value_sum" | "value_avg" | "value_percentile")) => {
             return Err(unsupported(format!(
                 "correlation type `{other}` (arrives with stateful correlation)"
             )));
@@ -474,6 +482,10 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         .or_else(|| get("timeframe"))
         .and_then(scalar_string)
         .ok_or_else(|| invalid("correlation without `timespan`"))?;
+    let temporal = matches!(
+        kind,
+        CorrelationKind::Temporal | CorrelationKind::TemporalOrdered
+    );
     let condition = match get("condition") {
         Some(Yaml::Mapping(c)) => c
             .iter()
@@ -495,9 +507,10 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             })
             .filter_map(Result::transpose)
             .collect::<Result<Vec<_>, _>>()?,
+        None if temporal => Vec::new(),
         _ => return Err(invalid("correlation without a `condition` mapping")),
     };
-    if condition.is_empty() {
+    if condition.is_empty() && !temporal {
         return Err(invalid("correlation condition has no operator"));
     }
     let field = get("condition")
@@ -515,6 +528,10 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         condition,
         field,
         generate: get("generate").and_then(Yaml::as_bool).unwrap_or(false),
+        suppress_ms: get("suppress")
+            .and_then(scalar_string)
+            .map(|s| parse_timespan(&s))
+            .transpose()?,
     })
 }
 
@@ -587,11 +604,11 @@ level: high
         assert!(matches!(&r[0], Err(e) if matches!(e.kind, RuleErrorKind::Invalid(_))));
         let r = parse_rules(
             "b.yml",
-            "title: x\nid: 1\ncorrelation: {type: temporal, rules: [a], timespan: 1m, condition: {gte: 1}}\n",
+            "title: x\nid: 1\ncorrelation: {type: value_sum, rules: [a], timespan: 1m, condition: {gte: 1}}\n",
         );
         let e = r[0].as_ref().unwrap_err();
         assert!(matches!(e.kind, RuleErrorKind::Unsupported(_)), "{e}");
-        assert!(e.to_string().contains("temporal"));
+        assert!(e.to_string().contains("value_sum"));
         let r = parse_rules("c.yml", "title: [unclosed\n");
         assert!(r[0].is_err());
     }
