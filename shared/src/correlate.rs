@@ -25,7 +25,7 @@ use crate::alert::{Alert, EvidenceRef, MAX_EVIDENCE, alert_id};
 use crate::event::Event;
 use crate::force::ForceId;
 use crate::sigma::parse::CorrelationKind;
-use crate::sigma::{CompiledCorrelation, RuleSet};
+use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 use crate::time::format_ms;
 
@@ -155,39 +155,50 @@ impl ForceState {
         out: &mut Vec<Alert>,
     ) {
         self.watermark_ms = self.watermark_ms.max(ev.time_ms);
-        // (correlation, position of the matched rule in its `rules`)
-        let mut hits: Vec<(usize, usize)> = Vec::new();
+        // (rank, correlation, position of the input in its `inputs`): a correlation runs after
+        // the correlations it counts, so that their firing on this event reaches it.
+        let mut queue: BTreeSet<(usize, usize, usize)> = BTreeSet::new();
+        let feed = |queue: &mut BTreeSet<(usize, usize, usize)>, c: usize, input: Input| {
+            let corr = &rules.correlations()[c];
+            for (pos, _) in corr.inputs.iter().enumerate().filter(|(_, x)| **x == input) {
+                queue.insert((corr.rank, c, pos));
+            }
+        };
         for r in rules.matching(ev) {
             let rule = &rules.rules()[r];
             if rule.emits {
                 out.push(detection_alert(rule.meta.clone(), force, seq, ev.time_ms));
             }
             for &c in rules.correlations_of(r) {
-                let corr = &rules.correlations()[c];
-                for (pos, _) in corr.rules.iter().enumerate().filter(|(_, x)| **x == r) {
-                    hits.push((c, pos));
-                }
+                feed(&mut queue, c, Input::Rule(r));
             }
         }
-        hits.sort_unstable();
-        hits.dedup();
-        let mut i = 0;
-        while i < hits.len() {
-            let c = hits[i].0;
-            let positions: Vec<usize> = hits[i..]
-                .iter()
-                .take_while(|h| h.0 == c)
-                .map(|h| h.1)
-                .collect();
-            i += positions.len();
-            self.correlate(&rules.correlations()[c], &positions, force, seq, ev, out);
+        while let Some((rank, c, pos)) = queue.pop_first() {
+            let mut positions = vec![pos];
+            while let Some(&(r2, c2, p2)) = queue.first() {
+                if (r2, c2) != (rank, c) {
+                    break;
+                }
+                positions.push(p2);
+                queue.pop_first();
+            }
+            let corr = &rules.correlations()[c];
+            if let Some(alert) = self.correlate(corr, &positions, force, seq, ev) {
+                if corr.emits {
+                    out.push(alert);
+                }
+                for &d in rules.correlations_of_correlation(c) {
+                    feed(&mut queue, d, Input::Correlation(c));
+                }
+            }
         }
         if self.watermark_ms - self.last_sweep_ms >= SWEEP_EVERY_MS {
             self.expire(rules);
         }
     }
 
-    /// Feeds one event, which matched the rules at `positions` of `corr.rules`, to its group.
+    /// Feeds one event, which matched the inputs at `positions` of `corr.inputs`, to its group;
+    /// returns the alert if the correlation fires.
     fn correlate(
         &mut self,
         corr: &CompiledCorrelation,
@@ -195,19 +206,18 @@ impl ForceState {
         force: &ForceId,
         seq: u64,
         ev: &Event,
-        out: &mut Vec<Alert>,
-    ) {
+    ) -> Option<Alert> {
         let mut group = BTreeMap::new();
         for f in &corr.group_by {
             match ev.field(f).and_then(value_text) {
                 Some(v) => group.insert(f.clone(), v),
-                None => return,
+                None => return None,
             };
         }
         let value = match (&corr.kind, &corr.field) {
             (CorrelationKind::ValueCount, Some(f)) => match ev.field(f).and_then(value_text) {
                 Some(v) => Some(v),
-                None => return,
+                None => return None,
             },
             _ => None,
         };
@@ -254,8 +264,8 @@ impl ForceState {
                 })
             }
             CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
-                if win.steps.len() != corr.rules.len() {
-                    win.steps = vec![None; corr.rules.len()];
+                if win.steps.len() != corr.inputs.len() {
+                    win.steps = vec![None; corr.inputs.len()];
                 }
                 let ordered = corr.kind == CorrelationKind::TemporalOrdered;
                 for &p in positions {
@@ -296,6 +306,7 @@ impl ForceState {
                 })
             }
         };
+        let mut alert = None;
         if let Some((entries, count, distinct)) = fired {
             let newest = entries.iter().map(|e| e.t).max().unwrap_or(t).max(t);
             let first = entries.first().map_or(t, |e| e.t);
@@ -312,7 +323,7 @@ impl ForceState {
                     line: None,
                 })
                 .collect();
-            out.push(Alert {
+            alert = Some(Alert {
                 id: alert_id(&corr.meta.id, force, &id.key, start, newest, first_seq),
                 force: force.clone(),
                 rule: corr.meta.clone(),
@@ -334,6 +345,7 @@ impl ForceState {
             self.groups.remove(&id);
         }
         self.dirty.insert(id);
+        alert
     }
 
     /// Removes groups whose newest event is older than their rule's timespan before the watermark.
@@ -552,6 +564,85 @@ level: medium
 
     fn fired<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a Alert> {
         alerts.iter().filter(|a| a.rule.id == id).collect()
+    }
+
+    /// The specification's example of a correlation of a correlation: ten failed logons of a user
+    /// within ten minutes (`event_count`, silent) followed by a successful logon of that user
+    /// (`temporal_ordered`).
+    #[test]
+    fn spec_example_failed_logins_then_success() {
+        let text = include_str!("../../tests/data/sigma-specification/spec_example_15.yml");
+        let docs = parse_rules("spec_example_15.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let logon = |user: &str, eid: u32, t: i64| {
+            Event::with_time(
+                SourceKind::WindowsSecurity,
+                t,
+                json!({"EventID": eid, "Channel": "Security", "User": user}),
+            )
+        };
+        let mut evs: Vec<Event> = (0..10)
+            .map(|i| logon("bob", 4625, T0 + i * 20_000))
+            .collect();
+        evs.push(logon("bob", 4624, T0 + 300_000));
+        let alerts = run(&rs, &evs);
+        assert_eq!(
+            alerts.len(),
+            1,
+            "only the chained correlation alerts: {alerts:#?}"
+        );
+        let a = &alerts[0];
+        assert_eq!(
+            a.rule.title,
+            "Correlation - Multiple Failed Logins Followed by Successful Login"
+        );
+        assert_eq!(a.group.get("User").map(String::as_str), Some("bob"));
+        assert_eq!(
+            a.evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![10, 11],
+            "the 10th failure completed the count"
+        );
+        // Nine failures are not enough; a success without failures neither; another user neither.
+        let mut nine: Vec<Event> = (0..9)
+            .map(|i| logon("bob", 4625, T0 + i * 20_000))
+            .collect();
+        nine.push(logon("bob", 4624, T0 + 300_000));
+        assert!(run(&rs, &nine).is_empty());
+        let mut other: Vec<Event> = (0..10)
+            .map(|i| logon("bob", 4625, T0 + i * 20_000))
+            .collect();
+        other.push(logon("eve", 4624, T0 + 300_000));
+        assert!(run(&rs, &other).is_empty());
+    }
+
+    #[test]
+    fn correlation_cycles_and_missing_references_are_rejected() {
+        let text = r#"
+title: a
+id: a
+correlation: {type: event_count, rules: [b], timespan: 1m, condition: {gte: 1}}
+---
+title: b
+id: b
+correlation: {type: event_count, rules: [a], timespan: 1m, condition: {gte: 1}}
+---
+title: c
+id: c
+correlation: {type: event_count, rules: [nothing], timespan: 1m, condition: {gte: 1}}
+"#;
+        let docs = parse_rules("c.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(rs.correlations().is_empty());
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e.to_string().contains("cycle")));
+        assert!(errs.iter().any(|e| e.to_string().contains("nothing")));
     }
 
     #[test]

@@ -260,15 +260,29 @@ impl CompiledRule {
     }
 }
 
-/// A compiled correlation rule over detection rules.
+/// An input of a correlation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// A detection rule (index into [`RuleSet::rules`]).
+    Rule(usize),
+    /// Another correlation firing (index into [`RuleSet::correlations`]).
+    Correlation(usize),
+}
+
+/// A compiled correlation rule over detection rules and other correlations.
 #[derive(Debug, Clone)]
 pub struct CompiledCorrelation {
     /// Metadata copied into alerts.
     pub meta: RuleRef,
     /// Type.
     pub kind: CorrelationKind,
-    /// Indices of the detection rules it counts.
-    pub rules: Vec<usize>,
+    /// What it counts: detection rules and other correlations, in the listed order.
+    pub inputs: Vec<Input>,
+    /// Whether it raises its own alerts (false when another correlation uses it without
+    /// `generate: true`).
+    pub emits: bool,
+    /// 0 for correlations of detection rules; one more than the highest input otherwise.
+    pub rank: usize,
     /// Group-by fields.
     pub group_by: Vec<String>,
     /// Window length.
@@ -296,6 +310,7 @@ pub struct RuleSet {
     by_class: Vec<ClassFilter>,
     index: LiteralIndex,
     corr_of_rule: Vec<Vec<usize>>,
+    corr_of_corr: Vec<Vec<usize>>,
 }
 
 fn rule_ref(doc: &RuleDoc, kind: &str) -> RuleRef {
@@ -506,53 +521,147 @@ impl RuleSet {
                 ClassFilter::new(rules, &requirements)
             })
             .collect();
-        set.corr_of_rule = vec![Vec::new(); set.rules.len()];
-        for doc in corr_docs {
+        set.link_correlations(corr_docs, &mut errors);
+        (set, errors)
+    }
+
+    /// Resolves correlation references (to detection rules or to other correlations, by id or
+    /// name, in any order across files), drops correlations with missing references or cycles,
+    /// and ranks the rest so that a correlation runs after the ones it counts.
+    fn link_correlations(&mut self, docs: Vec<RuleDoc>, errors: &mut Vec<RuleError>) {
+        let err = |doc: &RuleDoc, msg: String| RuleError {
+            origin: doc.origin.clone(),
+            id: Some(doc.id.clone()),
+            kind: RuleErrorKind::Invalid(msg),
+        };
+        let find_corr = |r: &str| {
+            docs.iter()
+                .position(|d| d.id == r || d.name.as_deref() == Some(r))
+        };
+        // Inputs per document; None when a reference is missing.
+        let mut inputs: Vec<Option<Vec<Input>>> = Vec::new();
+        for doc in &docs {
             let RuleBody::Correlation(spec) = &doc.body else {
                 unreachable!()
             };
-            let mut rules = Vec::new();
+            let mut ins = Vec::new();
             let mut missing = Vec::new();
             for r in &spec.rules {
-                match set
+                let rule = self
                     .rules
                     .iter()
-                    .position(|x| x.meta.id == *r || x.name.as_deref() == Some(r.as_str()))
-                {
-                    Some(i) => rules.push(i),
-                    None => missing.push(r.clone()),
+                    .position(|x| x.meta.id == *r || x.name.as_deref() == Some(r.as_str()));
+                match (rule, find_corr(r)) {
+                    (Some(i), _) => ins.push(Input::Rule(i)),
+                    (None, Some(j)) => ins.push(Input::Correlation(j)),
+                    (None, None) => missing.push(r.clone()),
                 }
             }
-            if !missing.is_empty() {
+            if missing.is_empty() {
+                inputs.push(Some(ins));
+            } else {
                 errors.push(err(
-                    &doc,
-                    RuleErrorKind::Invalid(format!(
-                        "references rules that are not loaded: {} (correlations of correlations \
-                         arrive with stateful correlation)",
+                    doc,
+                    format!(
+                        "references rules that are not loaded: {}",
                         missing.join(", ")
-                    )),
+                    ),
                 ));
-                continue;
+                inputs.push(None);
             }
-            let ci = set.correlations.len();
-            for &r in &rules {
-                set.corr_of_rule[r].push(ci);
-                if !spec.generate {
-                    set.rules[r].emits = false;
+        }
+        // Rank by depth; a correlation on a cycle, or on a dropped one, is dropped too.
+        let mut rank: Vec<Option<usize>> = vec![None; docs.len()];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..docs.len() {
+                let (None, Some(ins)) = (rank[i], &inputs[i]) else {
+                    continue;
+                };
+                let mut r = 0;
+                let mut ready = true;
+                for input in ins {
+                    if let Input::Correlation(j) = input {
+                        match rank[*j] {
+                            Some(rj) => r = r.max(rj + 1),
+                            None => ready = false,
+                        }
+                    }
+                }
+                if ready {
+                    rank[i] = Some(r);
+                    changed = true;
                 }
             }
-            set.correlations.push(CompiledCorrelation {
-                meta: rule_ref(&doc, spec.kind.as_str()),
-                kind: spec.kind,
-                rules,
-                group_by: spec.group_by.clone(),
-                timespan_ms: spec.timespan_ms,
-                condition: spec.condition.clone(),
-                field: spec.field.clone(),
-                suppress_ms: spec.suppress_ms.unwrap_or(spec.timespan_ms),
-            });
         }
-        (set, errors)
+        let mut index: Vec<Option<usize>> = vec![None; docs.len()];
+        for (i, doc) in docs.iter().enumerate() {
+            if inputs[i].is_some() && rank[i].is_none() {
+                errors.push(err(
+                    doc,
+                    "references a correlation that is on a cycle or not loaded".into(),
+                ));
+            }
+            if rank[i].is_some() {
+                index[i] = Some(self.correlations.len());
+                let RuleBody::Correlation(spec) = &doc.body else {
+                    unreachable!()
+                };
+                self.correlations.push(CompiledCorrelation {
+                    meta: rule_ref(doc, spec.kind.as_str()),
+                    kind: spec.kind,
+                    inputs: Vec::new(),
+                    emits: true,
+                    rank: rank[i].unwrap_or(0),
+                    group_by: spec.group_by.clone(),
+                    timespan_ms: spec.timespan_ms,
+                    condition: spec.condition.clone(),
+                    field: spec.field.clone(),
+                    suppress_ms: spec.suppress_ms.unwrap_or(spec.timespan_ms),
+                });
+            }
+        }
+        self.corr_of_rule = vec![Vec::new(); self.rules.len()];
+        self.corr_of_corr = vec![Vec::new(); self.correlations.len()];
+        for (i, doc) in docs.iter().enumerate() {
+            let (Some(ci), Some(ins)) = (index[i], &inputs[i]) else {
+                continue;
+            };
+            let RuleBody::Correlation(spec) = &doc.body else {
+                unreachable!()
+            };
+            let ins: Vec<Input> = ins
+                .iter()
+                .map(|x| match x {
+                    Input::Correlation(j) => {
+                        Input::Correlation(index[*j].expect("ranked inputs are kept"))
+                    }
+                    rule => *rule,
+                })
+                .collect();
+            for input in &ins {
+                match *input {
+                    Input::Rule(r) => {
+                        if !self.corr_of_rule[r].contains(&ci) {
+                            self.corr_of_rule[r].push(ci);
+                        }
+                        if !spec.generate {
+                            self.rules[r].emits = false;
+                        }
+                    }
+                    Input::Correlation(c) => {
+                        if !self.corr_of_corr[c].contains(&ci) {
+                            self.corr_of_corr[c].push(ci);
+                        }
+                        if !spec.generate {
+                            self.correlations[c].emits = false;
+                        }
+                    }
+                }
+            }
+            self.correlations[ci].inputs = ins;
+        }
     }
 
     /// Detection rules.
@@ -563,6 +672,11 @@ impl RuleSet {
     /// Correlation rules.
     pub fn correlations(&self) -> &[CompiledCorrelation] {
         &self.correlations
+    }
+
+    /// Correlations that count firings of correlation `corr`.
+    pub fn correlations_of_correlation(&self, corr: usize) -> &[usize] {
+        &self.corr_of_corr[corr]
     }
 
     /// Correlations that count matches of detection rule `rule`.

@@ -13,7 +13,7 @@ pub mod matcher;
 pub mod parse;
 pub mod prefilter;
 
-pub use compile::{CompiledCorrelation, CompiledRule, RuleSet};
+pub use compile::{CompiledCorrelation, CompiledRule, Input, RuleSet};
 pub use matcher::Placeholders;
 pub use parse::{RuleDoc, parse_rules};
 
