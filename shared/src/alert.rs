@@ -109,7 +109,7 @@ pub struct EvidenceRef {
 }
 
 /// A rule firing: the record published to `nmc.alerts.<force>.<level>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Deterministic id (see [`alert_id`]); the `Nats-Msg-Id` of the published alert.
     pub id: Uuid,
@@ -132,6 +132,9 @@ pub struct Alert {
     /// Distinct values counted (for `value_count` rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distinct: Option<u64>,
+    /// The measured value of `value_sum`, `value_avg` and `value_percentile` rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<f64>,
     /// Matching events of this group while it was suppressed after its previous alert.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub suppressed: u64,

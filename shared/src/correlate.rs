@@ -88,6 +88,9 @@ impl GroupId {
     }
 }
 
+/// What a firing group hands to the alert: its events, count, distinct count, measured value.
+type Firing = (Vec<Entry>, u64, Option<u64>, Option<f64>);
+
 /// A change to persist: key and new value, or `None` to delete.
 pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
 
@@ -208,17 +211,35 @@ impl ForceState {
         ev: &Event,
     ) -> Option<Alert> {
         let mut group = BTreeMap::new();
-        for f in &corr.group_by {
-            match ev.field(f).and_then(value_text) {
-                Some(v) => group.insert(f.clone(), v),
+        let fields = &corr.group_fields[positions[0]];
+        for (name, field) in corr.group_by.iter().zip(fields) {
+            match ev.field(field).and_then(value_text) {
+                Some(v) => group.insert(name.clone(), v),
                 None => return None,
             };
         }
-        let value = match (&corr.kind, &corr.field) {
-            (CorrelationKind::ValueCount, Some(f)) => match ev.field(f).and_then(value_text) {
-                Some(v) => Some(v),
-                None => return None,
-            },
+        let value = match &corr.field {
+            Some(f)
+                if !matches!(
+                    corr.kind,
+                    CorrelationKind::Temporal
+                        | CorrelationKind::TemporalOrdered
+                        | CorrelationKind::EventCount
+                ) =>
+            {
+                match ev.field(f).and_then(value_text) {
+                    // Sums and averages count numeric values only.
+                    Some(v)
+                        if !matches!(
+                            corr.kind,
+                            CorrelationKind::ValueSum | CorrelationKind::ValueAvg
+                        ) || v.trim().parse::<f64>().is_ok() =>
+                    {
+                        Some(v)
+                    }
+                    _ => return None,
+                }
+            }
             _ => None,
         };
         let key = group_key(&group);
@@ -227,14 +248,19 @@ impl ForceState {
             key,
         };
         let t = ev.time_ms;
+        let current = value.clone();
         let entry = Entry { t, seq, value };
         let win = self.groups.entry(id.clone()).or_default();
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
             win.suppressed += 1;
         }
-        let fired: Option<(Vec<Entry>, u64, Option<u64>)> = match corr.kind {
-            CorrelationKind::EventCount | CorrelationKind::ValueCount => {
+        let fired: Option<Firing> = match corr.kind {
+            CorrelationKind::EventCount
+            | CorrelationKind::ValueCount
+            | CorrelationKind::ValueSum
+            | CorrelationKind::ValueAvg
+            | CorrelationKind::ValuePercentile => {
                 // Insert in event-time order (stable for equal times: stream order).
                 let pos = win
                     .entries
@@ -258,9 +284,26 @@ impl ForceState {
                         .collect::<BTreeSet<_>>()
                         .len() as u64
                 });
-                (!quiet && corr.holds(distinct.unwrap_or(events) as f64)).then(|| {
+                let numbers = || {
+                    win.entries
+                        .iter()
+                        .filter_map(|e| e.value.as_deref()?.trim().parse::<f64>().ok())
+                };
+                let measured = match corr.kind {
+                    CorrelationKind::ValueSum => Some(numbers().sum::<f64>()),
+                    CorrelationKind::ValueAvg => {
+                        Some(numbers().sum::<f64>() / events.max(1) as f64)
+                    }
+                    CorrelationKind::ValuePercentile => {
+                        let same = win.entries.iter().filter(|e| e.value == current).count();
+                        Some(100.0 * same as f64 / events.max(1) as f64)
+                    }
+                    _ => None,
+                };
+                let m = measured.unwrap_or(distinct.unwrap_or(events) as f64);
+                (!quiet && corr.holds(m)).then(|| {
                     let all: Vec<Entry> = win.entries.drain(..).collect();
-                    (all, events, distinct)
+                    (all, events, distinct, measured)
                 })
             }
             CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
@@ -302,12 +345,12 @@ impl ForceState {
                         win.steps.iter_mut().filter_map(Option::take).collect();
                     all.sort_by_key(|e| (e.t, e.seq));
                     let n = all.len() as u64;
-                    (all, n, None)
+                    (all, n, None, None)
                 })
             }
         };
         let mut alert = None;
-        if let Some((entries, count, distinct)) = fired {
+        if let Some((entries, count, distinct, measured)) = fired {
             let newest = entries.iter().map(|e| e.t).max().unwrap_or(t).max(t);
             let first = entries.first().map_or(t, |e| e.t);
             let first_seq = entries.first().map_or(seq, |e| e.seq);
@@ -334,6 +377,7 @@ impl ForceState {
                 first_seen: format_ms(first),
                 last_seen: format_ms(newest),
                 distinct,
+                measured,
                 suppressed: std::mem::take(&mut win.suppressed),
                 evidence,
                 node: String::new(),
@@ -416,6 +460,7 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         first_seen: format_ms(t),
         last_seen: format_ms(t),
         distinct: None,
+        measured: None,
         suppressed: 0,
         evidence: vec![EvidenceRef {
             seq,
@@ -433,7 +478,7 @@ mod tests {
     use super::*;
     use crate::sigma::parse_rules;
     use crate::source::SourceKind;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const RULES: &str = r#"
 title: failed
@@ -617,6 +662,194 @@ level: medium
             .collect();
         other.push(logon("eve", 4624, T0 + 300_000));
         assert!(run(&rs, &other).is_empty());
+    }
+
+    /// Runs a specification example completed with an id (if it has none) and `base` rules over
+    /// CloudTrail-shaped events (base rules match on the field `kind`), one second apart.
+    fn spec_run(example: &str, base: &str, events: &[Value]) -> Vec<Alert> {
+        let mut text = String::new();
+        for (key, line) in [("title:", "title: example\n"), ("id:", "id: example\n")] {
+            if !example.lines().any(|l| l.starts_with(key)) {
+                text.push_str(line);
+            }
+        }
+        text.push_str(example);
+        text.push('\n');
+        text.push_str(base);
+        let docs = parse_rules("example.yml", &text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let evs: Vec<Event> = events
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Event::with_time(SourceKind::AwsCloudtrail, T0 + i as i64 * 1_000, b.clone())
+            })
+            .collect();
+        run(&rs, &evs)
+            .into_iter()
+            .filter(|a| a.rule.kind != "detection")
+            .collect()
+    }
+
+    /// A base detection rule named `name` (and with id `id`) matching events whose `kind` is `name`.
+    fn base(id: &str, name: &str) -> String {
+        format!(
+            "---\ntitle: {name}\nid: {id}\nname: {name}\nlogsource: {{product: aws, service: cloudtrail}}\ndetection: {{s: {{kind: {name}}}, condition: s}}\n"
+        )
+    }
+
+    #[test]
+    fn spec_examples_count_and_value_types() {
+        let ex = |n: &str| {
+            std::fs::read_to_string(format!(
+                "{}/../tests/data/sigma-specification/spec_example_{n}.yml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let failed = base("5638f7c0-ac70-491d-8465-2a65075e0d86", "failed");
+        // 05: 100 failed logins on one computer within an hour.
+        let evs: Vec<Value> = (0..100)
+            .map(|_| json!({"kind": "failed", "ComputerName": "pc1"}))
+            .collect();
+        let a = spec_run(&ex("05"), &failed, &evs);
+        assert_eq!((a.len(), a[0].count), (1, 100));
+        assert!(spec_run(&ex("05"), &failed, &evs[..99]).is_empty());
+        // 06: 100 distinct users failing on one computer/workstation within a day.
+        let evs: Vec<Value> = (0..100)
+            .map(|i| json!({"kind": "failed", "ComputerName": "pc1", "WorkstationName": "ws", "User": format!("u{i}")}))
+            .collect();
+        let a = spec_run(&ex("06"), &failed, &evs);
+        assert_eq!((a.len(), a[0].distinct), (1, Some(100)));
+        let same: Vec<Value> = (0..150).map(|_| json!({"kind": "failed", "ComputerName": "pc1", "WorkstationName": "ws", "User": "u"})).collect();
+        assert!(
+            spec_run(&ex("06"), &failed, &same).is_empty(),
+            "one user, however many times"
+        );
+        // 09: more than 1,000,000 bytes sent to websites by one source/user within an hour.
+        let site = base("website", "website_access");
+        let evs: Vec<Value> = (0..3)
+            .map(|_| json!({"kind": "website_access", "SourceIP": "10.0.0.1", "User": "bob", "bytes_sent": 400_000}))
+            .collect();
+        let a = spec_run(&ex("09"), &site, &evs);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].measured, Some(1_200_000.0));
+        assert!(
+            spec_run(&ex("09"), &site, &evs[..2]).is_empty(),
+            "800,000 is not more than 1,000,000"
+        );
+        // 10: average BytesOut above 500.
+        let r = base("rule_a_id", "rule_a");
+        let small =
+            json!({"kind": "rule_a", "SourceIP": "10.0.0.1", "User": "bob", "BytesOut": 100});
+        let big =
+            json!({"kind": "rule_a", "SourceIP": "10.0.0.1", "User": "bob", "BytesOut": 2000});
+        let a = spec_run(&ex("10"), &r, &[small.clone(), big.clone()]);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].measured, Some(1050.0));
+        assert!(spec_run(&ex("10"), &r, &[small.clone(), small]).is_empty());
+        // 11: a process name that makes up at most 1% of a computer's process creations.
+        let pc = base("pc", "process_creation");
+        let mut evs: Vec<Value> = (0..199).map(|_| json!({"kind": "process_creation", "ComputerName": "pc1", "image": "svchost.exe"})).collect();
+        evs.push(json!({"kind": "process_creation", "ComputerName": "pc1", "image": "evil.exe"}));
+        let a = spec_run(&ex("11"), &pc, &evs);
+        assert_eq!(a.len(), 1, "the rare image");
+        assert_eq!(a[0].measured, Some(0.5));
+        assert_eq!(a[0].evidence.last().map(|e| e.seq), Some(200));
+    }
+
+    #[test]
+    fn spec_examples_temporal_types_and_aliases() {
+        let ex = |n: &str| {
+            std::fs::read_to_string(format!(
+                "{}/../tests/data/sigma-specification/spec_example_{n}.yml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        // 07: three recon commands by one user on one computer within 5 minutes, any order.
+        let recon = [
+            base("a", "recon_cmd_a"),
+            base("b", "recon_cmd_b"),
+            base("c", "recon_cmd_c"),
+        ]
+        .concat();
+        let ev = |k: &str| json!({"kind": k, "ComputerName": "pc1", "User": "bob"});
+        let a = spec_run(
+            &ex("07"),
+            &recon,
+            &[ev("recon_cmd_c"), ev("recon_cmd_a"), ev("recon_cmd_b")],
+        );
+        assert_eq!((a.len(), a[0].count), (1, 3));
+        assert!(spec_run(&ex("07"), &recon, &[ev("recon_cmd_c"), ev("recon_cmd_a")]).is_empty());
+        // 08: many failed logins (a correlation the example leaves out) then a success.
+        let chain = [
+            base("f", "failed_login"),
+            base("s", "successful_login"),
+            "---\ntitle: many\nid: many\nname: many_failed_logins\ncorrelation: {type: event_count, rules: [failed_login], group-by: [User], timespan: 1h, condition: {gte: 3}}\n".to_string(),
+        ]
+        .concat();
+        let ev = |k: &str| json!({"kind": k, "User": "bob"});
+        let a = spec_run(
+            &ex("08"),
+            &chain,
+            &[
+                ev("failed_login"),
+                ev("failed_login"),
+                ev("failed_login"),
+                ev("successful_login"),
+            ],
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].rule.kind, "temporal_ordered");
+        assert!(
+            spec_run(
+                &ex("08"),
+                &chain,
+                &[
+                    ev("successful_login"),
+                    ev("failed_login"),
+                    ev("failed_login"),
+                    ev("failed_login")
+                ]
+            )
+            .is_empty()
+        );
+        // 14: aliases: the two rules name the same addresses with different fields.
+        let rules = [
+            base("e", "internal_error"),
+            base("n", "new_network_connection"),
+        ]
+        .concat();
+        let err = json!({"kind": "internal_error", "destination": {"ip": "10.0.0.5"}, "source": {"ip": "8.8.8.8"}});
+        let conn = json!({"kind": "new_network_connection", "source": {"ip": "10.0.0.5"}, "destination": {"ip": "8.8.8.8"}});
+        let a = spec_run(&ex("14"), &rules, &[err.clone(), conn]);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            a[0].group.get("internal_ip").map(String::as_str),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            a[0].group.get("remote_ip").map(String::as_str),
+            Some("8.8.8.8")
+        );
+        let other = json!({"kind": "new_network_connection", "source": {"ip": "10.0.0.6"}, "destination": {"ip": "8.8.8.8"}});
+        assert!(
+            spec_run(&ex("14"), &rules, &[err, other]).is_empty(),
+            "different internal address"
+        );
+        // 01 is an illustration without a type: rejected with that reason.
+        let r = parse_rules("01.yml", &ex("01"));
+        assert!(
+            r[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("without `type`")
+        );
     }
 
     #[test]

@@ -283,6 +283,8 @@ pub struct CompiledCorrelation {
     pub emits: bool,
     /// 0 for correlations of detection rules; one more than the highest input otherwise.
     pub rank: usize,
+    /// Per input position: the event field to read for each `group_by` name (`aliases`).
+    pub group_fields: Vec<Vec<String>>,
     /// Group-by fields.
     pub group_by: Vec<String>,
     /// Window length.
@@ -614,6 +616,22 @@ impl RuleSet {
                     inputs: Vec::new(),
                     emits: true,
                     rank: rank[i].unwrap_or(0),
+                    group_fields: spec
+                        .rules
+                        .iter()
+                        .map(|r| {
+                            spec.group_by
+                                .iter()
+                                .map(|g| {
+                                    spec.aliases
+                                        .get(g)
+                                        .and_then(|per_rule| per_rule.get(r))
+                                        .cloned()
+                                        .unwrap_or_else(|| g.clone())
+                                })
+                                .collect()
+                        })
+                        .collect(),
                     group_by: spec.group_by.clone(),
                     timespan_ms: spec.timespan_ms,
                     condition: spec.condition.clone(),

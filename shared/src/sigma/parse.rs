@@ -1,5 +1,7 @@
 //! Sigma YAML -> rule documents. Keeps every field the engine and the alert need.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_norway::Value as Yaml;
 
@@ -124,6 +126,12 @@ pub enum CorrelationKind {
     Temporal,
     /// Every referenced rule matches within the timespan, in the listed order.
     TemporalOrdered,
+    /// Sum of the numeric `field` per group.
+    ValueSum,
+    /// Average of the numeric `field` per group.
+    ValueAvg,
+    /// How common the event's `field` value is in its group (percent of the group's events).
+    ValuePercentile,
 }
 
 impl CorrelationKind {
@@ -134,6 +142,9 @@ impl CorrelationKind {
             CorrelationKind::ValueCount => "value_count",
             CorrelationKind::Temporal => "temporal",
             CorrelationKind::TemporalOrdered => "temporal_ordered",
+            CorrelationKind::ValueSum => "value_sum",
+            CorrelationKind::ValueAvg => "value_avg",
+            CorrelationKind::ValuePercentile => "value_percentile",
         }
     }
 }
@@ -189,6 +200,8 @@ pub struct CorrelationSpec {
     /// nmc extension `suppress`: how long a group stays quiet after it fired (default: the
     /// timespan).
     pub suppress_ms: Option<i64>,
+    /// `aliases`: group-by name -> referenced rule (id or name) -> event field.
+    pub aliases: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn err(origin: &str, id: Option<&str>, kind: RuleErrorKind) -> RuleError {
@@ -456,16 +469,33 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         Some("value_count") => CorrelationKind::ValueCount,
         Some("temporal") => CorrelationKind::Temporal,
         Some("temporal_ordered") => CorrelationKind::TemporalOrdered,
-        Some(other @ ("value_sum" | "value_avg" | "value_percentile")) => {
-            return Err(unsupported(format!(
-                "correlation type `{other}` (arrives with stateful correlation)"
-            )));
-        }
+        Some("value_sum") => CorrelationKind::ValueSum,
+        Some("value_avg") => CorrelationKind::ValueAvg,
+        Some("value_percentile") => CorrelationKind::ValuePercentile,
         Some(other) => return Err(invalid(format!("unknown correlation type `{other}`"))),
         None => return Err(invalid("correlation without `type`")),
     };
-    if get("aliases").is_some() {
-        return Err(unsupported("correlation `aliases`"));
+    let mut aliases = BTreeMap::new();
+    if let Some(a) = get("aliases") {
+        let a = a
+            .as_mapping()
+            .ok_or_else(|| invalid("`aliases` is not a mapping"))?;
+        for (name, per_rule) in a {
+            let name = scalar_string(name).ok_or_else(|| invalid("alias name is not a string"))?;
+            let per_rule = per_rule.as_mapping().ok_or_else(|| {
+                invalid(format!("alias `{name}` is not a mapping of rule to field"))
+            })?;
+            let mut fields = BTreeMap::new();
+            for (rule, field) in per_rule {
+                let (Some(rule), Some(field)) = (scalar_string(rule), scalar_string(field)) else {
+                    return Err(invalid(format!(
+                        "alias `{name}`: rule and field must be strings"
+                    )));
+                };
+                fields.insert(rule, field);
+            }
+            aliases.insert(name, fields);
+        }
     }
     let list = |k: &str| -> Vec<String> {
         match get(k) {
@@ -517,8 +547,11 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         .and_then(|c| c.get("field"))
         .or_else(|| get("field"))
         .and_then(scalar_string);
-    if kind == CorrelationKind::ValueCount && field.is_none() {
-        return Err(invalid("value_count correlation without `condition.field`"));
+    if !temporal && kind != CorrelationKind::EventCount && field.is_none() {
+        return Err(invalid(format!(
+            "{} correlation without `condition.field`",
+            kind.as_str()
+        )));
     }
     Ok(CorrelationSpec {
         kind,
@@ -532,6 +565,7 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             .and_then(scalar_string)
             .map(|s| parse_timespan(&s))
             .transpose()?,
+        aliases,
     })
 }
 
@@ -607,8 +641,14 @@ level: high
             "title: x\nid: 1\ncorrelation: {type: value_sum, rules: [a], timespan: 1m, condition: {gte: 1}}\n",
         );
         let e = r[0].as_ref().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("value_sum correlation without `condition.field`"),
+            "{e}"
+        );
+        let r = parse_rules("b2.yml", "title: x\nid: 1\naction: global\n");
+        let e = r[0].as_ref().unwrap_err();
         assert!(matches!(e.kind, RuleErrorKind::Unsupported(_)), "{e}");
-        assert!(e.to_string().contains("value_sum"));
         let r = parse_rules("c.yml", "title: [unclosed\n");
         assert!(r[0].is_err());
     }
