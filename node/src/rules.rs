@@ -79,3 +79,21 @@ pub fn load_with(
 pub fn is_correlation(doc: &RuleDoc) -> bool {
     matches!(doc.body, RuleBody::Correlation(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules nmc ships (identity, cloud and bench) all load and compile.
+    #[test]
+    fn shipped_rules_compile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules");
+        let (set, errors) = load(&[dir]).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            set.correlations().len() >= 8,
+            "{}",
+            set.correlations().len()
+        );
+    }
+}

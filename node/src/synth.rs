@@ -249,7 +249,7 @@ pub fn generate(s: &Scenario, seed: u64, start_ms: i64) -> Vec<Value> {
                 "Office 365 Exchange Online",
                 "IMAP4",
                 0,
-                CITIES[0],
+                CITIES[u % CITIES.len()],
                 "GB",
             ),
         ));

@@ -48,18 +48,31 @@ struct GroupWindow {
     suppress_until: Option<i64>,
     /// Matching events while quiet.
     suppressed: u64,
+    /// `new_term`: values seen, and when the group was first seen (end of learning follows).
+    seen: BTreeSet<String>,
+    since: Option<i64>,
+    /// `impossible_travel`: the previous sighting and its coordinates.
+    last_place: Option<(Entry, f64, f64)>,
 }
 
 impl GroupWindow {
     fn newest(&self) -> Option<i64> {
         let steps = self.steps.iter().flatten().map(|e| e.t).max();
-        self.entries.back().map(|e| e.t).max(steps)
+        let place = self.last_place.as_ref().map(|(e, _, _)| e.t);
+        self.entries
+            .back()
+            .map(|e| e.t)
+            .max(steps)
+            .max(place)
+            .max(self.since)
     }
 
     fn is_idle(&self, now: i64) -> bool {
         self.entries.is_empty()
             && self.steps.iter().all(Option::is_none)
             && self.suppress_until.is_none_or(|u| u < now)
+            && self.seen.is_empty()
+            && self.last_place.is_none()
     }
 }
 
@@ -225,6 +238,7 @@ impl ForceState {
                     CorrelationKind::Temporal
                         | CorrelationKind::TemporalOrdered
                         | CorrelationKind::EventCount
+                        | CorrelationKind::ImpossibleTravel
                 ) =>
             {
                 match ev.field(f).and_then(value_text) {
@@ -304,6 +318,38 @@ impl ForceState {
                 (!quiet && corr.holds(m)).then(|| {
                     let all: Vec<Entry> = win.entries.drain(..).collect();
                     (all, events, distinct, measured)
+                })
+            }
+            CorrelationKind::NewTerm => {
+                let v = entry.value.clone().unwrap_or_default();
+                let since = *win.since.get_or_insert(t);
+                let learning = t < since + corr.detector.learning_ms;
+                let new = win.seen.insert(v);
+                (new && !learning && !quiet).then(|| (vec![entry], 1, None, None))
+            }
+            CorrelationKind::ImpossibleTravel => {
+                let coord = |f: &Option<String>| {
+                    f.as_deref()
+                        .and_then(|f| ev.field(f))
+                        .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+                };
+                let (Some(lat), Some(lon)) = (
+                    coord(&corr.detector.latitude),
+                    coord(&corr.detector.longitude),
+                ) else {
+                    return None;
+                };
+                let previous = win.last_place.replace((entry.clone(), lat, lon));
+                previous.and_then(|(prev, plat, plon)| {
+                    let km = haversine_km(plat, plon, lat, lon);
+                    let hours = ((t - prev.t).abs() as f64 / 3_600_000.0).max(1.0 / 60.0);
+                    let fast =
+                        km >= corr.detector.min_distance_km && km / hours > corr.detector.speed_kmh;
+                    (fast && !quiet).then(|| {
+                        let mut both = vec![prev, entry.clone()];
+                        both.sort_by_key(|e| (e.t, e.seq));
+                        (both, 2, None, Some((km / hours).round()))
+                    })
                 })
             }
             CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
@@ -423,6 +469,15 @@ impl ForceState {
             })
             .collect()
     }
+}
+
+/// Great-circle distance in kilometres.
+fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
 }
 
 /// Text of a field value for grouping and distinct counting.
@@ -850,6 +905,100 @@ level: medium
                 .to_string()
                 .contains("without `type`")
         );
+    }
+
+    const DETECTORS: &str = r#"
+title: success
+id: success
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 0}, condition: s}
+---
+title: new country
+id: new_country
+correlation: {type: new_term, rules: [success], group-by: [user], field: country, learning: 1d}
+level: medium
+---
+title: impossible travel
+id: travel
+correlation: {type: impossible_travel, rules: [success], group-by: [user], latitude: lat, longitude: lon, speed: 900, min_distance: 300}
+level: high
+"#;
+
+    fn at(user: &str, country: &str, lat: f64, lon: f64, t: i64) -> Event {
+        Event::with_time(
+            SourceKind::EntraSignin,
+            t,
+            json!({"resultType": "0", "user": user, "country": country, "lat": lat, "lon": lon}),
+        )
+    }
+
+    fn detectors() -> RuleSet {
+        let docs = parse_rules("d.yml", DETECTORS)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        rs
+    }
+
+    const DAY: i64 = 86_400_000;
+    const LONDON: (f64, f64) = (51.507, -0.128);
+    const MANCHESTER: (f64, f64) = (53.480, -2.242);
+    const MOSCOW: (f64, f64) = (55.756, 37.617);
+
+    #[test]
+    fn new_term_learns_then_alerts_once_per_new_value() {
+        let rs = detectors();
+        let evs = [
+            at("bob", "GB", LONDON.0, LONDON.1, T0),
+            at("bob", "FR", LONDON.0, LONDON.1, T0 + DAY / 2), // learning: FR joins the baseline
+            at("bob", "GB", LONDON.0, LONDON.1, T0 + 2 * DAY),
+            at("bob", "FR", LONDON.0, LONDON.1, T0 + 3 * DAY), // known
+            at("bob", "RU", LONDON.0, LONDON.1, T0 + 4 * DAY), // new: alert
+            at("bob", "RU", LONDON.0, LONDON.1, T0 + 5 * DAY), // now known
+            at("eve", "RU", LONDON.0, LONDON.1, T0 + 5 * DAY), // eve is still learning
+        ];
+        let alerts = run(&rs, &evs);
+        let new: Vec<_> = fired(&alerts, "new_country");
+        assert_eq!(new.len(), 1, "{new:#?}");
+        assert_eq!(new[0].evidence[0].seq, 5);
+        assert_eq!(new[0].group.get("user").map(String::as_str), Some("bob"));
+    }
+
+    #[test]
+    fn impossible_travel_needs_distance_and_speed() {
+        let rs = detectors();
+        // London then Moscow (2,500 km) one hour later: ~2,500 km/h.
+        let evs = [
+            at("bob", "GB", LONDON.0, LONDON.1, T0),
+            at("bob", "RU", MOSCOW.0, MOSCOW.1, T0 + 3_600_000),
+        ];
+        let alerts = run(&rs, &evs);
+        let travel = fired(&alerts, "travel");
+        assert_eq!(travel.len(), 1);
+        assert_eq!(
+            travel[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(
+            travel[0].measured.unwrap() > 2000.0,
+            "{:?}",
+            travel[0].measured
+        );
+        // London then Moscow 21 hours later is a trip, not impossible travel.
+        let slow = [
+            at("bob", "GB", LONDON.0, LONDON.1, T0),
+            at("bob", "RU", MOSCOW.0, MOSCOW.1, T0 + 7 * DAY / 8),
+        ];
+        assert!(fired(&run(&rs, &slow), "travel").is_empty());
+        // London then Manchester (260 km) ten minutes later: fast, but under the minimum distance
+        // (VPN egress and geolocation noise).
+        let near = [
+            at("bob", "GB", LONDON.0, LONDON.1, T0),
+            at("bob", "GB", MANCHESTER.0, MANCHESTER.1, T0 + 600_000),
+        ];
+        assert!(fired(&run(&rs, &near), "travel").is_empty());
     }
 
     #[test]

@@ -295,6 +295,8 @@ pub struct CompiledCorrelation {
     pub field: Option<String>,
     /// How long a group stays quiet after it fired.
     pub suppress_ms: i64,
+    /// Identity detectors' parameters.
+    pub detector: super::parse::DetectorSpec,
 }
 
 impl CompiledCorrelation {
@@ -636,7 +638,12 @@ impl RuleSet {
                     timespan_ms: spec.timespan_ms,
                     condition: spec.condition.clone(),
                     field: spec.field.clone(),
-                    suppress_ms: spec.suppress_ms.unwrap_or(spec.timespan_ms),
+                    suppress_ms: spec.suppress_ms.unwrap_or(match spec.kind {
+                        // A new value or a jump is one finding each, not a burst to quieten.
+                        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel => 0,
+                        _ => spec.timespan_ms,
+                    }),
+                    detector: spec.detector.clone(),
                 });
             }
         }

@@ -132,6 +132,10 @@ pub enum CorrelationKind {
     ValueAvg,
     /// How common the event's `field` value is in its group (percent of the group's events).
     ValuePercentile,
+    /// nmc: a `field` value never seen for the group, after a learning period.
+    NewTerm,
+    /// nmc: two consecutive events of a group too far apart for the time between them.
+    ImpossibleTravel,
 }
 
 impl CorrelationKind {
@@ -145,6 +149,8 @@ impl CorrelationKind {
             CorrelationKind::ValueSum => "value_sum",
             CorrelationKind::ValueAvg => "value_avg",
             CorrelationKind::ValuePercentile => "value_percentile",
+            CorrelationKind::NewTerm => "new_term",
+            CorrelationKind::ImpossibleTravel => "impossible_travel",
         }
     }
 }
@@ -202,6 +208,23 @@ pub struct CorrelationSpec {
     pub suppress_ms: Option<i64>,
     /// `aliases`: group-by name -> referenced rule (id or name) -> event field.
     pub aliases: BTreeMap<String, BTreeMap<String, String>>,
+    /// Identity detectors' parameters (`new_term`, `impossible_travel`).
+    pub detector: DetectorSpec,
+}
+
+/// Parameters of nmc's identity detectors, from the `correlation` section.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectorSpec {
+    /// `new_term`: how long each group only learns its values (`learning`, default 14d).
+    pub learning_ms: i64,
+    /// `impossible_travel`: latitude field.
+    pub latitude: Option<String>,
+    /// `impossible_travel`: longitude field.
+    pub longitude: Option<String>,
+    /// `impossible_travel`: fastest plausible speed, km/h (`speed`, default 900).
+    pub speed_kmh: f64,
+    /// `impossible_travel`: shorter distances never alert, km (`min_distance`, default 300).
+    pub min_distance_km: f64,
 }
 
 fn err(origin: &str, id: Option<&str>, kind: RuleErrorKind) -> RuleError {
@@ -472,6 +495,8 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         Some("value_sum") => CorrelationKind::ValueSum,
         Some("value_avg") => CorrelationKind::ValueAvg,
         Some("value_percentile") => CorrelationKind::ValuePercentile,
+        Some("new_term") => CorrelationKind::NewTerm,
+        Some("impossible_travel") => CorrelationKind::ImpossibleTravel,
         Some(other) => return Err(invalid(format!("unknown correlation type `{other}`"))),
         None => return Err(invalid("correlation without `type`")),
     };
@@ -508,14 +533,25 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
     if rules.is_empty() {
         return Err(invalid("correlation without `rules`"));
     }
+    let detector_kind = matches!(
+        kind,
+        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel
+    );
     let timespan = get("timespan")
         .or_else(|| get("timeframe"))
         .and_then(scalar_string)
+        // Detectors remember longer: a baseline (new_term) or the last location (travel).
+        .or_else(|| match kind {
+            CorrelationKind::NewTerm => Some("90d".into()),
+            CorrelationKind::ImpossibleTravel => Some("1d".into()),
+            _ => None,
+        })
         .ok_or_else(|| invalid("correlation without `timespan`"))?;
-    let temporal = matches!(
-        kind,
-        CorrelationKind::Temporal | CorrelationKind::TemporalOrdered
-    );
+    let temporal = detector_kind
+        || matches!(
+            kind,
+            CorrelationKind::Temporal | CorrelationKind::TemporalOrdered
+        );
     let condition = match get("condition") {
         Some(Yaml::Mapping(c)) => c
             .iter()
@@ -547,6 +583,16 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         .and_then(|c| c.get("field"))
         .or_else(|| get("field"))
         .and_then(scalar_string);
+    if kind == CorrelationKind::NewTerm && field.is_none() {
+        return Err(invalid("new_term correlation without `field`"));
+    }
+    if kind == CorrelationKind::ImpossibleTravel
+        && (get("latitude").is_none() || get("longitude").is_none())
+    {
+        return Err(invalid(
+            "impossible_travel correlation without `latitude` and `longitude`",
+        ));
+    }
     if !temporal && kind != CorrelationKind::EventCount && field.is_none() {
         return Err(invalid(format!(
             "{} correlation without `condition.field`",
@@ -566,6 +612,17 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             .map(|s| parse_timespan(&s))
             .transpose()?,
         aliases,
+        detector: DetectorSpec {
+            learning_ms: get("learning")
+                .and_then(scalar_string)
+                .map(|s| parse_timespan(&s))
+                .transpose()?
+                .unwrap_or(14 * 86_400_000),
+            latitude: get("latitude").and_then(scalar_string),
+            longitude: get("longitude").and_then(scalar_string),
+            speed_kmh: get("speed").and_then(Yaml::as_f64).unwrap_or(900.0),
+            min_distance_km: get("min_distance").and_then(Yaml::as_f64).unwrap_or(300.0),
+        },
     })
 }
 
