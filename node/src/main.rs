@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use nmc_node::cli::{
-    AlertsCmd, Cli, Cmd, DlqCmd, RulesCmd, bench, generate, hunt, replay, rules_check, tail,
+    AlertsCmd, Cli, Cmd, DlqCmd, RulesCmd, bench, generate, hunt, replay, rules_check, state, tail,
 };
 use nmc_node::config::Config;
 use nmc_node::{runtime, telemetry};
@@ -13,6 +13,7 @@ fn main() -> Result<()> {
     // Offline commands need no runtime.
     match cli.cmd {
         Cmd::Hunt(a) => return exit_on_error(telemetry::init("warn").and_then(|_| hunt::run(a))),
+        Cmd::State { cmd } => return exit_on_error(state::run(cmd)),
         Cmd::Rules {
             cmd: RulesCmd::Check(a),
         } => match rules_check::run(a) {
@@ -48,7 +49,7 @@ fn main() -> Result<()> {
                 let local = tokio::task::LocalSet::new();
                 local.run_until(bench::run(a)).await
             }
-            Cmd::Hunt(_) | Cmd::Rules { .. } => unreachable!("handled above"),
+            Cmd::Hunt(_) | Cmd::Rules { .. } | Cmd::State { .. } => unreachable!("handled above"),
         }
     });
     tel.shutdown();

@@ -60,6 +60,12 @@ impl Store {
         Ok(ForceStore { tree })
     }
 
+    /// Flushes everything written so far, blocking (command-line tools only).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Flushes everything written so far (on sled's own threads).
     pub async fn flush(&self) -> Result<()> {
         self.db.flush_async().await?;
@@ -210,6 +216,44 @@ impl ForceStore {
             b.remove(k);
         }
         self.tree.apply_batch(b)?;
+        Ok(())
+    }
+}
+
+impl ForceStore {
+    /// The whole state of the force, at its cursor (see [`nmc_shared::state::Checkpoint`]).
+    pub fn export(&self, force: &ForceId) -> Result<nmc_shared::state::Checkpoint> {
+        let entries = self
+            .tree
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()?;
+        Ok(nmc_shared::state::Checkpoint {
+            force: force.to_string(),
+            seq: self.cursor()?,
+            entries,
+        })
+    }
+
+    /// Replaces the force's state by a checkpoint, atomically.
+    pub fn import(&self, force: &ForceId, c: &nmc_shared::state::Checkpoint) -> Result<()> {
+        anyhow::ensure!(
+            c.force == force.as_str(),
+            "checkpoint is of force `{}`, not `{force}`",
+            c.force
+        );
+        let mut b = sled::Batch::default();
+        for k in self.tree.iter().keys() {
+            b.remove(k?);
+        }
+        for (k, v) in &c.entries {
+            b.insert(k.as_slice(), v.as_slice());
+        }
+        self.tree.apply_batch(b)?;
+        anyhow::ensure!(
+            self.cursor()? == c.seq,
+            "checkpoint cursor does not match its entries"
+        );
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod hunt;
 pub mod replay;
 pub mod rules_check;
+pub mod state;
 pub mod tail;
 
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// Run rules over exported logs offline; alerts to stdout as JSON lines.
     Hunt(hunt::HuntArgs),
+    /// Force state: export and import checkpoints.
+    State {
+        /// What to do with state.
+        #[command(subcommand)]
+        cmd: state::StateCmd,
+    },
     /// Sigma rules.
     Rules {
         /// What to do with rules.
