@@ -9,6 +9,7 @@
 //! record number (`file << 40 | line`), which keeps alert ids deterministic for the same inputs
 //! and lets evidence be traced back without a table.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -124,9 +125,14 @@ pub struct HuntStats {
     pub undetected: u64,
     /// Records that are not valid events (bad JSON, no time, ...).
     pub bad: u64,
+    /// Events more than the lateness behind the newest time seen (applied as they came).
+    pub late: u64,
     /// Alerts raised.
     pub alerts: u64,
 }
+
+/// Events waiting in the reorder buffer, by (event time, packed file and line).
+type Pending = BTreeMap<(i64, u64), Event>;
 
 /// A hunt over files: rules, one correlation state, and where each record came from.
 pub struct Hunt {
@@ -134,6 +140,7 @@ pub struct Hunt {
     state: ForceState,
     force: ForceId,
     source: Option<SourceKind>,
+    lateness_ms: i64,
     files: Vec<String>,
     /// Counters so far.
     pub stats: HuntStats,
@@ -147,6 +154,7 @@ impl Hunt {
             state: ForceState::new(),
             force,
             source,
+            lateness_ms: 5 * 60_000,
             files: Vec::new(),
             stats: HuntStats::default(),
         }
@@ -154,6 +162,11 @@ impl Hunt {
 
     /// Evaluates one file; `on_alert` gets each alert with evidence naming file and line, and
     /// `on_problem` each record that could not be evaluated.
+    ///
+    /// Events are applied in event-time order (ties in file order) through a reorder buffer that
+    /// holds each event until the newest time seen is `lateness` past it, so input disordered by
+    /// less than the lateness gives the same alerts as sorted input. Events later than that are
+    /// applied as they come and counted as late.
     pub fn file(
         &mut self,
         path: &Path,
@@ -164,7 +177,8 @@ impl Hunt {
         let name = path.display().to_string();
         self.files.push(name.clone());
         self.stats.files += 1;
-        let mut out = Vec::new();
+        let mut pending: Pending = BTreeMap::new();
+        let mut newest = i64::MIN;
         for_each_record(path, |line, rec| {
             self.stats.records += 1;
             let body = match rec {
@@ -189,7 +203,30 @@ impl Hunt {
                 }
             };
             self.stats.evaluated += 1;
-            let seq = (idx << LINE_BITS) | line;
+            let horizon = newest.saturating_sub(self.lateness_ms);
+            if ev.time_ms < horizon {
+                self.stats.late += 1;
+            }
+            newest = newest.max(ev.time_ms);
+            pending.insert((ev.time_ms, (idx << LINE_BITS) | line), ev);
+            self.release(
+                &mut pending,
+                newest.saturating_sub(self.lateness_ms),
+                on_alert,
+            );
+        })?;
+        self.release(&mut pending, i64::MAX, on_alert);
+        Ok(())
+    }
+
+    /// Applies buffered events with a time up to `upto`, in (time, file, line) order.
+    fn release(&mut self, pending: &mut Pending, upto: i64, on_alert: &mut dyn FnMut(Alert)) {
+        let mut out = Vec::new();
+        while let Some(entry) = pending.first_entry() {
+            if entry.key().0 > upto {
+                break;
+            }
+            let ((_, seq), ev) = entry.remove_entry();
             self.state
                 .apply(&self.rules, &self.force, seq, &ev, &mut out);
             for mut a in out.drain(..) {
@@ -197,7 +234,13 @@ impl Hunt {
                 self.stats.alerts += 1;
                 on_alert(a);
             }
-        })
+        }
+    }
+
+    /// Sets how far out of event-time order input may be (default 5 minutes).
+    pub fn with_lateness(mut self, ms: i64) -> Self {
+        self.lateness_ms = ms;
+        self
     }
 
     /// Replaces packed sequences in evidence by file and line.
@@ -215,6 +258,57 @@ impl Hunt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disorder_within_the_lateness_gives_the_sorted_alerts() {
+        use crate::synth::{Scenario, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scenario {
+            force: ForceId::new("essex").unwrap(),
+            users: 40,
+            normal: 300,
+            span_ms: 3_600_000,
+            spray: true,
+            brute_force: true,
+            legacy: 2,
+        };
+        let sorted = generate(&s, 3, 1_793_606_400_000);
+        // Swap neighbours: every event moves by at most a few seconds to minutes.
+        let mut shuffled = sorted.clone();
+        for i in (0..shuffled.len() - 1).step_by(2) {
+            shuffled.swap(i, i + 1);
+        }
+        let write = |name: &str, evs: &[Value]| {
+            let p = dir.path().join(name);
+            let text: String = evs.iter().map(|v| format!("{v}\n")).collect();
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules/identity");
+        let run = |file: &Path| {
+            let (rules, errs) = crate::rules::load(std::slice::from_ref(&rules_dir)).unwrap();
+            assert!(errs.is_empty());
+            let mut h = Hunt::new(
+                rules,
+                ForceId::new("essex").unwrap(),
+                Some(SourceKind::EntraSignin),
+            );
+            let mut got = Vec::new();
+            h.file(
+                file,
+                &mut |a| got.push((a.rule.id, a.group, a.count, a.first_seen, a.last_seen)),
+                &mut |_, _, p| panic!("{p}"),
+            )
+            .unwrap();
+            got.sort();
+            (got, h.stats.late)
+        };
+        let (a, _) = run(&write("sorted.jsonl", &sorted));
+        let (b, late) = run(&write("shuffled.jsonl", &shuffled));
+        assert!(a.len() >= 3, "{a:?}");
+        assert_eq!(late, 0);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn reads_every_json_shape() {

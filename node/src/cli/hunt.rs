@@ -27,6 +27,10 @@ pub struct HuntArgs {
     /// TOML file of `%placeholder%` values for `expand` (`name = ["v1", "v2"]`).
     #[arg(long)]
     placeholders: Option<PathBuf>,
+    /// How far out of event-time order the input may be, in seconds (events are reordered
+    /// within this; later ones are applied as they come and counted as late).
+    #[arg(long, default_value_t = 300)]
+    lateness: u64,
     /// Print at most this many per-record problems to stderr.
     #[arg(long, default_value_t = 20)]
     show_problems: u64,
@@ -53,7 +57,8 @@ pub fn run(args: HuntArgs) -> Result<()> {
         anyhow::bail!("no rule loaded from {:?}", args.rules);
     }
     let files = input_files(&args.events)?;
-    let mut hunt = Hunt::new(rules, args.force.clone(), args.source);
+    let mut hunt = Hunt::new(rules, args.force.clone(), args.source)
+        .with_lateness(args.lateness as i64 * 1000);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let progress = std::io::stderr().is_terminal();
@@ -98,13 +103,14 @@ pub fn run(args: HuntArgs) -> Result<()> {
         eprint!("\r");
     }
     eprintln!(
-        "hunt: {} files, {} records, {} evaluated, {} alerts, {} unrecognised, {} bad, {:.2}s",
+        "hunt: {} files, {} records, {} evaluated, {} alerts, {} unrecognised, {} bad, {} late, {:.2}s",
         s.files,
         s.records,
         s.evaluated,
         s.alerts,
         s.undetected,
         s.bad,
+        s.late,
         started.elapsed().as_secs_f64()
     );
     Ok(())

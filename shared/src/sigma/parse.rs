@@ -78,6 +78,8 @@ pub struct DetectionSpec {
     pub selections: Vec<(String, SelectionSpec)>,
     /// Condition expressions (a list means OR).
     pub conditions: Vec<String>,
+    /// Deprecated in-rule aggregation (`... | count() by x > n`) and its `timeframe`.
+    pub aggregation: Option<(String, String)>,
 }
 
 /// One named selection.
@@ -250,16 +252,103 @@ pub fn parse_rules(file: &str, text: &str) -> Vec<Result<RuleDoc, RuleError>> {
         let origin = format!("{file}#{}", i + 1);
         let parsed = match Yaml::deserialize(doc) {
             Ok(Yaml::Null) => continue,
-            Ok(yaml) => parse_doc(&origin, &yaml),
+            Ok(yaml) => parse_doc(&origin, &yaml).and_then(translate_aggregation),
             Err(e) => {
                 out.push(Err(err(&origin, None, invalid(format!("YAML: {e}")))));
                 // A syntax error ends the stream: later documents cannot be located.
                 break;
             }
         };
-        out.push(parsed);
+        match parsed {
+            Ok(docs) => out.extend(docs.into_iter().map(Ok)),
+            Err(e) => out.push(Err(e)),
+        }
     }
     out
+}
+
+/// Splits a rule with a deprecated in-rule aggregation into the equivalent pair: a silent
+/// detection rule (`<id>:base`) and a correlation that keeps the rule's id, title and level.
+fn translate_aggregation(mut doc: RuleDoc) -> Result<Vec<RuleDoc>, RuleError> {
+    let RuleBody::Detection { detection, .. } = &mut doc.body else {
+        return Ok(vec![doc]);
+    };
+    let Some((agg, timeframe)) = detection.aggregation.take() else {
+        return Ok(vec![doc]);
+    };
+    let e = |kind| err(&doc.origin, Some(&doc.id), kind);
+    let (kind, field, group_by, op, n) = parse_aggregation(&agg).map_err(e)?;
+    let base_id = format!("{}:base", doc.id);
+    let mut base = doc.clone();
+    base.id = base_id.clone();
+    base.name = Some(base_id.clone());
+    doc.body = RuleBody::Correlation(CorrelationSpec {
+        kind,
+        rules: vec![base_id],
+        group_by,
+        timespan_ms: parse_timespan(&timeframe).map_err(e)?,
+        condition: vec![(op, n)],
+        field,
+        generate: false,
+        suppress_ms: None,
+        aliases: BTreeMap::new(),
+        detector: DetectorSpec::default(),
+    });
+    Ok(vec![base, doc])
+}
+
+/// A parsed aggregation: type, counted field, group-by fields, operator and threshold.
+type Aggregation = (CorrelationKind, Option<String>, Vec<String>, CmpOp, f64);
+
+/// Reads `count() [by f, g] > n`, `count(field) ...`, `sum(field) ...`, `avg(field) ...`.
+fn parse_aggregation(agg: &str) -> Result<Aggregation, RuleErrorKind> {
+    let bad = || {
+        invalid(format!(
+            "aggregation `{agg}` is not `count(field) by group > n`"
+        ))
+    };
+    let (func, rest) = agg.split_once('(').ok_or_else(bad)?;
+    let (arg, rest) = rest.split_once(')').ok_or_else(bad)?;
+    let arg = arg.trim();
+    let kind = match (func.trim(), arg.is_empty()) {
+        ("count", true) => CorrelationKind::EventCount,
+        ("count", false) => CorrelationKind::ValueCount,
+        ("sum", false) => CorrelationKind::ValueSum,
+        ("avg", false) => CorrelationKind::ValueAvg,
+        (other, _) => return Err(unsupported(format!("aggregation function `{other}`"))),
+    };
+    let ops = [
+        (">=", CmpOp::Gte),
+        ("<=", CmpOp::Lte),
+        ("!=", CmpOp::Neq),
+        ("==", CmpOp::Eq),
+        (">", CmpOp::Gt),
+        ("<", CmpOp::Lt),
+        ("=", CmpOp::Eq),
+    ];
+    let (pos, sym, op) = ops
+        .iter()
+        .filter_map(|(sym, op)| rest.find(sym).map(|p| (p, *sym, *op)))
+        .min_by_key(|(p, sym, _)| (*p, std::cmp::Reverse(sym.len())))
+        .ok_or_else(bad)?;
+    let n: f64 = rest[pos + sym.len()..].trim().parse().map_err(|_| bad())?;
+    let by = rest[..pos].trim();
+    let group_by = match by.strip_prefix("by") {
+        Some(g) => g
+            .split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect(),
+        None if by.is_empty() => Vec::new(),
+        None => return Err(bad()),
+    };
+    Ok((
+        kind,
+        (!arg.is_empty()).then(|| arg.to_owned()),
+        group_by,
+        op,
+        n,
+    ))
 }
 
 fn parse_doc(origin: &str, yaml: &Yaml) -> Result<RuleDoc, RuleError> {
@@ -382,6 +471,7 @@ fn parse_detection(v: &Yaml) -> Result<DetectionSpec, RuleErrorKind> {
         .ok_or_else(|| invalid("`detection` is not a mapping"))?;
     let mut selections = Vec::new();
     let mut conditions = Vec::new();
+    let mut timeframe = None;
     for (k, v) in map {
         let name = k
             .as_str()
@@ -401,9 +491,8 @@ fn parse_detection(v: &Yaml) -> Result<DetectionSpec, RuleErrorKind> {
                 _ => return Err(invalid("condition is not a string")),
             },
             "timeframe" => {
-                return Err(unsupported(
-                    "`timeframe` with aggregation conditions (deprecated; use a correlation rule)",
-                ));
+                timeframe =
+                    Some(scalar_string(v).ok_or_else(|| invalid("`timeframe` is not a string"))?)
             }
             _ => selections.push((name.to_owned(), parse_selection(name, v)?)),
         }
@@ -411,9 +500,21 @@ fn parse_detection(v: &Yaml) -> Result<DetectionSpec, RuleErrorKind> {
     if conditions.is_empty() {
         return Err(invalid("missing `detection.condition`"));
     }
+    // Deprecated aggregation: `<condition> | <aggregation>`, translated by `parse_rules`.
+    let mut aggregation = None;
+    if let [only] = conditions.as_mut_slice()
+        && let Some((cond, agg)) = only.split_once('|')
+    {
+        let tf = timeframe
+            .take()
+            .ok_or_else(|| unsupported("aggregation without `timeframe` (over all time)"))?;
+        aggregation = Some((agg.trim().to_owned(), tf));
+        *only = cond.trim().to_owned();
+    }
     Ok(DetectionSpec {
         selections,
         conditions,
+        aggregation,
     })
 }
 
@@ -708,6 +809,53 @@ level: high
         assert!(matches!(e.kind, RuleErrorKind::Unsupported(_)), "{e}");
         let r = parse_rules("c.yml", "title: [unclosed\n");
         assert!(r[0].is_err());
+    }
+
+    #[test]
+    fn deprecated_aggregations_become_correlations() {
+        let text = "title: many\nid: agg\nlevel: high\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  s: {eventName: ConsoleLogin}\n  timeframe: 10m\n  condition: s | count(userIdentity.arn) by sourceIPAddress > 5\n";
+        let docs: Vec<RuleDoc> = parse_rules("agg.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].id, "agg:base");
+        let RuleBody::Correlation(c) = &docs[1].body else {
+            panic!("{:?}", docs[1].body)
+        };
+        assert_eq!((docs[1].id.as_str(), docs[1].level), ("agg", Level::High));
+        assert_eq!(c.kind, CorrelationKind::ValueCount);
+        assert_eq!(c.field.as_deref(), Some("userIdentity.arn"));
+        assert_eq!(c.group_by, vec!["sourceIPAddress"]);
+        assert_eq!(
+            (c.timespan_ms, c.condition.clone()),
+            (600_000, vec![(CmpOp::Gt, 5.0)])
+        );
+        assert_eq!(c.rules, vec!["agg:base"]);
+        let plain = parse_rules(
+            "p.yml",
+            "title: x\nid: p\nlogsource: {product: aws}\ndetection: {s: {a: b}, timeframe: 1h, condition: s | count() >= 3}\n",
+        );
+        let RuleBody::Correlation(c) = &plain[1].as_ref().unwrap().body else {
+            panic!()
+        };
+        assert_eq!(
+            (c.kind, c.group_by.len(), c.condition.clone()),
+            (CorrelationKind::EventCount, 0, vec![(CmpOp::Gte, 3.0)])
+        );
+        let no_tf = parse_rules(
+            "n.yml",
+            "title: x\nid: n\nlogsource: {product: aws}\ndetection: {s: {a: b}, condition: s | count() > 3}\n",
+        );
+        assert!(matches!(
+            no_tf[0].as_ref().unwrap_err().kind,
+            RuleErrorKind::Unsupported(_)
+        ));
+        let minf = parse_rules(
+            "m.yml",
+            "title: x\nid: m\nlogsource: {product: aws}\ndetection: {s: {a: b}, timeframe: 1h, condition: s | max(x) > 3}\n",
+        );
+        assert!(minf[0].as_ref().unwrap_err().to_string().contains("max"));
     }
 
     #[test]
