@@ -22,15 +22,24 @@ fn rules(correlations: usize) -> RuleSet {
         // Thresholds high enough that groups live through the run instead of firing and clearing.
         let (kind, extra) = match i % 3 {
             0 => ("event_count", "condition: {gte: 100000}".to_string()),
-            1 => ("value_count", "condition: {gte: 100000, field: ip}".to_string()),
-            _ => ("value_sum", "condition: {gt: 1.0e12, field: bytes}".to_string()),
+            1 => (
+                "value_count",
+                "condition: {gte: 100000, field: ip}".to_string(),
+            ),
+            _ => (
+                "value_sum",
+                "condition: {gt: 1.0e12, field: bytes}".to_string(),
+            ),
         };
         text.push_str(&format!(
             "---\ntitle: c{i}\nid: c{i}\ncorrelation: {{type: {kind}, rules: [signin], group-by: [user], timespan: {}m, {extra}}}\n",
             5 + i % 30
         ));
     }
-    let docs = parse_rules("bench.yml", &text).into_iter().map(Result::unwrap).collect();
+    let docs = parse_rules("bench.yml", &text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let (rs, errs) = RuleSet::compile(docs);
     assert!(errs.is_empty(), "{errs:?}");
     rs
@@ -69,7 +78,10 @@ fn bench(c: &mut Criterion) {
         st.apply(&with, &force, i as u64, e, &mut out);
     }
     let changes = st.take_changes();
-    let bytes: usize = changes.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+    let bytes: usize = changes
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
     eprintln!(
         "{} live groups, {} persisted bytes, {:.0} bytes per live key",
         st.live_groups(),

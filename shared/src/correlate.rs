@@ -53,9 +53,28 @@ struct GroupWindow {
     since: Option<i64>,
     /// `impossible_travel`: the previous sighting and its coordinates.
     last_place: Option<(Entry, f64, f64)>,
+    /// Count kinds: occurrences of each value in `entries`, and the sum of the numeric ones.
+    values: BTreeMap<String, u32>,
+    sum: f64,
 }
 
 impl GroupWindow {
+    /// Adds (`+1`) or removes (`-1`) an entry's value from the running tallies.
+    fn tally(&mut self, e: &Entry, dir: i32) {
+        let Some(v) = &e.value else { return };
+        if let Ok(n) = v.trim().parse::<f64>() {
+            self.sum += f64::from(dir) * n;
+        }
+        if dir > 0 {
+            *self.values.entry(v.clone()).or_insert(0) += 1;
+        } else if let Some(c) = self.values.get_mut(v) {
+            *c -= 1;
+            if *c == 0 {
+                self.values.remove(v);
+            }
+        }
+    }
+
     fn newest(&self) -> Option<i64> {
         let steps = self.steps.iter().flatten().map(|e| e.t).max();
         let place = self.last_place.as_ref().map(|(e, _, _)| e.t);
@@ -281,6 +300,7 @@ impl ForceState {
                     .iter()
                     .rposition(|e| e.t <= t)
                     .map_or(0, |p| p + 1);
+                win.tally(&entry, 1);
                 win.entries.insert(pos, entry);
                 let newest = win.entries.back().map_or(t, |e| e.t);
                 while win
@@ -288,35 +308,29 @@ impl ForceState {
                     .front()
                     .is_some_and(|e| e.t < newest - corr.timespan_ms)
                 {
-                    win.entries.pop_front();
-                }
-                let events = win.entries.len() as u64;
-                let distinct = (corr.kind == CorrelationKind::ValueCount).then(|| {
-                    win.entries
-                        .iter()
-                        .filter_map(|e| e.value.as_deref())
-                        .collect::<BTreeSet<_>>()
-                        .len() as u64
-                });
-                let numbers = || {
-                    win.entries
-                        .iter()
-                        .filter_map(|e| e.value.as_deref()?.trim().parse::<f64>().ok())
-                };
-                let measured = match corr.kind {
-                    CorrelationKind::ValueSum => Some(numbers().sum::<f64>()),
-                    CorrelationKind::ValueAvg => {
-                        Some(numbers().sum::<f64>() / events.max(1) as f64)
+                    if let Some(old) = win.entries.pop_front() {
+                        win.tally(&old, -1);
                     }
+                }
+                // Counts, distinct values and sums are kept up to date incrementally: O(1) per
+                // event whatever the window holds.
+                let events = win.entries.len() as u64;
+                let distinct =
+                    (corr.kind == CorrelationKind::ValueCount).then(|| win.values.len() as u64);
+                let measured = match corr.kind {
+                    CorrelationKind::ValueSum => Some(win.sum),
+                    CorrelationKind::ValueAvg => Some(win.sum / events.max(1) as f64),
                     CorrelationKind::ValuePercentile => {
-                        let same = win.entries.iter().filter(|e| e.value == current).count();
-                        Some(100.0 * same as f64 / events.max(1) as f64)
+                        let same = current.as_ref().and_then(|v| win.values.get(v)).copied();
+                        Some(100.0 * f64::from(same.unwrap_or(0)) / events.max(1) as f64)
                     }
                     _ => None,
                 };
                 let m = measured.unwrap_or(distinct.unwrap_or(events) as f64);
                 (!quiet && corr.holds(m)).then(|| {
                     let all: Vec<Entry> = win.entries.drain(..).collect();
+                    win.values.clear();
+                    win.sum = 0.0;
                     (all, events, distinct, measured)
                 })
             }
