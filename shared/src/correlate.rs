@@ -316,7 +316,7 @@ impl ForceState {
                 // event whatever the window holds.
                 let events = win.entries.len() as u64;
                 let distinct =
-                    (corr.kind == CorrelationKind::ValueCount).then(|| win.values.len() as u64);
+                    (corr.kind == CorrelationKind::ValueCount).then_some(win.values.len() as u64);
                 let measured = match corr.kind {
                     CorrelationKind::ValueSum => Some(win.sum),
                     CorrelationKind::ValueAvg => Some(win.sum / events.max(1) as f64),
