@@ -10,23 +10,6 @@ use harness::*;
 use nmc_node::synth::signin;
 use serde_json::json;
 
-const T0: i64 = 1_793_606_400_000;
-
-fn failure(k: i64) -> Vec<u8> {
-    let v = signin(
-        T0 + k * 5_000,
-        k as u64,
-        "bob.smith@kent.police.uk",
-        "45.155.205.99",
-        "Azure Portal",
-        "Browser",
-        50126,
-        ("Amsterdam", 52.37, 4.89),
-        "NL",
-    );
-    serde_json::to_vec(&v).unwrap()
-}
-
 fn legacy(t: i64, user: &str) -> Vec<u8> {
     let v = signin(
         t,

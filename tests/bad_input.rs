@@ -7,24 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use harness::*;
-use nmc_node::synth::signin;
-
-const T0: i64 = 1_793_606_400_000;
-
-fn failure(k: i64) -> Vec<u8> {
-    let v = signin(
-        T0 + k * 5_000,
-        k as u64,
-        "bob.smith@kent.police.uk",
-        "45.155.205.99",
-        "Azure Portal",
-        "Browser",
-        50126,
-        ("Amsterdam", 52.37, 4.89),
-        "NL",
-    );
-    serde_json::to_vec(&v).unwrap()
-}
 
 #[tokio::test]
 async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {

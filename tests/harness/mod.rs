@@ -409,3 +409,22 @@ pub fn scenario(
         .map(|v| serde_json::to_vec(v).unwrap())
         .collect()
 }
+
+/// Event time of the hand-written test events (2026-11-02T08:00:00Z).
+pub const T0: i64 = 1_793_606_400_000;
+
+/// The `k`-th wrong-password sign-in of bob at kent, 5 seconds apart, from one foreign address.
+pub fn failure(k: i64) -> Vec<u8> {
+    let v = nmc_node::synth::signin(
+        T0 + k * 5_000,
+        k as u64,
+        "bob.smith@kent.police.uk",
+        "45.155.205.99",
+        "Azure Portal",
+        "Browser",
+        50126,
+        ("Amsterdam", 52.37, 4.89),
+        "NL",
+    );
+    serde_json::to_vec(&v).unwrap()
+}
