@@ -53,7 +53,10 @@ struct GroupWindow {
     since: Option<i64>,
     /// `impossible_travel`: the previous sighting and its coordinates.
     last_place: Option<(Entry, f64, f64)>,
-    /// Count kinds: occurrences of each value in `entries`, and the sum of the numeric ones.
+    /// Count kinds: occurrences of each value in `entries` (derived: rebuilt on load, not
+    /// persisted), and the running sum of the numeric ones (persisted, so that a reload continues
+    /// the exact same floating-point sum).
+    #[serde(skip)]
     values: BTreeMap<String, u32>,
     sum: f64,
 }
@@ -162,7 +165,13 @@ impl ForceState {
                 return Err(StateError::Decode("malformed group key".into()));
             };
             if rules.correlations().iter().any(|c| c.meta.id == id.rule) {
-                s.groups.insert(id, state::decode(v)?);
+                let mut win: GroupWindow = state::decode(v)?;
+                for e in &win.entries {
+                    if let Some(v) = &e.value {
+                        *win.values.entry(v.clone()).or_insert(0) += 1;
+                    }
+                }
+                s.groups.insert(id, win);
             } else {
                 s.dirty.insert(id);
             }
