@@ -236,6 +236,7 @@ impl ForceState {
                 }
             }
         }
+        self.check_silence(rules, force, out);
         if self.watermark_ms - self.last_sweep_ms >= SWEEP_EVERY_MS {
             self.expire(rules);
         }
@@ -342,6 +343,14 @@ impl ForceState {
                     win.sum = 0.0;
                     (all, events, distinct, measured)
                 })
+            }
+            CorrelationKind::SilentFeed => {
+                // Remember the latest event; any event re-arms the watch.
+                win.entries.clear();
+                win.entries.push_back(entry);
+                win.suppress_until = None;
+                win.suppressed = 0;
+                None
             }
             CorrelationKind::NewTerm => {
                 let v = entry.value.clone().unwrap_or_default();
@@ -461,13 +470,73 @@ impl ForceState {
         alert
     }
 
+    /// Raises `silent_feed` alerts: a feed whose rules matched nothing for `timespan` while the
+    /// force's event time (its watermark, moved by its other sources) went on. One alert per
+    /// silence; the next matching event re-arms it. A feed never seen is not watched.
+    fn check_silence(&mut self, rules: &RuleSet, force: &ForceId, out: &mut Vec<Alert>) {
+        for corr in rules
+            .correlations()
+            .iter()
+            .filter(|c| c.kind == CorrelationKind::SilentFeed)
+        {
+            let id = GroupId {
+                rule: corr.meta.id.clone(),
+                key: String::new(),
+            };
+            let Some(win) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let Some(last) = win.entries.back().cloned() else {
+                continue;
+            };
+            let silent_from = last.t + corr.timespan_ms;
+            if self.watermark_ms <= silent_from || win.suppress_until == Some(i64::MAX) {
+                continue;
+            }
+            win.suppress_until = Some(i64::MAX);
+            self.dirty.insert(id);
+            let alert = Alert {
+                id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
+                force: force.clone(),
+                rule: corr.meta.clone(),
+                group: BTreeMap::new(),
+                window_start: format_ms(last.t),
+                window_end: format_ms(silent_from),
+                count: 0,
+                first_seen: format_ms(last.t),
+                last_seen: format_ms(last.t),
+                distinct: None,
+                measured: None,
+                suppressed: 0,
+                evidence: vec![EvidenceRef {
+                    seq: last.seq,
+                    time: format_ms(last.t),
+                    file: None,
+                    line: None,
+                }],
+                node: String::new(),
+                epoch: 0,
+            };
+            if corr.emits {
+                out.push(alert);
+            }
+        }
+    }
+
     /// Removes groups whose newest event is older than their rule's timespan before the watermark.
     pub fn expire(&mut self, rules: &RuleSet) {
         self.last_sweep_ms = self.watermark_ms;
         let spans: HashMap<&str, i64> = rules
             .correlations()
             .iter()
-            .map(|c| (c.meta.id.as_str(), c.timespan_ms))
+            // A silent feed's last event is what the watch needs: never expire it.
+            .map(|c| {
+                let span = match c.kind {
+                    CorrelationKind::SilentFeed => i64::MAX / 4,
+                    _ => c.timespan_ms,
+                };
+                (c.meta.id.as_str(), span)
+            })
             .collect();
         let wm = self.watermark_ms;
         let dirty = &mut self.dirty;
@@ -1022,6 +1091,68 @@ level: high
             at("bob", "GB", MANCHESTER.0, MANCHESTER.1, T0 + 600_000),
         ];
         assert!(fired(&run(&rs, &near), "travel").is_empty());
+    }
+
+    #[test]
+    fn silent_feed_alerts_once_per_silence_on_event_time() {
+        let text = r#"
+title: any aws
+id: any_aws
+logsource: {product: aws, service: cloudtrail}
+detection: {s: {eventName|exists: true}, condition: s}
+---
+title: any signin
+id: any_signin
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType|exists: true}, condition: s}
+---
+title: CloudTrail feed silent
+id: aws_silent
+correlation: {type: silent_feed, rules: [any_aws], timespan: 1h}
+level: high
+"#;
+        let docs = parse_rules("s.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let aws =
+            |t: i64| Event::with_time(SourceKind::AwsCloudtrail, t, json!({"eventName": "X"}));
+        let sign =
+            |t: i64| Event::with_time(SourceKind::EntraSignin, t, json!({"resultType": "0"}));
+        let min = 60_000;
+        // CloudTrail goes quiet at T0 while sign-ins go on: one alert once an hour has passed.
+        let mut evs = vec![aws(T0)];
+        evs.extend((1..=150).map(|i| sign(T0 + i * min)));
+        let alerts: Vec<_> = run(&rs, &evs)
+            .into_iter()
+            .filter(|a| a.rule.id == "aws_silent")
+            .collect();
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert_eq!(alerts[0].evidence[0].seq, 1, "the feed's last event");
+        assert_eq!(alerts[0].window_end, format_ms(T0 + 60 * min));
+        // The feed comes back, then goes quiet again: a second alert.
+        evs.push(aws(T0 + 151 * min));
+        evs.extend((152..=300).map(|i| sign(T0 + i * min)));
+        let alerts: Vec<_> = run(&rs, &evs)
+            .into_iter()
+            .filter(|a| a.rule.id == "aws_silent")
+            .collect();
+        assert_eq!(alerts.len(), 2);
+        // A steady feed never alerts; a feed never seen is not watched.
+        let steady: Vec<_> = (0..300)
+            .map(|i| {
+                if i % 30 == 0 {
+                    aws(T0 + i * min)
+                } else {
+                    sign(T0 + i * min)
+                }
+            })
+            .collect();
+        assert!(run(&rs, &steady).iter().all(|a| a.rule.id != "aws_silent"));
+        let never: Vec<_> = (0..300).map(|i| sign(T0 + i * min)).collect();
+        assert!(run(&rs, &never).iter().all(|a| a.rule.id != "aws_silent"));
     }
 
     #[test]

@@ -640,7 +640,9 @@ impl RuleSet {
                     field: spec.field.clone(),
                     suppress_ms: spec.suppress_ms.unwrap_or(match spec.kind {
                         // A new value or a jump is one finding each, not a burst to quieten.
-                        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel => 0,
+                        CorrelationKind::NewTerm
+                        | CorrelationKind::ImpossibleTravel
+                        | CorrelationKind::SilentFeed => 0,
                         _ => spec.timespan_ms,
                     }),
                     detector: spec.detector.clone(),

@@ -138,6 +138,8 @@ pub enum CorrelationKind {
     NewTerm,
     /// nmc: two consecutive events of a group too far apart for the time between them.
     ImpossibleTravel,
+    /// nmc: the referenced rules have matched nothing for `timespan` of the force's event time.
+    SilentFeed,
 }
 
 impl CorrelationKind {
@@ -153,6 +155,7 @@ impl CorrelationKind {
             CorrelationKind::ValuePercentile => "value_percentile",
             CorrelationKind::NewTerm => "new_term",
             CorrelationKind::ImpossibleTravel => "impossible_travel",
+            CorrelationKind::SilentFeed => "silent_feed",
         }
     }
 }
@@ -598,6 +601,7 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         Some("value_percentile") => CorrelationKind::ValuePercentile,
         Some("new_term") => CorrelationKind::NewTerm,
         Some("impossible_travel") => CorrelationKind::ImpossibleTravel,
+        Some("silent_feed") => CorrelationKind::SilentFeed,
         Some(other) => return Err(invalid(format!("unknown correlation type `{other}`"))),
         None => return Err(invalid("correlation without `type`")),
     };
@@ -636,8 +640,13 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
     }
     let detector_kind = matches!(
         kind,
-        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel
+        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel | CorrelationKind::SilentFeed
     );
+    if kind == CorrelationKind::SilentFeed && get("group-by").is_some() {
+        return Err(unsupported(
+            "silent_feed with `group-by` (one feed per rule)",
+        ));
+    }
     let timespan = get("timespan")
         .or_else(|| get("timeframe"))
         .and_then(scalar_string)
