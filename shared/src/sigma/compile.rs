@@ -111,7 +111,13 @@ fn matcher_literals(m: &ValueMatcher) -> Option<Vec<String>> {
         ValueMatcher::Regex(_, lits) => return lits.clone(),
         _ => return None,
     };
-    (lit.len() >= MIN_LITERAL).then(|| vec![lit])
+    usable_literal(&lit).then(|| vec![lit])
+}
+
+/// Whether a literal is selective enough to be a need: three bytes, or two when they are rare
+/// in ordinary text (non-ASCII characters such as homoglyphs, or `^` escapes).
+fn usable_literal(lit: &str) -> bool {
+    lit.len() >= MIN_LITERAL || (lit.len() == 2 && (!lit.is_ascii() || lit.contains('^')))
 }
 
 impl FieldMatcher {

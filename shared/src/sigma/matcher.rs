@@ -654,6 +654,26 @@ fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<St
             best = Some(out);
         }
     }
+    // Inside a top-level concatenation every literal piece is in every match
+    // (`.+:assumed-role/aws:.+` always contains `:assumed-role/aws:`).
+    if let regex_syntax::hir::HirKind::Concat(parts) = hir.kind() {
+        let inner = parts
+            .iter()
+            .filter_map(|p| match p.kind() {
+                regex_syntax::hir::HirKind::Literal(l) => std::str::from_utf8(&l.0).ok(),
+                _ => None,
+            })
+            .filter(|t| t.is_ascii())
+            .map(str::to_ascii_lowercase)
+            .max_by_key(String::len)
+            .filter(|l| l.len() >= super::prefilter::MIN_LITERAL);
+        let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
+        if let Some(l) = inner
+            && best.as_ref().is_none_or(|b| l.len() > shortest(b))
+        {
+            best = Some(vec![l]);
+        }
+    }
     best
 }
 
@@ -1076,8 +1096,8 @@ mod tests {
         );
         assert_eq!(
             regex_literals(r"\s-enc\s", (false, false, false)),
-            None,
-            "class prefix and suffix"
+            Some(vec!["-enc".to_string()]),
+            "class prefix and suffix, literal inside"
         );
         assert_eq!(
             regex_literals(r"\d+\.exe$", (false, false, false)),
@@ -1088,6 +1108,11 @@ mod tests {
             regex_literals("ab", (false, false, false)),
             None,
             "too short"
+        );
+        assert_eq!(
+            regex_literals(".+:assumed-role/aws:.+", (false, false, false)),
+            Some(vec![":assumed-role/aws:".to_string()]),
+            "inner literal of a concatenation"
         );
         let l = regex_literals("Invoke-", (true, false, false)).unwrap();
         assert!(l.iter().all(|x| "invoke-".starts_with(x.as_str())), "{l:?}");
