@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use nmc_shared::subject::{
@@ -88,21 +89,24 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<()>
     Ok(())
 }
 
-/// Publishes to a stream with a de-duplication id and waits for the stream's ack.
-pub async fn publish_acked(
-    js: &jetstream::Context,
-    subject: String,
-    msg_id: &str,
-    mut headers: HeaderMap,
-    payload: Bytes,
-) -> Result<()> {
-    headers.insert(H_MSG_ID, msg_id);
-    js.publish_with_headers(subject.clone(), headers, payload)
+/// Opens an ordered reader on `stream`: no acks, flow-controlled, recreated by the client on
+/// gaps. Every reader in nmc (force actors, triage, tails, the bench) goes through here.
+pub async fn ordered_reader(
+    stream: &stream::Stream,
+    filter: String,
+    deliver_policy: DeliverPolicy,
+    headers_only: bool,
+) -> Result<pull::Ordered> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.clone(),
+            deliver_policy,
+            headers_only,
+            ..Default::default()
+        })
         .await
-        .with_context(|| format!("publishing to {subject}"))?
-        .await
-        .with_context(|| format!("waiting for the stream ack of {subject}"))?;
-    Ok(())
+        .with_context(|| format!("creating an ordered reader of {filter}"))?;
+    Ok(consumer.messages().await?)
 }
 
 /// One event to dead-letter.

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nmc_shared::sigma::parse::RuleBody;
 use nmc_shared::sigma::{Placeholders, RuleDoc, RuleError, RuleSet, parse_rules};
 
 /// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order.
@@ -73,11 +72,6 @@ pub fn load_with(
     let (set, mut compile_errors) = RuleSet::compile_with(docs, placeholders);
     errors.append(&mut compile_errors);
     Ok((set, errors))
-}
-
-/// Whether a document is a correlation (for reports).
-pub fn is_correlation(doc: &RuleDoc) -> bool {
-    matches!(doc.body, RuleBody::Correlation(_))
 }
 
 #[cfg(test)]

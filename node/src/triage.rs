@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::{FutureExt, StreamExt};
 use nmc_shared::subject::{self, DLQ_UNKNOWN, EVENTS_ALL, EVENTS_STREAM};
 use nmc_shared::{ForceId, force};
@@ -69,18 +69,15 @@ async fn run_once(rt: &Runtime) -> Result<()> {
     let store = rt.store.named("triage")?;
     let mut cursor = store.cursor()?;
     let stream = rt.js.get_stream(EVENTS_STREAM).await?;
-    let mut reader = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: EVENTS_ALL.to_owned(),
-            headers_only: true,
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: cursor + 1,
-            },
-            ..Default::default()
-        })
-        .await?
-        .messages()
-        .await?;
+    let mut reader = bus::ordered_reader(
+        &stream,
+        EVENTS_ALL.to_owned(),
+        DeliverPolicy::ByStartSequence {
+            start_sequence: cursor + 1,
+        },
+        true,
+    )
+    .await?;
     info!(from = cursor + 1, "triage reading");
     loop {
         let Some(first) = reader.next().await else {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
 use nmc_shared::subject::{ALERTS_ALL, ALERTS_STREAM};
@@ -140,22 +140,16 @@ async fn listen(
     probes: usize,
 ) -> Result<(Arrivals, tokio::task::JoinHandle<()>)> {
     let arrivals: Arrivals = Rc::default();
-    let mut alerts = js
+    let stream = js
         .get_stream(ALERTS_STREAM)
         .await
-        .context("NMC_ALERTS not found: start a node first")?
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: ALERTS_ALL.to_owned(),
-            deliver_policy: if from_start {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
-            ..Default::default()
-        })
-        .await?
-        .messages()
-        .await?;
+        .context("NMC_ALERTS not found: start a node first")?;
+    let deliver = if from_start {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::New
+    };
+    let mut alerts = bus::ordered_reader(&stream, ALERTS_ALL.to_owned(), deliver, false).await?;
     let arr = arrivals.clone();
     let task = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = alerts.next().await {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use nmc_shared::ForceId;
 use nmc_shared::subject::{ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM};
@@ -51,22 +51,16 @@ pub async fn run(kind: Kind, args: TailArgs) -> Result<()> {
         (Kind::Dlq, Some(f)) => (DLQ_STREAM, nmc_shared::subject::dlq(f)),
         (Kind::Dlq, None) => (DLQ_STREAM, DLQ_ALL.to_owned()),
     };
-    let mut msgs = js
+    let stream_handle = js
         .get_stream(stream)
         .await
-        .with_context(|| format!("stream {stream} not found: has a node started yet?"))?
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: if args.all {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
-            ..Default::default()
-        })
-        .await?
-        .messages()
-        .await?;
+        .with_context(|| format!("stream {stream} not found: has a node started yet?"))?;
+    let deliver = if args.all {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::New
+    };
+    let mut msgs = bus::ordered_reader(&stream_handle, filter, deliver, false).await?;
     let idle = args.idle.map(Duration::from_secs_f64);
     let mut seen = 0u64;
     let stdout = std::io::stdout();

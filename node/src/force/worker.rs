@@ -102,17 +102,15 @@ impl Worker {
             .get_stream(subject::EVENTS_STREAM)
             .await
             .context("looking up NMC_EVENTS")?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: subject::events_of(&self.force),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: self.cursor + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating the ordered reader of {}", self.force))?;
-        let reader = consumer.messages().await?;
+        let reader = bus::ordered_reader(
+            &stream,
+            subject::events_of(&self.force),
+            DeliverPolicy::ByStartSequence {
+                start_sequence: self.cursor + 1,
+            },
+            false,
+        )
+        .await?;
         debug!(force = %self.force, from = self.cursor + 1, "reader opened");
         Ok(reader)
     }
