@@ -66,6 +66,8 @@ async fn poison_event_is_retried_then_dead_lettered_and_state_survives() {
     poison["nmc_test_panic"] = json!(true);
     let poison_seq = publish(&js, kent, &[serde_json::to_vec(&poison).unwrap()]).await[0];
     publish(&js, kent, &(6..11).map(failure).collect::<Vec<_>>()).await;
+    // Event time moves past the allowed lateness: the failures reach the correlations.
+    publish(&js, kent, &[clock(600)]).await;
     // Meanwhile another force keeps working.
     publish(
         &js,

@@ -54,6 +54,11 @@ async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {
         ),
         (kent, b"{\"time\": 17}".to_vec(), "bad_time"),
         (kent, oversize, "oversize"),
+        (
+            kent,
+            b"{\"time\": \"2099-01-01T00:00:00Z\"}".to_vec(),
+            "future_time",
+        ),
         ("nmc.events.kent.netflow", failure(0), "unknown_source"),
         (
             "nmc.events.kent.entra_signin.extra",
@@ -81,6 +86,8 @@ async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {
         expect.insert(seq, (subject, reason));
     }
     publish(&js, kent, &(good..10).map(failure).collect::<Vec<_>>()).await;
+    // Event time moves past the allowed lateness: the failures reach the correlations.
+    publish(&js, kent, &[clock(600)]).await;
 
     let dlq = wait_for(
         &js,

@@ -44,6 +44,16 @@ pub struct Config {
     pub alerts_max_age_secs: u64,
     /// Replicas of each stream (3 in a production NATS cluster).
     pub stream_replicas: usize,
+    /// Allowed lateness of event time, in seconds: events that feed correlations wait until the
+    /// force's newest event time is this far past them, so that disorder within it changes no
+    /// alert. Correlation alerts trail by this much event time; detections do not wait.
+    pub lateness_secs: u64,
+    /// Per-source lateness overrides (source kind -> seconds, e.g. `aws_cloudtrail = 900`).
+    /// A force waits for the largest lateness of all sources.
+    pub source_lateness_secs: std::collections::BTreeMap<String, u64>,
+    /// Events stamped further than this many seconds in the future (by this node's clock) are
+    /// dead-lettered as `future_time`: one bad clock must not push a force's event time ahead.
+    pub max_future_secs: u64,
     /// Values of `%name%` placeholders for Sigma's `expand` modifier (name without `%`).
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
     /// Test aid, off when empty: an event carrying this top-level field makes rule evaluation
@@ -69,6 +79,9 @@ impl Default for Config {
             alerts_duplicate_window_secs: 15 * 60,
             alerts_max_age_secs: 90 * 86_400,
             stream_replicas: 1,
+            lateness_secs: 300,
+            source_lateness_secs: Default::default(),
+            max_future_secs: 900,
             placeholders: Default::default(),
             panic_field: String::new(),
         }
@@ -154,6 +167,11 @@ impl Config {
                 self.node_id
             );
         }
+        for k in self.source_lateness_secs.keys() {
+            if k.parse::<nmc_shared::SourceKind>().is_err() {
+                bail!("source_lateness_secs names `{k}`, which is not a source kind");
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forces {
             if !seen.insert(f) {
@@ -173,6 +191,16 @@ impl Config {
         } else {
             &self.onboarded
         }
+    }
+
+    /// The lateness a force's correlations wait for, in ms: the largest of all sources'.
+    pub fn lateness_ms(&self) -> i64 {
+        let secs = self
+            .source_lateness_secs
+            .values()
+            .copied()
+            .fold(self.lateness_secs, u64::max);
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     /// Number of force-actor arbiters to start.

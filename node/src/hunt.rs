@@ -9,7 +9,6 @@
 //! record number (`file << 40 | line`), which keeps alert ids deterministic for the same inputs
 //! and lets evidence be traced back without a table.
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +18,9 @@ use nmc_shared::event::Event;
 use nmc_shared::sigma::RuleSet;
 use nmc_shared::{Alert, ForceId, SourceKind, mapping};
 use serde_json::Value;
+
+/// Default allowed lateness of `nmc hunt` (as a node's default for cloud sources).
+pub const DEFAULT_LATENESS_MS: i64 = 5 * 60_000;
 
 /// Bits of a hunt sequence used for the record number.
 const LINE_BITS: u32 = 40;
@@ -131,16 +133,12 @@ pub struct HuntStats {
     pub alerts: u64,
 }
 
-/// Events waiting in the reorder buffer, by (event time, packed file and line).
-type Pending = BTreeMap<(i64, u64), Event>;
-
 /// A hunt over files: rules, one correlation state, and where each record came from.
 pub struct Hunt {
     rules: RuleSet,
     state: ForceState,
     force: ForceId,
     source: Option<SourceKind>,
-    lateness_ms: i64,
     files: Vec<String>,
     /// Counters so far.
     pub stats: HuntStats,
@@ -151,10 +149,9 @@ impl Hunt {
     pub fn new(rules: RuleSet, force: ForceId, source: Option<SourceKind>) -> Hunt {
         Hunt {
             rules,
-            state: ForceState::new(),
+            state: ForceState::new().with_lateness(DEFAULT_LATENESS_MS),
             force,
             source,
-            lateness_ms: 5 * 60_000,
             files: Vec::new(),
             stats: HuntStats::default(),
         }
@@ -163,10 +160,11 @@ impl Hunt {
     /// Evaluates one file; `on_alert` gets each alert with evidence naming file and line, and
     /// `on_problem` each record that could not be evaluated.
     ///
-    /// Events are applied in event-time order (ties in file order) through a reorder buffer that
-    /// holds each event until the newest time seen is `lateness` past it, so input disordered by
-    /// less than the lateness gives the same alerts as sorted input. Events later than that are
-    /// applied as they come and counted as late.
+    /// Events go through the same correlation state as in a node: detections alert as they are
+    /// read, correlations see events in event-time order (ties in file order) through the
+    /// state's reorder buffer, so input disordered by less than the lateness gives the same
+    /// alerts as sorted input; later events are applied as they come and counted as late. At
+    /// the end of the file the buffer is drained (nothing more will arrive).
     pub fn file(
         &mut self,
         path: &Path,
@@ -177,8 +175,7 @@ impl Hunt {
         let name = path.display().to_string();
         self.files.push(name.clone());
         self.stats.files += 1;
-        let mut pending: Pending = BTreeMap::new();
-        let mut newest = i64::MIN;
+        let mut out = Vec::new();
         for_each_record(path, |line, rec| {
             self.stats.records += 1;
             let body = match rec {
@@ -203,43 +200,28 @@ impl Hunt {
                 }
             };
             self.stats.evaluated += 1;
-            let horizon = newest.saturating_sub(self.lateness_ms);
-            if ev.time_ms < horizon {
-                self.stats.late += 1;
-            }
-            newest = newest.max(ev.time_ms);
-            pending.insert((ev.time_ms, (idx << LINE_BITS) | line), ev);
-            self.release(
-                &mut pending,
-                newest.saturating_sub(self.lateness_ms),
-                on_alert,
-            );
+            let seq = (idx << LINE_BITS) | line;
+            self.state
+                .apply(&self.rules, &self.force, seq, &ev, &mut out);
+            self.emit(&mut out, on_alert);
         })?;
-        self.release(&mut pending, i64::MAX, on_alert);
+        self.state.drain(&self.rules, &self.force, &mut out);
+        self.emit(&mut out, on_alert);
+        self.stats.late = self.state.late_events();
         Ok(())
     }
 
-    /// Applies buffered events with a time up to `upto`, in (time, file, line) order.
-    fn release(&mut self, pending: &mut Pending, upto: i64, on_alert: &mut dyn FnMut(Alert)) {
-        let mut out = Vec::new();
-        while let Some(entry) = pending.first_entry() {
-            if entry.key().0 > upto {
-                break;
-            }
-            let ((_, seq), ev) = entry.remove_entry();
-            self.state
-                .apply(&self.rules, &self.force, seq, &ev, &mut out);
-            for mut a in out.drain(..) {
-                self.locate(&mut a);
-                self.stats.alerts += 1;
-                on_alert(a);
-            }
+    fn emit(&mut self, out: &mut Vec<Alert>, on_alert: &mut dyn FnMut(Alert)) {
+        for mut a in out.drain(..) {
+            self.locate(&mut a);
+            self.stats.alerts += 1;
+            on_alert(a);
         }
     }
 
     /// Sets how far out of event-time order input may be (default 5 minutes).
     pub fn with_lateness(mut self, ms: i64) -> Self {
-        self.lateness_ms = ms;
+        self.state = std::mem::take(&mut self.state).with_lateness(ms);
         self
     }
 

@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
     for (i, e) in events(60_000).iter().enumerate() {
         st.apply(&with, &force, i as u64, e, &mut out);
     }
-    let changes = st.take_changes();
+    let changes = st.take_changes(&with);
     let bytes: usize = changes
         .iter()
         .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
             for (i, e) in evs.iter().enumerate() {
                 st.apply(&with, &force, i as u64, e, &mut out);
             }
-            black_box(st.take_changes().len())
+            black_box(st.take_changes(&with).len())
         })
     });
     g.finish();

@@ -347,7 +347,9 @@ pub async fn wait_for(
 }
 
 /// The alerts a single uninterrupted run must raise for `force`: the pure core applied to the
-/// events in stream order (`(seq, subject, payload)`), with the node's rule loader.
+/// events in stream order (`(seq, subject, payload)`), with the node's rule loader and the
+/// node's default lateness (correlations within the lateness of the last event wait, as in a
+/// node).
 pub fn expected_alerts(
     rules: &[PathBuf],
     force: &str,
@@ -358,7 +360,8 @@ pub fn expected_alerts(
     let (set, errors) = nmc_node::rules::load(rules).expect("rules load");
     assert!(errors.is_empty(), "rule errors: {errors:?}");
     let force = nmc_shared::ForceId::new(force).unwrap();
-    let mut st = ForceState::new();
+    let lateness = nmc_node::config::Config::default().lateness_ms();
+    let mut st = ForceState::new().with_lateness(lateness);
     let mut out = Vec::new();
     for (seq, subject, payload) in events {
         let (_, source) = nmc_shared::subject::parse_events(subject).unwrap();
@@ -425,6 +428,23 @@ pub fn failure(k: i64) -> Vec<u8> {
         50126,
         ("Amsterdam", 52.37, 4.89),
         "NL",
+    );
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A successful sign-in of a bystander at kent, `secs` after [`T0`]: moves the force's event time
+/// on (past the allowed lateness) without raising an alert of its own.
+pub fn clock(secs: i64) -> Vec<u8> {
+    let v = nmc_node::synth::signin(
+        T0 + secs * 1000,
+        9_000 + secs as u64,
+        "clock.reader@kent.police.uk",
+        "81.2.69.160",
+        "Office 365 Exchange Online",
+        "Browser",
+        0,
+        ("London", 51.51, -0.13),
+        "GB",
     );
     serde_json::to_vec(&v).unwrap()
 }

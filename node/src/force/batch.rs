@@ -37,6 +37,10 @@ pub struct EvalSettings {
     pub max_attempts: u32,
     /// Fault injection field (empty: off).
     pub panic_field: String,
+    /// Events stamped further ahead of `now_ms` are dead-lettered (`future_time`).
+    pub max_future_ms: i64,
+    /// The node's clock when the batch was read.
+    pub now_ms: i64,
 }
 
 /// What a batch produced.
@@ -64,6 +68,10 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic with a non-string payload".into())
+}
+
+fn ev_too_far_ahead(ev: &Event, s: &EvalSettings) -> bool {
+    s.now_ms > 0 && ev.time_ms > s.now_ms.saturating_add(s.max_future_ms)
 }
 
 /// Evaluates `raws` (in stream order) for `force`, mutating `state`.
@@ -119,6 +127,17 @@ pub fn evaluate(
                 continue;
             }
         };
+        if ev_too_far_ahead(&event, s) {
+            dead.push(dead_letter(
+                "future_time",
+                format!(
+                    "event time {} is more than {} s ahead of this node's clock; fix the source's clock or time field",
+                    nmc_shared::time::format_ms(event.time_ms),
+                    s.max_future_ms / 1000
+                ),
+            ));
+            continue;
+        }
         let before = alerts.len();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if !s.panic_field.is_empty() && event.body.get(&s.panic_field).is_some() {
@@ -148,7 +167,7 @@ pub fn evaluate(
         }
     }
     commit.watermark_ms = state.watermark_ms();
-    commit.state = state.take_changes();
+    commit.state = state.take_changes(rules);
     Outcome::Done {
         commit,
         dead,

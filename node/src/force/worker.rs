@@ -64,7 +64,9 @@ impl Worker {
     pub fn open(rt: Arc<Runtime>, force: ForceId) -> Result<Worker> {
         let store = rt.store.force(&force)?;
         let rules = rt.rules.clone();
-        let state = store.load_state(&rules)?;
+        let state = store
+            .load_state(&rules)?
+            .with_lateness(rt.cfg.lateness_ms());
         let cursor = store.cursor()?;
         let poison = store.poison()?;
         let outbox_pending = !store.outbox()?.is_empty();
@@ -74,8 +76,18 @@ impl Worker {
             max_event_bytes: rt.cfg.max_event_bytes,
             max_attempts: rt.cfg.max_attempts,
             panic_field: rt.cfg.panic_field.clone(),
+            max_future_ms: i64::try_from(rt.cfg.max_future_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            now_ms: 0,
         };
-        info!(%force, cursor, groups = state.live_groups(), "force state loaded");
+        info!(
+            %force,
+            cursor,
+            groups = state.live_groups(),
+            pending = state.pending_events(),
+            late = state.late_events(),
+            "force state loaded"
+        );
         Ok(Worker {
             rt,
             rules,
@@ -157,6 +169,8 @@ impl Worker {
         if raws.is_empty() {
             return Ok(Step::Idle);
         }
+        self.settings.now_ms = now_ms();
+        let late_before = self.state.late_events();
         let outcome = batch::evaluate(
             &self.force,
             &self.rules,
@@ -188,7 +202,17 @@ impl Worker {
         if clear_poison {
             self.poison = None;
         }
-        debug!(force = %self.force, cursor, applied, raised, dead = dead.len(), "batch committed");
+        let late = self.state.late_events() - late_before;
+        if late > 0 {
+            warn!(
+                force = %self.force,
+                late,
+                total = self.state.late_events(),
+                lateness_ms = self.rt.cfg.lateness_ms(),
+                "events arrived later than the allowed lateness; applied as they came"
+            );
+        }
+        debug!(force = %self.force, cursor, applied, raised, dead = dead.len(), pending = self.state.pending_events(), "batch committed");
         if raised > 0 {
             self.outbox_pending = true;
             self.publish_outbox().await?;
@@ -225,6 +249,13 @@ impl Worker {
         self.outbox_pending = false;
         Ok(())
     }
+}
+
+/// This node's wall clock in ms since the epoch (only for the far-future check on input).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_raw(m: async_nats::jetstream::Message) -> Result<Raw> {

@@ -1,0 +1,717 @@
+//! Scenario tests of every correlation type and detector, with written events.
+
+use super::*;
+use crate::sigma::parse_rules;
+use crate::source::SourceKind;
+use serde_json::{Value, json};
+
+const RULES: &str = r#"
+title: failed
+id: failed
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 50126}, condition: s}
+---
+title: brute force
+id: brute
+correlation: {type: event_count, rules: failed, group-by: [user], timespan: 10m, condition: {gte: 5}}
+level: high
+---
+title: spray
+id: spray
+correlation: {type: value_count, rules: failed, group-by: [ip], timespan: 30m, condition: {gte: 4, field: user}}
+level: high
+---
+title: legacy
+id: legacy
+logsource: {product: azure, service: signinlogs}
+detection: {s: {client: IMAP4}, condition: s}
+level: medium
+"#;
+
+fn rules() -> RuleSet {
+    let docs = parse_rules("t.yml", RULES)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    rs
+}
+
+const T0: i64 = 1_709_287_200_000;
+
+fn fail(user: &str, ip: &str, t: i64) -> Event {
+    Event::with_time(
+        SourceKind::EntraSignin,
+        t,
+        json!({"resultType": "50126", "user": user, "ip": ip}),
+    )
+}
+
+fn run(rs: &RuleSet, evs: &[Event]) -> Vec<Alert> {
+    let kent = ForceId::new("kent").unwrap();
+    let mut st = ForceState::new();
+    let mut out = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        st.apply(rs, &kent, i as u64 + 1, e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn brute_force_fires_then_is_suppressed_then_rearms() {
+    let rs = rules();
+    // 12 failures 10 s apart, then 6 more after the 10-minute suppression has run out.
+    let mut evs: Vec<_> = (0..12)
+        .map(|i| fail("bob", "1.1.1.1", T0 + i * 10_000))
+        .collect();
+    evs.extend((0..6).map(|i| fail("bob", "1.1.1.1", T0 + 1_000_000 + i * 10_000)));
+    let alerts = run(&rs, &evs);
+    let brute: Vec<_> = alerts.iter().filter(|a| a.rule.id == "brute").collect();
+    assert_eq!(brute.len(), 2, "one alert per attack burst: {brute:#?}");
+    assert_eq!(brute[0].count, 5);
+    assert_eq!(brute[0].suppressed, 0);
+    assert_eq!(brute[0].group.get("user").unwrap(), "bob");
+    assert_eq!(
+        brute[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    // Failures 6..12 fell in the suppression (quiet until the 5th + 10 min); the window slid
+    // past them, refilled from the 13th, and the next alert reports the 7 suppressed.
+    assert_eq!(brute[1].suppressed, 7);
+    assert_eq!(brute[1].evidence.first().map(|e| e.seq), Some(13));
+    assert_ne!(brute[0].id, brute[1].id);
+    assert!(
+        alerts.iter().all(|a| a.rule.id != "failed"),
+        "referenced rule is silent"
+    );
+}
+
+const SEQUENCES: &str = r#"
+title: failed
+id: failed
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 50126}, condition: s}
+---
+title: success
+id: success
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 0}, condition: s}
+---
+title: mfa denied
+id: mfa
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 500121}, condition: s}
+---
+title: failure then success
+id: fail_then_success
+correlation: {type: temporal_ordered, rules: [failed, success], group-by: [user], timespan: 5m}
+level: high
+---
+title: failure and mfa denial, any order
+id: fail_and_mfa
+correlation: {type: temporal, rules: [failed, mfa], group-by: [user], timespan: 5m, suppress: 1h}
+level: medium
+"#;
+
+fn signin(user: &str, code: &str, t: i64) -> Event {
+    Event::with_time(
+        SourceKind::EntraSignin,
+        t,
+        json!({"resultType": code, "user": user, "ip": "1.1.1.1"}),
+    )
+}
+
+fn sequences() -> RuleSet {
+    let docs = parse_rules("s.yml", SEQUENCES)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    rs
+}
+
+fn fired<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a Alert> {
+    alerts.iter().filter(|a| a.rule.id == id).collect()
+}
+
+/// The specification's example of a correlation of a correlation: ten failed logons of a user
+/// within ten minutes (`event_count`, silent) followed by a successful logon of that user
+/// (`temporal_ordered`).
+#[test]
+fn spec_example_failed_logins_then_success() {
+    let text = include_str!("../../../tests/data/sigma-specification/spec_example_15.yml");
+    let docs = parse_rules("spec_example_15.yml", text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let logon = |user: &str, eid: u32, t: i64| {
+        Event::with_time(
+            SourceKind::WindowsSecurity,
+            t,
+            json!({"EventID": eid, "Channel": "Security", "User": user}),
+        )
+    };
+    let mut evs: Vec<Event> = (0..10)
+        .map(|i| logon("bob", 4625, T0 + i * 20_000))
+        .collect();
+    evs.push(logon("bob", 4624, T0 + 300_000));
+    let alerts = run(&rs, &evs);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "only the chained correlation alerts: {alerts:#?}"
+    );
+    let a = &alerts[0];
+    assert_eq!(
+        a.rule.title,
+        "Correlation - Multiple Failed Logins Followed by Successful Login"
+    );
+    assert_eq!(a.group.get("User").map(String::as_str), Some("bob"));
+    assert_eq!(
+        a.evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![10, 11],
+        "the 10th failure completed the count"
+    );
+    // Nine failures are not enough; a success without failures neither; another user neither.
+    let mut nine: Vec<Event> = (0..9)
+        .map(|i| logon("bob", 4625, T0 + i * 20_000))
+        .collect();
+    nine.push(logon("bob", 4624, T0 + 300_000));
+    assert!(run(&rs, &nine).is_empty());
+    let mut other: Vec<Event> = (0..10)
+        .map(|i| logon("bob", 4625, T0 + i * 20_000))
+        .collect();
+    other.push(logon("eve", 4624, T0 + 300_000));
+    assert!(run(&rs, &other).is_empty());
+}
+
+/// Runs a specification example completed with an id (if it has none) and `base` rules over
+/// CloudTrail-shaped events (base rules match on the field `kind`), one second apart.
+fn spec_run(example: &str, base: &str, events: &[Value]) -> Vec<Alert> {
+    let mut text = String::new();
+    for (key, line) in [("title:", "title: example\n"), ("id:", "id: example\n")] {
+        if !example.lines().any(|l| l.starts_with(key)) {
+            text.push_str(line);
+        }
+    }
+    text.push_str(example);
+    text.push('\n');
+    text.push_str(base);
+    let docs = parse_rules("example.yml", &text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let evs: Vec<Event> = events
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Event::with_time(SourceKind::AwsCloudtrail, T0 + i as i64 * 1_000, b.clone()))
+        .collect();
+    run(&rs, &evs)
+        .into_iter()
+        .filter(|a| a.rule.kind != "detection")
+        .collect()
+}
+
+/// A base detection rule named `name` (and with id `id`) matching events whose `kind` is `name`.
+fn base(id: &str, name: &str) -> String {
+    format!(
+        "---\ntitle: {name}\nid: {id}\nname: {name}\nlogsource: {{product: aws, service: cloudtrail}}\ndetection: {{s: {{kind: {name}}}, condition: s}}\n"
+    )
+}
+
+#[test]
+fn spec_examples_count_and_value_types() {
+    let ex = |n: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../tests/data/sigma-specification/spec_example_{n}.yml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let failed = base("5638f7c0-ac70-491d-8465-2a65075e0d86", "failed");
+    // 05: 100 failed logins on one computer within an hour.
+    let evs: Vec<Value> = (0..100)
+        .map(|_| json!({"kind": "failed", "ComputerName": "pc1"}))
+        .collect();
+    let a = spec_run(&ex("05"), &failed, &evs);
+    assert_eq!((a.len(), a[0].count), (1, 100));
+    assert!(spec_run(&ex("05"), &failed, &evs[..99]).is_empty());
+    // 06: 100 distinct users failing on one computer/workstation within a day.
+    let evs: Vec<Value> = (0..100)
+        .map(|i| json!({"kind": "failed", "ComputerName": "pc1", "WorkstationName": "ws", "User": format!("u{i}")}))
+        .collect();
+    let a = spec_run(&ex("06"), &failed, &evs);
+    assert_eq!((a.len(), a[0].distinct), (1, Some(100)));
+    let same: Vec<Value> = (0..150).map(|_| json!({"kind": "failed", "ComputerName": "pc1", "WorkstationName": "ws", "User": "u"})).collect();
+    assert!(
+        spec_run(&ex("06"), &failed, &same).is_empty(),
+        "one user, however many times"
+    );
+    // 09: more than 1,000,000 bytes sent to websites by one source/user within an hour.
+    let site = base("website", "website_access");
+    let evs: Vec<Value> = (0..3)
+        .map(|_| json!({"kind": "website_access", "SourceIP": "10.0.0.1", "User": "bob", "bytes_sent": 400_000}))
+        .collect();
+    let a = spec_run(&ex("09"), &site, &evs);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].measured, Some(1_200_000.0));
+    assert!(
+        spec_run(&ex("09"), &site, &evs[..2]).is_empty(),
+        "800,000 is not more than 1,000,000"
+    );
+    // 10: average BytesOut above 500.
+    let r = base("rule_a_id", "rule_a");
+    let small = json!({"kind": "rule_a", "SourceIP": "10.0.0.1", "User": "bob", "BytesOut": 100});
+    let big = json!({"kind": "rule_a", "SourceIP": "10.0.0.1", "User": "bob", "BytesOut": 2000});
+    let a = spec_run(&ex("10"), &r, &[small.clone(), big.clone()]);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].measured, Some(1050.0));
+    assert!(spec_run(&ex("10"), &r, &[small.clone(), small]).is_empty());
+    // 11: a process name that makes up at most 1% of a computer's process creations.
+    let pc = base("pc", "process_creation");
+    let mut evs: Vec<Value> = (0..199)
+        .map(|_| json!({"kind": "process_creation", "ComputerName": "pc1", "image": "svchost.exe"}))
+        .collect();
+    evs.push(json!({"kind": "process_creation", "ComputerName": "pc1", "image": "evil.exe"}));
+    let a = spec_run(&ex("11"), &pc, &evs);
+    assert_eq!(a.len(), 1, "the rare image");
+    assert_eq!(a[0].measured, Some(0.5));
+    assert_eq!(a[0].evidence.last().map(|e| e.seq), Some(200));
+}
+
+#[test]
+fn spec_examples_temporal_types_and_aliases() {
+    let ex = |n: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../tests/data/sigma-specification/spec_example_{n}.yml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    // 07: three recon commands by one user on one computer within 5 minutes, any order.
+    let recon = [
+        base("a", "recon_cmd_a"),
+        base("b", "recon_cmd_b"),
+        base("c", "recon_cmd_c"),
+    ]
+    .concat();
+    let ev = |k: &str| json!({"kind": k, "ComputerName": "pc1", "User": "bob"});
+    let a = spec_run(
+        &ex("07"),
+        &recon,
+        &[ev("recon_cmd_c"), ev("recon_cmd_a"), ev("recon_cmd_b")],
+    );
+    assert_eq!((a.len(), a[0].count), (1, 3));
+    assert!(spec_run(&ex("07"), &recon, &[ev("recon_cmd_c"), ev("recon_cmd_a")]).is_empty());
+    // 08: many failed logins (a correlation the example leaves out) then a success.
+    let chain = [
+        base("f", "failed_login"),
+        base("s", "successful_login"),
+        "---\ntitle: many\nid: many\nname: many_failed_logins\ncorrelation: {type: event_count, rules: [failed_login], group-by: [User], timespan: 1h, condition: {gte: 3}}\n".to_string(),
+    ]
+    .concat();
+    let ev = |k: &str| json!({"kind": k, "User": "bob"});
+    let a = spec_run(
+        &ex("08"),
+        &chain,
+        &[
+            ev("failed_login"),
+            ev("failed_login"),
+            ev("failed_login"),
+            ev("successful_login"),
+        ],
+    );
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].rule.kind, "temporal_ordered");
+    assert!(
+        spec_run(
+            &ex("08"),
+            &chain,
+            &[
+                ev("successful_login"),
+                ev("failed_login"),
+                ev("failed_login"),
+                ev("failed_login")
+            ]
+        )
+        .is_empty()
+    );
+    // 14: aliases: the two rules name the same addresses with different fields.
+    let rules = [
+        base("e", "internal_error"),
+        base("n", "new_network_connection"),
+    ]
+    .concat();
+    let err = json!({"kind": "internal_error", "destination": {"ip": "10.0.0.5"}, "source": {"ip": "8.8.8.8"}});
+    let conn = json!({"kind": "new_network_connection", "source": {"ip": "10.0.0.5"}, "destination": {"ip": "8.8.8.8"}});
+    let a = spec_run(&ex("14"), &rules, &[err.clone(), conn]);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].group.get("internal_ip").map(String::as_str),
+        Some("10.0.0.5")
+    );
+    assert_eq!(
+        a[0].group.get("remote_ip").map(String::as_str),
+        Some("8.8.8.8")
+    );
+    let other = json!({"kind": "new_network_connection", "source": {"ip": "10.0.0.6"}, "destination": {"ip": "8.8.8.8"}});
+    assert!(
+        spec_run(&ex("14"), &rules, &[err, other]).is_empty(),
+        "different internal address"
+    );
+    // 01 is an illustration without a type: rejected with that reason.
+    let r = parse_rules("01.yml", &ex("01"));
+    assert!(
+        r[0].as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("without `type`")
+    );
+}
+
+const DETECTORS: &str = r#"
+title: success
+id: success
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 0}, condition: s}
+---
+title: new country
+id: new_country
+correlation: {type: new_term, rules: [success], group-by: [user], field: country, learning: 1d}
+level: medium
+---
+title: impossible travel
+id: travel
+correlation: {type: impossible_travel, rules: [success], group-by: [user], latitude: lat, longitude: lon, speed: 900, min_distance: 300}
+level: high
+"#;
+
+fn at(user: &str, country: &str, lat: f64, lon: f64, t: i64) -> Event {
+    Event::with_time(
+        SourceKind::EntraSignin,
+        t,
+        json!({"resultType": "0", "user": user, "country": country, "lat": lat, "lon": lon}),
+    )
+}
+
+fn detectors() -> RuleSet {
+    let docs = parse_rules("d.yml", DETECTORS)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    rs
+}
+
+const DAY: i64 = 86_400_000;
+const LONDON: (f64, f64) = (51.507, -0.128);
+const MANCHESTER: (f64, f64) = (53.480, -2.242);
+const MOSCOW: (f64, f64) = (55.756, 37.617);
+
+#[test]
+fn new_term_learns_then_alerts_once_per_new_value() {
+    let rs = detectors();
+    let evs = [
+        at("bob", "GB", LONDON.0, LONDON.1, T0),
+        at("bob", "FR", LONDON.0, LONDON.1, T0 + DAY / 2), // learning: FR joins the baseline
+        at("bob", "GB", LONDON.0, LONDON.1, T0 + 2 * DAY),
+        at("bob", "FR", LONDON.0, LONDON.1, T0 + 3 * DAY), // known
+        at("bob", "RU", LONDON.0, LONDON.1, T0 + 4 * DAY), // new: alert
+        at("bob", "RU", LONDON.0, LONDON.1, T0 + 5 * DAY), // now known
+        at("eve", "RU", LONDON.0, LONDON.1, T0 + 5 * DAY), // eve is still learning
+    ];
+    let alerts = run(&rs, &evs);
+    let new: Vec<_> = fired(&alerts, "new_country");
+    assert_eq!(new.len(), 1, "{new:#?}");
+    assert_eq!(new[0].evidence[0].seq, 5);
+    assert_eq!(new[0].group.get("user").map(String::as_str), Some("bob"));
+}
+
+#[test]
+fn impossible_travel_needs_distance_and_speed() {
+    let rs = detectors();
+    // London then Moscow (2,500 km) one hour later: ~2,500 km/h.
+    let evs = [
+        at("bob", "GB", LONDON.0, LONDON.1, T0),
+        at("bob", "RU", MOSCOW.0, MOSCOW.1, T0 + 3_600_000),
+    ];
+    let alerts = run(&rs, &evs);
+    let travel = fired(&alerts, "travel");
+    assert_eq!(travel.len(), 1);
+    assert_eq!(
+        travel[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        travel[0].measured.unwrap() > 2000.0,
+        "{:?}",
+        travel[0].measured
+    );
+    // London then Moscow 21 hours later is a trip, not impossible travel.
+    let slow = [
+        at("bob", "GB", LONDON.0, LONDON.1, T0),
+        at("bob", "RU", MOSCOW.0, MOSCOW.1, T0 + 7 * DAY / 8),
+    ];
+    assert!(fired(&run(&rs, &slow), "travel").is_empty());
+    // London then Manchester (260 km) ten minutes later: fast, but under the minimum distance
+    // (VPN egress and geolocation noise).
+    let near = [
+        at("bob", "GB", LONDON.0, LONDON.1, T0),
+        at("bob", "GB", MANCHESTER.0, MANCHESTER.1, T0 + 600_000),
+    ];
+    assert!(fired(&run(&rs, &near), "travel").is_empty());
+}
+
+#[test]
+fn silent_feed_alerts_once_per_silence_on_event_time() {
+    let text = r#"
+title: any aws
+id: any_aws
+logsource: {product: aws, service: cloudtrail}
+detection: {s: {eventName|exists: true}, condition: s}
+---
+title: any signin
+id: any_signin
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType|exists: true}, condition: s}
+---
+title: CloudTrail feed silent
+id: aws_silent
+correlation: {type: silent_feed, rules: [any_aws], timespan: 1h}
+level: high
+"#;
+    let docs = parse_rules("s.yml", text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let aws = |t: i64| Event::with_time(SourceKind::AwsCloudtrail, t, json!({"eventName": "X"}));
+    let sign = |t: i64| Event::with_time(SourceKind::EntraSignin, t, json!({"resultType": "0"}));
+    let min = 60_000;
+    // CloudTrail goes quiet at T0 while sign-ins go on: one alert once an hour has passed.
+    let mut evs = vec![aws(T0)];
+    evs.extend((1..=150).map(|i| sign(T0 + i * min)));
+    let alerts: Vec<_> = run(&rs, &evs)
+        .into_iter()
+        .filter(|a| a.rule.id == "aws_silent")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].evidence[0].seq, 1, "the feed's last event");
+    assert_eq!(alerts[0].window_end, format_ms(T0 + 60 * min));
+    // The feed comes back, then goes quiet again: a second alert.
+    evs.push(aws(T0 + 151 * min));
+    evs.extend((152..=300).map(|i| sign(T0 + i * min)));
+    let alerts: Vec<_> = run(&rs, &evs)
+        .into_iter()
+        .filter(|a| a.rule.id == "aws_silent")
+        .collect();
+    assert_eq!(alerts.len(), 2);
+    // A steady feed never alerts; a feed never seen is not watched.
+    let steady: Vec<_> = (0..300)
+        .map(|i| {
+            if i % 30 == 0 {
+                aws(T0 + i * min)
+            } else {
+                sign(T0 + i * min)
+            }
+        })
+        .collect();
+    assert!(run(&rs, &steady).iter().all(|a| a.rule.id != "aws_silent"));
+    let never: Vec<_> = (0..300).map(|i| sign(T0 + i * min)).collect();
+    assert!(run(&rs, &never).iter().all(|a| a.rule.id != "aws_silent"));
+}
+
+#[test]
+fn correlation_cycles_and_missing_references_are_rejected() {
+    let text = r#"
+title: a
+id: a
+correlation: {type: event_count, rules: [b], timespan: 1m, condition: {gte: 1}}
+---
+title: b
+id: b
+correlation: {type: event_count, rules: [a], timespan: 1m, condition: {gte: 1}}
+---
+title: c
+id: c
+correlation: {type: event_count, rules: [nothing], timespan: 1m, condition: {gte: 1}}
+"#;
+    let docs = parse_rules("c.yml", text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(rs.correlations().is_empty());
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(errs.iter().any(|e| e.to_string().contains("cycle")));
+    assert!(errs.iter().any(|e| e.to_string().contains("nothing")));
+}
+
+#[test]
+fn temporal_ordered_needs_the_order_and_the_timespan() {
+    let rs = sequences();
+    let ok = run(
+        &rs,
+        &[signin("bob", "50126", T0), signin("bob", "0", T0 + 60_000)],
+    );
+    let a = fired(&ok, "fail_then_success");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].count, 2);
+    assert_eq!(
+        a[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let reversed = run(
+        &rs,
+        &[signin("bob", "0", T0), signin("bob", "50126", T0 + 60_000)],
+    );
+    assert!(
+        fired(&reversed, "fail_then_success").is_empty(),
+        "wrong order"
+    );
+    let slow = run(
+        &rs,
+        &[signin("bob", "50126", T0), signin("bob", "0", T0 + 600_000)],
+    );
+    assert!(
+        fired(&slow, "fail_then_success").is_empty(),
+        "outside the timespan"
+    );
+    let other = run(
+        &rs,
+        &[signin("bob", "50126", T0), signin("eve", "0", T0 + 1_000)],
+    );
+    assert!(
+        fired(&other, "fail_then_success").is_empty(),
+        "different group"
+    );
+}
+
+#[test]
+fn temporal_any_order_and_custom_suppression() {
+    let rs = sequences();
+    let evs = [
+        signin("bob", "500121", T0),
+        signin("bob", "50126", T0 + 1_000),
+        // Within the 1 h suppression: counted, not raised.
+        signin("bob", "500121", T0 + 600_000),
+        signin("bob", "50126", T0 + 601_000),
+    ];
+    let alerts = run(&rs, &evs);
+    let a = fired(&alerts, "fail_and_mfa");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].evidence.len(), 2);
+    let mut later = evs.to_vec();
+    later.push(signin("bob", "500121", T0 + 7_200_000));
+    later.push(signin("bob", "50126", T0 + 7_201_000));
+    let alerts = run(&rs, &later);
+    let a = fired(&alerts, "fail_and_mfa");
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1].suppressed, 2);
+}
+
+#[test]
+fn slow_failures_do_not_fire() {
+    let rs = rules();
+    let evs: Vec<_> = (0..20)
+        .map(|i| fail("bob", "1.1.1.1", T0 + i * 3_600_000))
+        .collect();
+    assert!(run(&rs, &evs).iter().all(|a| a.rule.id != "brute"));
+}
+
+#[test]
+fn spray_counts_distinct_users() {
+    let rs = rules();
+    let mut evs: Vec<_> = (0..3).map(|i| fail("same", "9.9.9.9", T0 + i)).collect();
+    assert!(run(&rs, &evs).iter().all(|a| a.rule.id != "spray"));
+    evs.extend((0..4).map(|i| fail(&format!("u{i}"), "9.9.9.9", T0 + 100 + i)));
+    let spray: Vec<_> = run(&rs, &evs)
+        .into_iter()
+        .filter(|a| a.rule.id == "spray")
+        .collect();
+    assert_eq!(spray.len(), 1);
+    assert_eq!(spray[0].distinct, Some(4));
+}
+
+#[test]
+fn detections_alert_per_event_and_missing_group_fields_are_skipped() {
+    let rs = rules();
+    let e = Event::with_time(
+        SourceKind::EntraSignin,
+        T0,
+        json!({"client": "imap4", "resultType": 50126}),
+    );
+    let alerts = run(&rs, &[e.clone(), e]);
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().all(|a| a.rule.id == "legacy"));
+    assert_ne!(
+        alerts[0].id, alerts[1].id,
+        "distinct events give distinct ids"
+    );
+}
+
+#[test]
+fn persisted_state_resumes_identically() {
+    let rs = rules();
+    let kent = ForceId::new("kent").unwrap();
+    let evs: Vec<_> = (0..9)
+        .map(|i| fail("bob", "1.1.1.1", T0 + i * 1000))
+        .collect();
+    let whole = run(&rs, &evs);
+    // Apply the first 3, persist, reload, apply the rest.
+    let mut st = ForceState::new();
+    let mut out = Vec::new();
+    let mut store: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (i, e) in evs.iter().enumerate().take(3) {
+        st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
+    }
+    for (k, v) in st.take_changes(&rs) {
+        match v {
+            Some(v) => store.insert(k, v),
+            None => store.remove(&k),
+        };
+    }
+    let mut st = ForceState::load(
+        &rs,
+        st.watermark_ms(),
+        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap();
+    for (i, e) in evs.iter().enumerate().skip(3) {
+        st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
+    }
+    assert_eq!(out, whole);
+}
+
+#[test]
+fn expired_groups_are_removed() {
+    let rs = rules();
+    let kent = ForceId::new("kent").unwrap();
+    let mut st = ForceState::new();
+    let mut out = Vec::new();
+    st.apply(&rs, &kent, 1, &fail("bob", "1.1.1.1", T0), &mut out);
+    assert_eq!(st.live_groups(), 2);
+    st.take_changes(&rs);
+    st.apply(
+        &rs,
+        &kent,
+        2,
+        &fail("eve", "2.2.2.2", T0 + 3_600_000),
+        &mut out,
+    );
+    assert_eq!(st.live_groups(), 2, "bob's groups expired, eve's are live");
+    let deleted = st
+        .take_changes(&rs)
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .count();
+    assert_eq!(deleted, 2);
+}

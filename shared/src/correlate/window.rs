@@ -1,0 +1,455 @@
+//! The state of one (correlation, group) pair, and its compact persisted form.
+//!
+//! Count kinds keep **time buckets** instead of every event: a window of `timespan` is cut into
+//! [`BUCKETS_PER_WINDOW`] buckets, each holding a count, the time of its first event and the sum
+//! of its numeric values. Memory and persisted bytes per group are therefore bounded by the
+//! number of buckets (plus distinct values for `value_count`/`value_percentile`, which are
+//! inherent), not by the event rate. The price is precision at the old edge of the window: an
+//! event counts while its bucket overlaps `[t - timespan, t]`, so a window reaches at most one
+//! bucket (`timespan / 20`) further back than the timespan, never less.
+//!
+//! The newest [`EVIDENCE_KEPT`] events of a group are kept exactly (time and stream sequence)
+//! as the alert's evidence.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// How many buckets a count window is cut into.
+pub const BUCKETS_PER_WINDOW: i64 = 20;
+
+/// How many of a group's newest events are kept as alert evidence.
+pub const EVIDENCE_KEPT: usize = 16;
+
+/// One event as correlation remembers it: event time and stream sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Seen {
+    /// Event time (ms).
+    pub t: i64,
+    /// Stream sequence.
+    pub seq: u64,
+}
+
+/// One time bucket of a count window.
+#[derive(Debug, Clone, PartialEq)]
+struct Bucket {
+    idx: i64,
+    n: u32,
+    first_t: i64,
+    sum: f64,
+}
+
+/// A sliding count window in time buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Counts {
+    width: i64,
+    newest: Option<i64>,
+    buckets: VecDeque<Bucket>,
+    /// Per value: (bucket, occurrences) pairs, oldest first. `value_count` keeps only the latest
+    /// bucket of each value (enough to know whether it is still in the window).
+    values: BTreeMap<String, VecDeque<(i64, u32)>>,
+    evidence: VecDeque<Seen>,
+    /// Lowest bucket index the values were last trimmed to.
+    trimmed: i64,
+}
+
+/// What a count window knows after an event.
+pub(super) struct Tally {
+    /// Events in the window.
+    pub events: u64,
+    /// Distinct values in the window.
+    pub distinct: u64,
+    /// Sum of the numeric values in the window.
+    pub sum: f64,
+    /// Occurrences of the given value in the window.
+    pub same: u32,
+}
+
+impl Counts {
+    fn bucket_width(span: i64) -> i64 {
+        (span / BUCKETS_PER_WINDOW).max(1)
+    }
+
+    /// The lowest bucket index still inside the window ending at `t`.
+    fn low(&self, span: i64, t: i64) -> i64 {
+        let buckets = (span + self.width - 1) / self.width;
+        t.div_euclid(self.width) - buckets
+    }
+
+    /// Counts one event; false if it is older than the window and was not counted (late).
+    pub fn add(
+        &mut self,
+        span: i64,
+        at: Seen,
+        value: Option<&str>,
+        num: Option<f64>,
+        per_bucket_values: bool,
+    ) -> bool {
+        let width = Self::bucket_width(span);
+        if self.width != width {
+            // First event, or the rule's timespan changed: start over.
+            *self = Counts {
+                width,
+                trimmed: i64::MIN,
+                ..Default::default()
+            };
+        }
+        let newest = self.newest.map_or(at.t, |n| n.max(at.t));
+        let low = self.low(span, newest);
+        let idx = at.t.div_euclid(width);
+        if idx < low {
+            return false;
+        }
+        self.newest = Some(newest);
+        let pos = self
+            .buckets
+            .iter()
+            .rposition(|b| b.idx <= idx)
+            .map_or(0, |p| p + 1);
+        match self.buckets.get_mut(pos.wrapping_sub(1)) {
+            Some(b) if b.idx == idx => {
+                b.n += 1;
+                b.first_t = b.first_t.min(at.t);
+                b.sum += num.unwrap_or(0.0);
+            }
+            _ => self.buckets.insert(
+                pos,
+                Bucket {
+                    idx,
+                    n: 1,
+                    first_t: at.t,
+                    sum: num.unwrap_or(0.0),
+                },
+            ),
+        }
+        if let Some(v) = value {
+            let slots = self.values.entry(v.to_owned()).or_default();
+            if per_bucket_values {
+                let p = slots.iter().rposition(|s| s.0 <= idx).map_or(0, |p| p + 1);
+                match slots.get_mut(p.wrapping_sub(1)) {
+                    Some(s) if s.0 == idx => s.1 += 1,
+                    _ => slots.insert(p, (idx, 1)),
+                }
+            } else if slots.back().is_none_or(|s| s.0 < idx) {
+                slots.clear();
+                slots.push_back((idx, 1));
+            }
+        }
+        let pos = self
+            .evidence
+            .iter()
+            .rposition(|e| *e <= at)
+            .map_or(0, |p| p + 1);
+        self.evidence.insert(pos, at);
+        if self.evidence.len() > EVIDENCE_KEPT {
+            self.evidence.pop_front();
+        }
+        self.trim(low);
+        true
+    }
+
+    /// Drops buckets, values and evidence below bucket `low`.
+    fn trim(&mut self, low: i64) {
+        while self.buckets.front().is_some_and(|b| b.idx < low) {
+            self.buckets.pop_front();
+        }
+        let width = self.width;
+        while self
+            .evidence
+            .front()
+            .is_some_and(|e| e.t.div_euclid(width) < low)
+        {
+            self.evidence.pop_front();
+        }
+        if low > self.trimmed {
+            self.trimmed = low;
+            self.values.retain(|_, slots| {
+                while slots.front().is_some_and(|s| s.0 < low) {
+                    slots.pop_front();
+                }
+                !slots.is_empty()
+            });
+        }
+    }
+
+    /// The window's tallies, with the occurrences of `value`.
+    pub fn tally(&self, value: Option<&str>) -> Tally {
+        let (events, sum) = self
+            .buckets
+            .iter()
+            .fold((0u64, 0.0), |(n, s), b| (n + u64::from(b.n), s + b.sum));
+        Tally {
+            events,
+            distinct: self.values.len() as u64,
+            sum,
+            same: value
+                .and_then(|v| self.values.get(v))
+                .map_or(0, |slots| slots.iter().map(|s| s.1).sum()),
+        }
+    }
+
+    /// Empties the window (after it fired), returning its first event time and the evidence.
+    pub fn drain(&mut self) -> (Option<i64>, Vec<Seen>) {
+        let first = self.buckets.front().map(|b| b.first_t);
+        let evidence = self.evidence.drain(..).collect();
+        self.buckets.clear();
+        self.values.clear();
+        (first, evidence)
+    }
+
+    /// Newest event time counted.
+    pub fn newest(&self) -> Option<i64> {
+        self.newest.filter(|_| !self.buckets.is_empty())
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// The state of one (correlation, group) pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct GroupWindow {
+    /// Count kinds: the bucketed window.
+    pub counts: Counts,
+    /// Temporal kinds: latest match per referenced rule, in the rules' order. `silent_feed`:
+    /// the feed's latest event in slot 0.
+    pub steps: Vec<Option<Seen>>,
+    /// Quiet until this event time (inclusive) after an alert.
+    pub suppress_until: Option<i64>,
+    /// Matching events while quiet.
+    pub suppressed: u64,
+    /// `new_term`: values seen.
+    pub seen: BTreeSet<String>,
+    /// `new_term`: when the group was first seen (its learning period follows).
+    pub since: Option<i64>,
+    /// `impossible_travel`: the previous sighting and its coordinates.
+    pub last_place: Option<(Seen, f64, f64)>,
+}
+
+impl GroupWindow {
+    /// Newest event time the group holds.
+    pub fn newest(&self) -> Option<i64> {
+        let steps = self.steps.iter().flatten().map(|e| e.t).max();
+        let place = self.last_place.as_ref().map(|(e, _, _)| e.t);
+        self.counts.newest().max(steps).max(place).max(self.since)
+    }
+
+    /// Whether the group holds nothing worth keeping at event time `now`.
+    pub fn is_idle(&self, now: i64) -> bool {
+        self.counts.is_empty()
+            && self.steps.iter().all(Option::is_none)
+            && self.suppress_until.is_none_or(|u| u < now)
+            && self.seen.is_empty()
+            && self.last_place.is_none()
+    }
+
+    /// The compact persisted form: times relative to the group's newest time (small varints).
+    pub fn to_wire(&self) -> Wire {
+        let anchor = self.newest().unwrap_or(0);
+        let c = &self.counts;
+        let top = anchor.div_euclid(c.width.max(1));
+        let rel = |t: i64| anchor - t;
+        let mut prev = 0u64;
+        Wire {
+            anchor,
+            width: c.width,
+            buckets: c
+                .buckets
+                .iter()
+                .map(|b| (top - b.idx, b.n, b.first_t - b.idx * c.width))
+                .collect(),
+            sums: if c.buckets.iter().any(|b| b.sum != 0.0) {
+                c.buckets.iter().map(|b| b.sum).collect()
+            } else {
+                Vec::new()
+            },
+            values: c
+                .values
+                .iter()
+                .map(|(v, slots)| {
+                    (
+                        v.clone(),
+                        slots.iter().map(|&(i, n)| (top - i, n)).collect(),
+                    )
+                })
+                .collect(),
+            evidence: c
+                .evidence
+                .iter()
+                .map(|e| {
+                    let d = e.seq as i64 - prev as i64;
+                    prev = e.seq;
+                    (rel(e.t), d)
+                })
+                .collect(),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| s.map(|e| (rel(e.t), e.seq)))
+                .collect(),
+            suppress_until: self.suppress_until.map(|u| u.saturating_sub(anchor)),
+            suppressed: self.suppressed,
+            seen: self.seen.iter().cloned().collect(),
+            since: self.since.map(rel),
+            last_place: self
+                .last_place
+                .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
+        }
+    }
+
+    /// Rebuilds a group from its persisted form.
+    pub fn from_wire(w: Wire) -> GroupWindow {
+        let anchor = w.anchor;
+        let width = w.width.max(1);
+        let top = anchor.div_euclid(width);
+        let abs = |d: i64| anchor - d;
+        let buckets: VecDeque<Bucket> = w
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &(back, n, off))| {
+                let idx = top - back;
+                Bucket {
+                    idx,
+                    n,
+                    first_t: idx * width + off,
+                    sum: w.sums.get(i).copied().unwrap_or(0.0),
+                }
+            })
+            .collect();
+        let mut prev = 0i64;
+        let evidence = w
+            .evidence
+            .iter()
+            .map(|&(d, ds)| {
+                prev += ds;
+                Seen {
+                    t: abs(d),
+                    seq: prev as u64,
+                }
+            })
+            .collect();
+        GroupWindow {
+            counts: Counts {
+                width: w.width,
+                newest: (!buckets.is_empty()).then_some(anchor),
+                trimmed: buckets.front().map_or(i64::MIN, |b| b.idx),
+                buckets,
+                values: w
+                    .values
+                    .into_iter()
+                    .map(|(v, slots)| (v, slots.into_iter().map(|(b, n)| (top - b, n)).collect()))
+                    .collect(),
+                evidence,
+            },
+            steps: w
+                .steps
+                .iter()
+                .map(|s| s.map(|(d, seq)| Seen { t: abs(d), seq }))
+                .collect(),
+            suppress_until: w.suppress_until.map(|u| anchor.saturating_add(u)),
+            suppressed: w.suppressed,
+            seen: w.seen.into_iter().collect(),
+            since: w.since.map(abs),
+            last_place: w
+                .last_place
+                .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+        }
+    }
+}
+
+/// The persisted form of a [`GroupWindow`] (bincode varints make the small offsets short).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Wire {
+    anchor: i64,
+    width: i64,
+    /// (buckets back from the anchor's bucket, count, first time's offset in its bucket).
+    buckets: Vec<(i64, u32, i64)>,
+    /// Sums per bucket; empty when all are zero.
+    sums: Vec<f64>,
+    values: Vec<(String, Vec<(i64, u32)>)>,
+    /// (ms before the anchor, sequence delta to the previous evidence).
+    evidence: Vec<(i64, i64)>,
+    steps: Vec<Option<(i64, u64)>>,
+    suppress_until: Option<i64>,
+    suppressed: u64,
+    seen: Vec<String>,
+    since: Option<i64>,
+    last_place: Option<(i64, u64, f64, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPAN: i64 = 600_000;
+
+    fn seen(t: i64, seq: u64) -> Seen {
+        Seen { t, seq }
+    }
+
+    #[test]
+    fn window_covers_at_least_the_timespan_and_at_most_one_bucket_more() {
+        let mut c = Counts::default();
+        let t0 = 1_800_000_000_000;
+        assert!(c.add(SPAN, seen(t0, 1), None, None, false));
+        // Exactly the timespan later: still counted.
+        assert!(c.add(SPAN, seen(t0 + SPAN, 2), None, None, false));
+        assert_eq!(c.tally(None).events, 2);
+        // One bucket (30 s) beyond: the first event has left.
+        c.add(SPAN, seen(t0 + SPAN + 30_000, 3), None, None, false);
+        assert_eq!(c.tally(None).events, 2);
+        // An event older than the window is refused.
+        assert!(!c.add(SPAN, seen(t0 - 1, 4), None, None, false));
+    }
+
+    #[test]
+    fn distinct_values_sums_and_percentiles() {
+        let mut c = Counts::default();
+        let t0 = 1_800_000_000_000;
+        for (i, v) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+            c.add(
+                SPAN,
+                seen(t0 + i as i64 * 1000, i as u64),
+                Some(v),
+                Some(2.5),
+                true,
+            );
+        }
+        let t = c.tally(Some("a"));
+        assert_eq!((t.events, t.distinct, t.same), (5, 3, 3));
+        assert_eq!(t.sum, 12.5);
+        // Far later: everything before has expired.
+        c.add(SPAN, seen(t0 + 10 * SPAN, 9), Some("d"), None, true);
+        let t = c.tally(Some("a"));
+        assert_eq!((t.events, t.distinct, t.same), (1, 1, 0));
+    }
+
+    #[test]
+    fn evidence_keeps_the_newest_in_order_and_wire_round_trips() {
+        let mut g = GroupWindow::default();
+        let t0 = 1_800_000_000_000;
+        for i in (0..40u64).rev() {
+            g.counts.add(
+                SPAN,
+                seen(t0 + i as i64 * 100, 1000 + i),
+                Some("x"),
+                Some(1.0),
+                true,
+            );
+        }
+        g.suppress_until = Some(t0 + 5_000);
+        g.steps = vec![Some(seen(t0, 3)), None];
+        let ev: Vec<u64> = g.counts.evidence.iter().map(|e| e.seq).collect();
+        assert_eq!(ev, (1024..1040).collect::<Vec<_>>());
+        let back = GroupWindow::from_wire(g.to_wire());
+        let enc = |g: &GroupWindow| crate::state::encode(&g.to_wire());
+        assert_eq!(enc(&back), enc(&g));
+        assert_eq!(back.counts.evidence, g.counts.evidence);
+        assert_eq!(back.counts.tally(Some("x")).same, 40);
+        let bytes = crate::state::encode(&g.to_wire());
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    }
+}
