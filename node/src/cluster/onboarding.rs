@@ -80,7 +80,8 @@ pub async fn list(kv: &kv::Store) -> Result<BTreeMap<ForceId, ForceRecord>> {
     Ok(forces)
 }
 
-/// The current forces (one change per onboarded force), then every change as it happens.
+/// The current state first (one change per key: a removed force shows as `None` while its
+/// delete marker lasts), then every change as it happens.
 pub async fn watch(kv: &kv::Store) -> Result<impl Stream<Item = Result<ForceChange>> + Unpin> {
     let entries = kv
         .watch_with_history(">")
