@@ -8,13 +8,16 @@
 //! names the NATS subjects, [`event`] parses a raw payload and extracts event time, [`mapping`]
 //! classifies events into Sigma logsources and finds rule fields in them, [`sigma`] parses
 //! and compiles rules, [`correlate`] holds the per-force state machines, [`alert`] is the output
-//! record and [`state`] the versioned encoding of persisted state.
+//! record and [`state`] the versioned encoding of persisted state. [`onboarding`] says which
+//! sources a force's onboarding phase admits and [`rendezvous`] which node should own a force.
 
 pub mod alert;
 pub mod correlate;
 pub mod event;
 pub mod force;
 pub mod mapping;
+pub mod onboarding;
+pub mod rendezvous;
 pub mod sigma;
 pub mod source;
 pub mod state;

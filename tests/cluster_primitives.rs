@@ -1,0 +1,306 @@
+//! Cluster coordination primitives against a real nats-server: leases (exclusive, expiring,
+//! fenced by a growing epoch, released at once), membership by heartbeat TTL, checkpoints in the
+//! object store, and the onboarded forces with their watch.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use harness::Nats;
+use nmc_node::cluster::lease::{self, Lease, LeaseLost};
+use nmc_node::cluster::membership::{self, Membership, NodeInfo};
+use nmc_node::cluster::onboarding::{self, ForceChange};
+use nmc_node::cluster::{Buckets, ClusterSettings, checkpoint, ensure_buckets};
+use nmc_shared::ForceId;
+use nmc_shared::onboarding::OnboardingPhase;
+use nmc_shared::rendezvous::{NodeWeight, owner};
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn force(id: &str) -> ForceId {
+    ForceId::new(id).unwrap()
+}
+
+async fn buckets(nats: &Nats) -> Buckets {
+    let settings = ClusterSettings {
+        node_ttl: TTL,
+        lease_ttl: TTL,
+        replicas: 1,
+    };
+    let js = nats.js().await;
+    // Twice: opening existing buckets is as good as creating them.
+    ensure_buckets(&js, &settings).await.unwrap();
+    ensure_buckets(&js, &settings).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_holder_then_takeover_after_ttl_with_a_greater_epoch() {
+    let nats = Nats::start();
+    let b = buckets(&nats).await;
+    assert_eq!(b.leases.stream.cached_info().config.max_age, TTL);
+    let (kent, essex) = (force("kent"), force("essex"));
+
+    let start = Instant::now();
+    let mut a = Lease::acquire(&b.leases, &kent, "node-a")
+        .await
+        .unwrap()
+        .expect("free lease");
+    let mut a_essex = Lease::acquire(&b.leases, &essex, "node-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        Lease::acquire(&b.leases, &kent, "node-b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Lease::acquire(&b.leases, &kent, "node-a")
+            .await
+            .unwrap()
+            .is_none(),
+        "not re-entrant"
+    );
+    let h = lease::holder(&b.leases, &kent).await.unwrap().unwrap();
+    assert_eq!((h.node_id.as_str(), h.revision), ("node-a", a.epoch()));
+
+    // node-a stops renewing; node-b keeps trying until the key has expired.
+    let new = loop {
+        if let Some(l) = Lease::acquire(&b.leases, &kent, "node-b").await.unwrap() {
+            break l;
+        }
+        assert!(start.elapsed() < TTL * 3, "lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = start.elapsed();
+    eprintln!("expired lease re-acquired {took:?} after acquisition (TTL {TTL:?})");
+    assert!(took >= TTL, "taken over after {took:?}, before the TTL");
+    assert!(
+        a.deadline() <= Instant::now(),
+        "the old holder's local deadline passed first"
+    );
+    assert!(
+        new.epoch() > a.epoch(),
+        "epoch {} after {}",
+        new.epoch(),
+        a.epoch()
+    );
+    let h = lease::holder(&b.leases, &kent).await.unwrap().unwrap();
+    assert_eq!(h.node_id, "node-b");
+
+    // The old holder cannot renew, neither over a new holder nor over an expired key.
+    assert!(matches!(a.renew().await, Err(LeaseLost::Superseded(f)) if f == kent));
+    assert!(matches!(
+        a_essex.renew().await,
+        Err(LeaseLost::Superseded(_))
+    ));
+    assert!(lease::holder(&b.leases, &essex).await.unwrap().is_none());
+    assert_eq!(
+        lease::holder(&b.leases, &kent)
+            .await
+            .unwrap()
+            .unwrap()
+            .node_id,
+        "node-b"
+    );
+
+    // The new holder renews: a new revision, the same epoch.
+    let mut new = new;
+    let (epoch, rev) = (new.epoch(), new.revision());
+    new.renew().await.unwrap();
+    assert!(new.revision() > rev);
+    assert_eq!(new.epoch(), epoch);
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_lease_and_release_frees_it_at_once() {
+    let nats = Nats::start();
+    let b = buckets(&nats).await;
+    let dorset = force("dorset");
+    let mut a = Lease::acquire(&b.leases, &dorset, "node-a")
+        .await
+        .unwrap()
+        .unwrap();
+    // Renewed every TTL/3 for longer than the TTL: nobody else gets it.
+    let until = Instant::now() + TTL + TTL / 2;
+    while Instant::now() < until {
+        tokio::time::sleep(TTL / 3).await;
+        a.renew().await.unwrap();
+        assert!(
+            Lease::acquire(&b.leases, &dorset, "node-b")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let first = a.epoch();
+    a.release().await.unwrap();
+    assert!(lease::holder(&b.leases, &dorset).await.unwrap().is_none());
+    let c = Lease::acquire(&b.leases, &dorset, "node-b")
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(c.epoch() > first);
+    // A third owner, after another release, again gets a greater epoch.
+    let second = c.epoch();
+    c.release().await.unwrap();
+    let d = Lease::acquire(&b.leases, &dorset, "node-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(d.epoch() > second);
+}
+
+#[tokio::test]
+async fn a_node_that_stops_heartbeating_leaves_after_the_ttl() {
+    let nats = Nats::start();
+    let b = buckets(&nats).await;
+    assert!(membership::live_nodes(&b.nodes).await.unwrap().is_empty());
+    let a = Membership::join(&b.nodes, NodeInfo::this_process("node-a", 1))
+        .await
+        .unwrap();
+    let b_info = NodeInfo::this_process("node-b", 2);
+    let joined = Instant::now();
+    let _silent = Membership::join(&b.nodes, b_info.clone()).await.unwrap();
+    let live = membership::live_nodes(&b.nodes).await.unwrap();
+    assert_eq!(live, vec![a.info().clone(), b_info]);
+
+    // node-a heartbeats every TTL/4; node-b never again.
+    let gone = loop {
+        a.heartbeat().await.unwrap();
+        let live = membership::live_nodes(&b.nodes).await.unwrap();
+        let ids: Vec<&str> = live.iter().map(|n| n.node_id.as_str()).collect();
+        if ids == ["node-a"] {
+            break joined.elapsed();
+        }
+        assert_eq!(ids, ["node-a", "node-b"]);
+        assert!(joined.elapsed() < TTL * 3, "node-b never expired");
+        tokio::time::sleep(TTL / 4).await;
+    };
+    eprintln!("silent node gone {gone:?} after its last heartbeat (TTL {TTL:?})");
+    assert!(gone >= TTL, "gone after {gone:?}, before the TTL");
+    let live = membership::live_nodes(&b.nodes).await.unwrap();
+    let weights: Vec<NodeWeight> = live.iter().map(NodeWeight::from).collect();
+    assert_eq!(owner("kent", &weights), Some("node-a"));
+
+    a.leave().await.unwrap();
+    assert!(membership::live_nodes(&b.nodes).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn checkpoints_round_trip_and_the_newest_wins() {
+    let nats = Nats::start();
+    let b = buckets(&nats).await;
+    let (kent, essex) = (force("kent"), force("essex"));
+    assert_eq!(checkpoint::get(&b.checkpoints, &kent).await.unwrap(), None);
+
+    // Larger than one 128 KiB chunk.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    checkpoint::put(&b.checkpoints, &kent, 10, &big)
+        .await
+        .unwrap();
+    checkpoint::put(&b.checkpoints, &essex, 3, b"essex state")
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
+        Some((10, big))
+    );
+
+    checkpoint::put(&b.checkpoints, &kent, 25, b"newer")
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
+        Some((25, b"newer".to_vec()))
+    );
+    checkpoint::put(&b.checkpoints, &kent, 26, b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
+        Some((26, Vec::new()))
+    );
+    assert_eq!(
+        checkpoint::get(&b.checkpoints, &essex).await.unwrap(),
+        Some((3, b"essex state".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn onboarding_changes_are_listed_and_watched() {
+    let nats = Nats::start();
+    let b = buckets(&nats).await;
+    let (kent, essex) = (force("kent"), force("essex"));
+    let mut watch = onboarding::watch(&b.forces).await.unwrap();
+
+    assert!(
+        onboarding::add(&b.forces, &kent, OnboardingPhase::Cloud, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !onboarding::add(&b.forces, &kent, OnboardingPhase::CloudAndOnprem, 9)
+            .await
+            .unwrap()
+    );
+    assert!(
+        onboarding::add(&b.forces, &essex, OnboardingPhase::Cloud, 1)
+            .await
+            .unwrap()
+    );
+    onboarding::set_phase(&b.forces, &kent, OnboardingPhase::CloudAndOnprem)
+        .await
+        .unwrap();
+    let list = onboarding::list(&b.forces).await.unwrap();
+    assert_eq!(list.keys().collect::<Vec<_>>(), [&essex, &kent]);
+    assert_eq!(list[&kent].phase, OnboardingPhase::CloudAndOnprem);
+    assert_eq!(list[&kent].weight, 2, "the second add changed nothing");
+    assert_eq!(list[&essex].phase, OnboardingPhase::Cloud);
+
+    onboarding::remove(&b.forces, &essex).await.unwrap();
+    assert!(
+        onboarding::set_phase(&b.forces, &essex, OnboardingPhase::Cloud)
+            .await
+            .is_err()
+    );
+    let list = onboarding::list(&b.forces).await.unwrap();
+    assert_eq!(list.keys().collect::<Vec<_>>(), [&kent]);
+    assert_eq!(onboarding::get(&b.forces, &essex).await.unwrap(), None);
+
+    let phases = |changes: &[ForceChange], f: &ForceId| -> Vec<Option<OnboardingPhase>> {
+        changes
+            .iter()
+            .filter(|c| &c.force == f)
+            .map(|c| c.record.as_ref().map(|r| r.phase))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+        seen.push(next.expect("watch stalled").unwrap().unwrap());
+    }
+    use OnboardingPhase::*;
+    assert_eq!(phases(&seen, &kent), [Some(Cloud), Some(CloudAndOnprem)]);
+    assert_eq!(phases(&seen, &essex), [Some(Cloud), None]);
+    assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
+
+    // A watch started now gets the current state first: kent, and essex's removal.
+    let mut late = onboarding::watch(&b.forces).await.unwrap();
+    let mut snapshot = Vec::new();
+    for _ in 0..2 {
+        snapshot.push(late.next().await.unwrap().unwrap());
+    }
+    assert_eq!(phases(&snapshot, &kent), [Some(CloudAndOnprem)]);
+    assert_eq!(phases(&snapshot, &essex), [None]);
+    // A removed force can be onboarded again, and the watch sees it.
+    assert!(onboarding::add(&b.forces, &essex, Cloud, 1).await.unwrap());
+    let again = tokio::time::timeout(Duration::from_secs(5), late.next()).await;
+    let again = again.expect("watch stalled").unwrap().unwrap();
+    assert_eq!(
+        (again.force, again.record.map(|r| r.phase)),
+        (essex, Some(Cloud))
+    );
+}
