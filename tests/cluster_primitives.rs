@@ -56,13 +56,18 @@ async fn one_holder_then_takeover_after_ttl_with_a_greater_epoch() {
             .unwrap()
             .is_none()
     );
-    assert!(
+    // The same node id (a restarted process of node-a) takes its lease back at once, with a
+    // new epoch; the old process's handle is fenced off.
+    let old_epoch = a.epoch();
+    let mut stale = std::mem::replace(
+        &mut a,
         Lease::acquire(&b.leases, &kent, "node-a")
             .await
             .unwrap()
-            .is_none(),
-        "not re-entrant"
+            .expect("reclaimed by the same node id"),
     );
+    assert!(a.epoch() > old_epoch);
+    assert!(stale.renew().await.is_err(), "the old handle is fenced off");
     let h = lease::holder(&b.leases, &kent).await.unwrap().unwrap();
     assert_eq!((h.node_id.as_str(), h.revision), ("node-a", a.epoch()));
 

@@ -38,6 +38,9 @@ async fn three_forces_two_nodes_exact_alerts() {
     );
     let js = nats.js().await;
     wait_stream(&js, "NMC_ALERTS").await;
+    // The cluster shares the forces out by rendezvous hashing once both nodes are up.
+    let owners = desired_owners(&["kent", "essex", "cumbria"], &["node-a", "node-b"]);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
 
     let plan = [
         ("kent", scenario("kent", 400, true, false, 0)),
@@ -102,11 +105,7 @@ async fn three_forces_two_nodes_exact_alerts() {
         .await;
         let got = alerts(&got);
         assert_eq!(&got, want, "alerts of {force}");
-        let node = if *force == "cumbria" {
-            "node-b"
-        } else {
-            "node-a"
-        };
+        let node = owners[*force].as_str();
         let raw = read_all(&js, "NMC_ALERTS", &format!("nmc.alerts.{force}.>")).await;
         assert!(raw.iter().all(|r| r.json()["node"] == node));
     }

@@ -20,14 +20,26 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directories of Sigma rule files (`.yml`/`.yaml`, searched recursively).
     pub rules_dirs: Vec<PathBuf>,
-    /// Forces this node processes.
+    /// Forces this node onboards at start-up if they are not onboarded yet (phase
+    /// `cloud_and_onprem`). A convenience for development and tests: in production use
+    /// `nmc forces add`. Which node processes a force is decided by the cluster, not here.
     pub forces: Vec<ForceId>,
-    /// Every force onboarded in the cluster (defaults to `forces`). Events of other forces are
-    /// dead-lettered by the triage node.
+    /// More forces to onboard at start-up, like `forces`.
     pub onboarded: Vec<ForceId>,
-    /// Whether this node dead-letters events for forces that are not onboarded. Exactly one
-    /// node of a cluster should do this until ownership becomes dynamic.
+    /// Whether this node takes part in triage: dead-lettering events of forces that are not
+    /// onboarded (a shared durable consumer: any number of nodes may do it).
     pub triage: bool,
+    /// Relative capacity of this node for force assignment (rendezvous weight).
+    pub weight: u32,
+    /// Seconds after its last heartbeat that a node counts as gone.
+    pub node_ttl_secs: u64,
+    /// Seconds a force lease lasts without renewal: the failover time is about this long. A
+    /// node that cannot renew stops processing the force before it expires.
+    pub lease_ttl_secs: u64,
+    /// Seconds between force-state checkpoints to the object store (also written on release).
+    pub checkpoint_interval_secs: u64,
+    /// Seconds a SIGTERM'ed node has to finish batches, checkpoint and release its forces.
+    pub shutdown_grace_secs: u64,
     /// Most events applied in one sled batch.
     pub batch_size: usize,
     /// Largest accepted event payload, in bytes; larger events are dead-lettered.
@@ -70,7 +82,12 @@ impl Default for Config {
             rules_dirs: Vec::new(),
             forces: Vec::new(),
             onboarded: Vec::new(),
-            triage: false,
+            triage: true,
+            weight: 1,
+            node_ttl_secs: 5,
+            lease_ttl_secs: 5,
+            checkpoint_interval_secs: 60,
+            shutdown_grace_secs: 25,
             batch_size: 500,
             max_event_bytes: 256 * 1024,
             max_attempts: 3,
@@ -167,6 +184,18 @@ impl Config {
                 self.node_id
             );
         }
+        if self.lease_ttl_secs < 2 || self.node_ttl_secs < 2 {
+            bail!("lease_ttl_secs and node_ttl_secs must be at least 2");
+        }
+        // A replay after a takeover re-raises the alerts of up to one checkpoint interval plus
+        // the takeover; JetStream drops them as duplicates only within its duplicate window.
+        let replay_horizon = self.checkpoint_interval_secs + 2 * self.lease_ttl_secs + 60;
+        if self.alerts_duplicate_window_secs < replay_horizon {
+            bail!(
+                "alerts_duplicate_window_secs ({}) must be at least checkpoint_interval_secs + 2 x lease_ttl_secs + 60 s ({replay_horizon}): otherwise a takeover can publish duplicate alerts",
+                self.alerts_duplicate_window_secs
+            );
+        }
         for k in self.source_lateness_secs.keys() {
             if k.parse::<nmc_shared::SourceKind>().is_err() {
                 bail!("source_lateness_secs names `{k}`, which is not a source kind");
@@ -177,19 +206,24 @@ impl Config {
             if !seen.insert(f) {
                 bail!("force `{f}` is listed twice in `forces`");
             }
-            if !self.onboarded.is_empty() && !self.onboarded.contains(f) {
-                bail!("force `{f}` is in `forces` but not in `onboarded`");
-            }
         }
         Ok(())
     }
 
-    /// Every onboarded force (`onboarded`, or `forces` when that is empty).
-    pub fn onboarded_forces(&self) -> &[ForceId] {
-        if self.onboarded.is_empty() {
-            &self.forces
-        } else {
-            &self.onboarded
+    /// The forces to onboard at start-up (`forces` and `onboarded`).
+    pub fn startup_forces(&self) -> Vec<ForceId> {
+        let mut v: Vec<ForceId> = self.forces.iter().chain(&self.onboarded).cloned().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The cluster coordination settings.
+    pub fn cluster(&self) -> crate::cluster::ClusterSettings {
+        crate::cluster::ClusterSettings {
+            node_ttl: std::time::Duration::from_secs(self.node_ttl_secs),
+            lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs),
+            replicas: self.stream_replicas,
         }
     }
 
@@ -259,9 +293,13 @@ mod tests {
         assert!(
             Config::load_with_env(
                 None,
-                env(&[("NMC_FORCES", "kent"), ("NMC_ONBOARDED", "essex")])
+                env(&[
+                    ("NMC_CHECKPOINT_INTERVAL_SECS", "3600"),
+                    ("NMC_ALERTS_DUPLICATE_WINDOW_SECS", "900")
+                ])
             )
-            .is_err()
+            .is_err(),
+            "duplicate window shorter than a replay after takeover"
         );
     }
 }

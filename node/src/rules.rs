@@ -31,24 +31,49 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Rule documents read from `dirs`, and the documents that failed to parse.
-pub fn read(dirs: &[PathBuf]) -> Result<(Vec<RuleDoc>, Vec<RuleError>)> {
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
+/// The rule files under `dirs` as (path, text), skipping YAML files that hold no Sigma
+/// documents.
+pub fn read_texts(dirs: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
     for f in rule_files(dirs)? {
         let text = std::fs::read_to_string(&f)
             .with_context(|| format!("reading rule file {}", f.display()))?;
-        if !looks_like_rules(&text) {
-            continue;
+        if looks_like_rules(&text) {
+            out.push((f.display().to_string(), text));
         }
-        for r in parse_rules(&f.display().to_string(), &text) {
+    }
+    Ok(out)
+}
+
+/// Rule documents parsed from (origin, text) pairs, and the documents that failed to parse.
+pub fn parse_texts(files: &[(String, String)]) -> (Vec<RuleDoc>, Vec<RuleError>) {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (origin, text) in files {
+        for r in parse_rules(origin, text) {
             match r {
                 Ok(doc) => docs.push(doc),
                 Err(e) => errors.push(e),
             }
         }
     }
-    Ok((docs, errors))
+    (docs, errors)
+}
+
+/// Compiles (origin, text) pairs; broken rules are returned as errors and left out.
+pub fn compile_texts(
+    files: &[(String, String)],
+    placeholders: &Placeholders,
+) -> (RuleSet, Vec<RuleError>) {
+    let (docs, mut errors) = parse_texts(files);
+    let (set, mut compile_errors) = RuleSet::compile_with(docs, placeholders);
+    errors.append(&mut compile_errors);
+    (set, errors)
+}
+
+/// Rule documents read from `dirs`, and the documents that failed to parse.
+pub fn read(dirs: &[PathBuf]) -> Result<(Vec<RuleDoc>, Vec<RuleError>)> {
+    Ok(parse_texts(&read_texts(dirs)?))
 }
 
 /// Whether a YAML file holds Sigma documents at all (rule folders also hold test metadata).
@@ -68,10 +93,7 @@ pub fn load_with(
     dirs: &[PathBuf],
     placeholders: &Placeholders,
 ) -> Result<(RuleSet, Vec<RuleError>)> {
-    let (docs, mut errors) = read(dirs)?;
-    let (set, mut compile_errors) = RuleSet::compile_with(docs, placeholders);
-    errors.append(&mut compile_errors);
-    Ok((set, errors))
+    Ok(compile_texts(&read_texts(dirs)?, placeholders))
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
 //! Triage: dead-letters events published for forces that are not onboarded (or subjects that
 //! name no valid force), so that a misconfigured collector is seen instead of silently ignored.
 //!
-//! It reads `nmc.events.>` headers-only (cheap: no payloads) from its own sled cursor, fetches
-//! the payload of only the events it dead-letters, and moves its cursor after their acks.
+//! It reads `nmc.events.>` headers-only (cheap: no payloads) through a durable consumer shared
+//! by every triage node, fetches the payload of only the events it dead-letters, and
+//! acknowledges each event once its dead letter is stored.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::{FutureExt, StreamExt};
 use nmc_shared::subject::{self, DLQ_UNKNOWN, EVENTS_ALL, EVENTS_STREAM};
 use nmc_shared::{ForceId, force};
@@ -54,6 +55,9 @@ pub fn classify(
     }
 }
 
+/// Name of the durable consumer that all triage nodes share.
+pub const TRIAGE_CONSUMER: &str = "nmc-triage";
+
 /// Runs triage forever, restarting after errors.
 pub async fn run(rt: Arc<Runtime>) {
     loop {
@@ -64,43 +68,49 @@ pub async fn run(rt: Arc<Runtime>) {
     }
 }
 
+/// Triage is stateless (the verdict depends only on the subject and the onboarded forces), so
+/// every triage node pulls from one shared durable consumer, headers only: each event is
+/// classified by one of them, acknowledged once its dead letter (if any) is stored, and
+/// redelivered if that node dies first. Dead letters carry a message id derived from the event's
+/// sequence, so a redelivery never doubles one.
 async fn run_once(rt: &Runtime) -> Result<()> {
-    let onboarded: BTreeSet<ForceId> = rt.cfg.onboarded_forces().iter().cloned().collect();
-    let store = rt.store.named("triage")?;
-    let mut cursor = store.cursor()?;
     let stream = rt.js.get_stream(EVENTS_STREAM).await?;
-    let mut reader = bus::ordered_reader(
-        &stream,
-        EVENTS_ALL.to_owned(),
-        DeliverPolicy::ByStartSequence {
-            start_sequence: cursor + 1,
-        },
-        true,
-    )
-    .await?;
-    info!(from = cursor + 1, "triage reading");
+    let consumer = stream
+        .get_or_create_consumer(
+            TRIAGE_CONSUMER,
+            pull::Config {
+                durable_name: Some(TRIAGE_CONSUMER.to_owned()),
+                filter_subject: EVENTS_ALL.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                headers_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the triage consumer")?;
+    let mut messages = consumer.messages().await?;
+    info!("triage reading");
     loop {
-        let Some(first) = reader.next().await else {
+        let Some(first) = messages.next().await else {
             return Ok(());
         };
         let mut batch = vec![first?];
         while batch.len() < 1000 {
-            match reader.next().now_or_never() {
+            match messages.next().now_or_never() {
                 Some(Some(m)) => batch.push(m?),
                 _ => break,
             }
         }
+        let onboarded: BTreeSet<ForceId> = rt.onboarded().into_keys().collect();
         let mut dead = Vec::new();
-        let mut last = cursor;
         for m in &batch {
             let seq = m
                 .info()
                 .map_err(|e| anyhow::anyhow!("no JetStream metadata: {e}"))?
                 .stream_sequence;
-            last = seq;
-            if seq <= cursor {
-                continue;
-            }
             if let Some((to, reason, error)) = classify(m.subject.as_str(), &onboarded) {
                 let full = stream
                     .get_raw_message(seq)
@@ -120,9 +130,10 @@ async fn run_once(rt: &Runtime) -> Result<()> {
         if !dead.is_empty() {
             bus::publish_dead_letters(&rt.js, &rt.cfg.node_id, &dead).await?;
         }
-        if last > cursor {
-            store.set_cursor(last)?;
-            cursor = last;
+        for m in &batch {
+            m.ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("acknowledging a triaged event: {e}"))?;
         }
     }
 }

@@ -144,6 +144,9 @@ pub struct Alert {
     pub node: String,
     /// Lease epoch (fencing token) the node held for the force when it raised the alert.
     pub epoch: u64,
+    /// Version of the rule pack that raised it (filled in by the runtime; empty offline).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule_pack: String,
 }
 
 fn is_zero(n: &u64) -> bool {

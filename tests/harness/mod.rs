@@ -372,7 +372,8 @@ pub fn expected_alerts(
     out
 }
 
-/// Alerts read from the stream, with the node-specific fields cleared for comparison.
+/// Alerts read from the stream, with the node-specific fields (node, epoch, rule pack) checked
+/// and cleared for comparison.
 pub fn alerts(reads: &[Received]) -> Vec<nmc_shared::Alert> {
     reads
         .iter()
@@ -384,7 +385,11 @@ pub fn alerts(reads: &[Received]) -> Vec<nmc_shared::Alert> {
                 "alert published on the subject of its force and level"
             );
             assert_eq!(r.header("Nats-Msg-Id"), Some(a.id.to_string().as_str()));
+            assert!(a.epoch > 0, "alert raised under a lease epoch: {a:?}");
+            assert!(!a.rule_pack.is_empty(), "alert names its rule pack");
             a.node.clear();
+            a.epoch = 0;
+            a.rule_pack.clear();
             a
         })
         .collect()
@@ -447,4 +452,56 @@ pub fn clock(secs: i64) -> Vec<u8> {
         "GB",
     );
     serde_json::to_vec(&v).unwrap()
+}
+
+/// The node each force should run on among `nodes` (equal weights), as the cluster computes it.
+pub fn desired_owners(
+    forces: &[&str],
+    nodes: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let live: Vec<nmc_shared::rendezvous::NodeWeight> = nodes
+        .iter()
+        .map(|n| nmc_shared::rendezvous::NodeWeight::new(*n, 1))
+        .collect();
+    forces
+        .iter()
+        .map(|f| {
+            let owner = nmc_shared::rendezvous::owner(f, &live).expect("a live node");
+            (f.to_string(), owner.to_owned())
+        })
+        .collect()
+}
+
+/// Who holds each force's lease now (force -> node id).
+pub async fn lease_holders(js: &jetstream::Context) -> std::collections::BTreeMap<String, String> {
+    let Ok(kv) = js.get_key_value("NMC_LEASES").await else {
+        return Default::default();
+    };
+    nmc_node::cluster::lease::holders(&kv)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(f, h)| (f, h.node_id))
+        .collect()
+}
+
+/// Waits until every force in `want` is held by the node `want` names (the cluster has settled
+/// after nodes joined or left); panics after `timeout`.
+pub async fn wait_owners(
+    js: &jetstream::Context,
+    want: &std::collections::BTreeMap<String, String>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let have = lease_holders(js).await;
+        if want.iter().all(|(f, n)| have.get(f) == Some(n)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not settle: want {want:?}, have {have:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,6 +1,8 @@
 //! Force leases in `NMC_LEASES`: at most one node owns a force at a time.
 //!
-//! The key is the force id and the value the holder's node id. The bucket's `max_age` is the
+//! The key is the force id and the value a JSON [`LeaseStatus`]: the holder's node id and how
+//! far it has got with the force (cursor, lag, rule pack), refreshed on every renewal so that
+//! `nmc cluster status` reads the whole cluster from this one bucket. The bucket's `max_age` is the
 //! lease TTL. `create` acquires (it fails while anyone holds the key), `update(key, value,
 //! revision)` renews by compare-and-set, and a delete with the expected revision releases. A key
 //! that expired (no renewal within the TTL) or was released can be created again at once.
@@ -39,6 +41,37 @@ pub struct Holder {
     pub node_id: String,
     /// The current revision (changes on every renewal).
     pub revision: u64,
+    /// What the holder last reported.
+    pub status: LeaseStatus,
+}
+
+/// The value of a lease key: its holder and the force's progress there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LeaseStatus {
+    /// Holder's node id.
+    pub node: String,
+    /// Fencing epoch of the holder's lease.
+    pub epoch: u64,
+    /// Last applied `NMC_EVENTS` sequence.
+    pub cursor: u64,
+    /// Messages of the force still to read after the cursor (as last seen by the reader).
+    pub lag: u64,
+    /// Events waiting in the reorder buffer.
+    pub pending: u64,
+    /// Events that arrived later than the allowed lateness, in total.
+    pub late: u64,
+    /// Rule pack the force runs.
+    pub rule_pack: String,
+}
+
+impl LeaseStatus {
+    fn parse(bytes: &[u8]) -> LeaseStatus {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| LeaseStatus {
+            node: String::from_utf8_lossy(bytes).into_owned(),
+            ..Default::default()
+        })
+    }
 }
 
 /// A held lease on one force.
@@ -55,21 +88,55 @@ pub struct Lease {
 impl Lease {
     /// Tries to acquire `force` for `node_id` in the `NMC_LEASES` bucket `kv`: `None` if another
     /// holder has it.
+    ///
+    /// A lease still held under this node's own id (left by a previous process of this node,
+    /// e.g. after a crash) is taken back at once by compare-and-set, with a new epoch: node ids
+    /// must be unique in a cluster.
     pub async fn acquire(kv: &kv::Store, force: &ForceId, node_id: &str) -> Result<Option<Lease>> {
-        let value = Bytes::from(node_id.to_owned());
+        let status = LeaseStatus {
+            node: node_id.to_owned(),
+            ..Default::default()
+        };
+        let value = Bytes::from(serde_json::to_vec(&status)?);
         let sent = Instant::now();
-        match kv.create(force.as_str(), value.clone()).await {
-            Ok(revision) => Ok(Some(Lease {
-                kv: kv.clone(),
-                force: force.clone(),
-                value,
-                epoch: revision,
-                revision,
-                deadline: sent + ttl(kv),
-            })),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("acquiring the lease on {force}")),
+        let revision = match kv.create(force.as_str(), value.clone()).await {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                match holder(kv, force).await? {
+                    Some(h) if h.status.node == node_id => {
+                        match kv.update(force.as_str(), value.clone(), h.revision).await {
+                            Ok(revision) => revision,
+                            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                                return Ok(None);
+                            }
+                            Err(e) => {
+                                return Err(e)
+                                    .with_context(|| format!("reclaiming the lease on {force}"));
+                            }
+                        }
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("acquiring the lease on {force}")),
+        };
+        Ok(Some(Lease {
+            kv: kv.clone(),
+            force: force.clone(),
+            value,
+            epoch: revision,
+            revision,
+            deadline: sent + ttl(kv),
+        }))
+    }
+
+    /// Renews the lease and publishes `status` (the epoch and node are filled in) as its value.
+    pub async fn renew_with(&mut self, mut status: LeaseStatus) -> Result<(), LeaseLost> {
+        status.epoch = self.epoch;
+        if let Ok(v) = serde_json::to_vec(&status) {
+            self.value = Bytes::from(v);
         }
+        self.renew().await
     }
 
     /// Renews the lease (compare-and-set on the last revision), restarting its TTL.
@@ -136,12 +203,35 @@ pub async fn holder(kv: &kv::Store, force: &ForceId) -> Result<Option<Holder>> {
         .entry(force.as_str())
         .await
         .with_context(|| format!("reading the lease on {force}"))?;
-    Ok(entry
-        .filter(|e| e.operation == Operation::Put)
-        .map(|e| Holder {
-            node_id: String::from_utf8_lossy(&e.value).into_owned(),
+    Ok(entry.filter(|e| e.operation == Operation::Put).map(|e| {
+        let status = LeaseStatus::parse(&e.value);
+        Holder {
+            node_id: status.node.clone(),
             revision: e.revision,
-        }))
+            status,
+        }
+    }))
+}
+
+/// Every held lease: force id -> holder.
+pub async fn holders(kv: &kv::Store) -> Result<std::collections::BTreeMap<String, Holder>> {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .context("listing leases")?
+        .try_collect()
+        .await
+        .context("listing leases")?;
+    let mut out = std::collections::BTreeMap::new();
+    for k in keys {
+        if let Ok(force) = ForceId::new(&k)
+            && let Some(h) = holder(kv, &force).await?
+        {
+            out.insert(k, h);
+        }
+    }
+    Ok(out)
 }
 
 /// The lease TTL: the bucket's `max_age`.

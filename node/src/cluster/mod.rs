@@ -8,9 +8,11 @@
 //! rewrites them.
 
 pub mod checkpoint;
+pub mod coordinator;
 pub mod lease;
 pub mod membership;
 pub mod onboarding;
+pub mod rulepack;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,7 +127,7 @@ async fn kv_bucket(
 }
 
 /// Wall-clock time in Unix milliseconds (for records people read, never for decisions).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

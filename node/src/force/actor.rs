@@ -1,18 +1,24 @@
 //! The supervised force actor. It drives its [`Worker`] one step per `Pump` message, so that the
-//! next step starts only after the previous one has committed (per-force ordering).
+//! next step starts only after the previous one has committed (per-force ordering), and answers
+//! the coordinator's [`Snapshot`] and [`Handoff`] between steps.
 //!
 //! A panic in rule evaluation is caught in the batch (actix restarts a *stopped* actor, not a
 //! panicked one), recorded in sled against the event's sequence, and turned into `ctx.stop()`:
 //! the [`Supervisor`] then restarts the actor, which rebuilds its worker from sled. After
 //! `max_attempts` the event is dead-lettered instead of evaluated.
+//!
+//! When its lease is revoked the actor stops stepping and drops its worker; once the
+//! coordinator drops its address, actix stops it for good.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use nmc_shared::ForceId;
-use tracing::{error, warn};
+use nmc_shared::state::Checkpoint;
+use tracing::{error, info, warn};
 
+use super::control::ForceControl;
 use super::worker::{Step, Worker};
 use crate::runtime::Runtime;
 
@@ -21,21 +27,35 @@ use crate::runtime::Runtime;
 #[rtype(result = "()")]
 struct Pump;
 
+/// Asks for the force's committed state (for a periodic checkpoint); processing goes on.
+#[derive(Message)]
+#[rtype(result = "anyhow::Result<Checkpoint>")]
+pub struct Snapshot;
+
+/// Asks the actor to stop processing and hand over its committed state (rebalance, shutdown).
+#[derive(Message)]
+#[rtype(result = "anyhow::Result<Checkpoint>")]
+pub struct Handoff;
+
 /// The actor that owns one force on this node.
 pub struct ForceActor {
     rt: Arc<Runtime>,
     force: ForceId,
+    control: Arc<ForceControl>,
     worker: Option<Worker>,
     failures: u32,
+    draining: bool,
 }
 
 impl ForceActor {
-    fn new(rt: Arc<Runtime>, force: ForceId) -> Self {
+    fn new(rt: Arc<Runtime>, force: ForceId, control: Arc<ForceControl>) -> Self {
         ForceActor {
             rt,
             force,
+            control,
             worker: None,
             failures: 0,
+            draining: false,
         }
     }
 
@@ -45,6 +65,11 @@ impl ForceActor {
         self.failures += 1;
         let wait = Duration::from_millis(200 * u64::from(self.failures.min(25)));
         ctx.run_later(wait, |_, ctx| ctx.stop());
+    }
+
+    /// The committed state, read from sled (the worker's memory equals it between steps).
+    fn export(&self) -> anyhow::Result<Checkpoint> {
+        self.rt.store.force(&self.force)?.export(&self.force)
     }
 }
 
@@ -63,32 +88,69 @@ impl Supervised for ForceActor {
     }
 }
 
+impl Handler<Snapshot> for ForceActor {
+    type Result = anyhow::Result<Checkpoint>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        self.export()
+    }
+}
+
+impl Handler<Handoff> for ForceActor {
+    type Result = anyhow::Result<Checkpoint>;
+
+    fn handle(&mut self, _: Handoff, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        self.worker = None;
+        info!(force = %self.force, "force handed off: processing stopped");
+        self.export()
+    }
+}
+
 impl Handler<Pump> for ForceActor {
-    type Result = ResponseActFuture<Self, ()>;
+    // Atomic: the mailbox waits while a step runs, so a Snapshot or Handoff always sees the
+    // state between two commits and no step runs after a Handoff.
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Pump, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining || self.control.is_revoked() {
+            // Idle until the coordinator drops the address; actix then stops the actor.
+            self.worker = None;
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        if !self.control.valid() {
+            // The lease is past its local deadline: write nothing until it is renewed or revoked.
+            self.worker = None;
+            ctx.run_later(Duration::from_millis(250), |_, ctx| ctx.notify(Pump));
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
         let worker = match self.worker.take() {
             Some(w) => Ok(w),
-            None => Worker::open(self.rt.clone(), self.force.clone()),
+            None => Worker::open(self.rt.clone(), self.force.clone(), self.control.clone()),
         };
         let mut worker = match worker {
             Ok(w) => w,
             Err(e) => {
                 error!(force = %self.force, error = format!("{e:#}"), "cannot open force state");
                 self.restart_later(ctx);
-                return Box::pin(fut::ready(()));
+                return AtomicResponse::new(Box::pin(fut::ready(())));
             }
         };
         let fut = async move {
             let r = worker.step().await;
             (worker, r)
         };
-        Box::pin(fut.into_actor(self).map(|(worker, result), act, ctx| match result {
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(worker, result), act, ctx| match result {
             Ok(Step::Idle) | Ok(Step::Committed { .. }) => {
                 if matches!(result, Ok(Step::Committed { .. })) {
                     act.failures = 0;
                 }
                 act.worker = Some(worker);
+                ctx.notify(Pump);
+            }
+            Ok(Step::Reopen) => {
+                // Fenced (the state in memory may be ahead of sled) or new rules: rebuild.
+                act.worker = None;
                 ctx.notify(Pump);
             }
             Ok(Step::Panicked { seq, message }) => {
@@ -106,11 +168,16 @@ impl Handler<Pump> for ForceActor {
                 warn!(force = %act.force, error = format!("{e:#}"), "force step failed; restarting from sled");
                 act.restart_later(ctx);
             }
-        }))
+        })))
     }
 }
 
 /// Starts a supervised force actor on `arbiter`.
-pub fn spawn_force(rt: Arc<Runtime>, force: ForceId, arbiter: &ArbiterHandle) -> Addr<ForceActor> {
-    Supervisor::start_in_arbiter(arbiter, move |_| ForceActor::new(rt, force))
+pub fn spawn_force(
+    rt: Arc<Runtime>,
+    force: ForceId,
+    control: Arc<ForceControl>,
+    arbiter: &ArbiterHandle,
+) -> Addr<ForceActor> {
+    Supervisor::start_in_arbiter(arbiter, move |_| ForceActor::new(rt, force, control))
 }

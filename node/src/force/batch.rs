@@ -31,6 +31,10 @@ pub struct EvalSettings {
     pub node: String,
     /// Lease epoch written on alerts.
     pub epoch: u64,
+    /// Rule pack version written on alerts.
+    pub rule_pack: String,
+    /// The force's onboarding phase: events of sources it does not admit are dead-lettered.
+    pub phase: nmc_shared::onboarding::OnboardingPhase,
     /// Largest accepted payload.
     pub max_event_bytes: usize,
     /// Attempts before a panicking event is dead-lettered.
@@ -120,6 +124,16 @@ pub fn evaluate(
                 continue;
             }
         };
+        if !s.phase.admits(source) {
+            dead.push(dead_letter(
+                "source_not_in_phase",
+                format!(
+                    "force `{force}` is onboarded for {:?} sources only; `{source}` events are not processed until `nmc forces set-phase {force} cloud_and_onprem`",
+                    s.phase
+                ),
+            ));
+            continue;
+        }
         let event = match Event::parse(source, &raw.payload, s.max_event_bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -155,6 +169,7 @@ pub fn evaluate(
         for (n, mut alert) in alerts.drain(before..).enumerate() {
             alert.node.clone_from(&s.node);
             alert.epoch = s.epoch;
+            alert.rule_pack.clone_from(&s.rule_pack);
             let payload = serde_json::to_vec(&alert).expect("alerts serialize");
             commit.outbox.push((
                 (raw.seq, n as u16),

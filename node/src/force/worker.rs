@@ -20,8 +20,9 @@ use nmc_shared::{ForceId, subject};
 use tracing::{debug, info, warn};
 
 use super::batch::{self, EvalSettings, Outcome, Raw};
+use super::control::ForceControl;
 use crate::bus;
-use crate::runtime::Runtime;
+use crate::runtime::{RulePack, Runtime};
 use crate::store::{ForceStore, Poison};
 
 /// How long a step waits for the first message before returning to the actor's mailbox.
@@ -36,6 +37,9 @@ pub enum Step {
         /// Events applied.
         applied: usize,
     },
+    /// Rebuild the worker from sled: the lease is past its deadline (nothing was committed),
+    /// or a new rule pack is in force.
+    Reopen,
     /// Evaluation panicked on the event at `seq`.
     Panicked {
         /// Poison event.
@@ -49,6 +53,8 @@ pub enum Step {
 pub struct Worker {
     rt: Arc<Runtime>,
     rules: Arc<RuleSet>,
+    pack: String,
+    control: Arc<ForceControl>,
     force: ForceId,
     store: ForceStore,
     state: ForceState,
@@ -57,13 +63,17 @@ pub struct Worker {
     reader: Option<pull::Ordered>,
     outbox_pending: bool,
     settings: EvalSettings,
+    lag: u64,
 }
 
 impl Worker {
     /// Rebuilds a worker from the force's sled tree.
-    pub fn open(rt: Arc<Runtime>, force: ForceId) -> Result<Worker> {
+    pub fn open(rt: Arc<Runtime>, force: ForceId, control: Arc<ForceControl>) -> Result<Worker> {
         let store = rt.store.force(&force)?;
-        let rules = rt.rules.clone();
+        let RulePack {
+            rules,
+            version: pack,
+        } = rt.rules();
         let state = store
             .load_state(&rules)?
             .with_lateness(rt.cfg.lateness_ms());
@@ -72,7 +82,9 @@ impl Worker {
         let outbox_pending = !store.outbox()?.is_empty();
         let settings = EvalSettings {
             node: rt.cfg.node_id.clone(),
-            epoch: 0,
+            epoch: control.epoch(),
+            rule_pack: pack.clone(),
+            phase: control.phase(),
             max_event_bytes: rt.cfg.max_event_bytes,
             max_attempts: rt.cfg.max_attempts,
             panic_field: rt.cfg.panic_field.clone(),
@@ -91,6 +103,8 @@ impl Worker {
         Ok(Worker {
             rt,
             rules,
+            pack,
+            control,
             force,
             store,
             state,
@@ -99,6 +113,7 @@ impl Worker {
             reader: None,
             outbox_pending,
             settings,
+            lag: 0,
         })
     }
 
@@ -129,6 +144,10 @@ impl Worker {
 
     /// Reads, evaluates and commits one batch.
     pub async fn step(&mut self) -> Result<Step> {
+        if self.rt.rules_version() != self.pack {
+            info!(force = %self.force, from = %self.pack, to = %self.rt.rules_version(), "new rule pack: reloading the force");
+            return Ok(Step::Reopen);
+        }
         if self.outbox_pending {
             self.publish_outbox().await?;
         }
@@ -140,7 +159,7 @@ impl Worker {
         let mut broken = false;
         match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
             Err(_) => return Ok(Step::Idle),
-            Ok(Some(Ok(m))) => raws.push(to_raw(m)?),
+            Ok(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
             Ok(Some(Err(e))) => {
                 warn!(force = %self.force, error = %e, "reader failed; reopening from the cursor");
                 self.reader = None;
@@ -153,7 +172,7 @@ impl Worker {
         }
         while raws.len() < self.rt.cfg.batch_size {
             match reader.next().now_or_never() {
-                Some(Some(Ok(m))) => raws.push(to_raw(m)?),
+                Some(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
                 Some(Some(Err(_)) | None) => {
                     broken = true;
                     break;
@@ -170,6 +189,7 @@ impl Worker {
             return Ok(Step::Idle);
         }
         self.settings.now_ms = now_ms();
+        self.settings.phase = self.control.phase();
         let late_before = self.state.late_events();
         let outcome = batch::evaluate(
             &self.force,
@@ -196,12 +216,24 @@ impl Worker {
         let cursor = commit.cursor;
         let clear_poison = commit.clear_poison;
         let raised = commit.outbox.len();
+        if !self.control.valid() {
+            warn!(force = %self.force, "lease past its deadline: batch not committed");
+            return Ok(Step::Reopen);
+        }
         self.store.commit(commit)?;
         self.rt.store.flush().await?;
         self.cursor = cursor;
         if clear_poison {
             self.poison = None;
         }
+        let (pending, late) = (self.state.pending_events() as u64, self.state.late_events());
+        let lag = self.lag;
+        self.control.report(|s| {
+            s.cursor = cursor;
+            s.lag = lag;
+            s.pending = pending;
+            s.late = late;
+        });
         let late = self.state.late_events() - late_before;
         if late > 0 {
             warn!(
@@ -220,17 +252,39 @@ impl Worker {
         Ok(Step::Committed { applied })
     }
 
+    /// An outbox payload with this worker's node, epoch and rule pack (an entry left by an
+    /// earlier holder of the force must not go out under its stale epoch).
+    fn restamp(&self, payload: &[u8]) -> Bytes {
+        match serde_json::from_slice::<nmc_shared::Alert>(payload) {
+            Ok(mut a)
+                if a.epoch != self.settings.epoch
+                    || a.node != self.settings.node
+                    || a.rule_pack != self.settings.rule_pack =>
+            {
+                a.epoch = self.settings.epoch;
+                a.node.clone_from(&self.settings.node);
+                a.rule_pack.clone_from(&self.settings.rule_pack);
+                Bytes::from(serde_json::to_vec(&a).expect("alerts serialize"))
+            }
+            _ => Bytes::copy_from_slice(payload),
+        }
+    }
+
     /// Publishes every outbox entry and removes the acknowledged ones.
     async fn publish_outbox(&mut self) -> Result<()> {
+        if !self.control.valid() {
+            anyhow::bail!("lease past its deadline: alerts not published");
+        }
         let entries = self.store.outbox()?;
         let mut acks = Vec::with_capacity(entries.len());
         for (_, e) in &entries {
             let mut h = HeaderMap::new();
             h.insert(bus::H_MSG_ID, e.id.as_str());
+            let payload = self.restamp(&e.payload);
             acks.push(
                 self.rt
                     .js
-                    .publish_with_headers(e.subject.clone(), h, Bytes::from(e.payload.clone()))
+                    .publish_with_headers(e.subject.clone(), h, payload)
                     .await
                     .with_context(|| format!("publishing alert {}", e.id))?,
             );
@@ -258,11 +312,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn to_raw(m: async_nats::jetstream::Message) -> Result<Raw> {
-    let seq = m
+fn to_raw(m: async_nats::jetstream::Message, lag: &mut u64) -> Result<Raw> {
+    let info = m
         .info()
-        .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?
-        .stream_sequence;
+        .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
+    let seq = info.stream_sequence;
+    *lag = info.pending;
     Ok(Raw {
         seq,
         subject: m.subject.to_string(),

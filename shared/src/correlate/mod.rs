@@ -107,6 +107,10 @@ impl ForceState {
     /// far past them.
     pub fn with_lateness(mut self, lateness_ms: i64) -> Self {
         self.lateness_ms = lateness_ms.max(0);
+        if self.last_sweep_ms == i64::MIN {
+            // A loaded state: the sweep of the frontier's current period has been done.
+            self.last_sweep_ms = self.frontier_ms();
+        }
         self
     }
 
@@ -120,7 +124,8 @@ impl ForceState {
     ) -> Result<Self, StateError> {
         let mut s = ForceState {
             watermark_ms,
-            last_sweep_ms: watermark_ms,
+            // Set with the lateness (the frontier it stands for).
+            last_sweep_ms: i64::MIN,
             ..Default::default()
         };
         for (k, v) in entries {
@@ -256,7 +261,9 @@ impl ForceState {
         }
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
-        if frontier - self.last_sweep_ms >= SWEEP_EVERY_MS {
+        // Sweeps happen when the frontier enters a new sweep period: a pure function of the
+        // events, so a restarted state sweeps exactly when an uninterrupted one does.
+        if frontier.div_euclid(SWEEP_EVERY_MS) > self.last_sweep_ms.div_euclid(SWEEP_EVERY_MS) {
             self.expire(rules);
         }
     }
@@ -320,6 +327,10 @@ impl ForceState {
         let frontier = self.frontier_ms();
         let current = sample.value.as_deref();
         let win = self.groups.entry(id.clone()).or_default();
+        if win.is_expired(expiry_span(corr), t) {
+            // Sweeps only free memory: an expired group starts over whether swept or not.
+            *win = GroupWindow::default();
+        }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
             win.suppressed += 1;
@@ -464,6 +475,7 @@ impl ForceState {
                     .collect(),
                 node: String::new(),
                 epoch: 0,
+                rule_pack: String::new(),
             });
             win.suppress_until = Some(newest + corr.suppress_ms);
         }
@@ -520,6 +532,7 @@ impl ForceState {
                 }],
                 node: String::new(),
                 epoch: 0,
+                rule_pack: String::new(),
             };
             if corr.emits {
                 out.push(alert);
@@ -535,20 +548,12 @@ impl ForceState {
         let spans: HashMap<&str, i64> = rules
             .correlations()
             .iter()
-            // A silent feed's last event is what the watch needs: never expire it.
-            .map(|c| {
-                let span = match c.kind {
-                    CorrelationKind::SilentFeed => i64::MAX / 4,
-                    _ => c.timespan_ms,
-                };
-                (c.meta.id.as_str(), span)
-            })
+            .map(|c| (c.meta.id.as_str(), expiry_span(c)))
             .collect();
         let dirty = &mut self.dirty;
         self.groups.retain(|id, win| {
             let span = spans.get(id.rule.as_str()).copied().unwrap_or(0);
-            let keep = win.newest().is_some_and(|t| t >= frontier - span)
-                || win.suppress_until.is_some_and(|u| u >= frontier);
+            let keep = !win.is_expired(span, frontier);
             if !keep {
                 dirty.insert(id.clone());
             }
@@ -583,6 +588,15 @@ impl ForceState {
     }
 }
 
+/// How long a group of `corr` lives after its newest event (a silent feed's last event is what
+/// the watch needs: it never expires).
+fn expiry_span(corr: &CompiledCorrelation) -> i64 {
+    match corr.kind {
+        CorrelationKind::SilentFeed => i64::MAX / 4,
+        _ => corr.timespan_ms,
+    }
+}
+
 /// Great-circle distance in kilometres.
 fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
@@ -614,6 +628,7 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         }],
         node: String::new(),
         epoch: 0,
+        rule_pack: String::new(),
     }
 }
 

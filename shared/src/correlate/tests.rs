@@ -610,12 +610,22 @@ fn temporal_any_order_and_custom_suppression() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].evidence.len(), 2);
     let mut later = evs.to_vec();
-    later.push(signin("bob", "500121", T0 + 7_200_000));
-    later.push(signin("bob", "50126", T0 + 7_201_000));
+    // Just after the suppression (1 h from the first alert): the next alert reports the two
+    // suppressed matches.
+    later.push(signin("bob", "500121", T0 + 3_700_000));
+    later.push(signin("bob", "50126", T0 + 3_701_000));
     let alerts = run(&rs, &later);
     let a = fired(&alerts, "fail_and_mfa");
     assert_eq!(a.len(), 2);
     assert_eq!(a[1].suppressed, 2);
+    // More than a timespan after the suppression ended, the group has started over.
+    let mut much_later = evs.to_vec();
+    much_later.push(signin("bob", "500121", T0 + 7_200_000));
+    much_later.push(signin("bob", "50126", T0 + 7_201_000));
+    let alerts = run(&rs, &much_later);
+    let a = fired(&alerts, "fail_and_mfa");
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1].suppressed, 0);
 }
 
 #[test]

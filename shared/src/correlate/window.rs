@@ -194,6 +194,7 @@ impl Counts {
         let evidence = self.evidence.drain(..).collect();
         self.buckets.clear();
         self.values.clear();
+        self.newest = None;
         (first, evidence)
     }
 
@@ -234,6 +235,15 @@ impl GroupWindow {
         let steps = self.steps.iter().flatten().map(|e| e.t).max();
         let place = self.last_place.as_ref().map(|(e, _, _)| e.t);
         self.counts.newest().max(steps).max(place).max(self.since)
+    }
+
+    /// Whether both the group's newest event and the end of its suppression are more than
+    /// `span` before `now`: it then behaves exactly like a new group (whether or not a sweep
+    /// has removed it yet), so its suppressed count is reported only by an alert that follows
+    /// within a timespan of the suppression's end.
+    pub fn is_expired(&self, span: i64, now: i64) -> bool {
+        let horizon = now.saturating_sub(span);
+        self.newest().is_none_or(|t| t < horizon) && self.suppress_until.is_none_or(|u| u < horizon)
     }
 
     /// Whether the group holds nothing worth keeping at event time `now`.

@@ -1,0 +1,102 @@
+//! What the cluster coordinator and a force actor share: the lease's fencing epoch and deadline,
+//! revocation, the force's onboarding phase, and the progress the lease keeper reports.
+//!
+//! The actor checks [`ForceControl::valid`] before every commit and every publish, so a node
+//! whose lease ran out (frozen, partitioned, or just slow to renew) writes nothing more for the
+//! force even before the coordinator notices.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Instant;
+
+use nmc_shared::onboarding::OnboardingPhase;
+
+use crate::cluster::lease::LeaseStatus;
+
+/// Shared between a force's actor, its lease keeper and the coordinator.
+#[derive(Debug)]
+pub struct ForceControl {
+    epoch: u64,
+    revoked: AtomicBool,
+    deadline: Mutex<Instant>,
+    phase: AtomicU8,
+    status: Mutex<LeaseStatus>,
+}
+
+impl ForceControl {
+    /// Control for a lease acquired with `epoch`, valid until `deadline` unless renewed.
+    pub fn new(epoch: u64, deadline: Instant, phase: OnboardingPhase) -> ForceControl {
+        ForceControl {
+            epoch,
+            revoked: AtomicBool::new(false),
+            deadline: Mutex::new(deadline),
+            phase: AtomicU8::new(phase_code(phase)),
+            status: Mutex::new(LeaseStatus::default()),
+        }
+    }
+
+    /// Control that never expires (single-process tools and tests without a cluster).
+    pub fn unfenced() -> ForceControl {
+        Self::new(
+            0,
+            Instant::now() + std::time::Duration::from_secs(100 * 365 * 86_400),
+            OnboardingPhase::CloudAndOnprem,
+        )
+    }
+
+    /// The lease's fencing epoch, written on every alert.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the force may still commit and publish: not revoked and the lease not past its
+    /// local deadline.
+    pub fn valid(&self) -> bool {
+        !self.is_revoked() && Instant::now() < *self.deadline.lock().expect("deadline lock")
+    }
+
+    /// Whether the force was taken away from this node for good.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Takes the force away: the actor stops at its next step.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Moves the deadline after a successful renewal.
+    pub fn extend(&self, deadline: Instant) {
+        *self.deadline.lock().expect("deadline lock") = deadline;
+    }
+
+    /// The force's onboarding phase.
+    pub fn phase(&self) -> OnboardingPhase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => OnboardingPhase::Cloud,
+            _ => OnboardingPhase::CloudAndOnprem,
+        }
+    }
+
+    /// Changes the phase (takes effect from the next batch).
+    pub fn set_phase(&self, phase: OnboardingPhase) {
+        self.phase.store(phase_code(phase), Ordering::Release);
+    }
+
+    /// The progress to publish with the next renewal.
+    pub fn status(&self) -> LeaseStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Records the force's progress.
+    pub fn report(&self, f: impl FnOnce(&mut LeaseStatus)) {
+        f(&mut self.status.lock().expect("status lock"));
+    }
+}
+
+fn phase_code(p: OnboardingPhase) -> u8 {
+    match p {
+        OnboardingPhase::Cloud => 0,
+        OnboardingPhase::CloudAndOnprem => 1,
+    }
+}
