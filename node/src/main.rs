@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::Parser;
 use nmc_node::cli::{
-    AlertsCmd, Cli, Cmd, DlqCmd, RulesCmd, bench, generate, hunt, replay, rules_check, state, tail,
+    AlertsCmd, Cli, Cmd, DlqCmd, RulesCmd, bench, cluster, forces, generate, hunt, replay,
+    rules_check, rules_push, state, tail,
 };
 use nmc_node::config::Config;
 use nmc_node::{runtime, telemetry};
@@ -45,11 +46,20 @@ fn main() -> Result<()> {
                 cmd: DlqCmd::Tail(a),
             } => tail::run(tail::Kind::Dlq, a).await,
             Cmd::Generate(a) => generate::run(a),
+            Cmd::Forces { cmd } => forces::run(cmd).await,
+            Cmd::Cluster { cmd } => cluster::run(cmd).await,
+            Cmd::Rules {
+                cmd: RulesCmd::Push(a),
+            } => rules_push::run(a).await,
             Cmd::Bench(a) => {
                 let local = tokio::task::LocalSet::new();
                 local.run_until(bench::run(a)).await
             }
-            Cmd::Hunt(_) | Cmd::Rules { .. } | Cmd::State { .. } => unreachable!("handled above"),
+            Cmd::Hunt(_)
+            | Cmd::Rules {
+                cmd: RulesCmd::Check(_),
+            }
+            | Cmd::State { .. } => unreachable!("handled above"),
         }
     });
     tel.shutdown();

@@ -11,6 +11,8 @@
 //! `apply_batch`, so after any crash the tree reflects exactly the events up to its cursor.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use nmc_shared::correlate::{ForceState, StateChange};
@@ -28,6 +30,19 @@ const OUTBOX_PREFIX: &[u8] = b"o/";
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    flushes: Arc<Flushes>,
+}
+
+/// Group commit of flushes. sled 0.34 runs `flush_async` on its small I/O thread pool, and
+/// each flush waits for log writes that need a thread of that same pool: a dozen force actors
+/// flushing at once exhaust the pool and deadlock the node (seen in the scale-out test, with
+/// every `sled-io` thread parked in `make_stable`). So one flush runs at a time, and a caller
+/// whose commit a flush that started later already covered returns at once.
+#[derive(Default)]
+struct Flushes {
+    lock: tokio::sync::Mutex<()>,
+    requested: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Store {
@@ -45,7 +60,10 @@ impl Store {
                     dir.display()
                 )
             })?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            flushes: Arc::default(),
+        })
     }
 
     /// The tree of one force.
@@ -66,9 +84,16 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes everything written so far (on sled's own threads).
+    /// Flushes everything written so far (on sled's own threads), one flush at a time.
     pub async fn flush(&self) -> Result<()> {
+        let mine = self.flushes.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let _one = self.flushes.lock.lock().await;
+        if self.flushes.done.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        let covers = self.flushes.requested.load(Ordering::Acquire);
         self.db.flush_async().await?;
+        self.flushes.done.fetch_max(covers, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -22,6 +22,8 @@ pub fn init(default_filter: &str) -> Result<Telemetry> {
         .unwrap_or_else(|_| default_filter.to_owned());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs collected from files and pods stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(EnvFilter::new(&filter));
     let otlp_wanted = [

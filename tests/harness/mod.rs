@@ -78,9 +78,42 @@ impl Nats {
         panic!("nats-server failed to start on five free ports");
     }
 
+    /// Stops the server and starts it again on the same port with the same store directory
+    /// (clients reconnect; streams and buckets survive).
+    pub fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        for _ in 0..50 {
+            let mut child = Command::new("nats-server")
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server");
+            if wait_listening(self.port, &mut child) {
+                self.child = child;
+                return;
+            }
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("nats-server did not restart on port {}", self.port);
+    }
+
     /// A connected client.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url)
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(&self.url)
             .await
             .expect("connecting to the test nats-server")
     }
@@ -173,6 +206,28 @@ impl Node {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Whether the process is still running.

@@ -1,10 +1,13 @@
 //! The `nmc` command line: one binary for the node and its tools.
 
 pub mod bench;
+pub mod cluster;
+pub mod forces;
 pub mod generate;
 pub mod hunt;
 pub mod replay;
 pub mod rules_check;
+pub mod rules_push;
 pub mod state;
 pub mod tail;
 
@@ -68,6 +71,18 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: state::StateCmd,
     },
+    /// Onboarded forces and their phases.
+    Forces {
+        /// What to do with forces.
+        #[command(subcommand)]
+        cmd: forces::ForcesCmd,
+    },
+    /// The cluster: nodes, force owners, lag, rule pack.
+    Cluster {
+        /// What to show.
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
     /// Sigma rules.
     Rules {
         /// What to do with rules.
@@ -81,6 +96,8 @@ pub enum Cmd {
 pub enum RulesCmd {
     /// Parse and compile rules; print each failure and a summary line.
     Check(rules_check::CheckArgs),
+    /// Validate rules and make them the cluster's rule pack (nodes hot-reload it).
+    Push(rules_push::PushArgs),
 }
 
 /// `nmc alerts ...`

@@ -107,6 +107,26 @@ pub async fn ensure_buckets(
     })
 }
 
+/// Opens the coordination buckets as they are (creating only missing ones, with `settings`):
+/// for command-line tools, which must not rewrite a running cluster's TTLs.
+pub async fn open_buckets(js: &jetstream::Context, settings: &ClusterSettings) -> Result<Buckets> {
+    let (nodes, leases, forces, checkpoints) = (
+        js.get_key_value(NODES_BUCKET).await,
+        js.get_key_value(LEASES_BUCKET).await,
+        js.get_key_value(FORCES_BUCKET).await,
+        js.get_object_store(CHECKPOINTS_BUCKET).await,
+    );
+    match (nodes, leases, forces, checkpoints) {
+        (Ok(nodes), Ok(leases), Ok(forces), Ok(checkpoints)) => Ok(Buckets {
+            nodes,
+            leases,
+            forces,
+            checkpoints,
+        }),
+        _ => ensure_buckets(js, settings).await,
+    }
+}
+
 /// Creates or updates one KV bucket.
 async fn kv_bucket(
     js: &jetstream::Context,

@@ -92,6 +92,7 @@ impl Worker {
                 .unwrap_or(i64::MAX),
             now_ms: 0,
         };
+        control.report(|s| s.rule_pack.clone_from(&pack));
         info!(
             %force,
             cursor,

@@ -1,0 +1,133 @@
+//! `nmc forces add|remove|list|set-phase`: phased onboarding of forces, live (nodes react
+//! within a second, without restart).
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream;
+use nmc_shared::ForceId;
+use nmc_shared::onboarding::OnboardingPhase;
+
+use super::NatsArgs;
+use crate::cluster::{self, onboarding};
+
+/// `nmc forces ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ForcesCmd {
+    /// Onboard a force (its events are processed from then on; the backlog in NMC_EVENTS too).
+    Add {
+        /// Force id (e.g. `kent`).
+        force: ForceId,
+        /// Onboarding phase.
+        #[arg(long, value_enum, default_value = "cloud")]
+        phase: PhaseArg,
+        /// Relative size of the force (recorded for capacity planning).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Offboard a force: its owner hands it off and stops; its events are dead-lettered.
+    Remove {
+        /// Force id.
+        force: ForceId,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Move a force to another onboarding phase.
+    SetPhase {
+        /// Force id.
+        force: ForceId,
+        /// The new phase.
+        #[arg(value_enum)]
+        phase: PhaseArg,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// List onboarded forces and their phases (JSON lines with --json).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+/// Onboarding phase on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PhaseArg {
+    /// Cloud sources only (Entra ID, Microsoft 365, Azure, AWS).
+    Cloud,
+    /// Cloud and on-premise sources.
+    CloudAndOnprem,
+}
+
+impl From<PhaseArg> for OnboardingPhase {
+    fn from(p: PhaseArg) -> Self {
+        match p {
+            PhaseArg::Cloud => OnboardingPhase::Cloud,
+            PhaseArg::CloudAndOnprem => OnboardingPhase::CloudAndOnprem,
+        }
+    }
+}
+
+async fn buckets(nats: &NatsArgs) -> Result<cluster::Buckets> {
+    let client = crate::bus::connect(&nats.url, "nmc forces").await?;
+    let js = jetstream::new(client);
+    cluster::open_buckets(&js, &crate::config::Config::default().cluster())
+        .await
+        .context("opening the coordination buckets")
+}
+
+/// Runs `nmc forces ...`.
+pub async fn run(cmd: ForcesCmd) -> Result<()> {
+    match cmd {
+        ForcesCmd::Add {
+            force,
+            phase,
+            weight,
+            nats,
+        } => {
+            let b = buckets(&nats).await?;
+            if nmc_shared::force::lookup(force.as_str()).is_none() {
+                bail!("`{force}` is not in the force registry");
+            }
+            if onboarding::add(&b.forces, &force, phase.into(), weight).await? {
+                println!("{force} onboarded ({:?})", OnboardingPhase::from(phase));
+            } else {
+                println!("{force} was already onboarded (unchanged; use set-phase)");
+            }
+        }
+        ForcesCmd::Remove { force, nats } => {
+            let b = buckets(&nats).await?;
+            onboarding::remove(&b.forces, &force).await?;
+            println!("{force} offboarded");
+        }
+        ForcesCmd::SetPhase { force, phase, nats } => {
+            let b = buckets(&nats).await?;
+            onboarding::set_phase(&b.forces, &force, phase.into()).await?;
+            println!("{force} now in phase {:?}", OnboardingPhase::from(phase));
+        }
+        ForcesCmd::List { json, nats } => {
+            let b = buckets(&nats).await?;
+            for (f, r) in onboarding::list(&b.forces).await? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"force": f, "phase": r.phase, "weight": r.weight, "added_ms": r.added_ms})
+                    );
+                } else {
+                    println!(
+                        "{f:<24} {:<18} weight {}",
+                        format!("{:?}", r.phase),
+                        r.weight
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! The cluster, end to end: several `nmc node` processes against one real nats-server, forces
+//! shared out by the cluster itself, under continuous load. Every scenario ends with the same
+//! check: each force's alert set equals what one uninterrupted run of the pure core raises for
+//! its events (nothing lost, nothing duplicated), whatever was killed, frozen or moved.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use futures::StreamExt;
+use harness::*;
+
+const TWELVE: [&str; 12] = [
+    "kent",
+    "essex",
+    "cumbria",
+    "surrey",
+    "sussex",
+    "norfolk",
+    "suffolk",
+    "durham",
+    "cleveland",
+    "dorset",
+    "wiltshire",
+    "gwent",
+];
+
+type Events = BTreeMap<String, Vec<(u64, String, Vec<u8>)>>;
+
+/// Node settings of these tests: short checkpoints so that hand-offs go through them.
+fn spec(id: &str, forces: &[&str]) -> NodeSpec {
+    NodeSpec {
+        id: id.into(),
+        forces: forces.iter().map(|f| f.to_string()).collect(),
+        triage: true,
+        rules: vec![rules_dir("identity")],
+        env: vec![
+            ("NMC_CHECKPOINT_INTERVAL_SECS".into(), "2".into()),
+            ("NMC_WORKERS".into(), "1".into()),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Synthetic sign-ins per force (attacks in some), as JSON lines.
+fn plan(forces: &[&str], normal: usize) -> Vec<(String, Vec<Vec<u8>>)> {
+    forces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                f.to_string(),
+                scenario(f, normal, i % 3 == 0, i % 3 == 1, 10),
+            )
+        })
+        .collect()
+}
+
+/// Publishes the plan round-robin, one event per force every `every`, in the background;
+/// resolves to what was published (with stream sequences) per force.
+fn load(
+    js: jetstream::Context,
+    plan: Vec<(String, Vec<Vec<u8>>)>,
+    every: Duration,
+) -> tokio::task::JoinHandle<Events> {
+    tokio::spawn(async move {
+        let mut out: Events = BTreeMap::new();
+        let longest = plan.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+        for i in 0..longest {
+            for (force, lines) in &plan {
+                if let Some(line) = lines.get(i) {
+                    let subject = format!("nmc.events.{force}.entra_signin");
+                    let seq = publish(&js, &subject, std::slice::from_ref(line)).await[0];
+                    out.entry(force.clone())
+                        .or_default()
+                        .push((seq, subject, line.clone()));
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+        out
+    })
+}
+
+/// Alerts as they reach `NMC_ALERTS`: (arrival, force, node, epoch).
+type Seen = Arc<Mutex<Vec<(Instant, String, String, u64)>>>;
+
+fn watch_alerts(js: jetstream::Context) -> Seen {
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok(stream) = js.get_stream("NMC_ALERTS").await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let start = s2.lock().unwrap().len() as u64 + 1;
+            let Ok(c) = stream
+                .create_consumer(pull::OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    },
+                    ..Default::default()
+                })
+                .await
+            else {
+                continue;
+            };
+            let Ok(mut msgs) = c.messages().await else {
+                continue;
+            };
+            while let Some(Ok(m)) = msgs.next().await {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                s2.lock().unwrap().push((
+                    Instant::now(),
+                    v["force"].as_str().unwrap().to_owned(),
+                    v["node"].as_str().unwrap().to_owned(),
+                    v["epoch"].as_u64().unwrap(),
+                ));
+            }
+        }
+    });
+    seen
+}
+
+/// Each force's alerts equal one uninterrupted run's; no alert id twice in the stream.
+async fn assert_exact(js: &jetstream::Context, events: &Events) {
+    let rules = vec![rules_dir("identity")];
+    let mut total = 0;
+    for (force, evs) in events {
+        let want = expected_alerts(&rules, force, evs);
+        total += want.len();
+        let got = wait_for(
+            js,
+            "NMC_ALERTS",
+            &format!("nmc.alerts.{force}.>"),
+            want.len(),
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+        )
+        .await;
+        let mut got = alerts(&got);
+        let mut want = want;
+        got.sort_by_key(|a| a.id);
+        want.sort_by_key(|a| a.id);
+        assert_eq!(got, want, "alerts of {force}");
+    }
+    assert!(total > 20, "the scenario raises alerts ({total})");
+    let all = read_all(js, "NMC_ALERTS", "nmc.alerts.>").await;
+    let ids: BTreeSet<String> = all
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), all.len(), "no alert id twice");
+    assert_eq!(all.len(), total, "no other alert");
+}
+
+/// Per force, epochs never go back in stream order: nothing was emitted under a stale lease.
+fn assert_epochs_monotonic(seen: &Seen) {
+    let mut top: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for (_, force, node, epoch) in seen.lock().unwrap().iter() {
+        if let Some((e, n)) = top.get(force) {
+            assert!(
+                epoch >= e,
+                "{force}: alert by {node} under epoch {epoch} after {n} published under {e}"
+            );
+        }
+        top.insert(force.clone(), (*epoch, node.clone()));
+    }
+}
+
+fn nmc(nats: &Nats, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(nmc_bin())
+        .args(args)
+        .env("NMC_NATS_URL", &nats.url)
+        .output()
+        .expect("running nmc")
+}
+
+fn owners_of(node: &str, owners: &BTreeMap<String, String>) -> Vec<String> {
+    owners
+        .iter()
+        .filter(|(_, n)| n.as_str() == node)
+        .map(|(f, _)| f.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, &TWELVE)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(&TWELVE, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+    let per_node: Vec<usize> = ids.iter().map(|n| owners_of(n, &owners).len()).collect();
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "forces spread: {per_node:?}"
+    );
+
+    let seen = watch_alerts(js.clone());
+    let publishing = load(js.clone(), plan(&TWELVE, 100), Duration::from_millis(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Kill the node with the most forces.
+    let victim = (0..3).max_by_key(|&i| per_node[i]).unwrap();
+    let lost = owners_of(ids[victim], &owners);
+    let killed_at = Instant::now();
+    nodes[victim].kill9();
+    let survivors: Vec<&str> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| *n)
+        .collect();
+    let after = desired_owners(&TWELVE, &survivors);
+    wait_owners(&js, &after, Duration::from_secs(30)).await;
+    for f in &lost {
+        assert_ne!(after[f], ids[victim]);
+    }
+
+    let events = publishing.await.unwrap();
+    assert_exact(&js, &events).await;
+    assert_epochs_monotonic(&seen);
+
+    // Failover time: from the kill to the first alert a new owner published for a lost force.
+    let first = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, f, n, _)| *t > killed_at && lost.contains(f) && n != ids[victim])
+        .map(|(t, _, _, _)| t.duration_since(killed_at))
+        .min()
+        .expect("the lost forces raised alerts on their new owners");
+    eprintln!(
+        "failover: {} ms from SIGKILL to the first alert of a taken-over force",
+        first.as_millis()
+    );
+    assert!(
+        first < Duration::from_secs(15),
+        "failover took {first:?} (target 10 s with default settings)"
+    );
+    let logs: String = nodes.iter().map(Node::log).collect();
+    assert!(
+        logs.contains("state restored from the checkpoint"),
+        "a new owner started from a checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_node_stops_and_emits_nothing_under_its_stale_epoch() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let forces = &TWELVE[..6];
+    let ids = ["node-a", "node-b"];
+    let nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(forces, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+    let frozen = if owners_of("node-a", &owners).is_empty() {
+        1
+    } else {
+        0
+    };
+    let other = 1 - frozen;
+    let seen = watch_alerts(js.clone());
+    let publishing = load(js.clone(), plan(forces, 100), Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    nodes[frozen].signal("STOP");
+    // Past the lease TTL (5 s): the other node takes every force.
+    let all_other = desired_owners(forces, &[ids[other]]);
+    wait_owners(&js, &all_other, Duration::from_secs(30)).await;
+    nodes[frozen].signal("CONT");
+    // Back: it must notice it lost its leases, then the forces are shared again.
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+
+    let events = publishing.await.unwrap();
+    assert_exact(&js, &events).await;
+    assert_epochs_monotonic(&seen);
+    let log = nodes[frozen].log();
+    assert!(
+        log.contains("lease superseded") || log.contains("lease could not be renewed"),
+        "the frozen node noticed it lost its leases"
+    );
+}
+
+#[tokio::test]
+async fn scale_out_from_one_to_three_and_back_under_load() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let forces = &TWELVE[..9];
+    let mut first = Node::start(&nats, &dir.path().join("n1"), &spec("node-1", forces));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let alone = desired_owners(forces, &["node-1"]);
+    wait_owners(&js, &alone, Duration::from_secs(30)).await;
+    let seen = watch_alerts(js.clone());
+    let publishing = load(js.clone(), plan(forces, 100), Duration::from_millis(60));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    let mut more: Vec<Node> = ["node-2", "node-3"]
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
+        .collect();
+    let three = desired_owners(forces, &["node-1", "node-2", "node-3"]);
+    wait_owners(&js, &three, Duration::from_secs(30)).await;
+    eprintln!(
+        "scale-out 1 -> 3: settled in {} ms",
+        started.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Graceful scale-in: SIGTERM hands off (checkpoint, release) before exiting.
+    let started = Instant::now();
+    for n in &more {
+        n.signal("TERM");
+    }
+    for n in &mut more {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let st = n
+            .wait_exit(Duration::from_secs(1))
+            .expect("exits within the grace");
+        assert!(st.success(), "clean exit: {st:?}");
+        assert!(n.log().contains("force handed off"));
+    }
+    wait_owners(&js, &alone, Duration::from_secs(30)).await;
+    eprintln!(
+        "scale-in 3 -> 1: settled in {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let events = publishing.await.unwrap();
+    assert_exact(&js, &events).await;
+    assert_epochs_monotonic(&seen);
+    assert!(first.alive());
+    first.kill9();
+}
+
+/// Writes a rule pack directory: the identity rules plus `extra` files.
+fn pack_dir(root: &Path, name: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for e in std::fs::read_dir(rules_dir("identity")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+    }
+    for (f, text) in extra {
+        std::fs::write(d.join(f), text).unwrap();
+    }
+    d
+}
+
+const AZURE_PORTAL_RULE: &str = r#"
+title: Sign-in to the Azure Portal
+id: 7d3a4c2e-0b51-4f7e-9d55-3f1c6a0b9e01
+status: experimental
+logsource: {product: azure, service: signinlogs}
+detection:
+  selection: {properties.appDisplayName: Azure Portal}
+  condition: selection
+level: low
+"#;
+
+#[tokio::test]
+async fn forces_and_rule_packs_change_while_running() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    wait_owners(
+        &js,
+        &desired_owners(&["kent"], &["node-1"]),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A new force, onboarded by the command line: its events are processed without restart.
+    let out = nmc(&nats, &["forces", "add", "essex", "--phase", "cloud"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8(nmc(&nats, &["forces", "list", "--json"]).stdout).unwrap();
+    assert!(
+        listed.contains("\"essex\"") && listed.contains("\"cloud\""),
+        "{listed}"
+    );
+    wait_owners(
+        &js,
+        &desired_owners(&["kent", "essex"], &["node-1"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    // Cloud phase: on-premise events are dead-lettered with the reason.
+    publish(
+        &js,
+        "nmc.events.essex.windows_security",
+        &[br#"{"EventID": 4625, "TimeCreated": "2026-11-02T08:00:00Z"}"#.to_vec()],
+    )
+    .await;
+    let dlq = wait_for(
+        &js,
+        "NMC_DLQ",
+        "nmc.dlq.essex",
+        1,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(dlq[0].header("Nmc-Reason"), Some("source_not_in_phase"));
+
+    // A pack with one more rule: pushed, hot-reloaded, and alerts say which pack raised them.
+    let good = pack_dir(dir.path(), "good", &[("portal.yml", AZURE_PORTAL_RULE)]);
+    let out = nmc(&nats, &["rules", "push", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let pushed = String::from_utf8(out.stdout).unwrap();
+    let version = pushed
+        .split(':')
+        .next()
+        .unwrap()
+        .trim_start_matches("rule pack ")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A force takes a new pack at its next batch.
+    while !node.log().lines().any(|l| {
+        l.contains("reloading the force force=essex") && l.contains(&format!("to={version}"))
+    }) {
+        assert!(Instant::now() < deadline, "pack {version} not reloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let portal = nmc_node::synth::signin(
+        T0,
+        1,
+        "amy.lee@essex.police.uk",
+        "81.2.69.160",
+        "Azure Portal",
+        "Browser",
+        0,
+        ("London", 51.5, -0.1),
+        "GB",
+    );
+    publish(
+        &js,
+        "nmc.events.essex.entra_signin",
+        &[serde_json::to_vec(&portal).unwrap()],
+    )
+    .await;
+    let got = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.essex.>",
+        1,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    let a = got[0].json();
+    assert_eq!(a["rule"]["title"], "Sign-in to the Azure Portal");
+    assert_eq!(a["rule_pack"], version.as_str());
+
+    // A broken pack is refused by the command line, and by a node if it gets one anyway.
+    let broken = pack_dir(
+        dir.path(),
+        "broken",
+        &[(
+            "broken.yml",
+            "title: broken\nid: 0f0e0d0c-0000-4000-8000-000000000001\nlogsource: {product: azure, service: signinlogs}\ndetection: {s: {a|nosuchmodifier: 1}, condition: s}\n",
+        )],
+    );
+    let out = nmc(&nats, &["rules", "push", broken.to_str().unwrap()]);
+    assert!(!out.status.success(), "broken pack refused by the CLI");
+    let packs = nmc_node::cluster::rulepack::ensure(&js, 1).await.unwrap();
+    let files = nmc_node::cluster::rulepack::PackFiles {
+        files: nmc_node::rules::read_texts(&[broken]).unwrap(),
+    };
+    let bad = nmc_node::cluster::rulepack::push(&packs, &files, 0, "test")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log().contains("rule pack refused") {
+        assert!(Instant::now() < deadline, "node did not refuse {bad}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The running pack stays in force.
+    publish(
+        &js,
+        "nmc.events.essex.entra_signin",
+        &[serde_json::to_vec(&portal).unwrap()],
+    )
+    .await;
+    let got = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.essex.>",
+        2,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].json()["rule_pack"], version.as_str());
+
+    // Status shows the node, both forces with their owner, and the pack.
+    let st = nmc(&nats, &["cluster", "status", "--json"]);
+    assert!(st.status.success(), "{st:?}");
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["nodes"][0]["node_id"], "node-1");
+    let owners: Vec<&str> = st["forces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["owner"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(owners, vec!["node-1", "node-1"]);
+    assert_eq!(st["rule_pack"], bad.as_str(), "the cluster's newest pack");
+
+    // Offboarding: the force is handed off and its events are dead-lettered again.
+    assert!(nmc(&nats, &["forces", "remove", "essex"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease_holders(&js).await.contains_key("essex") {
+        assert!(Instant::now() < deadline, "essex still owned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_nats_restart_loses_nothing() {
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let forces = &TWELVE[..4];
+    let ids = ["node-a", "node-b"];
+    let _nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(forces, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+
+    let plan = plan(forces, 100);
+    let half: Vec<(String, Vec<Vec<u8>>)> = plan
+        .iter()
+        .map(|(f, l)| (f.clone(), l[..l.len() / 2].to_vec()))
+        .collect();
+    let rest: Vec<(String, Vec<Vec<u8>>)> = plan
+        .iter()
+        .map(|(f, l)| (f.clone(), l[l.len() / 2..].to_vec()))
+        .collect();
+    let mut events = load(js.clone(), half, Duration::ZERO).await.unwrap();
+    drop(js);
+    nats.restart(Duration::from_secs(1));
+    let js = nats.js().await;
+    let more = load(js.clone(), rest, Duration::ZERO).await.unwrap();
+    for (f, evs) in more {
+        events.entry(f).or_default().extend(evs);
+    }
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+    assert_exact(&js, &events).await;
+}
