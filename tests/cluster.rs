@@ -575,3 +575,114 @@ async fn a_nats_restart_loses_nothing() {
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
     assert_exact(&js, &events).await;
 }
+
+/// Failover and rebalance times over repeated kills (a measurement, not a check; run with
+/// `cargo nextest run -p nmc-node --test cluster --run-ignored only failover_times --no-capture`).
+/// Three nodes, twelve forces, one legacy sign-in per force every 100 ms (each one an alert).
+/// Each round SIGKILLs the node with the most forces, times the first alert a new owner
+/// publishes for a lost force, restarts the node on its data directory and times the rebalance.
+#[tokio::test]
+#[ignore = "a measurement of about two minutes; see docs/benchmarks.md"]
+async fn failover_times() {
+    let rounds: usize = std::env::var("NMC_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, &TWELVE)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(&TWELVE, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+    let seen = watch_alerts(js.clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (js2, stop2) = (js.clone(), stop.clone());
+    let loader = tokio::spawn(async move {
+        let mut k = 0i64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            for f in TWELVE {
+                let v = nmc_node::synth::signin(
+                    T0 + k * 1000,
+                    k as u64,
+                    &format!("user{k}@{f}.police.uk"),
+                    "81.2.69.144",
+                    "Office 365 Exchange Online",
+                    "IMAP4",
+                    0,
+                    ("London", 51.5, -0.1),
+                    "GB",
+                );
+                let subject = format!("nmc.events.{f}.entra_signin");
+                publish(&js2, &subject, &[serde_json::to_vec(&v).unwrap()]).await;
+            }
+            k += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut failovers, mut rebalances) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let holders = lease_holders(&js).await;
+        let victim = (0..3)
+            .max_by_key(|&i| holders.values().filter(|n| *n == ids[i]).count())
+            .unwrap();
+        let lost: Vec<String> = holders
+            .iter()
+            .filter(|(_, n)| *n == ids[victim])
+            .map(|(f, _)| f.clone())
+            .collect();
+        let killed_at = Instant::now();
+        nodes[victim].kill9();
+        let deadline = killed_at + Duration::from_secs(60);
+        let took = loop {
+            let first = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, f, n, _)| *t > killed_at && lost.contains(f) && n != ids[victim])
+                .map(|(t, _, _, _)| t.duration_since(killed_at))
+                .min();
+            if let Some(t) = first {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no takeover within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        failovers.push(took.as_millis() as u64);
+        let back = Instant::now();
+        nodes[victim] = Node::start(
+            &nats,
+            &dir.path().join(ids[victim]),
+            &spec(ids[victim], &TWELVE),
+        );
+        wait_owners(&js, &owners, Duration::from_secs(60)).await;
+        rebalances.push(back.elapsed().as_millis() as u64);
+        eprintln!(
+            "round {round}: killed {} ({} forces), first alert of a taken-over force after {} ms; rejoined and rebalanced in {} ms",
+            ids[victim],
+            lost.len(),
+            took.as_millis(),
+            back.elapsed().as_millis()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    loader.await.unwrap();
+    assert_epochs_monotonic(&seen);
+    let stats = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        format!(
+            "min {} / median {} / p90 {} / max {} ms",
+            v[0],
+            v[v.len() / 2],
+            v[(v.len() * 9 / 10).min(v.len() - 1)],
+            v[v.len() - 1]
+        )
+    };
+    eprintln!("failover over {rounds} kills: {}", stats(&mut failovers));
+    eprintln!("rebalance after rejoin: {}", stats(&mut rebalances));
+}

@@ -34,7 +34,9 @@ for n in a b; do
   for _ in $(seq 100); do grep -q "node running" "$work/node-$n.log" && break; sleep 0.1; done
   grep -q "node running" "$work/node-$n.log" || { cat "$work/node-$n.log"; exit 1; }
 done
-echo "== nodes demo-a (cumbria, kent) and demo-b (metropolitan, west-midlands) running"
+sleep 2
+echo "== nodes demo-a and demo-b running; the cluster shares the forces out:"
+"$nmc" cluster status
 
 "$nmc" generate --out "$work/events" --forces cumbria,kent,metropolitan,west-midlands \
   --normal 3000 --users 300 --spray kent --brute-force metropolitan --legacy cumbria
@@ -50,4 +52,6 @@ echo "== alerts (nmc alerts tail --all)"
 python3 deploy/demo/show.py alerts <"$work/alerts.jsonl"
 echo "== dead letters (nmc dlq tail --all)"
 "$nmc" dlq tail --all --idle 2 | python3 deploy/demo/show.py dlq
+echo "== cluster status"
+"$nmc" cluster status
 echo "== logs and data in $work"

@@ -119,7 +119,8 @@ pub async fn run_node(cfg: Config) -> Result<()> {
     };
     coordinator.run(stop).await?;
     rt.store.flush().await?;
-    client.flush().await.ok();
+    // Bounded: with NATS gone, a flush would wait for a reconnection that never comes.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
     info!("node stopped");
     Ok(())
 }

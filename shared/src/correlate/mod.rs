@@ -94,8 +94,9 @@ pub struct ForceState {
     last_sweep_ms: i64,
 }
 
-/// How far the frontier must advance between two sweeps of expired groups.
-const SWEEP_EVERY_MS: i64 = 60_000;
+/// How far the frontier must advance between two sweeps of expired groups (a sweep visits every
+/// group: every minute it cost a third of a node's CPU with 10,000 live groups).
+const SWEEP_EVERY_MS: i64 = 5 * 60_000;
 
 impl ForceState {
     /// An empty state with no allowed lateness (events reach correlations as they arrive).
