@@ -454,10 +454,12 @@ fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Opt
 }
 
 /// Calls `f(sigma field, value)` for every value [`lookup`] could return for a plain (undotted)
-/// field of a Windows event: top-level keys, `EventData`, `System`, and renamed fields under
-/// their Sigma name. Lets a caller interested in many fields walk the event once instead of
-/// looking each one up. Returns false (and calls nothing) for shapes where [`lookup`] also
-/// searches elsewhere (Defender's spaced names, `UserData`): use [`lookup`] there.
+/// field of a Windows event: `System`, `EventData`, top-level keys, then renamed fields under
+/// their Sigma name. The last value offered for a name is the one [`lookup`] returns (the offers
+/// come in reverse order of its precedence), and a name never offered has none. Lets a caller
+/// interested in many fields walk the event once instead of looking each one up. Returns false
+/// (and calls nothing) for shapes where [`lookup`] also searches elsewhere (Defender's spaced
+/// names, `UserData`): use [`lookup`] there.
 pub fn windows_values<'a>(
     class: &EventClass,
     body: &'a Value,
@@ -477,7 +479,8 @@ pub fn windows_values<'a>(
             }
         }
     }
-    for (from, to) in class.renames {
+    // The first rename that resolves wins in `lookup`: offer them last to first.
+    for (from, to) in class.renames.iter().rev() {
         if let Some(v) = lookup_unrenamed(class, body, to) {
             f(from, v);
         }
