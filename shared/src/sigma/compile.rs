@@ -71,18 +71,19 @@ impl FieldMatcher {
                 }
             });
         }
-        let r = fc.get(self.field_id, &self.field);
-        let test = |ms: &Vec<ValueMatcher>| -> bool {
-            match (&r.lowered, r.value) {
-                (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
-                _ => ms.iter().any(|m| m.matches(r.value, fc)),
+        fc.with(self.field_id, &self.field, |r| {
+            let test = |ms: &Vec<ValueMatcher>| -> bool {
+                match (&r.lowered, r.value) {
+                    (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
+                    _ => ms.iter().any(|m| m.matches(r.value, fc)),
+                }
+            };
+            if self.all {
+                self.groups.iter().all(test)
+            } else {
+                self.groups.iter().any(test)
             }
-        };
-        if self.all {
-            self.groups.iter().all(test)
-        } else {
-            self.groups.iter().any(test)
-        }
+        })
     }
 }
 
@@ -678,7 +679,7 @@ impl RuleSet {
                         )
                     })
                     .collect();
-                ClassFilter::new(rules, &requirements, &rule_fields, &set.index)
+                ClassFilter::new(class, rules, &requirements, &rule_fields, &set.index)
             })
             .collect();
         set.link_correlations(corr_docs, &mut errors);

@@ -204,6 +204,31 @@ impl<'a> EventScan<'a> {
         };
         if walked {
             fc.set_walked(&class.slot_of_id, values);
+        } else if !ev_class.windows
+            && !class.tops.is_empty()
+            && let Some(obj) = fc.ev.body.as_object()
+        {
+            // Other sources: one pass over the top-level keys finds, for every name the
+            // class's fields start with, its exact and case-insensitive keys.
+            let mut tops = vec![crate::mapping::TopKey::default(); class.tops.len()];
+            let mut properties = None;
+            for (k, v) in obj {
+                if k == "properties" {
+                    properties = Some(v);
+                }
+                let Some(names) = class.top_index.get(&ci_hash(k)) else {
+                    continue;
+                };
+                for &t in names {
+                    let (name, top) = (&class.tops[t as usize], &mut tops[t as usize]);
+                    if k == name {
+                        top.exact = Some(v);
+                    } else if top.ci.is_none() && k.eq_ignore_ascii_case(name) {
+                        top.ci = Some(v);
+                    }
+                }
+            }
+            fc.set_walked_top(&class.plan_of_id, &class.plans, tops, properties);
         }
         for n in &class.needs {
             if walked && n.plain {
@@ -212,7 +237,7 @@ impl<'a> EventScan<'a> {
             let value = if n.field.is_empty() {
                 &fc.ev.body
             } else {
-                match fc.get(n.id, &n.field).value {
+                match fc.value(n.id, &n.field) {
                     Some(v) => v,
                     None => continue,
                 }
@@ -246,7 +271,7 @@ impl<'a> EventScan<'a> {
         }
         let fi = &self.index.fields[field as usize];
         let mut found: Vec<(u32, u8)> = Vec::new();
-        if let (Some(ac), Some(value)) = (&fi.full, self.fc.get(field, &fi.name).value) {
+        if let (Some(ac), Some(value)) = (&fi.full, self.fc.value(field, &fi.name)) {
             scan_value(ac, value, false, &mut |l, flags| found.push((l, flags)));
         }
         found.sort_unstable_by_key(|(l, _)| *l);
@@ -368,12 +393,33 @@ pub struct ClassFilter {
     slot_need: Vec<u32>,
     /// Per field id of the literal index: its slot (`u32::MAX`: none).
     slot_of_id: Vec<u32>,
+    /// Other sources: the top-level names the class's fields are found under (whole names,
+    /// and first parts of dotted ones).
+    tops: Vec<String>,
+    /// [`ci_hash`] of a top-level name -> the names with that hash.
+    top_index: HashMap<u64, Vec<u32>, FastHash>,
+    /// Per field id: its plan (`u32::MAX`: none, look it up).
+    plan_of_id: Vec<u32>,
+    /// Per plan: the top name of the whole field, of its first part (`u32::MAX`: undotted), and
+    /// its other parts.
+    plans: Vec<(u32, u32, Box<[String]>)>,
+}
+
+/// A hash of `s` that ignores ASCII case: its length and first eight bytes with the case bit
+/// set (names that differ in more than case may collide; callers compare).
+fn ci_hash(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    (u64::from_le_bytes(w) | 0x2020_2020_2020_2020) ^ ((b.len() as u64) << 56).rotate_left(3)
 }
 
 impl ClassFilter {
     /// Builds the filter for `rules` given every rule's needs (`None`: always evaluate) and the
     /// fields every rule reads.
     pub fn new(
+        event_class: &crate::mapping::EventClass,
         rules: Vec<usize>,
         requirements: &[Option<Vec<Need>>],
         rule_fields: &[Vec<&str>],
@@ -426,17 +472,20 @@ impl ClassFilter {
             .collect();
         let mut slots: HashMap<String, u32, FastHash> = HashMap::default();
         let mut slot_need = Vec::new();
-        let names = rules
+        let names: Vec<&str> = rules
             .iter()
             .flat_map(|&r| rule_fields[r].iter().copied())
-            .chain(needs.iter().map(|n| n.field.as_str()));
-        for name in names.filter(|n| plain(n)) {
+            .chain(needs.iter().map(|n| n.field.as_str()))
+            .filter(|n| !n.is_empty())
+            .collect();
+        let windows = event_class.windows;
+        for &name in names.iter().filter(|n| windows && plain(n)) {
             if !slots.contains_key(name) {
                 slots.insert(name.to_owned(), slot_need.len() as u32);
                 slot_need.push(u32::MAX);
             }
         }
-        for (i, n) in needs.iter().enumerate().filter(|(_, n)| n.plain) {
+        for (i, n) in needs.iter().enumerate().filter(|(_, n)| windows && n.plain) {
             slot_need[slots[&n.field] as usize] = i as u32;
         }
         let mut slot_of_id = vec![u32::MAX; index.fields.len()];
@@ -445,6 +494,33 @@ impl ClassFilter {
                 slot_of_id[id as usize] = slot;
             }
         }
+        let (mut tops, mut top_index, mut plans) = (Vec::new(), HashMap::default(), Vec::new());
+        let mut plan_of_id = vec![u32::MAX; index.fields.len()];
+        let mut top = |name: &str| -> u32 {
+            if let Some(i) = tops.iter().position(|t| t == name) {
+                return i as u32;
+            }
+            tops.push(name.to_owned());
+            let i = tops.len() as u32 - 1;
+            top_index
+                .entry(ci_hash(name))
+                .or_insert_with(Vec::new)
+                .push(i);
+            i
+        };
+        for &name in &names {
+            let renamed = event_class.renames.iter().any(|(from, _)| *from == name);
+            let Some(&id) = index.ids.get(name) else {
+                continue;
+            };
+            if windows || renamed || plan_of_id[id as usize] != u32::MAX {
+                continue;
+            }
+            let first = name.split_once('.').map_or(u32::MAX, |(f, _)| top(f));
+            let rest = name.split('.').skip(1).map(String::from).collect();
+            plan_of_id[id as usize] = plans.len() as u32;
+            plans.push((top(name), first, rest));
+        }
         ClassFilter {
             rules,
             always,
@@ -452,6 +528,10 @@ impl ClassFilter {
             slots,
             slot_need,
             slot_of_id,
+            tops,
+            top_index,
+            plan_of_id,
+            plans,
         }
     }
 
@@ -569,7 +649,11 @@ mod tests {
             None,
         ];
         let fields = vec![vec!["Image"], vec!["CommandLine"], vec!["EventID"], vec![]];
-        let class = ClassFilter::new(vec![0, 1, 2, 3], &reqs, &fields, &idx);
+        let windows = &crate::mapping::CLASSES.all[crate::mapping::classify(
+            SourceKind::Sysmon,
+            &json!({"Channel": "Microsoft-Windows-Sysmon/Operational"}),
+        )];
+        let class = ClassFilter::new(windows, vec![0, 1, 2, 3], &reqs, &fields, &idx);
         let ev = Event::with_time(
             SourceKind::Sysmon,
             0,
