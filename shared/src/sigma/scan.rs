@@ -1,17 +1,21 @@
 //! Case-insensitive multi-literal search over field values, reporting every occurrence of every
 //! literal with its position ([`ANYWHERE`], [`AT_START`], [`AT_END`], [`WHOLE`]).
 //!
-//! Literals are lowercase; values are ASCII-lowercased byte by byte as they are read (other text
+//! Literals are lowercase; values are ASCII-case-folded byte by byte as they are read (other text
 //! is lowercased first, as the literals were). Two engines, chosen by the size of the set:
 //!
-//! - small sets: an Aho-Corasick DFA walked byte by byte (one table lookup per byte, and the table
-//!   stays in cache), behind a prefiltered gate for long values;
-//! - large sets (hundreds to tens of thousands of literals: `CommandLine`, `Image`, `Hashes`):
-//!   an anchor index. Each literal is filed under one of its 3- or 4-byte substrings, the one that
-//!   is rarest among the set's literals; a value is read once, each of its 3- and 4-byte windows
-//!   is tested against a small bitmap of the anchors, and only on a hit is the anchor looked up
-//!   and its literals compared in place. Automata of such sets take megabytes and are walked
-//!   with a cache miss per byte; the bitmaps take 16 KB and the lookups are rare.
+//! - sets of up to 8 literals: an Aho-Corasick DFA walked byte by byte (one table lookup per
+//!   byte, and the table stays in cache);
+//! - larger sets (up to tens of thousands of literals: `CommandLine`, `Image`, `Hashes`): an
+//!   anchor index. Each literal is filed under one of its 3-byte substrings, the one that is
+//!   rarest among the set's literals; a value is read once, each 3-byte window is tested against
+//!   a bitmap of the anchors sized to the set (64 bytes to 16 KB), and only on a hit is the
+//!   anchor looked up and its literals compared in place. Automata of such sets take megabytes
+//!   and are walked with a cache miss per byte; the anchor index takes kilobytes and about a
+//!   dozen instructions per byte.
+//!
+//! Sets of up to 64 literals also get a vectorized gate (Teddy) that rules out long values
+//! before either engine reads them.
 
 use aho_corasick::MatchKind;
 
@@ -193,20 +197,18 @@ fn walk<A: aho_corasick::automaton::Automaton>(
     }
 }
 
-/// Bitmap bits per anchor (about 1 in 16 windows that are no anchor pass the bitmap).
-const BITS_PER_ANCHOR: usize = 16;
+/// Bitmap bits per anchor (about 1 in 32 windows that are no anchor pass the bitmap).
+const BITS_PER_ANCHOR: usize = 32;
 
 /// Bounds of the bitmap sizes, in bits (64 bytes to 16 KB).
 const BITMAP_BITS: std::ops::RangeInclusive<u32> = 9..=17;
 
-/// Literals filed under anchors of 3 and 4 bytes; literals shorter than 3 bytes in a DFA.
+/// Literals filed under anchors of 3 bytes; literals shorter than 3 bytes in a DFA.
 #[derive(Debug, Clone)]
 struct Anchors {
-    /// All literal bytes; literal `i` is `text[ends[i - 1]..ends[i]]`.
+    /// All literal bytes.
     text: Box<[u8]>,
-    ends: Box<[u32]>,
-    three: AnchorTable,
-    four: AnchorTable,
+    table: AnchorTable,
     /// Literals of one or two bytes, and their ids.
     short: Option<(aho_corasick::dfa::DFA, Box<[u32]>)>,
 }
@@ -221,14 +223,24 @@ struct AnchorTable {
     shift: u32,
     /// (anchor, entries start, entries end); `end == 0` marks an empty slot.
     slots: Box<[(u32, u32, u32)]>,
-    entries: Box<[(u32, u32)]>,
-    len: usize,
+    entries: Box<[Filed]>,
+}
+
+/// A literal filed under an anchor.
+#[derive(Debug, Clone, Copy)]
+struct Filed {
+    /// Literal id.
+    lit: u32,
+    /// Offset of the anchor in the literal.
+    off: u32,
+    /// Where the literal's bytes start in [`Anchors::text`], and their length.
+    at: u32,
+    len: u32,
 }
 
 impl AnchorTable {
-    fn new(mut filed: Vec<(u32, u32, u32)>) -> AnchorTable {
-        // filed: (anchor, literal, offset)
-        filed.sort_unstable();
+    fn new(mut filed: Vec<(u32, Filed)>) -> AnchorTable {
+        filed.sort_unstable_by_key(|(a, f)| (*a, f.lit));
         let anchors = filed.chunk_by(|a, b| a.0 == b.0).count();
         let log2 = (anchors * BITS_PER_ANCHOR)
             .next_power_of_two()
@@ -242,7 +254,7 @@ impl AnchorTable {
         for group in filed.chunk_by(|a, b| a.0 == b.0) {
             let anchor = group[0].0;
             let start = entries.len() as u32;
-            entries.extend(group.iter().map(|&(_, lit, off)| (lit, off)));
+            entries.extend(group.iter().map(|&(_, f)| f));
             let h = bit_hash(anchor, shift);
             bits[h / 64] |= 1 << (h % 64);
             let mut i = slot_hash(anchor) & (cap - 1);
@@ -256,7 +268,6 @@ impl AnchorTable {
             shift,
             slots,
             entries: entries.into_boxed_slice(),
-            len: anchors,
         }
     }
 
@@ -268,7 +279,7 @@ impl AnchorTable {
 
     /// The literals filed under `anchor`.
     #[inline]
-    fn get(&self, anchor: u32) -> &[(u32, u32)] {
+    fn get(&self, anchor: u32) -> &[Filed] {
         let mask = self.slots.len() - 1;
         let mut i = slot_hash(anchor) & mask;
         loop {
@@ -284,7 +295,7 @@ impl AnchorTable {
     }
 
     fn memory_usage(&self) -> usize {
-        self.bits.len() * 8 + self.slots.len() * 12 + self.entries.len() * 8
+        self.bits.len() * 8 + self.slots.len() * 12 + self.entries.len() * 16
     }
 }
 
@@ -298,45 +309,52 @@ fn slot_hash(anchor: u32) -> usize {
     (anchor.wrapping_mul(0x85EB_CA6B) ^ (anchor >> 15)) as usize
 }
 
-/// The anchor of `w` bytes (3 or 4) at the start of `b`, as the scan's window holds it.
-fn anchor_at(b: &[u8], w: usize) -> u32 {
-    b[..w]
+/// The anchor of three bytes: a 24-bit number with the ASCII case bit of every byte set, so
+/// that capitals need no lowercasing when a value is read (a few punctuation pairs, such as
+/// `\\` and `|`, share an anchor; literals are compared in place anyway).
+fn anchor(b: &[u8]) -> u32 {
+    b[..3]
         .iter()
-        .fold(0u32, |acc, &x| (acc << 8) | u32::from(x))
+        .fold(0u32, |acc, &x| (acc << 8) | u32::from(x | 0x20))
 }
 
 impl Anchors {
     fn new(lits: &[&str]) -> Option<Anchors> {
-        // How many literals contain each 4-byte string: the rarest one of a literal is its anchor.
+        // How many literals contain each 3-byte string: the rarest one of a literal is its
+        // anchor (a literal is looked for only where its anchor is).
         let mut common: std::collections::HashMap<u32, u32> = Default::default();
         for l in lits {
-            let b = l.as_bytes();
-            let mut grams: Vec<u32> = b.windows(4).map(|w| anchor_at(w, 4)).collect();
+            let mut grams: Vec<u32> = l.as_bytes().windows(3).map(anchor).collect();
             grams.sort_unstable();
             grams.dedup();
             for g in grams {
                 *common.entry(g).or_default() += 1;
             }
         }
-        let (mut three, mut four, mut short) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut filed, mut short) = (Vec::new(), Vec::new());
         let mut text = Vec::new();
-        let mut ends = Vec::with_capacity(lits.len());
         for (id, l) in lits.iter().enumerate() {
             let b = l.as_bytes();
             text.extend_from_slice(b);
-            ends.push(text.len() as u32);
             match b.len() {
                 0 => {}
                 1 | 2 => short.push(id),
-                3 => three.push((anchor_at(b, 3), id as u32, 0)),
                 _ => {
                     let (off, g) = b
-                        .windows(4)
+                        .windows(3)
+                        .map(anchor)
                         .enumerate()
-                        .map(|(i, w)| (i, anchor_at(w, 4)))
                         .min_by_key(|(_, g)| common[g])
-                        .expect("four bytes or more");
-                    four.push((g, id as u32, off as u32));
+                        .expect("three bytes or more");
+                    filed.push((
+                        g,
+                        Filed {
+                            lit: id as u32,
+                            off: off as u32,
+                            at: text.len() as u32 - b.len() as u32,
+                            len: b.len() as u32,
+                        },
+                    ));
                 }
             }
         }
@@ -351,51 +369,19 @@ impl Anchors {
         };
         Some(Anchors {
             text: text.into_boxed_slice(),
-            ends: ends.into_boxed_slice(),
-            three: AnchorTable::new(three),
-            four: AnchorTable::new(four),
+            table: AnchorTable::new(filed),
             short,
         })
     }
 
-    #[inline(always)]
-    fn literal(&self, id: u32) -> &[u8] {
-        let end = self.ends[id as usize] as usize;
-        let start = if id == 0 {
-            0
-        } else {
-            self.ends[id as usize - 1] as usize
-        };
-        &self.text[start..end]
-    }
-
     fn scan(&self, bytes: &[u8], found: &mut impl FnMut(u32, u8)) {
-        let n = bytes.len();
-        let (has3, has4) = (self.three.len > 0, self.four.len > 0);
+        // The window of the last three bytes, case bits set as in `anchor`; the first two
+        // windows are partial and match no anchor that verifies.
         let mut w = 0u32;
         for (i, &b) in bytes.iter().enumerate() {
-            w = (w << 8) | u32::from(b.to_ascii_lowercase());
-            if has4 && i >= 3 && self.four.maybe(w) {
-                let at = i - 3;
-                for &(lit, off) in self.four.get(w) {
-                    let Some(start) = at.checked_sub(off as usize) else {
-                        continue;
-                    };
-                    let l = self.literal(lit);
-                    let end = start + l.len();
-                    if end <= n && bytes[start..end].eq_ignore_ascii_case(l) {
-                        found(lit, flags(start, end, n));
-                    }
-                }
-            }
-            if has3 && i >= 2 {
-                let w3 = w & 0x00FF_FFFF;
-                if self.three.maybe(w3) && !self.three.get(w3).is_empty() {
-                    let start = i - 2;
-                    for &(lit, _) in self.three.get(w3) {
-                        found(lit, flags(start, start + 3, n));
-                    }
-                }
+            w = ((w << 8) | u32::from(b | 0x20)) & 0x00FF_FFFF;
+            if self.table.maybe(w) {
+                self.verify(w, i, bytes, found);
             }
         }
         if let Some((dfa, ids)) = &self.short {
@@ -403,12 +389,26 @@ impl Anchors {
         }
     }
 
+    /// Compares in place the literals filed under the window `w` ending at `bytes[i]`.
+    #[inline(never)]
+    fn verify(&self, w: u32, i: usize, bytes: &[u8], found: &mut impl FnMut(u32, u8)) {
+        let n = bytes.len();
+        for f in self.table.get(w) {
+            let Some(start) = (i + 1).checked_sub(3 + f.off as usize) else {
+                continue;
+            };
+            let end = start + f.len as usize;
+            let l = &self.text[f.at as usize..(f.at + f.len) as usize];
+            if end <= n && bytes[start..end].eq_ignore_ascii_case(l) {
+                found(f.lit, flags(start, end, n));
+            }
+        }
+    }
+
     fn memory_usage(&self) -> usize {
         use aho_corasick::automaton::Automaton;
         self.text.len()
-            + self.ends.len() * 4
-            + self.three.memory_usage()
-            + self.four.memory_usage()
+            + self.table.memory_usage()
             + self
                 .short
                 .as_ref()
