@@ -160,11 +160,11 @@ impl<'a> EventScan<'a> {
                     // Keywords: every scalar of the event, lowercased into one text (no literal
                     // holds the separator, so no match spans two values), searched once.
                     let mut text = Vec::with_capacity(2048);
-                    visit_all_scalars(value, &mut |s| {
-                        if s.is_ascii() {
-                            text.extend_from_slice(s.as_bytes());
-                        } else {
+                    visit_texts(value, n.numbers_may_match, n.bools_may_match, &mut |s| {
+                        if ac.needs_unicode_lowercase(s) {
                             text.extend_from_slice(s.to_lowercase().as_bytes());
+                        } else {
+                            text.extend_from_slice(s.as_bytes());
                         }
                         text.push(0);
                     });
@@ -270,7 +270,7 @@ impl<'a> EventScan<'a> {
             }
         }
         let fi = &self.index.fields[field as usize];
-        let mut found: Vec<(u32, u8)> = Vec::new();
+        let mut found: Vec<(u32, u8)> = Vec::with_capacity(16);
         if let (Some(ac), Some(value)) = (&fi.full, self.fc.value(field, &fi.name)) {
             scan_value(ac, value, false, &mut |l, flags| found.push((l, flags)));
         }
@@ -328,6 +328,10 @@ struct NeedIndex {
     ac: Option<Scanner>,
     /// No literal holds a NUL byte (keyword search may join values with NULs).
     joinable: bool,
+    /// Some literal could occur in the text of a number, or of `true`/`false` (keyword search
+    /// skips such values otherwise).
+    numbers_may_match: bool,
+    bools_may_match: bool,
     /// Per literal of `ac`: positions (into the class's rules) that need it.
     lit_rules: Vec<Vec<u32>>,
     /// Per integer: positions that need it.
@@ -464,6 +468,12 @@ impl ClassFilter {
                     id: index.ids.get(field).copied().unwrap_or(u32::MAX),
                     plain: plain(field),
                     joinable: !lits.iter().any(|l| l.contains('\0')),
+                    numbers_may_match: lits
+                        .iter()
+                        .any(|l| l.bytes().all(|b| b"0123456789.-+e".contains(&b))),
+                    bools_may_match: lits
+                        .iter()
+                        .any(|l| "true".contains(*l) || "false".contains(*l)),
                     ac: automaton(lits.into_iter()),
                     lit_rules,
                     numbers,
@@ -537,7 +547,8 @@ impl ClassFilter {
 
     /// Rule indices to evaluate, in rule order.
     pub fn candidates(&self, scan: &EventScan<'_>) -> Vec<usize> {
-        let mut pos: Vec<usize> = self.always.iter().map(|&p| p as usize).collect();
+        let mut pos: Vec<usize> = Vec::with_capacity(self.always.len() + 16);
+        pos.extend(self.always.iter().map(|&p| p as usize));
         for (w, bits) in scan.needed.iter().enumerate() {
             let mut b = *bits;
             while b != 0 {
@@ -561,6 +572,18 @@ impl ClassFilter {
 /// (which lookups find under its attributes).
 fn plain(field: &str) -> bool {
     !field.is_empty() && !field.contains('.') && field != "Provider_Name"
+}
+
+/// Like [`visit_all_scalars`], skipping numbers and booleans unless asked for.
+fn visit_texts(v: &Value, numbers: bool, bools: bool, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Array(xs) => xs.iter().for_each(|x| visit_texts(x, numbers, bools, f)),
+        Value::Object(o) => o.values().for_each(|x| visit_texts(x, numbers, bools, f)),
+        Value::String(s) => f(s),
+        Value::Number(_) if numbers => visit_scalar(v, f),
+        Value::Bool(_) if bools => visit_scalar(v, f),
+        _ => {}
+    }
 }
 
 /// Calls `f` with the text of every scalar in `v`, descending into objects (keyword search).

@@ -41,6 +41,8 @@ const GATE_MIN_LEN: usize = 48;
 #[derive(Debug, Clone)]
 pub struct Scanner {
     engine: Engine,
+    /// Every literal is ASCII.
+    ascii: bool,
     /// For small sets, a vectorized multi-literal search (Teddy) that rules out long lowercased
     /// values quickly, an order of magnitude faster than any walk (case-sensitive only, hence
     /// the lowercasing).
@@ -72,7 +74,21 @@ impl Scanner {
                     .build()
             })
             .flatten();
-        Some(Scanner { engine, gate })
+        let ascii = lits.iter().all(|l| l.is_ascii());
+        Some(Scanner {
+            engine,
+            gate,
+            ascii,
+        })
+    }
+
+    /// Whether `s` must be lowercased by Unicode rules before it is searched. Not when it is
+    /// ASCII, nor when every literal is ASCII and `s` holds none of the two characters that
+    /// lowercase to ASCII letters (`İ`, the Kelvin sign): other characters then stay non-ASCII
+    /// whatever their case, cannot be part of an occurrence, and the ASCII folding as bytes are
+    /// read is enough (positions are unchanged where occurrences can be).
+    pub fn needs_unicode_lowercase(&self, s: &str) -> bool {
+        !s.is_ascii() && (!self.ascii || s.contains(LOWERCASE_TO_ASCII))
     }
 
     /// Calls `found(literal, flags)` for every occurrence of a literal in `s`, ignoring case.
@@ -82,22 +98,20 @@ impl Scanner {
             // prefilter (case-sensitive only) can rule the value out.
             LOWERED.with_borrow_mut(|buf| {
                 buf.clear();
-                push_lowercase(buf, s);
+                push_lowercase(buf, s, self.needs_unicode_lowercase(s));
                 self.scan_lowered(buf, found);
             });
             return;
         }
-        let lowered;
-        let bytes = if s.is_ascii() {
-            s.as_bytes()
+        if self.needs_unicode_lowercase(s) {
+            self.run(s.to_lowercase().as_bytes(), found);
         } else {
-            lowered = s.to_lowercase();
-            lowered.as_bytes()
-        };
-        self.run(bytes, found);
+            self.run(s.as_bytes(), found);
+        }
     }
 
-    /// Like [`Scanner::scan`] on text already lowercased with [`push_lowercase`].
+    /// Like [`Scanner::scan`] on text already lowercased with [`push_lowercase`] (as
+    /// [`Scanner::needs_unicode_lowercase`] requires).
     pub fn scan_lowered(&self, bytes: &[u8], found: &mut impl FnMut(u32, u8)) {
         if let Some(g) = &self.gate
             && bytes.len() >= GATE_MIN_LEN
@@ -135,9 +149,13 @@ thread_local! {
     static LOWERED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Appends `s` lowercased as the literals are (ASCII byte by byte, other text by Unicode rules).
-pub fn push_lowercase(buf: &mut Vec<u8>, s: &str) {
-    if s.is_ascii() {
+/// Characters (other than ASCII capitals) whose lowercase holds ASCII letters.
+pub const LOWERCASE_TO_ASCII: [char; 2] = ['\u{130}', '\u{212A}'];
+
+/// Appends `s` lowercased: by Unicode rules if `unicode` (as the literals were), else its ASCII
+/// letters only (see [`Scanner::needs_unicode_lowercase`]).
+pub fn push_lowercase(buf: &mut Vec<u8>, s: &str, unicode: bool) {
+    if !unicode {
         let start = buf.len();
         buf.extend_from_slice(s.as_bytes());
         buf[start..].make_ascii_lowercase();
@@ -449,6 +467,15 @@ mod tests {
     }
 
     #[test]
+    fn only_two_characters_lowercase_to_ascii() {
+        let found: Vec<char> = (0x80..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|c| c.to_lowercase().any(|l| l.is_ascii()))
+            .collect();
+        assert_eq!(found, LOWERCASE_TO_ASCII);
+    }
+
+    #[test]
     fn both_engines_report_every_occurrence() {
         let small = ["\\cmd.exe", "cmd", ".exe", "e"];
         let many: Vec<String> = (0..200)
@@ -464,6 +491,7 @@ mod tests {
                 "e",
                 "x\\TOOL17.exe\\tool170.exe",
                 "ÄB \\cmd.exe Ωab",
+                "\u{212A}MD.exe İcmd",
                 "",
             ] {
                 assert_eq!(all_hits(&sc, s), reference(lits, s), "{s:?}");
@@ -472,6 +500,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn ascii_sets_on_any_text_match_brute_force(
+            lits in proptest::collection::vec("[abkiAB.\\\\]{1,5}", 1..100),
+            values in proptest::collection::vec("[abkiAB.\\\\éÉ \u{212A}\u{130}]{0,30}", 1..8),
+        ) {
+            let lits: Vec<String> = lits.iter().map(|l| l.to_lowercase()).collect();
+            let lits: Vec<&str> = lits.iter().map(String::as_str).collect();
+            let sc = Scanner::new(&lits).unwrap();
+            for v in &values {
+                prop_assert_eq!(all_hits(&sc, v), reference(&lits, v));
+            }
+        }
+
         #[test]
         fn anchors_match_brute_force(
             lits in proptest::collection::vec("[abcAB.\\\\é]{1,7}", 65..120),
