@@ -415,6 +415,59 @@ fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// What one walk of a non-Windows event's top-level keys finds for a name: the key spelled
+/// exactly so, and the first key (in key order) equal to it ignoring ASCII case.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopKey<'a> {
+    /// The value under the exact key.
+    pub exact: Option<&'a Value>,
+    /// The value under the first case-insensitively equal key.
+    pub ci: Option<&'a Value>,
+}
+
+/// [`lookup`] of `field` in a non-Windows event, for a field the class does not rename, given
+/// what the top-level keys hold for the whole name (`whole`), for a dotted name its first part
+/// (`first`) and the other parts (`rest`), and the top-level `properties` value. Same result as
+/// [`lookup`], without searching the top level again.
+pub fn lookup_cloud<'a>(
+    properties: Option<&'a Value>,
+    field: &str,
+    whole: TopKey<'a>,
+    first: Option<TopKey<'a>>,
+    rest: &[String],
+) -> Option<&'a Value> {
+    // `get_field`: the whole name as a key, then the exact path.
+    if let Some(v) = whole.exact {
+        return Some(text_value(v));
+    }
+    let found = match first {
+        Some(first) => {
+            let exact = |v: &'a Value| {
+                rest.iter()
+                    .try_fold(v, |cur, part| cur.as_object()?.get(part.as_str()))
+            };
+            if let Some(v) = first.exact.and_then(exact) {
+                return Some(text_value(v));
+            }
+            // `get_ci`: each part exactly, else case-insensitively.
+            first.exact.or(first.ci).and_then(|c| {
+                rest.iter().try_fold(c, |cur, part| {
+                    let obj = cur.as_object()?;
+                    match obj.get(part.as_str()) {
+                        Some(v) => Some(v),
+                        None => obj
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(part))
+                            .map(|x| x.1),
+                    }
+                })
+            })
+        }
+        None => whole.ci,
+    };
+    found.or_else(|| properties.and_then(|p| get_ci(p, field)))
+}
+
 /// Finds Sigma field `field` in an event body of class `class`.
 pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
     for (from, to) in class.renames {
@@ -454,10 +507,12 @@ fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Opt
 }
 
 /// Calls `f(sigma field, value)` for every value [`lookup`] could return for a plain (undotted)
-/// field of a Windows event: top-level keys, `EventData`, `System`, and renamed fields under
-/// their Sigma name. Lets a caller interested in many fields walk the event once instead of
-/// looking each one up. Returns false (and calls nothing) for shapes where [`lookup`] also
-/// searches elsewhere (Defender's spaced names, `UserData`): use [`lookup`] there.
+/// field of a Windows event: `System`, `EventData`, top-level keys, then renamed fields under
+/// their Sigma name. The last value offered for a name is the one [`lookup`] returns (the offers
+/// come in reverse order of its precedence), and a name never offered has none. Lets a caller
+/// interested in many fields walk the event once instead of looking each one up. Returns false
+/// (and calls nothing) for shapes where [`lookup`] also searches elsewhere (Defender's spaced
+/// names, `UserData`): use [`lookup`] there.
 pub fn windows_values<'a>(
     class: &EventClass,
     body: &'a Value,
@@ -477,7 +532,8 @@ pub fn windows_values<'a>(
             }
         }
     }
-    for (from, to) in class.renames {
+    // The first rename that resolves wins in `lookup`: offer them last to first.
+    for (from, to) in class.renames.iter().rev() {
         if let Some(v) = lookup_unrenamed(class, body, to) {
             f(from, v);
         }
@@ -637,6 +693,50 @@ mod tests {
         assert_eq!(lookup(c, &sentinel, "ResultType"), Some(&json!("0")));
         assert!(c.accepts(Some("azure"), Some("signinlogs"), None));
         assert!(!c.accepts(Some("azure"), Some("auditlogs"), None));
+    }
+
+    #[test]
+    fn cloud_lookup_from_top_keys_is_lookup() {
+        let c = class(SourceKind::AwsCloudtrail, &json!({}));
+        let bodies = [
+            json!({"eventName": "A", "EventName": "B", "userIdentity": {"arn": "x", "Type": "t"},
+                   "requestParameters": {"a": {"b": 1}}, "user.name": "dotted key"}),
+            json!({"EVENTNAME": {"#text": "C"}, "UserIdentity": {"ARN": "y"},
+                   "properties": {"userAgent": "ua", "requestParameters": {"a": {"B": 2}}}}),
+            json!({"properties": {"eventName": "P"}, "userIdentity": "not an object"}),
+        ];
+        let fields = [
+            "eventName",
+            "eventname",
+            "userIdentity.arn",
+            "useridentity.ARN",
+            "userIdentity.type",
+            "requestParameters.a.b",
+            "requestParameters.a.B",
+            "user.name",
+            "userAgent",
+            "missing",
+            "missing.x",
+        ];
+        for body in &bodies {
+            let obj = body.as_object().unwrap();
+            let top = |name: &str| TopKey {
+                exact: obj.get(name),
+                ci: obj
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v),
+            };
+            for f in fields {
+                let first = f.split_once('.').map(|(a, _)| top(a));
+                let rest: Vec<String> = f.split('.').skip(1).map(String::from).collect();
+                assert_eq!(
+                    lookup_cloud(obj.get("properties"), f, top(f), first, &rest),
+                    lookup(c, body, f),
+                    "{f} in {body}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use super::parse::{
     SelectionSpec,
 };
 use super::prefilter::{
-    ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, MIN_LITERAL,
-    Need, WHOLE, ascii_core,
+    ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, Need, WHOLE,
+    ascii_core, usable_need,
 };
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
@@ -31,7 +31,7 @@ struct FieldMatcher {
     /// Field id in the literal index (`u32::MAX` until indexed).
     field_id: u32,
     /// When every value is a case-insensitive literal test: (literal id, group, hit flag) per
-    /// variant, answered from the event's literal hits instead of testing the value.
+    /// variant, sorted, answered from the event's literal hits instead of testing the value.
     lits: Option<Vec<(u32, u32, u8)>>,
 }
 
@@ -47,25 +47,43 @@ impl FieldMatcher {
             };
         }
         if let (Some(h), Some(lits)) = (hits, &self.lits) {
-            let hit = |(l, _, flag): &(u32, u32, u8)| h.flags(self.field_id, *l) & flag != 0;
-            return if self.all {
-                (0..self.groups.len() as u32).all(|g| lits.iter().any(|x| x.1 == g && hit(x)))
-            } else {
-                lits.iter().any(hit)
+            // Few literals of a field are found in an event: look each found one up among the
+            // matcher's tests (sorted by literal) rather than each test among the found.
+            return h.with_hits(self.field_id, |found| {
+                let tests = |l: u32| {
+                    let from = lits.partition_point(|t| t.0 < l);
+                    lits[from..].iter().take_while(move |t| t.0 == l)
+                };
+                if self.all {
+                    let mut met = vec![false; self.groups.len()];
+                    for &(l, flags) in found {
+                        for &(_, g, flag) in tests(l) {
+                            if flags & flag != 0 {
+                                met[g as usize] = true;
+                            }
+                        }
+                    }
+                    met.into_iter().all(|m| m)
+                } else {
+                    found
+                        .iter()
+                        .any(|&(l, flags)| tests(l).any(|&(_, _, flag)| flags & flag != 0))
+                }
+            });
+        }
+        fc.with(self.field_id, &self.field, |r| {
+            let test = |ms: &Vec<ValueMatcher>| -> bool {
+                match (&r.lowered, r.value) {
+                    (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
+                    _ => ms.iter().any(|m| m.matches(r.value, fc)),
+                }
             };
-        }
-        let r = fc.get(&self.field);
-        let test = |ms: &Vec<ValueMatcher>| -> bool {
-            match (&r.lowered, r.value) {
-                (Some(l), Some(v)) => ms.iter().any(|m| m.matches_str(v, l, fc)),
-                _ => ms.iter().any(|m| m.matches(r.value, fc)),
+            if self.all {
+                self.groups.iter().all(test)
+            } else {
+                self.groups.iter().any(test)
             }
-        };
-        if self.all {
-            self.groups.iter().all(test)
-        } else {
-            self.groups.iter().any(test)
-        }
+        })
     }
 }
 
@@ -82,12 +100,135 @@ fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
 /// field (`None`: no usable literal, always evaluate). See [`super::prefilter`].
 type Req = Option<Vec<Need>>;
 
-/// Of several necessary sets that must all hold, the most selective one.
-fn best(reqs: impl Iterator<Item = Req>) -> Req {
-    reqs.flatten().max_by_key(|lits| {
-        let shortest = lits.iter().map(Need::weight).min().unwrap_or(usize::MAX);
-        (shortest, std::cmp::Reverse(lits.len()))
+/// Of several necessary sets that must all hold, the most selective one: the one whose
+/// literals are expected to occur least often (see [`Rarity`]).
+fn best(reqs: impl Iterator<Item = Req>, rarity: &Rarity) -> Req {
+    reqs.flatten().min_by(|a, b| {
+        rarity
+            .cost(a)
+            .total_cmp(&rarity.cost(b))
+            .then(a.len().cmp(&b.len()))
     })
+}
+
+/// How common each possible need is, estimated from the rules themselves: a literal that many
+/// rules name in the same field (`.exe` in `Image`, `microsoft corporation` in `Company`,
+/// `ec2.amazonaws.com` in `eventSource`), or that is contained in what many rules name there
+/// (`\\windows\\`), is a common value in events too, and a poor need. Computed once per rule set.
+#[derive(Debug, Default)]
+struct Rarity {
+    /// Need -> number of rules naming, in the need's field, a literal that contains it.
+    rules_naming: std::collections::HashMap<Need, u32>,
+}
+
+impl Rarity {
+    fn new(rules: &[CompiledRule]) -> Rarity {
+        // Per field: every literal any matcher could need, and which rules name each.
+        let mut texts: BTreeMap<&str, BTreeMap<String, Vec<u32>>> = BTreeMap::new();
+        let mut numbers: std::collections::HashMap<Need, u32> = Default::default();
+        for (r, rule) in rules.iter().enumerate() {
+            let mut seen_numbers = Vec::new();
+            for fm in rule.selections.iter().flat_map(|s| s.0.iter().flatten()) {
+                for m in fm.groups.iter().flatten() {
+                    let m = match m {
+                        ValueMatcher::Not(inner) => inner,
+                        other => other,
+                    };
+                    if let Some(n) = number_need(&fm.field, m) {
+                        if !seen_numbers.contains(&n) {
+                            seen_numbers.push(n);
+                        }
+                        continue;
+                    }
+                    for lit in matcher_literals(m).into_iter().flatten() {
+                        let by = texts.entry(&fm.field).or_default().entry(lit).or_default();
+                        if by.last() != Some(&(r as u32)) {
+                            by.push(r as u32);
+                        }
+                    }
+                }
+            }
+            for n in seen_numbers {
+                *numbers.entry(n).or_default() += 1;
+            }
+        }
+        let mut rules_naming = numbers;
+        for (field, lits) in texts {
+            let list: Vec<&str> = lits.keys().map(String::as_str).collect();
+            let Ok(ac) = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(&list)
+            else {
+                continue;
+            };
+            // For each literal: the rules naming a literal that contains it.
+            let mut naming: Vec<Vec<u32>> = vec![Vec::new(); list.len()];
+            for (text, by) in lits.values().enumerate().map(|(i, by)| (list[i], by)) {
+                for m in ac.find_overlapping_iter(text) {
+                    naming[m.pattern().as_usize()].extend_from_slice(by);
+                }
+            }
+            for (i, mut rs) in naming.into_iter().enumerate() {
+                rs.sort_unstable();
+                rs.dedup();
+                rules_naming.insert(
+                    Need::Literal(field.to_owned(), list[i].to_owned()),
+                    rs.len() as u32,
+                );
+            }
+        }
+        Rarity { rules_naming }
+    }
+
+    /// Expected cost of a need set: the sum over its needs of how many rules name each, plus a
+    /// penalty for short literals (likelier to occur by chance) and for parts of values most
+    /// events hold ([`COMMON_VALUES`]).
+    fn cost(&self, needs: &[Need]) -> f64 {
+        needs
+            .iter()
+            .map(|n| {
+                let named = f64::from(self.rules_naming.get(n).copied().unwrap_or(1));
+                match n {
+                    Need::Literal(_, l) => {
+                        let common = COMMON_VALUES.iter().any(|c| c.contains(l.as_str()));
+                        named + 8.0 / l.len().max(1) as f64 + if common { 50.0 } else { 0.0 }
+                    }
+                    Need::Number(..) => named + 1.0,
+                }
+            })
+            .sum()
+    }
+}
+
+/// Values (lowercase) that most events of their kind hold: a need that is part of one of them
+/// selects nearly every event. Rules rarely name them, so counting rules misses them.
+const COMMON_VALUES: &[&str] = &[
+    "c:\\windows\\system32\\",
+    "c:\\windows\\syswow64\\",
+    "c:\\program files (x86)\\",
+    "c:\\programdata\\",
+    "\\appdata\\local\\temp\\",
+    "\\appdata\\roaming\\",
+    "c:\\users\\",
+    "microsoft corporation",
+    "microsoft\u{ae} windows\u{ae} operating system",
+    "nt authority\\system",
+    "hklm\\system\\currentcontrolset\\services\\",
+    "hklm\\software\\microsoft\\windows\\currentversion\\",
+    ".exe",
+    ".dll",
+];
+
+/// The integer need of an equality test on a field, if it is one.
+fn number_need(field: &str, m: &ValueMatcher) -> Option<Need> {
+    match m {
+        ValueMatcher::Num(NumOp::Eq, n)
+            if !field.is_empty() && n.fract() == 0.0 && n.abs() < 9.0e15 =>
+        {
+            Some(Need::Number(field.to_owned(), *n as i64))
+        }
+        _ => None,
+    }
 }
 
 /// Of several alternatives, the union (unconstrained if any alternative is).
@@ -111,27 +252,17 @@ fn matcher_literals(m: &ValueMatcher) -> Option<Vec<String>> {
         ValueMatcher::Regex(_, lits) => return lits.clone(),
         _ => return None,
     };
-    usable_literal(&lit).then(|| vec![lit])
-}
-
-/// Whether a literal is selective enough to be a need: three bytes, or two when they are rare
-/// in ordinary text (non-ASCII characters such as homoglyphs, or `^` escapes).
-fn usable_literal(lit: &str) -> bool {
-    lit.len() >= MIN_LITERAL || (lit.len() == 2 && (!lit.is_ascii() || lit.contains('^')))
+    usable_need(&lit).then(|| vec![lit])
 }
 
 impl FieldMatcher {
-    fn requirement(&self) -> Req {
+    fn requirement(&self, rarity: &Rarity) -> Req {
         let group = |g: &Vec<ValueMatcher>| -> Req {
             let mut out = Vec::new();
             for m in g {
-                match m {
-                    ValueMatcher::Num(NumOp::Eq, n)
-                        if !self.field.is_empty() && n.fract() == 0.0 && n.abs() < 9.0e15 =>
-                    {
-                        out.push(Need::Number(self.field.clone(), *n as i64))
-                    }
-                    _ => out.extend(
+                match number_need(&self.field, m) {
+                    Some(n) => out.push(n),
+                    None => out.extend(
                         matcher_literals(m)?
                             .into_iter()
                             .map(|l| Need::Literal(self.field.clone(), l)),
@@ -141,7 +272,7 @@ impl FieldMatcher {
             Some(out)
         };
         if self.all {
-            best(self.groups.iter().map(group))
+            best(self.groups.iter().map(group), rarity)
         } else {
             union(self.groups.iter().map(group))
         }
@@ -187,20 +318,20 @@ impl CompiledSelection {
             .any(|fields| fields.iter().all(|f| f.matches(fc, hits)))
     }
 
-    fn requirement(&self) -> Req {
+    fn requirement(&self, rarity: &Rarity) -> Req {
         union(
             self.0
                 .iter()
-                .map(|fields| best(fields.iter().map(FieldMatcher::requirement))),
+                .map(|fields| best(fields.iter().map(|f| f.requirement(rarity)), rarity)),
         )
     }
 }
 
-fn expr_requirement(e: &Expr, sels: &[CompiledSelection]) -> Req {
+fn expr_requirement(e: &Expr, sels: &[CompiledSelection], rarity: &Rarity) -> Req {
     match e {
-        Expr::Sel(i) => sels[*i].requirement(),
-        Expr::And(xs) => best(xs.iter().map(|x| expr_requirement(x, sels))),
-        Expr::Or(xs) => union(xs.iter().map(|x| expr_requirement(x, sels))),
+        Expr::Sel(i) => sels[*i].requirement(rarity),
+        Expr::And(xs) => best(xs.iter().map(|x| expr_requirement(x, sels, rarity)), rarity),
+        Expr::Or(xs) => union(xs.iter().map(|x| expr_requirement(x, sels, rarity))),
         Expr::Not(_) => None,
     }
 }
@@ -247,10 +378,12 @@ impl CompiledRule {
                     // Small lists are cheaper to test directly than to scan for.
                     let tests = literal_tests(&fm.groups).filter(|t| t.len() >= INDEXED_TESTS_MIN);
                     fm.lits = tests.map(|tests| {
-                        tests
+                        let mut ids: Vec<(u32, u32, u8)> = tests
                             .into_iter()
                             .map(|(lit, g, flag)| (b.literal(&fm.field, &lit).1, g, flag))
-                            .collect()
+                            .collect();
+                        ids.sort_unstable();
+                        ids
                     });
                 }
             }
@@ -259,7 +392,12 @@ impl CompiledRule {
 
     /// Needs of which at least one holds in every event this rule matches, if known.
     pub fn required_literals(&self) -> Option<Vec<Need>> {
-        let mut lits = expr_requirement(&self.expr, &self.selections)?;
+        self.required_literals_with(&Rarity::default())
+    }
+
+    /// [`CompiledRule::required_literals`], choosing among alternatives by `rarity`.
+    fn required_literals_with(&self, rarity: &Rarity) -> Option<Vec<Need>> {
+        let mut lits = expr_requirement(&self.expr, &self.selections, rarity)?;
         lits.sort();
         lits.dedup();
         Some(lits)
@@ -509,10 +647,23 @@ impl RuleSet {
             r.index(&mut builder);
         }
         set.index = builder.build();
+        let rarity = Rarity::new(&set.rules);
+        let rule_fields: Vec<Vec<&str>> = set
+            .rules
+            .iter()
+            .map(|r| {
+                r.selections
+                    .iter()
+                    .flat_map(|s| s.0.iter().flatten())
+                    .map(|f| f.field.as_str())
+                    .filter(|f| !f.is_empty())
+                    .collect()
+            })
+            .collect();
         let requirements: Vec<_> = set
             .rules
             .iter()
-            .map(CompiledRule::required_literals)
+            .map(|r| r.required_literals_with(&rarity))
             .collect();
         set.by_class = CLASSES
             .all
@@ -528,7 +679,7 @@ impl RuleSet {
                         )
                     })
                     .collect();
-                ClassFilter::new(rules, &requirements)
+                ClassFilter::new(class, rules, &requirements, &rule_fields, &set.index)
             })
             .collect();
         set.link_correlations(corr_docs, &mut errors);
@@ -791,7 +942,7 @@ impl RuleSet {
             .map_or((0, 0), |c| (c.rules.len(), self.candidates(ev).len()))
     }
 
-    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
+    /// Detection rules whose logsource    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
     pub fn dormant(&self) -> Vec<usize> {
         (0..self.rules.len())
             .filter(|&i| !self.by_class.iter().any(|c| c.rules.contains(&i)))

@@ -617,8 +617,9 @@ fn compile_inner(
         .collect())
 }
 
-/// Literals one of which every match of the regular expression contains (lowercased, each at
-/// least three bytes), from its literal prefixes or suffixes; `None` when they cannot be bounded.
+/// Literals one of which every match of the regular expression contains (lowercased, each a
+/// [`super::prefilter::usable_need`]), from its literal prefixes, suffixes or inner runs; `None`
+/// when they cannot be bounded.
 fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<String>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::ParserBuilder::new()
@@ -641,7 +642,7 @@ fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<St
             } else {
                 super::prefilter::ascii_core(text)
             };
-            if lit.len() < super::prefilter::MIN_LITERAL {
+            if !super::prefilter::usable_need(&lit) {
                 out.clear();
                 break;
             }
@@ -654,19 +655,23 @@ fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<St
             best = Some(out);
         }
     }
-    // Inside a top-level concatenation every literal piece is in every match
-    // (`.+:assumed-role/aws:.+` always contains `:assumed-role/aws:`).
+    // Inside a top-level concatenation every run of literal pieces is in every match
+    // (`.+:assumed-role/aws:.+` always contains `:assumed-role/aws:`). Case-insensitive letters
+    // (`(?i)`: a class of one ASCII letter in both cases) continue a run; a class with any
+    // non-ASCII member (`s` also folds to `ſ`, `k` to the Kelvin sign) ends it, since those
+    // characters do not lowercase to the ASCII letter.
     if let regex_syntax::hir::HirKind::Concat(parts) = hir.kind() {
-        let inner = parts
-            .iter()
-            .filter_map(|p| match p.kind() {
-                regex_syntax::hir::HirKind::Literal(l) => std::str::from_utf8(&l.0).ok(),
-                _ => None,
-            })
-            .filter(|t| t.is_ascii())
-            .map(str::to_ascii_lowercase)
+        let mut runs: Vec<String> = vec![String::new()];
+        for p in parts {
+            match ascii_piece(p) {
+                Some(t) => runs.last_mut().expect("one run").push_str(&t),
+                None => runs.push(String::new()),
+            }
+        }
+        let inner = runs
+            .into_iter()
             .max_by_key(String::len)
-            .filter(|l| l.len() >= super::prefilter::MIN_LITERAL);
+            .filter(|l| super::prefilter::usable_need(l));
         let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
         if let Some(l) = inner
             && best.as_ref().is_none_or(|b| l.len() > shortest(b))
@@ -675,6 +680,46 @@ fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<St
         }
     }
     best
+}
+
+/// The lowercase ASCII text every match of `h` is (ignoring ASCII case), if `h` is a literal or
+/// a class of a single ASCII character in one or both cases.
+fn ascii_piece(h: &regex_syntax::hir::Hir) -> Option<String> {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Literal(l) => {
+            let t = std::str::from_utf8(&l.0).ok()?;
+            t.is_ascii().then(|| t.to_ascii_lowercase())
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut chars = c.ranges().iter().flat_map(|r| r.start()..=r.end());
+            single_folded(&mut chars)
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut chars = c
+                .ranges()
+                .iter()
+                .flat_map(|r| r.start()..=r.end())
+                .map(char::from);
+            single_folded(&mut chars)
+        }
+        _ => None,
+    }
+}
+
+/// The one lowercase ASCII character that `chars` are, in one or both cases (at most 2 items).
+fn single_folded(chars: &mut dyn Iterator<Item = char>) -> Option<String> {
+    let first = chars.next()?;
+    let second = chars.next();
+    if chars.next().is_some() || !first.is_ascii() {
+        return None;
+    }
+    let lower = first.to_ascii_lowercase();
+    match second {
+        None => Some(lower.to_string()),
+        Some(c) if c.is_ascii() && c.to_ascii_lowercase() == lower => Some(lower.to_string()),
+        Some(_) => None,
+    }
 }
 
 fn value_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
@@ -1105,9 +1150,14 @@ mod tests {
             "suffix"
         );
         assert_eq!(
-            regex_literals("ab", (false, false, false)),
+            regex_literals("a", (false, false, false)),
             None,
             "too short"
+        );
+        assert_eq!(
+            regex_literals(r"\w+`\w", (false, false, false)),
+            Some(vec!["`".to_string()]),
+            "one punctuation character"
         );
         assert_eq!(
             regex_literals(".+:assumed-role/aws:.+", (false, false, false)),
@@ -1116,6 +1166,19 @@ mod tests {
         );
         let l = regex_literals("Invoke-", (true, false, false)).unwrap();
         assert!(l.iter().all(|x| "invoke-".starts_with(x.as_str())), "{l:?}");
+        assert_eq!(
+            regex_literals(
+                r#"(?i)\.exe["']?\s+[^"]{0,64}werfaultsecure\.exe["']?\s+\d{2,10}"#,
+                (false, false, false)
+            ),
+            Some(vec!["ecure.exe".to_string()]),
+            "case-insensitive letters continue a run; `s` (also `ſ`) ends it"
+        );
+        assert_eq!(
+            regex_literals(r"\w[ab]pay\w", (false, false, false)),
+            Some(vec!["pay".to_string()]),
+            "a class of two letters ends a run"
+        );
     }
 
     #[test]

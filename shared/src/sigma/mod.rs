@@ -12,6 +12,7 @@ pub mod fields;
 pub mod matcher;
 pub mod parse;
 pub mod prefilter;
+pub mod scan;
 
 pub use compile::{CompiledCorrelation, CompiledRule, Input, RuleSet};
 pub use matcher::Placeholders;

@@ -19,25 +19,20 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde_json::Value;
 
 use super::fields::FieldCache;
+use super::scan::Scanner;
 
-/// Largest literal set compiled to a DFA.
-const DFA_MAX_LITERALS: usize = 500;
+/// Whether a literal can serve as a need: two bytes or more, or one punctuation character
+/// (`` ` ``, `&`, `^`). Weak needs are ranked low by the rules' rarity estimate and chosen only
+/// when a rule offers nothing better; even then they let the index skip the rule in the events
+/// that lack them, where it would otherwise be evaluated on every event.
+pub fn usable_need(lit: &str) -> bool {
+    lit.len() >= 2 || (lit.len() == 1 && lit.bytes().all(|b| b.is_ascii_punctuation()))
+}
 
-/// Shortest literal worth using as a need.
-pub const MIN_LITERAL: usize = 3;
-
-/// Hit flag: the literal occurs in the value.
-pub const ANYWHERE: u8 = 1;
-/// Hit flag: the value starts with the literal.
-pub const AT_START: u8 = 2;
-/// Hit flag: the value ends with the literal.
-pub const AT_END: u8 = 4;
-/// Hit flag: the value is the literal.
-pub const WHOLE: u8 = 8;
+pub use super::scan::{ANYWHERE, AT_END, AT_START, WHOLE};
 
 /// Something a rule needs to find in one field (`""`: in any value of the event).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,16 +41,6 @@ pub enum Need {
     Literal(String, String),
     /// The field's value is this integer (as a number or numeric string).
     Number(String, i64),
-}
-
-impl Need {
-    /// Length used to rank how selective a need is (numbers count as selective).
-    pub fn weight(&self) -> usize {
-        match self {
-            Need::Literal(_, l) => l.len(),
-            Need::Number(..) => 8,
-        }
-    }
 }
 
 /// The longest run of ASCII characters of `s`, lowercased (case folding beyond ASCII is not
@@ -99,8 +84,8 @@ impl IndexBuilder {
     /// Builds the automata.
     pub fn build(self) -> LiteralIndex {
         let mut names = vec![String::new(); self.lits.len()];
-        for (name, id) in self.field_ids {
-            names[id as usize] = name;
+        for (name, &id) in &self.field_ids {
+            names[id as usize] = name.clone();
         }
         let fields = self
             .lits
@@ -117,24 +102,15 @@ impl IndexBuilder {
                 }
             })
             .collect();
-        LiteralIndex { fields }
+        LiteralIndex {
+            fields,
+            ids: self.field_ids,
+        }
     }
 }
 
-fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<AhoCorasick> {
-    let lits: Vec<&str> = lits.collect();
-    if lits.is_empty() {
-        return None;
-    }
-    let mut b = AhoCorasickBuilder::new();
-    b.ascii_case_insensitive(true)
-        .match_kind(MatchKind::Standard);
-    // A DFA is fastest per byte but its size grows with the set: large sets use the contiguous
-    // NFA, which measured as fast on them at a fraction of the memory.
-    if lits.len() <= DFA_MAX_LITERALS {
-        b.kind(Some(aho_corasick::AhoCorasickKind::DFA));
-    }
-    b.build(&lits).or_else(|_| b.kind(None).build(&lits)).ok()
+fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<Scanner> {
+    Scanner::new(&lits.collect::<Vec<_>>())
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +118,7 @@ struct FieldIndex {
     /// Sigma field name.
     name: String,
     /// Every literal test on the field (ids as registered).
-    full: Option<AhoCorasick>,
+    full: Option<Scanner>,
     literals: usize,
 }
 
@@ -150,6 +126,8 @@ struct FieldIndex {
 #[derive(Debug, Clone, Default)]
 pub struct LiteralIndex {
     fields: Vec<FieldIndex>,
+    /// Field name -> id.
+    ids: HashMap<String, u32>,
 }
 
 /// A scanned field and its literal hits: (field, [(literal, flags)] sorted by literal).
@@ -177,9 +155,25 @@ impl<'a> EventScan<'a> {
         };
         let mut scan_need = |n: &NeedIndex, value: &Value| {
             if let Some(ac) = &n.ac {
-                scan_value(ac, value, n.field.is_empty(), &mut |lit, _| {
-                    mark(&n.lit_rules[lit as usize])
-                });
+                let mut hit = |lit: u32, _| mark(&n.lit_rules[lit as usize]);
+                if n.field.is_empty() && n.joinable {
+                    // Keywords: every scalar of the event, lowercased into one text (no literal
+                    // holds the separator, so no match spans two values), searched once.
+                    let mut text = Vec::with_capacity(2048);
+                    visit_texts(value, n.numbers_may_match, n.bools_may_match, &mut |s| {
+                        if ac.needs_unicode_lowercase(s) {
+                            text.extend_from_slice(s.to_lowercase().as_bytes());
+                        } else {
+                            text.extend_from_slice(s.as_bytes());
+                        }
+                        text.push(0);
+                    });
+                    // One pass over the whole text (lowercase text has no ASCII capitals).
+                    text.make_ascii_lowercase();
+                    ac.scan_lowered(&text, &mut hit);
+                } else {
+                    scan_value(ac, value, n.field.is_empty(), &mut hit);
+                }
             }
             if !n.numbers.is_empty() {
                 visit_numbers(value, &mut |x| {
@@ -191,15 +185,51 @@ impl<'a> EventScan<'a> {
         };
         // Windows events: walk the event once for every plain field (most needed fields are
         // absent, and one walk is cheaper than one failed lookup each). The walk offers every
-        // value a lookup could return, so it finds at least what per-field lookups would.
+        // value a lookup could return, the one a lookup returns last (see
+        // [`crate::mapping::windows_values`]): needs are scanned in all of them, and the last is
+        // kept for the rules, so that their field lookups cost an index.
         let ev_class = fc.ev.class();
-        let walked = ev_class.windows
-            && !class.by_name.is_empty()
-            && crate::mapping::windows_values(ev_class, &fc.ev.body, &mut |name, value| {
-                if let Some(&i) = class.by_name.get(name) {
-                    scan_need(&class.needs[i], value);
+        let mut values: Vec<Option<&Value>> = Vec::new();
+        let walked = ev_class.windows && !class.slots.is_empty() && {
+            values.resize(class.slot_need.len(), None);
+            crate::mapping::windows_values(ev_class, &fc.ev.body, &mut |name, value| {
+                if let Some(&slot) = class.slots.get(name) {
+                    values[slot as usize] = Some(value);
+                    let need = class.slot_need[slot as usize];
+                    if need != u32::MAX {
+                        scan_need(&class.needs[need as usize], value);
+                    }
                 }
-            });
+            })
+        };
+        if walked {
+            fc.set_walked(&class.slot_of_id, values);
+        } else if !ev_class.windows
+            && !class.tops.is_empty()
+            && let Some(obj) = fc.ev.body.as_object()
+        {
+            // Other sources: one pass over the top-level keys finds, for every name the
+            // class's fields start with, its exact and case-insensitive keys.
+            let mut tops = vec![crate::mapping::TopKey::default(); class.tops.len()];
+            let mut properties = None;
+            for (k, v) in obj {
+                if k == "properties" {
+                    properties = Some(v);
+                }
+                let Some(names) = class.top_index.get(&ci_hash(k)) else {
+                    continue;
+                };
+                for &t in names {
+                    let (name, top) = (&class.tops[t as usize], &mut tops[t as usize]);
+                    if k == name {
+                        top.exact = Some(v);
+                    } else if top.ci.is_none() && k.eq_ignore_ascii_case(name) {
+                        top.ci = Some(v);
+                    }
+                }
+            }
+            fc.set_walked_top(&class.plan_of_id, &class.plans, tops, properties);
+        }
         for n in &class.needs {
             if walked && n.plain {
                 continue;
@@ -207,7 +237,7 @@ impl<'a> EventScan<'a> {
             let value = if n.field.is_empty() {
                 &fc.ev.body
             } else {
-                match fc.get(&n.field).value {
+                match fc.value(n.id, &n.field) {
                     Some(v) => v,
                     None => continue,
                 }
@@ -224,18 +254,24 @@ impl<'a> EventScan<'a> {
 
     /// Flags of literal `lit` in field `field` (0: not found); scans the field on first use.
     pub fn flags(&self, field: u32, lit: u32) -> u8 {
-        let find = |hits: &[FieldHits]| {
-            hits.iter().find(|(f, _)| *f == field).map(|(_, v)| {
-                v.binary_search_by_key(&lit, |(l, _)| *l)
-                    .map_or(0, |i| v[i].1)
-            })
-        };
-        if let Some(flags) = find(&self.hits.borrow()) {
-            return flags;
+        self.with_hits(field, |v| {
+            v.binary_search_by_key(&lit, |(l, _)| *l)
+                .map_or(0, |i| v[i].1)
+        })
+    }
+
+    /// Calls `f` with the literal hits of field `field`, `[(literal, flags)]` sorted by literal;
+    /// scans the field on first use.
+    pub fn with_hits<R>(&self, field: u32, f: impl FnOnce(&[(u32, u8)]) -> R) -> R {
+        {
+            let hits = self.hits.borrow();
+            if let Some((_, v)) = hits.iter().find(|(x, _)| *x == field) {
+                return f(v);
+            }
         }
         let fi = &self.index.fields[field as usize];
-        let mut found: Vec<(u32, u8)> = Vec::new();
-        if let (Some(ac), Some(value)) = (&fi.full, self.fc.get(&fi.name).value) {
+        let mut found: Vec<(u32, u8)> = Vec::with_capacity(16);
+        if let (Some(ac), Some(value)) = (&fi.full, self.fc.value(field, &fi.name)) {
             scan_value(ac, value, false, &mut |l, flags| found.push((l, flags)));
         }
         found.sort_unstable_by_key(|(l, _)| *l);
@@ -246,9 +282,9 @@ impl<'a> EventScan<'a> {
             }
             same
         });
-        let mut hits = self.hits.borrow_mut();
-        hits.push((field, found));
-        find(&hits).unwrap_or(0)
+        let r = f(&found);
+        self.hits.borrow_mut().push((field, found));
+        r
     }
 
     /// Literal hits so far (diagnostics).
@@ -262,31 +298,10 @@ impl<'a> EventScan<'a> {
     }
 }
 
-/// Runs `ac` over a value's text (every scalar when `everything`, else the value or its array
+/// Runs `sc` over a value/// Runs `sc` over a value's text (every scalar when `everything`, else the value or its array
 /// elements), calling `found(literal, flags)` for each occurrence.
-fn scan_value(ac: &AhoCorasick, value: &Value, everything: bool, found: &mut impl FnMut(u32, u8)) {
-    let mut scan = |s: &str| {
-        let lowered;
-        let s = if s.is_ascii() {
-            s
-        } else {
-            lowered = s.to_lowercase();
-            &lowered
-        };
-        for m in ac.find_overlapping_iter(s) {
-            let mut flags = ANYWHERE;
-            if m.start() == 0 {
-                flags |= AT_START;
-            }
-            if m.end() == s.len() {
-                flags |= AT_END;
-            }
-            if m.start() == 0 && m.end() == s.len() {
-                flags |= WHOLE;
-            }
-            found(m.pattern().as_u32(), flags);
-        }
-    };
+fn scan_value(sc: &Scanner, value: &Value, everything: bool, found: &mut impl FnMut(u32, u8)) {
+    let mut scan = |s: &str| sc.scan(s, found);
     if everything {
         visit_all_scalars(value, &mut scan);
     } else {
@@ -306,13 +321,65 @@ impl LiteralIndex {
 struct NeedIndex {
     /// Sigma field name (`""`: every scalar of the event).
     field: String,
+    /// Its id in the literal index (`u32::MAX` for `""`).
+    id: u32,
     /// A plain Windows field name, found by walking the event ([`crate::mapping::windows_values`]).
     plain: bool,
-    ac: Option<AhoCorasick>,
+    ac: Option<Scanner>,
+    /// No literal holds a NUL byte (keyword search may join values with NULs).
+    joinable: bool,
+    /// Some literal could occur in the text of a number, or of `true`/`false` (keyword search
+    /// skips such values otherwise).
+    numbers_may_match: bool,
+    bools_may_match: bool,
     /// Per literal of `ac`: positions (into the class's rules) that need it.
     lit_rules: Vec<Vec<u32>>,
     /// Per integer: positions that need it.
     numbers: HashMap<i64, Vec<u32>>,
+}
+
+/// A fast, non-keyed hash for the field-name map walked per event (field names come from rules
+/// and events, neither chosen to collide; SipHash cost more than the lookups it guards).
+#[derive(Debug, Clone, Copy, Default)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+/// The Fx hash (as in rustc): rotate, xor a word, multiply.
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The rules of one logsource class and the automata of their needs.
@@ -323,13 +390,45 @@ pub struct ClassFilter {
     /// Positions (into `rules`) evaluated whatever the event holds (no usable need).
     always: Vec<u32>,
     needs: Vec<NeedIndex>,
-    /// Plain need fields by name.
-    by_name: HashMap<String, usize>,
+    /// Plain Windows fields the class's rules read, by name: their slot in the per-event table
+    /// of walked values.
+    slots: HashMap<String, u32, FastHash>,
+    /// Per slot: the need index scanning it (`u32::MAX`: none).
+    slot_need: Vec<u32>,
+    /// Per field id of the literal index: its slot (`u32::MAX`: none).
+    slot_of_id: Vec<u32>,
+    /// Other sources: the top-level names the class's fields are found under (whole names,
+    /// and first parts of dotted ones).
+    tops: Vec<String>,
+    /// [`ci_hash`] of a top-level name -> the names with that hash.
+    top_index: HashMap<u64, Vec<u32>, FastHash>,
+    /// Per field id: its plan (`u32::MAX`: none, look it up).
+    plan_of_id: Vec<u32>,
+    /// Per plan: the top name of the whole field, of its first part (`u32::MAX`: undotted), and
+    /// its other parts.
+    plans: Vec<(u32, u32, Box<[String]>)>,
+}
+
+/// A hash of `s` that ignores ASCII case: its length and first eight bytes with the case bit
+/// set (names that differ in more than case may collide; callers compare).
+fn ci_hash(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    (u64::from_le_bytes(w) | 0x2020_2020_2020_2020) ^ ((b.len() as u64) << 56).rotate_left(3)
 }
 
 impl ClassFilter {
-    /// Builds the filter for `rules` given every rule's needs (`None`: always evaluate).
-    pub fn new(rules: Vec<usize>, requirements: &[Option<Vec<Need>>]) -> ClassFilter {
+    /// Builds the filter for `rules` given every rule's needs (`None`: always evaluate) and the
+    /// fields every rule reads.
+    pub fn new(
+        event_class: &crate::mapping::EventClass,
+        rules: Vec<usize>,
+        requirements: &[Option<Vec<Need>>],
+        rule_fields: &[Vec<&str>],
+        index: &LiteralIndex,
+    ) -> ClassFilter {
         let mut always = Vec::new();
         // field -> need -> positions
         let mut by_field: BTreeMap<&str, BTreeMap<&Need, Vec<u32>>> = BTreeMap::new();
@@ -366,30 +465,90 @@ impl ClassFilter {
                 }
                 NeedIndex {
                     field: field.to_owned(),
-                    plain: !field.is_empty() && !field.contains('.') && field != "Provider_Name",
+                    id: index.ids.get(field).copied().unwrap_or(u32::MAX),
+                    plain: plain(field),
+                    joinable: !lits.iter().any(|l| l.contains('\0')),
+                    numbers_may_match: lits
+                        .iter()
+                        .any(|l| l.bytes().all(|b| b"0123456789.-+e".contains(&b))),
+                    bools_may_match: lits
+                        .iter()
+                        .any(|l| "true".contains(*l) || "false".contains(*l)),
                     ac: automaton(lits.into_iter()),
                     lit_rules,
                     numbers,
                 }
             })
             .collect();
-        let by_name = needs
+        let mut slots: HashMap<String, u32, FastHash> = HashMap::default();
+        let mut slot_need = Vec::new();
+        let names: Vec<&str> = rules
             .iter()
-            .enumerate()
-            .filter(|(_, n)| n.plain)
-            .map(|(i, n)| (n.field.clone(), i))
+            .flat_map(|&r| rule_fields[r].iter().copied())
+            .chain(needs.iter().map(|n| n.field.as_str()))
+            .filter(|n| !n.is_empty())
             .collect();
+        let windows = event_class.windows;
+        for &name in names.iter().filter(|n| windows && plain(n)) {
+            if !slots.contains_key(name) {
+                slots.insert(name.to_owned(), slot_need.len() as u32);
+                slot_need.push(u32::MAX);
+            }
+        }
+        for (i, n) in needs.iter().enumerate().filter(|(_, n)| windows && n.plain) {
+            slot_need[slots[&n.field] as usize] = i as u32;
+        }
+        let mut slot_of_id = vec![u32::MAX; index.fields.len()];
+        for (name, &slot) in &slots {
+            if let Some(&id) = index.ids.get(name) {
+                slot_of_id[id as usize] = slot;
+            }
+        }
+        let (mut tops, mut top_index, mut plans) = (Vec::new(), HashMap::default(), Vec::new());
+        let mut plan_of_id = vec![u32::MAX; index.fields.len()];
+        let mut top = |name: &str| -> u32 {
+            if let Some(i) = tops.iter().position(|t| t == name) {
+                return i as u32;
+            }
+            tops.push(name.to_owned());
+            let i = tops.len() as u32 - 1;
+            top_index
+                .entry(ci_hash(name))
+                .or_insert_with(Vec::new)
+                .push(i);
+            i
+        };
+        for &name in &names {
+            let renamed = event_class.renames.iter().any(|(from, _)| *from == name);
+            let Some(&id) = index.ids.get(name) else {
+                continue;
+            };
+            if windows || renamed || plan_of_id[id as usize] != u32::MAX {
+                continue;
+            }
+            let first = name.split_once('.').map_or(u32::MAX, |(f, _)| top(f));
+            let rest = name.split('.').skip(1).map(String::from).collect();
+            plan_of_id[id as usize] = plans.len() as u32;
+            plans.push((top(name), first, rest));
+        }
         ClassFilter {
             rules,
             always,
             needs,
-            by_name,
+            slots,
+            slot_need,
+            slot_of_id,
+            tops,
+            top_index,
+            plan_of_id,
+            plans,
         }
     }
 
     /// Rule indices to evaluate, in rule order.
     pub fn candidates(&self, scan: &EventScan<'_>) -> Vec<usize> {
-        let mut pos: Vec<usize> = self.always.iter().map(|&p| p as usize).collect();
+        let mut pos: Vec<usize> = Vec::with_capacity(self.always.len() + 16);
+        pos.extend(self.always.iter().map(|&p| p as usize));
         for (w, bits) in scan.needed.iter().enumerate() {
             let mut b = *bits;
             while b != 0 {
@@ -402,9 +561,28 @@ impl ClassFilter {
         pos.into_iter().map(|p| self.rules[p]).collect()
     }
 
-    /// Rules evaluated whatever the event holds.
+    /// Rules evaluated whatever the event holds.    /// Rules evaluated whatever the event holds.
     pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
         self.always.iter().map(|&p| self.rules[p as usize])
+    }
+}
+
+/// Whether a field is a plain Windows field name, found by walking the event
+/// ([`crate::mapping::windows_values`]): not the keyword field, no path, not the provider
+/// (which lookups find under its attributes).
+fn plain(field: &str) -> bool {
+    !field.is_empty() && !field.contains('.') && field != "Provider_Name"
+}
+
+/// Like [`visit_all_scalars`], skipping numbers and booleans unless asked for.
+fn visit_texts(v: &Value, numbers: bool, bools: bool, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Array(xs) => xs.iter().for_each(|x| visit_texts(x, numbers, bools, f)),
+        Value::Object(o) => o.values().for_each(|x| visit_texts(x, numbers, bools, f)),
+        Value::String(s) => f(s),
+        Value::Number(_) if numbers => visit_scalar(v, f),
+        Value::Bool(_) if bools => visit_scalar(v, f),
+        _ => {}
     }
 }
 
@@ -493,7 +671,12 @@ mod tests {
             Some(vec![Need::Number("EventID".into(), 27)]),
             None,
         ];
-        let class = ClassFilter::new(vec![0, 1, 2, 3], &reqs);
+        let fields = vec![vec!["Image"], vec!["CommandLine"], vec!["EventID"], vec![]];
+        let windows = &crate::mapping::CLASSES.all[crate::mapping::classify(
+            SourceKind::Sysmon,
+            &json!({"Channel": "Microsoft-Windows-Sysmon/Operational"}),
+        )];
+        let class = ClassFilter::new(windows, vec![0, 1, 2, 3], &reqs, &fields, &idx);
         let ev = Event::with_time(
             SourceKind::Sysmon,
             0,
