@@ -91,10 +91,13 @@ pub struct ForceState {
     lateness_ms: i64,
     meta: Meta,
     meta_dirty: bool,
-    last_sweep_ms: i64,
+    /// The frontier's [`SWEEP_EVERY_MS`] period at the last sweep of expired groups (set on the
+    /// first event): sweeps run when the frontier enters a new period, so that the same stream
+    /// sweeps at the same events after a restart.
+    sweep_period: Option<i64>,
 }
 
-/// How far the frontier must advance between two sweeps of expired groups.
+/// Expired groups are swept each time the frontier enters a new period of this length.
 const SWEEP_EVERY_MS: i64 = 60_000;
 
 impl ForceState {
@@ -120,7 +123,6 @@ impl ForceState {
     ) -> Result<Self, StateError> {
         let mut s = ForceState {
             watermark_ms,
-            last_sweep_ms: watermark_ms,
             ..Default::default()
         };
         for (k, v) in entries {
@@ -200,6 +202,9 @@ impl ForceState {
         out: &mut Vec<Alert>,
     ) {
         let late = ev.time_ms < self.frontier_ms();
+        if self.sweep_period.is_none() {
+            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
+        }
         self.watermark_ms = self.watermark_ms.max(ev.time_ms);
         let mut direct = Vec::new();
         for &r in matched {
@@ -256,7 +261,10 @@ impl ForceState {
         }
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
-        if frontier - self.last_sweep_ms >= SWEEP_EVERY_MS {
+        if self
+            .sweep_period
+            .is_some_and(|p| p != frontier.div_euclid(SWEEP_EVERY_MS))
+        {
             self.expire(rules);
         }
     }
@@ -317,9 +325,12 @@ impl ForceState {
             key: sample.key(),
         };
         let t = at.t;
-        let frontier = self.frontier_ms();
         let current = sample.value.as_deref();
         let win = self.groups.entry(id.clone()).or_default();
+        if corr.kind != CorrelationKind::SilentFeed && win.expired_at(t, corr.timespan_ms) {
+            // Whether or not a sweep removed it yet, an expired group starts afresh.
+            *win = GroupWindow::default();
+        }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
             win.suppressed += 1;
@@ -370,6 +381,12 @@ impl ForceState {
                 None
             }
             CorrelationKind::NewTerm => {
+                // The latest event keeps the baseline alive (it expires `timespan` after it).
+                match win.steps.first_mut() {
+                    Some(Some(latest)) if *latest >= at => {}
+                    Some(slot) => *slot = Some(at),
+                    None => win.steps.push(Some(at)),
+                }
                 let v = current.unwrap_or_default().to_owned();
                 let since = *win.since.get_or_insert(t);
                 let learning = t < since + corr.detector.learning_ms;
@@ -467,7 +484,7 @@ impl ForceState {
             });
             win.suppress_until = Some(newest + corr.suppress_ms);
         }
-        if win.is_idle(frontier) {
+        if win.is_idle(t) {
             self.groups.remove(&id);
         }
         self.dirty.insert(id);
@@ -531,7 +548,7 @@ impl ForceState {
     /// frontier.
     pub fn expire(&mut self, rules: &RuleSet) {
         let frontier = self.frontier_ms();
-        self.last_sweep_ms = frontier;
+        self.sweep_period = Some(frontier.div_euclid(SWEEP_EVERY_MS));
         let spans: HashMap<&str, i64> = rules
             .correlations()
             .iter()
@@ -547,8 +564,7 @@ impl ForceState {
         let dirty = &mut self.dirty;
         self.groups.retain(|id, win| {
             let span = spans.get(id.rule.as_str()).copied().unwrap_or(0);
-            let keep = win.newest().is_some_and(|t| t >= frontier - span)
-                || win.suppress_until.is_some_and(|u| u >= frontier);
+            let keep = !win.expired_at(frontier, span);
             if !keep {
                 dirty.insert(id.clone());
             }

@@ -236,6 +236,15 @@ impl GroupWindow {
         self.counts.newest().max(steps).max(place).max(self.since)
     }
 
+    /// Whether the group has expired by event time `now`: nothing newer than `now - span` and no
+    /// suppression running. An expired group is as good as absent: it is removed by the next
+    /// sweep, or starts afresh on its next event, whichever comes first (so that when sweeps run
+    /// changes nothing).
+    pub fn expired_at(&self, now: i64, span: i64) -> bool {
+        self.newest().is_none_or(|t| t < now.saturating_sub(span))
+            && self.suppress_until.is_none_or(|u| u < now)
+    }
+
     /// Whether the group holds nothing worth keeping at event time `now`.
     pub fn is_idle(&self, now: i64) -> bool {
         self.counts.is_empty()
