@@ -21,7 +21,8 @@
 //! event in the reorder buffer. The lateness-0 measurement continues from the warmed state
 //! reloaded from its persisted entries (as after a restart).
 //!
-//! Run: `cargo bench -p nmc-shared --bench correlation`.
+//! Run: `cargo bench -p nmc-shared --bench correlation` (`NMC_BENCH_SHAPE=realistic` or
+//! `worst_case` for one shape).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -388,8 +389,17 @@ fn bench_shape(c: &mut Criterion, shape: Shape, name: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    bench_shape(c, Shape::Realistic, "realistic");
-    bench_shape(c, Shape::Worst, "worst_case");
+    // `NMC_BENCH_SHAPE=realistic` (or `worst_case`) runs one shape only, warm-up included (for
+    // profiling).
+    let only = std::env::var("NMC_BENCH_SHAPE").ok();
+    for (shape, name) in [
+        (Shape::Realistic, "realistic"),
+        (Shape::Worst, "worst_case"),
+    ] {
+        if only.as_deref().is_none_or(|o| o == name) {
+            bench_shape(c, shape, name);
+        }
+    }
 }
 
 criterion_group! {

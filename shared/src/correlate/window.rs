@@ -13,7 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// How many buckets a count window is cut into.
 pub const BUCKETS_PER_WINDOW: i64 = 20;
@@ -123,7 +124,10 @@ impl Counts {
             ),
         }
         if let Some(v) = value {
-            let slots = self.values.entry(v.to_owned()).or_default();
+            let slots = match self.values.get_mut(v) {
+                Some(slots) => slots,
+                None => self.values.entry(v.to_owned()).or_default(),
+            };
             if per_bucket_values {
                 let p = slots.iter().rposition(|s| s.0 <= idx).map_or(0, |p| p + 1);
                 match slots.get_mut(p.wrapping_sub(1)) {
@@ -226,6 +230,8 @@ pub(super) struct GroupWindow {
     pub since: Option<i64>,
     /// `impossible_travel`: the previous sighting and its coordinates.
     pub last_place: Option<(Seen, f64, f64)>,
+    /// Changed since the state was last persisted (not persisted itself).
+    pub dirty: bool,
 }
 
 impl GroupWindow {
@@ -255,6 +261,8 @@ impl GroupWindow {
     }
 
     /// The compact persisted form: times relative to the group's newest time (small varints).
+    /// (Persisting goes through [`WireRef`], which writes the same bytes without building it.)
+    #[cfg(test)]
     pub fn to_wire(&self) -> Wire {
         let anchor = self.newest().unwrap_or(0);
         let c = &self.counts;
@@ -306,6 +314,11 @@ impl GroupWindow {
                 .last_place
                 .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
         }
+    }
+
+    /// The persisted bytes of the group.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::state::encode(&WireRef(self))
     }
 
     /// Rebuilds a group from its persisted form.
@@ -365,7 +378,91 @@ impl GroupWindow {
             last_place: w
                 .last_place
                 .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            dirty: false,
         }
+    }
+}
+
+/// A sequence serialized from an exact-size iterator made on demand (no collection built).
+pub(super) struct Seq<F>(pub F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// Serializes a [`GroupWindow`] as its [`Wire`] form, field by field, borrowing the group.
+struct WireRef<'a>(&'a GroupWindow);
+
+impl Serialize for WireRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let g = self.0;
+        let anchor = g.newest().unwrap_or(0);
+        let c = &g.counts;
+        let width = c.width;
+        let top = anchor.div_euclid(width.max(1));
+        let rel = move |t: i64| anchor - t;
+        let sums = if c.buckets.iter().any(|b| b.sum != 0.0) {
+            c.buckets.len()
+        } else {
+            0
+        };
+        let ev = &c.evidence;
+        let mut w = s.serialize_struct("Wire", 12)?;
+        w.serialize_field("anchor", &anchor)?;
+        w.serialize_field("width", &width)?;
+        w.serialize_field(
+            "buckets",
+            &Seq(|| {
+                c.buckets
+                    .iter()
+                    .map(move |b| (top - b.idx, b.n, b.first_t - b.idx * width))
+            }),
+        )?;
+        w.serialize_field("sums", &Seq(|| c.buckets.iter().take(sums).map(|b| b.sum)))?;
+        w.serialize_field(
+            "values",
+            &Seq(|| {
+                c.values.iter().map(move |(v, slots)| {
+                    (
+                        v,
+                        Seq(move || slots.iter().map(move |&(i, n)| (top - i, n))),
+                    )
+                })
+            }),
+        )?;
+        w.serialize_field(
+            "evidence",
+            &Seq(|| {
+                (0..ev.len()).map(move |i| {
+                    let prev = if i == 0 { 0 } else { ev[i - 1].seq };
+                    (rel(ev[i].t), ev[i].seq as i64 - prev as i64)
+                })
+            }),
+        )?;
+        w.serialize_field(
+            "steps",
+            &Seq(|| g.steps.iter().map(move |s| s.map(|e| (rel(e.t), e.seq)))),
+        )?;
+        w.serialize_field(
+            "suppress_until",
+            &g.suppress_until.map(|u| u.saturating_sub(anchor)),
+        )?;
+        w.serialize_field("suppressed", &g.suppressed)?;
+        w.serialize_field("seen", &Seq(|| g.seen.iter()))?;
+        w.serialize_field("since", &g.since.map(rel))?;
+        w.serialize_field(
+            "last_place",
+            &g.last_place
+                .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
+        )?;
+        w.end()
     }
 }
 
@@ -451,11 +548,17 @@ mod tests {
         }
         g.suppress_until = Some(t0 + 5_000);
         g.steps = vec![Some(seen(t0, 3)), None];
+        // (Fields of other kinds too, to check every field of the wire form.)
+        g.seen.insert("GB".into());
+        g.since = Some(t0 - 1_000);
+        g.last_place = Some((seen(t0 + 10, 7), 51.5, -0.1));
         let ev: Vec<u64> = g.counts.evidence.iter().map(|e| e.seq).collect();
         assert_eq!(ev, (1024..1040).collect::<Vec<_>>());
         let back = GroupWindow::from_wire(g.to_wire());
         let enc = |g: &GroupWindow| crate::state::encode(&g.to_wire());
         assert_eq!(enc(&back), enc(&g));
+        assert_eq!(g.encode(), enc(&g), "WireRef writes the Wire's bytes");
+        assert_eq!(back.encode(), enc(&g));
         assert_eq!(back.counts.evidence, g.counts.evidence);
         assert_eq!(back.counts.tally(Some("x")).same, 40);
         let bytes = crate::state::encode(&g.to_wire());
