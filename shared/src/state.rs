@@ -31,7 +31,9 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes a value with the version tag.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![STATE_VERSION];
+    // Room for a typical correlation group: encoding it needs no reallocation.
+    let mut out = Vec::with_capacity(128);
+    out.push(STATE_VERSION);
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .expect("encoding into a Vec cannot fail");
     out

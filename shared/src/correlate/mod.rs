@@ -22,7 +22,7 @@
 mod pending;
 mod window;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,29 +37,22 @@ use pending::{PENDING_PREFIX, Pending, Sample};
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
 use window::{GroupWindow, Seen};
 
-/// Identifies one group: correlation rule id and canonical group key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct GroupId {
-    rule: String,
-    key: String,
+/// A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key.
+fn group_key(rule: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rule.len() + 1 + key.len());
+    k.extend_from_slice(rule.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
-impl GroupId {
-    fn encode(&self) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.rule.len() + 1 + self.key.len());
-        k.extend_from_slice(self.rule.as_bytes());
-        k.push(0);
-        k.extend_from_slice(self.key.as_bytes());
-        k
-    }
-
-    fn decode(bytes: &[u8]) -> Option<GroupId> {
-        let zero = bytes.iter().position(|&b| b == 0)?;
-        Some(GroupId {
-            rule: String::from_utf8(bytes[..zero].to_vec()).ok()?,
-            key: String::from_utf8(bytes[zero + 1..].to_vec()).ok()?,
-        })
-    }
+/// Splits a group's state key into rule id and group key.
+fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
+    let zero = bytes.iter().position(|&b| b == 0)?;
+    Some((
+        std::str::from_utf8(&bytes[..zero]).ok()?,
+        std::str::from_utf8(&bytes[zero + 1..]).ok()?,
+    ))
 }
 
 /// Key of the force-level counters in the state keyspace.
@@ -78,11 +71,18 @@ type Firing = (Option<i64>, Vec<Seen>, u64, Option<u64>, Option<f64>);
 /// A change to persist: key and new value, or `None` to delete.
 pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
 
-/// The correlation state of one force.
+/// The correlation state of one force. It is used with the rule set it was loaded with (groups
+/// and pending events refer to correlations by their index in it).
 #[derive(Debug, Default)]
 pub struct ForceState {
-    groups: HashMap<GroupId, GroupWindow>,
-    dirty: HashSet<GroupId>,
+    /// Per correlation (index in the rule set): canonical group key to window.
+    groups: Vec<HashMap<Box<str>, GroupWindow>>,
+    /// Groups changed since the last `take_changes`, as (correlation, state key: see
+    /// [`group_key`]). A live group is listed once (its window's `dirty` flag); a removed and
+    /// re-created one may repeat.
+    dirty: Vec<(usize, Vec<u8>)>,
+    /// Persisted groups of correlations no longer loaded, deleted by the next `take_changes`.
+    orphans: Vec<Vec<u8>>,
     /// The reorder buffer, by (event time, sequence).
     pending: BTreeMap<Seen, Pending>,
     /// Pending events added (true) or released (false) since the last `take_changes`.
@@ -91,12 +91,26 @@ pub struct ForceState {
     lateness_ms: i64,
     meta: Meta,
     meta_dirty: bool,
-    last_sweep_ms: i64,
+    /// The frontier's [`SWEEP_EVERY_MS`] period at the last sweep of expired groups (set on the
+    /// first event): sweeps run when the frontier enters a new period, so that the same stream
+    /// sweeps at the same events after a restart.
+    sweep_period: Option<i64>,
+    /// Scratch: the group key being looked up.
+    key_buf: String,
+    /// Scratch: the correlation queue of `feed`.
+    queue_buf: Vec<(usize, usize, usize)>,
 }
 
-/// How far the frontier must advance between two sweeps of expired groups (a sweep visits every
-/// group: every minute it cost a third of a node's CPU with 10,000 live groups).
-const SWEEP_EVERY_MS: i64 = 5 * 60_000;
+/// Sweeps of expired groups run each time the frontier enters a new period of this length; each
+/// sweeps the correlations whose own period ([`sweep_every`]) changed too.
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// How often the groups of `corr` are swept: a tenth of the timespan, at least every minute. A
+/// sweep only frees memory (an expired group starts afresh on its next event anyway), so an
+/// expired group may be held that much longer.
+fn sweep_every(corr: &CompiledCorrelation) -> i64 {
+    (corr.timespan_ms / 10).max(SWEEP_EVERY_MS)
+}
 
 impl ForceState {
     /// An empty state with no allowed lateness (events reach correlations as they arrive).
@@ -108,10 +122,6 @@ impl ForceState {
     /// far past them.
     pub fn with_lateness(mut self, lateness_ms: i64) -> Self {
         self.lateness_ms = lateness_ms.max(0);
-        if self.last_sweep_ms == i64::MIN {
-            // A loaded state: the sweep of the frontier's current period has been done.
-            self.last_sweep_ms = self.frontier_ms();
-        }
         self
     }
 
@@ -125,10 +135,15 @@ impl ForceState {
     ) -> Result<Self, StateError> {
         let mut s = ForceState {
             watermark_ms,
-            // Set with the lateness (the frontier it stands for).
-            last_sweep_ms: i64::MIN,
+            groups: vec![HashMap::new(); rules.correlations().len()],
             ..Default::default()
         };
+        let index: HashMap<&str, usize> = rules
+            .correlations()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.meta.id.as_str(), i))
+            .collect();
         for (k, v) in entries {
             if k == META_KEY {
                 s.meta = state::decode(v)?;
@@ -143,14 +158,14 @@ impl ForceState {
                 }
                 continue;
             }
-            let Some(id) = GroupId::decode(k) else {
+            let Some((rule, key)) = split_group_key(k) else {
                 return Err(StateError::Decode("malformed group key".into()));
             };
-            if rules.correlations().iter().any(|c| c.meta.id == id.rule) {
-                s.groups
-                    .insert(id, GroupWindow::from_wire(state::decode(v)?));
-            } else {
-                s.dirty.insert(id);
+            match index.get(rule) {
+                Some(&c) => {
+                    s.groups[c].insert(key.into(), GroupWindow::from_wire(state::decode(v)?));
+                }
+                None => s.orphans.push(k.to_vec()),
             }
         }
         Ok(s)
@@ -169,7 +184,7 @@ impl ForceState {
 
     /// Number of live groups.
     pub fn live_groups(&self) -> usize {
-        self.groups.len()
+        self.groups.iter().map(HashMap::len).sum()
     }
 
     /// Events waiting in the reorder buffer.
@@ -206,6 +221,9 @@ impl ForceState {
         out: &mut Vec<Alert>,
     ) {
         let late = ev.time_ms < self.frontier_ms();
+        if self.sweep_period.is_none() {
+            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
+        }
         self.watermark_ms = self.watermark_ms.max(ev.time_ms);
         let mut direct = Vec::new();
         for &r in matched {
@@ -230,9 +248,14 @@ impl ForceState {
             direct.dedup();
             let at = Seen { t: ev.time_ms, seq };
             let p = Pending::new(rules, at, direct, ev);
+            // Late (applied on arrival), or it would be released at once and first: no need to
+            // buffer it.
+            let now = late || (self.pending.is_empty() && at.t <= self.frontier_ms());
             if late {
                 self.meta.late += 1;
                 self.meta_dirty = true;
+            }
+            if now {
                 self.feed(rules, force, &p, out);
             } else {
                 self.pending_changes.insert(at, true);
@@ -262,36 +285,52 @@ impl ForceState {
         }
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
-        // Sweeps happen when the frontier enters a new sweep period: a pure function of the
-        // events, so a restarted state sweeps exactly when an uninterrupted one does.
-        if frontier.div_euclid(SWEEP_EVERY_MS) > self.last_sweep_ms.div_euclid(SWEEP_EVERY_MS) {
+        if self
+            .sweep_period
+            .is_some_and(|p| p != frontier.div_euclid(SWEEP_EVERY_MS))
+        {
             self.expire(rules);
         }
     }
 
     /// Runs one released event through its correlations, chained ones after the ones they count.
     fn feed(&mut self, rules: &RuleSet, force: &ForceId, p: &Pending, out: &mut Vec<Alert>) {
-        // (rank, correlation, position of the input in its `inputs`): a correlation runs after
-        // the correlations it counts, so that their firing on this event reaches it.
-        let mut queue: BTreeSet<(usize, usize, usize)> = p
-            .direct
-            .iter()
-            .map(|&(c, pos)| (rules.correlations()[c].rank, c, pos))
-            .collect();
-        while let Some((rank, c, pos)) = queue.pop_first() {
-            let mut positions = vec![pos];
-            while let Some(&(r2, c2, p2)) = queue.first() {
-                if (r2, c2) != (rank, c) {
-                    break;
-                }
-                positions.push(p2);
-                queue.pop_first();
+        // (rank, correlation, position of the input in its `inputs`), sorted and unique: a
+        // correlation runs after the correlations it counts, so that their firing on this event
+        // reaches it.
+        let mut queue = std::mem::take(&mut self.queue_buf);
+        queue.clear();
+        queue.extend(
+            p.direct
+                .iter()
+                .map(|&(c, pos)| (rules.correlations()[c].rank, c, pos)),
+        );
+        queue.sort_unstable();
+        queue.dedup();
+        let mut i = 0;
+        while i < queue.len() {
+            let (rank, c, _) = queue[i];
+            let mut j = i + 1;
+            while j < queue.len() && (queue[j].0, queue[j].1) == (rank, c) {
+                j += 1;
             }
+            let mut small = [0usize; 8];
+            let many: Vec<usize>;
+            let positions: &[usize] = if j - i <= small.len() {
+                for (slot, q) in small.iter_mut().zip(&queue[i..j]) {
+                    *slot = q.2;
+                }
+                &small[..j - i]
+            } else {
+                many = queue[i..j].iter().map(|q| q.2).collect();
+                &many
+            };
+            i = j;
             let corr = &rules.correlations()[c];
             let Some(sample) = p.sample(c, positions[0]) else {
                 continue;
             };
-            if let Some(alert) = self.correlate(corr, &positions, sample, force, p.at) {
+            if let Some(alert) = self.correlate(c, corr, positions, sample, force, p.at) {
                 if corr.emits {
                     out.push(alert);
                 }
@@ -303,34 +342,68 @@ impl ForceState {
                         .enumerate()
                         .filter(|(_, x)| **x == Input::Correlation(c))
                     {
-                        queue.insert((down.rank, d, pos));
+                        // Downstream ranks are higher: the entry lands after the current one.
+                        let entry = (down.rank, d, pos);
+                        if let Err(at) = queue[i..].binary_search(&entry) {
+                            queue.insert(i + at, entry);
+                        }
                     }
                 }
             }
         }
+        self.queue_buf = queue;
     }
 
     /// Feeds one event, which matched the inputs at `positions` of `corr.inputs`, to its group;
     /// returns the alert if the correlation fires.
     fn correlate(
         &mut self,
+        c: usize,
         corr: &CompiledCorrelation,
         positions: &[usize],
         sample: &Sample,
         force: &ForceId,
         at: Seen,
     ) -> Option<Alert> {
-        let id = GroupId {
-            rule: corr.meta.id.clone(),
-            key: sample.key(),
-        };
+        let mut key = std::mem::take(&mut self.key_buf);
+        sample.write_key(&corr.group_by, &mut key);
+        let alert = self.correlate_group(c, corr, &key, positions, sample, force, at);
+        self.key_buf = key;
+        alert
+    }
+
+    /// [`ForceState::correlate`] for the group of canonical key `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn correlate_group(
+        &mut self,
+        c: usize,
+        corr: &CompiledCorrelation,
+        key: &str,
+        positions: &[usize],
+        sample: &Sample,
+        force: &ForceId,
+        at: Seen,
+    ) -> Option<Alert> {
         let t = at.t;
-        let frontier = self.frontier_ms();
         let current = sample.value.as_deref();
-        let win = self.groups.entry(id.clone()).or_default();
-        if win.is_expired(expiry_span(corr), t) {
-            // Sweeps only free memory: an expired group starts over whether swept or not.
-            *win = GroupWindow::default();
+        if self.groups.len() <= c {
+            self.groups.resize_with(c + 1, HashMap::new);
+        }
+        let groups = &mut self.groups[c];
+        let win = match groups.get_mut(key) {
+            Some(win) => win,
+            None => groups.entry(key.into()).or_default(),
+        };
+        if corr.kind != CorrelationKind::SilentFeed && win.expired_at(t, corr.timespan_ms) {
+            // Whether or not a sweep removed it yet, an expired group starts afresh.
+            *win = GroupWindow {
+                dirty: win.dirty,
+                ..Default::default()
+            };
+        }
+        if !win.dirty {
+            win.dirty = true;
+            self.dirty.push((c, group_key(&corr.meta.id, key)));
         }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
@@ -348,14 +421,19 @@ impl ForceState {
                     }
                     _ => None,
                 };
+                // Only distinct counts and percentiles need the values themselves.
+                let kept = match corr.kind {
+                    CorrelationKind::ValueCount | CorrelationKind::ValuePercentile => current,
+                    _ => None,
+                };
                 let counted = win.counts.add(
                     corr.timespan_ms,
                     at,
-                    current,
+                    kept,
                     num,
                     corr.kind == CorrelationKind::ValuePercentile,
                 );
-                let tally = win.counts.tally(current);
+                let tally = win.counts.tally(kept);
                 let events = tally.events;
                 let distinct = (corr.kind == CorrelationKind::ValueCount).then_some(tally.distinct);
                 let measured = match corr.kind {
@@ -382,6 +460,12 @@ impl ForceState {
                 None
             }
             CorrelationKind::NewTerm => {
+                // The latest event keeps the baseline alive (it expires `timespan` after it).
+                match win.steps.first_mut() {
+                    Some(Some(latest)) if *latest >= at => {}
+                    Some(slot) => *slot = Some(at),
+                    None => win.steps.push(Some(at)),
+                }
                 let v = current.unwrap_or_default().to_owned();
                 let since = *win.since.get_or_insert(t);
                 let learning = t < since + corr.detector.learning_ms;
@@ -453,10 +537,15 @@ impl ForceState {
             let first_seq = evidence.first().map_or(at.seq, |e| e.seq);
             let start = newest - corr.timespan_ms;
             alert = Some(Alert {
-                id: alert_id(&corr.meta.id, force, &id.key, start, newest, first_seq),
+                id: alert_id(&corr.meta.id, force, key, start, newest, first_seq),
                 force: force.clone(),
                 rule: corr.meta.clone(),
-                group: sample.group.iter().cloned().collect(),
+                group: corr
+                    .group_by
+                    .iter()
+                    .cloned()
+                    .zip(sample.group.iter().cloned())
+                    .collect(),
                 window_start: format_ms(start),
                 window_end: format_ms(newest),
                 count,
@@ -480,10 +569,9 @@ impl ForceState {
             });
             win.suppress_until = Some(newest + corr.suppress_ms);
         }
-        if win.is_idle(frontier) {
-            self.groups.remove(&id);
+        if win.is_idle(t) {
+            groups.remove(key);
         }
-        self.dirty.insert(id);
         alert
     }
 
@@ -491,16 +579,13 @@ impl ForceState {
     /// force's event time (its frontier, moved by its other sources) went on. One alert per
     /// silence; the next matching event re-arms it. A feed never seen is not watched.
     fn check_silence(&mut self, rules: &RuleSet, force: &ForceId, now: i64, out: &mut Vec<Alert>) {
-        for corr in rules
+        for (c, corr) in rules
             .correlations()
             .iter()
-            .filter(|c| c.kind == CorrelationKind::SilentFeed)
+            .enumerate()
+            .filter(|(_, c)| c.kind == CorrelationKind::SilentFeed)
         {
-            let id = GroupId {
-                rule: corr.meta.id.clone(),
-                key: String::new(),
-            };
-            let Some(win) = self.groups.get_mut(&id) else {
+            let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut("")) else {
                 continue;
             };
             let Some(last) = win.steps.first().copied().flatten() else {
@@ -511,7 +596,10 @@ impl ForceState {
                 continue;
             }
             win.suppress_until = Some(i64::MAX);
-            self.dirty.insert(id);
+            if !win.dirty {
+                win.dirty = true;
+                self.dirty.push((c, group_key(&corr.meta.id, "")));
+            }
             let alert = Alert {
                 id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
                 force: force.clone(),
@@ -541,38 +629,55 @@ impl ForceState {
         }
     }
 
-    /// Removes groups whose newest event is older than their rule's timespan before the
-    /// frontier.
+    /// Removes the groups expired at the frontier (nothing newer than their rule's timespan
+    /// before it, no suppression running): of every correlation when called directly, of those
+    /// whose sweep period changed when called as the frontier enters a new minute.
     pub fn expire(&mut self, rules: &RuleSet) {
         let frontier = self.frontier_ms();
-        self.last_sweep_ms = frontier;
-        let spans: HashMap<&str, i64> = rules
-            .correlations()
-            .iter()
-            .map(|c| (c.meta.id.as_str(), expiry_span(c)))
-            .collect();
-        let dirty = &mut self.dirty;
-        self.groups.retain(|id, win| {
-            let span = spans.get(id.rule.as_str()).copied().unwrap_or(0);
-            let keep = !win.is_expired(span, frontier);
-            if !keep {
-                dirty.insert(id.clone());
+        let period = frontier.div_euclid(SWEEP_EVERY_MS);
+        // The previous sweep's period (none yet: sweep everything).
+        let previous = self.sweep_period.replace(period).filter(|&p| p < period);
+        for (c, corr) in rules.correlations().iter().enumerate() {
+            let Some(groups) = self.groups.get_mut(c) else {
+                break;
+            };
+            if corr.kind == CorrelationKind::SilentFeed {
+                // A silent feed's last event is what the watch needs: never expire it.
+                continue;
             }
-            keep
-        });
+            let every = sweep_every(corr);
+            let start = |p: i64| p.saturating_mul(SWEEP_EVERY_MS).div_euclid(every);
+            if previous.is_some_and(|p| start(p) == start(period)) {
+                continue;
+            }
+            let span = corr.timespan_ms;
+            for (key, win) in groups.extract_if(|_, win| win.expired_at(frontier, span)) {
+                if !win.dirty {
+                    self.dirty.push((c, group_key(&corr.meta.id, &key)));
+                }
+            }
+        }
     }
 
     /// Changes since the last call, to persist atomically with the stream cursor (sorted by
     /// key, so that the same events always give the same batch).
     pub fn take_changes(&mut self, rules: &RuleSet) -> Vec<StateChange> {
-        let mut changes: Vec<StateChange> = self
-            .dirty
-            .drain()
-            .map(|id| {
-                let v = self.groups.get(&id).map(|w| state::encode(&w.to_wire()));
-                (id.encode(), v)
-            })
-            .collect();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut changes: Vec<StateChange> = Vec::with_capacity(dirty.len());
+        for (c, state_key) in dirty {
+            let rule = &rules.correlations()[c].meta.id;
+            let v = std::str::from_utf8(&state_key[rule.len() + 1..])
+                .ok()
+                .and_then(|key| self.groups.get_mut(c)?.get_mut(key))
+                .map(|w| {
+                    w.dirty = false;
+                    w.encode()
+                });
+            changes.push((state_key, v));
+        }
+        changes.extend(self.orphans.drain(..).map(|k| (k, None)));
         for (at, put) in std::mem::take(&mut self.pending_changes) {
             let v = if put {
                 self.pending.get(&at).map(|p| p.encode(rules))
@@ -586,15 +691,6 @@ impl ForceState {
         }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
-    }
-}
-
-/// How long a group of `corr` lives after its newest event (a silent feed's last event is what
-/// the watch needs: it never expires).
-fn expiry_span(corr: &CompiledCorrelation) -> i64 {
-    match corr.kind {
-        CorrelationKind::SilentFeed => i64::MAX / 4,
-        _ => corr.timespan_ms,
     }
 }
 

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use super::window::Seen;
+use super::window::{Seen, Seq};
 use crate::event::Event;
 use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
@@ -21,10 +22,10 @@ use crate::state::{self, StateError};
 pub(super) const PENDING_PREFIX: &[u8] = b"\x01p";
 
 /// What one correlation input reads from an event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Sample {
-    /// Group-by name and value, in the correlation's `group-by` order.
-    pub group: Vec<(String, String)>,
+    /// Group-by values, in the correlation's `group-by` order.
+    pub group: Vec<String>,
     /// The counted field's value (`value_*`, `new_term`).
     pub value: Option<String>,
     /// Latitude and longitude (`impossible_travel`).
@@ -36,8 +37,8 @@ impl Sample {
     /// field, the counted field or a coordinate is missing).
     pub fn extract(corr: &CompiledCorrelation, pos: usize, ev: &Event) -> Option<Sample> {
         let mut group = Vec::with_capacity(corr.group_by.len());
-        for (name, field) in corr.group_by.iter().zip(&corr.group_fields[pos]) {
-            group.push((name.clone(), ev.field(field).and_then(value_text)?));
+        for field in corr.group_fields[pos].iter().take(corr.group_by.len()) {
+            group.push(ev.field(field).and_then(value_text)?);
         }
         let value = match (&corr.field, corr.kind) {
             (
@@ -79,20 +80,31 @@ impl Sample {
         })
     }
 
-    /// Canonical group key: `field=value` pairs in field-name order, separated by U+001F.
-    pub fn key(&self) -> String {
-        let mut pairs: Vec<&(String, String)> = self.group.iter().collect();
-        pairs.sort();
-        let mut k = String::new();
-        for (i, (f, v)) in pairs.into_iter().enumerate() {
-            if i > 0 {
-                k.push('\u{1f}');
+    /// Writes the canonical group key into `out`: `field=value` pairs in field-name order
+    /// (`names` are the correlation's `group-by` names), separated by U+001F.
+    pub fn write_key(&self, names: &[String], out: &mut String) {
+        out.clear();
+        let pair = |i: usize| (names[i].as_str(), self.group[i].as_str());
+        let mut push = |i: usize, first: bool| {
+            if !first {
+                out.push('\u{1f}');
             }
-            k.push_str(f);
-            k.push('=');
-            k.push_str(v);
+            let (f, v) = pair(i);
+            out.push_str(f);
+            out.push('=');
+            out.push_str(v);
+        };
+        match self.group.len() {
+            0 => {}
+            1 => push(0, true),
+            n => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| pair(a).cmp(&pair(b)));
+                for (k, i) in order.into_iter().enumerate() {
+                    push(i, k == 0);
+                }
+            }
         }
-        k
     }
 }
 
@@ -117,8 +129,24 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Extracts what `direct` and every correlation chained behind them read from `ev`.
+    /// Extracts what `direct` (sorted, unique) and every correlation chained behind them read
+    /// from `ev`.
     pub fn new(rules: &RuleSet, at: Seen, direct: Vec<(usize, usize)>, ev: &Event) -> Pending {
+        let mut samples = Vec::with_capacity(direct.len());
+        if direct
+            .iter()
+            .all(|&(c, _)| rules.correlations_of_correlation(c).is_empty())
+        {
+            // Nothing chained: the inputs are the direct ones.
+            samples.extend(direct.iter().filter_map(|&(c, pos)| {
+                Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s))
+            }));
+            return Pending {
+                at,
+                direct,
+                samples,
+            };
+        }
         let mut reach: BTreeSet<(usize, usize)> = direct.iter().copied().collect();
         let mut todo: Vec<usize> = direct.iter().map(|d| d.0).collect();
         while let Some(c) = todo.pop() {
@@ -136,12 +164,9 @@ impl Pending {
                 }
             }
         }
-        let samples = reach
-            .into_iter()
-            .filter_map(|(c, pos)| {
-                Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s))
-            })
-            .collect();
+        samples.extend(reach.into_iter().filter_map(|(c, pos)| {
+            Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s))
+        }));
         Pending {
             at,
             direct,
@@ -165,22 +190,12 @@ impl Pending {
         k
     }
 
-    /// Encodes it with correlation ids instead of indices (indices change with the rule set).
+    /// Encodes it with correlation ids instead of indices (indices change with the rule set),
+    /// as a [`PendingWire`] (written field by field, without building one).
     pub fn encode(&self, rules: &RuleSet) -> Vec<u8> {
-        let id = |c: usize| rules.correlations()[c].meta.id.clone();
-        state::encode(&PendingWire {
-            t: self.at.t,
-            seq: self.at.seq,
-            direct: self
-                .direct
-                .iter()
-                .map(|&(c, p)| (id(c), p as u16))
-                .collect(),
-            samples: self
-                .samples
-                .iter()
-                .map(|((c, p), s)| (id(*c), *p as u16, s.clone()))
-                .collect(),
+        state::encode(&PendingRef {
+            rules,
+            pending: self,
         })
     }
 
@@ -191,7 +206,20 @@ impl Pending {
         let mut samples: Vec<((usize, usize), Sample)> = w
             .samples
             .into_iter()
-            .filter_map(|(id, p, s)| index(&id).map(|c| ((c, usize::from(p)), s)))
+            .filter_map(|(id, p, s)| {
+                let c = index(&id)?;
+                // A correlation whose group-by changed since cannot use the sample.
+                let names = &rules.correlations()[c].group_by;
+                if !s.group.iter().map(|g| &g.0).eq(names.iter()) {
+                    return None;
+                }
+                let sample = Sample {
+                    group: s.group.into_iter().map(|(_, v)| v).collect(),
+                    value: s.value,
+                    place: s.place,
+                };
+                Some(((c, usize::from(p)), sample))
+            })
             .collect();
         samples.sort_by_key(|s| s.0);
         Ok(Pending {
@@ -206,10 +234,126 @@ impl Pending {
     }
 }
 
+/// Serializes a [`Pending`] as its [`PendingWire`] form, borrowing it.
+struct PendingRef<'a> {
+    rules: &'a RuleSet,
+    pending: &'a Pending,
+}
+
+impl Serialize for PendingRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let corrs = self.rules.correlations();
+        let p = self.pending;
+        let mut w = s.serialize_struct("PendingWire", 4)?;
+        w.serialize_field("t", &p.at.t)?;
+        w.serialize_field("seq", &p.at.seq)?;
+        w.serialize_field(
+            "direct",
+            &Seq(|| {
+                p.direct
+                    .iter()
+                    .map(|&(c, pos)| (corrs[c].meta.id.as_str(), pos as u16))
+            }),
+        )?;
+        w.serialize_field(
+            "samples",
+            &Seq(|| {
+                p.samples.iter().map(|&((c, pos), ref sample)| {
+                    let sample = SampleRef {
+                        names: &corrs[c].group_by,
+                        sample,
+                    };
+                    (corrs[c].meta.id.as_str(), pos as u16, sample)
+                })
+            }),
+        )?;
+        w.end()
+    }
+}
+
+/// Serializes a [`Sample`] as its [`SampleWire`] form, with the correlation's group-by names.
+struct SampleRef<'a> {
+    names: &'a [String],
+    sample: &'a Sample,
+}
+
+impl Serialize for SampleRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut w = s.serialize_struct("SampleWire", 3)?;
+        w.serialize_field("group", &Seq(|| self.names.iter().zip(&self.sample.group)))?;
+        w.serialize_field("value", &self.sample.value)?;
+        w.serialize_field("place", &self.sample.place)?;
+        w.end()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct PendingWire {
     t: i64,
     seq: u64,
     direct: Vec<(String, u16)>,
-    samples: Vec<(String, u16, Sample)>,
+    samples: Vec<(String, u16, SampleWire)>,
+}
+
+/// The persisted form of a [`Sample`]: group-by values with their names.
+#[derive(Serialize, Deserialize)]
+struct SampleWire {
+    group: Vec<(String, String)>,
+    value: Option<String>,
+    place: Option<(f64, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sigma::parse_rules;
+    use crate::source::SourceKind;
+    use serde_json::json;
+
+    #[test]
+    fn encoding_writes_the_wire_form_and_round_trips() {
+        let text = r#"
+title: failed
+id: failed
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 50126}, condition: s}
+---
+title: spray
+id: spray
+correlation: {type: value_count, rules: failed, group-by: [ip, app], timespan: 10m, condition: {gte: 3, field: user}}
+"#;
+        let docs = parse_rules("p.yml", text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let (rs, errs) = RuleSet::compile(docs);
+        assert!(errs.is_empty(), "{errs:?}");
+        let ev = Event::with_time(
+            SourceKind::EntraSignin,
+            1_800_000_000_000,
+            json!({"resultType": "50126", "user": "bob", "ip": "10.0.0.1", "app": 7}),
+        );
+        let at = Seen {
+            t: ev.time_ms,
+            seq: 42,
+        };
+        let p = Pending::new(&rs, at, vec![(0, 0)], &ev);
+        assert_eq!(p.samples.len(), 1);
+        let wire = PendingWire {
+            t: at.t,
+            seq: 42,
+            direct: vec![("spray".into(), 0)],
+            samples: vec![(
+                "spray".into(),
+                0,
+                SampleWire {
+                    group: vec![("ip".into(), "10.0.0.1".into()), ("app".into(), "7".into())],
+                    value: Some("bob".into()),
+                    place: None,
+                },
+            )],
+        };
+        assert_eq!(p.encode(&rs), state::encode(&wire));
+        assert_eq!(Pending::decode(&rs, &p.encode(&rs)).unwrap(), p);
+    }
 }

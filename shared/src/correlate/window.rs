@@ -13,7 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// How many buckets a count window is cut into.
 pub const BUCKETS_PER_WINDOW: i64 = 20;
@@ -123,7 +124,10 @@ impl Counts {
             ),
         }
         if let Some(v) = value {
-            let slots = self.values.entry(v.to_owned()).or_default();
+            let slots = match self.values.get_mut(v) {
+                Some(slots) => slots,
+                None => self.values.entry(v.to_owned()).or_default(),
+            };
             if per_bucket_values {
                 let p = slots.iter().rposition(|s| s.0 <= idx).map_or(0, |p| p + 1);
                 match slots.get_mut(p.wrapping_sub(1)) {
@@ -194,6 +198,8 @@ impl Counts {
         let evidence = self.evidence.drain(..).collect();
         self.buckets.clear();
         self.values.clear();
+        // As after a reload (the persisted form has no newest time for an empty window): a
+        // restarted state must accept the same events as an uninterrupted one.
         self.newest = None;
         (first, evidence)
     }
@@ -227,6 +233,8 @@ pub(super) struct GroupWindow {
     pub since: Option<i64>,
     /// `impossible_travel`: the previous sighting and its coordinates.
     pub last_place: Option<(Seen, f64, f64)>,
+    /// Changed since the state was last persisted (not persisted itself).
+    pub dirty: bool,
 }
 
 impl GroupWindow {
@@ -237,13 +245,13 @@ impl GroupWindow {
         self.counts.newest().max(steps).max(place).max(self.since)
     }
 
-    /// Whether both the group's newest event and the end of its suppression are more than
-    /// `span` before `now`: it then behaves exactly like a new group (whether or not a sweep
-    /// has removed it yet), so its suppressed count is reported only by an alert that follows
-    /// within a timespan of the suppression's end.
-    pub fn is_expired(&self, span: i64, now: i64) -> bool {
-        let horizon = now.saturating_sub(span);
-        self.newest().is_none_or(|t| t < horizon) && self.suppress_until.is_none_or(|u| u < horizon)
+    /// Whether the group has expired by event time `now`: nothing newer than `now - span` and no
+    /// suppression running. An expired group is as good as absent: it is removed by the next
+    /// sweep, or starts afresh on its next event, whichever comes first (so that when sweeps run
+    /// changes nothing).
+    pub fn expired_at(&self, now: i64, span: i64) -> bool {
+        self.newest().is_none_or(|t| t < now.saturating_sub(span))
+            && self.suppress_until.is_none_or(|u| u < now)
     }
 
     /// Whether the group holds nothing worth keeping at event time `now`.
@@ -256,6 +264,8 @@ impl GroupWindow {
     }
 
     /// The compact persisted form: times relative to the group's newest time (small varints).
+    /// (Persisting goes through [`WireRef`], which writes the same bytes without building it.)
+    #[cfg(test)]
     pub fn to_wire(&self) -> Wire {
         let anchor = self.newest().unwrap_or(0);
         let c = &self.counts;
@@ -307,6 +317,11 @@ impl GroupWindow {
                 .last_place
                 .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
         }
+    }
+
+    /// The persisted bytes of the group.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::state::encode(&WireRef(self))
     }
 
     /// Rebuilds a group from its persisted form.
@@ -366,7 +381,91 @@ impl GroupWindow {
             last_place: w
                 .last_place
                 .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            dirty: false,
         }
+    }
+}
+
+/// A sequence serialized from an exact-size iterator made on demand (no collection built).
+pub(super) struct Seq<F>(pub F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// Serializes a [`GroupWindow`] as its [`Wire`] form, field by field, borrowing the group.
+struct WireRef<'a>(&'a GroupWindow);
+
+impl Serialize for WireRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let g = self.0;
+        let anchor = g.newest().unwrap_or(0);
+        let c = &g.counts;
+        let width = c.width;
+        let top = anchor.div_euclid(width.max(1));
+        let rel = move |t: i64| anchor - t;
+        let sums = if c.buckets.iter().any(|b| b.sum != 0.0) {
+            c.buckets.len()
+        } else {
+            0
+        };
+        let ev = &c.evidence;
+        let mut w = s.serialize_struct("Wire", 12)?;
+        w.serialize_field("anchor", &anchor)?;
+        w.serialize_field("width", &width)?;
+        w.serialize_field(
+            "buckets",
+            &Seq(|| {
+                c.buckets
+                    .iter()
+                    .map(move |b| (top - b.idx, b.n, b.first_t - b.idx * width))
+            }),
+        )?;
+        w.serialize_field("sums", &Seq(|| c.buckets.iter().take(sums).map(|b| b.sum)))?;
+        w.serialize_field(
+            "values",
+            &Seq(|| {
+                c.values.iter().map(move |(v, slots)| {
+                    (
+                        v,
+                        Seq(move || slots.iter().map(move |&(i, n)| (top - i, n))),
+                    )
+                })
+            }),
+        )?;
+        w.serialize_field(
+            "evidence",
+            &Seq(|| {
+                (0..ev.len()).map(move |i| {
+                    let prev = if i == 0 { 0 } else { ev[i - 1].seq };
+                    (rel(ev[i].t), ev[i].seq as i64 - prev as i64)
+                })
+            }),
+        )?;
+        w.serialize_field(
+            "steps",
+            &Seq(|| g.steps.iter().map(move |s| s.map(|e| (rel(e.t), e.seq)))),
+        )?;
+        w.serialize_field(
+            "suppress_until",
+            &g.suppress_until.map(|u| u.saturating_sub(anchor)),
+        )?;
+        w.serialize_field("suppressed", &g.suppressed)?;
+        w.serialize_field("seen", &Seq(|| g.seen.iter()))?;
+        w.serialize_field("since", &g.since.map(rel))?;
+        w.serialize_field(
+            "last_place",
+            &g.last_place
+                .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
+        )?;
+        w.end()
     }
 }
 
@@ -452,11 +551,17 @@ mod tests {
         }
         g.suppress_until = Some(t0 + 5_000);
         g.steps = vec![Some(seen(t0, 3)), None];
+        // (Fields of other kinds too, to check every field of the wire form.)
+        g.seen.insert("GB".into());
+        g.since = Some(t0 - 1_000);
+        g.last_place = Some((seen(t0 + 10, 7), 51.5, -0.1));
         let ev: Vec<u64> = g.counts.evidence.iter().map(|e| e.seq).collect();
         assert_eq!(ev, (1024..1040).collect::<Vec<_>>());
         let back = GroupWindow::from_wire(g.to_wire());
         let enc = |g: &GroupWindow| crate::state::encode(&g.to_wire());
         assert_eq!(enc(&back), enc(&g));
+        assert_eq!(g.encode(), enc(&g), "WireRef writes the Wire's bytes");
+        assert_eq!(back.encode(), enc(&g));
         assert_eq!(back.counts.evidence, g.counts.evidence);
         assert_eq!(back.counts.tally(Some("x")).same, 40);
         let bytes = crate::state::encode(&g.to_wire());
