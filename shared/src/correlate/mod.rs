@@ -20,6 +20,7 @@
 //! - Groups with nothing newer than `frontier - timespan` and no running suppression are removed.
 
 mod pending;
+mod rate;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,8 +35,9 @@ use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 use crate::time::format_ms;
 use pending::{PENDING_PREFIX, Pending, Sample};
+use rate::RateWatch;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
-use window::{GroupWindow, Seen};
+use window::{GroupWindow, Seen, Wire};
 
 /// A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key.
 fn group_key(rule: &str, key: &str) -> Vec<u8> {
@@ -99,6 +101,8 @@ pub struct ForceState {
     key_buf: String,
     /// Scratch: the correlation queue of `feed`.
     queue_buf: Vec<(usize, usize, usize)>,
+    /// Rate-drop alerts of the silent feed being fed (handed to `feed`).
+    rate_alerts: Vec<Alert>,
 }
 
 /// Sweeps of expired groups run each time the frontier enters a new period of this length; each
@@ -163,7 +167,7 @@ impl ForceState {
             };
             match index.get(rule) {
                 Some(&c) => {
-                    s.groups[c].insert(key.into(), GroupWindow::from_wire(state::decode(v)?));
+                    s.groups[c].insert(key.into(), GroupWindow::from_wire(Wire::decode(v)?));
                 }
                 None => s.orphans.push(k.to_vec()),
             }
@@ -330,7 +334,14 @@ impl ForceState {
             let Some(sample) = p.sample(c, positions[0]) else {
                 continue;
             };
-            if let Some(alert) = self.correlate(c, corr, positions, sample, force, p.at) {
+            let alert = self.correlate(c, corr, positions, sample, force, p.at);
+            if !self.rate_alerts.is_empty() {
+                if corr.emits {
+                    out.append(&mut self.rate_alerts);
+                }
+                self.rate_alerts.clear();
+            }
+            if let Some(alert) = alert {
                 if corr.emits {
                     out.push(alert);
                 }
@@ -457,6 +468,18 @@ impl ForceState {
                 }
                 win.suppress_until = None;
                 win.suppressed = 0;
+                if let Some(below) = corr.detector.below {
+                    // The periods before this event's are complete: judge them, then count it.
+                    let span = corr.timespan_ms;
+                    let period = t.div_euclid(span);
+                    let watch = win
+                        .rate
+                        .get_or_insert_with(|| Box::new(RateWatch::new(period)));
+                    let drops = watch.judge(period, corr.detector.baseline_ms / span, below);
+                    watch.count(period, at);
+                    self.rate_alerts
+                        .extend(drops.iter().map(|d| rate_alert(corr, force, d)));
+                }
                 None
             }
             CorrelationKind::NewTerm => {
@@ -588,6 +611,23 @@ impl ForceState {
             let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut("")) else {
                 continue;
             };
+            if let Some(below) = corr.detector.below {
+                // Rate drop: judge the periods the frontier has completed.
+                let span = corr.timespan_ms;
+                let until = now.div_euclid(span);
+                let Some(watch) = win.rate.as_mut().filter(|w| w.next() < until) else {
+                    continue;
+                };
+                let drops = watch.judge(until, corr.detector.baseline_ms / span, below);
+                if !win.dirty {
+                    win.dirty = true;
+                    self.dirty.push((c, group_key(&corr.meta.id, "")));
+                }
+                if corr.emits {
+                    out.extend(drops.iter().map(|d| rate_alert(corr, force, d)));
+                }
+                continue;
+            }
             let Some(last) = win.steps.first().copied().flatten() else {
                 continue;
             };
@@ -691,6 +731,42 @@ impl ForceState {
         }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
+    }
+}
+
+/// The alert of a `silent_feed` rate drop: the period, its count, the baseline's mean per
+/// period (`measured`), and its first and last events (or the feed's last event before it).
+fn rate_alert(corr: &CompiledCorrelation, force: &ForceId, d: &rate::RateDrop) -> Alert {
+    let start = d.period.saturating_mul(corr.timespan_ms);
+    let end = start.saturating_add(corr.timespan_ms);
+    let first = d.evidence.first().map_or(start, |e| e.t);
+    let last = d.evidence.last().map_or(start, |e| e.t);
+    let seq = d.evidence.first().map_or(0, |e| e.seq);
+    Alert {
+        id: alert_id(&corr.meta.id, force, "", start, end, seq),
+        force: force.clone(),
+        rule: corr.meta.clone(),
+        group: BTreeMap::new(),
+        window_start: format_ms(start),
+        window_end: format_ms(end),
+        count: u64::from(d.count),
+        first_seen: format_ms(first),
+        last_seen: format_ms(last),
+        distinct: None,
+        measured: Some(d.mean),
+        suppressed: 0,
+        evidence: d
+            .evidence
+            .iter()
+            .map(|e| EvidenceRef {
+                seq: e.seq,
+                time: format_ms(e.t),
+                file: None,
+                line: None,
+            })
+            .collect(),
+        node: String::new(),
+        epoch: 0,
     }
 }
 

@@ -768,3 +768,218 @@ fn expired_groups_are_removed() {
         .count();
     assert_eq!(deleted, 2);
 }
+
+const RATE_DROP: &str = r#"
+title: any signin
+id: any_signin
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType|exists: true}, condition: s}
+---
+title: any aws
+id: any_aws
+logsource: {product: aws, service: cloudtrail}
+detection: {s: {eventName|exists: true}, condition: s}
+---
+title: sign-in volume far below baseline
+id: signin_drop
+correlation: {type: silent_feed, rules: [any_signin], timespan: 1h, below: 10%, baseline: 1d}
+"#;
+
+const HOUR: i64 = 3_600_000;
+
+/// Sign-ins at `per_hour[h]` a hour during hour h (spread evenly), from T0 (on the hour).
+fn signins(per_hour: &[u32]) -> Vec<Event> {
+    let mut evs = Vec::new();
+    for (h, &n) in per_hour.iter().enumerate() {
+        for i in 0..i64::from(n) {
+            let t = T0 + h as i64 * HOUR + i * HOUR / i64::from(n);
+            evs.push(Event::with_time(
+                SourceKind::EntraSignin,
+                t,
+                json!({"resultType": "0"}),
+            ));
+        }
+    }
+    evs
+}
+
+fn drops(alerts: &[Alert]) -> Vec<(String, u64, Option<f64>)> {
+    alerts
+        .iter()
+        .filter(|a| a.rule.id == "signin_drop")
+        .map(|a| (a.window_start.clone(), a.count, a.measured))
+        .collect()
+}
+
+fn rate_rules() -> RuleSet {
+    let docs = parse_rules("r.yml", RATE_DROP)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    rs
+}
+
+#[test]
+fn silent_feed_rate_drop_alerts_once_per_drop_after_learning() {
+    let rs = rate_rules();
+    // 30 hours at 60 an hour, two hours at 3 (5% of the baseline), back to 60 for three hours,
+    // one hour at 2, then 60 again.
+    let mut per_hour = vec![60; 30];
+    per_hour.extend([3, 3, 60, 60, 60, 2, 60]);
+    let alerts = run(&rs, &signins(&per_hour));
+    assert_eq!(
+        drops(&alerts),
+        vec![
+            (format_ms(T0 + 30 * HOUR), 3, Some(60.0)),
+            // The baseline (hours 11-34) now holds the first drop: (22 * 60 + 2 * 3) / 24.
+            (format_ms(T0 + 35 * HOUR), 2, Some(55.25)),
+        ],
+        "once for hours 30-31, again after hours 32-34 re-armed it"
+    );
+    let first = alerts.iter().find(|a| a.rule.id == "signin_drop").unwrap();
+    assert_eq!(first.window_end, format_ms(T0 + 31 * HOUR));
+    assert_eq!(first.first_seen, format_ms(T0 + 30 * HOUR));
+    assert_eq!(first.last_seen, format_ms(T0 + 30 * HOUR + 2 * HOUR / 3));
+    assert_eq!(first.evidence.len(), 2, "first and last event of the hour");
+}
+
+#[test]
+fn silent_feed_rate_drop_negatives() {
+    let rs = rate_rules();
+    // A steady feed.
+    assert!(drops(&run(&rs, &signins(&[60; 40]))).is_empty());
+    // A normal dip: 20 an hour is a third of the baseline, above 10%.
+    let mut dip = vec![60; 30];
+    dip.extend([20, 20, 60]);
+    assert!(drops(&run(&rs, &signins(&dip))).is_empty());
+    // Learning: a drop before a full day of baseline after the first hour is not judged.
+    let mut early = vec![60; 10];
+    early.extend([1, 1, 60, 60]);
+    assert!(drops(&run(&rs, &signins(&early))).is_empty());
+    // The same drop right after the baseline is complete is.
+    let mut ready = vec![60; 25];
+    ready.extend([1, 60]);
+    assert_eq!(drops(&run(&rs, &signins(&ready))).len(), 1);
+}
+
+#[test]
+fn silent_feed_rate_drop_to_nothing_is_judged_on_the_force_event_time() {
+    let rs = rate_rules();
+    let mut evs = signins(&[60; 30]);
+    // Sign-ins stop; CloudTrail goes on every ten minutes for five hours and moves the frontier.
+    evs.extend((0..30).map(|i| {
+        Event::with_time(
+            SourceKind::AwsCloudtrail,
+            T0 + 30 * HOUR + i * 600_000,
+            json!({"eventName": "X"}),
+        )
+    }));
+    let alerts = run(&rs, &evs);
+    assert_eq!(
+        drops(&alerts),
+        vec![(format_ms(T0 + 30 * HOUR), 0, Some(60.0))],
+        "one alert, for the first empty hour"
+    );
+    let a = alerts.iter().find(|a| a.rule.id == "signin_drop").unwrap();
+    assert_eq!(
+        a.evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![30 * 60],
+        "the feed's last event before the drop"
+    );
+}
+
+#[test]
+fn silent_feed_rate_drop_is_the_same_in_any_arrival_order_and_across_restarts() {
+    let rs = rate_rules();
+    let kent = ForceId::new("kent").unwrap();
+    let mut per_hour = vec![60; 30];
+    per_hour.extend([3, 60, 60, 0, 60]);
+    let mut evs = signins(&per_hour);
+    evs.extend((0..36).map(|i| {
+        Event::with_time(
+            SourceKind::AwsCloudtrail,
+            T0 + i * HOUR + 1_234,
+            json!({"eventName": "X"}),
+        )
+    }));
+    evs.sort_by_key(|e| e.time_ms);
+    let want: Vec<String> = run(&rs, &evs)
+        .into_iter()
+        .filter(|a| a.rule.id == "signin_drop")
+        .map(|a| serde_json::to_string(&a).unwrap())
+        .collect();
+    assert_eq!(want.len(), 2);
+    // Delayed by up to 290 s (the lateness is 300 s), persisted and reloaded every 97 events.
+    let lateness = 300_000;
+    let mut arrival: Vec<(i64, u64, &Event)> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.time_ms + (i as i64 * 7919) % 290_000, i as u64 + 1, e))
+        .collect();
+    arrival.sort_by_key(|a| (a.0, a.1));
+    let mut store: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut st = ForceState::new().with_lateness(lateness);
+    let mut out = Vec::new();
+    for (n, (_, seq, e)) in arrival.iter().enumerate() {
+        st.apply(&rs, &kent, *seq, e, &mut out);
+        if n % 97 == 96 {
+            for (k, v) in st.take_changes(&rs) {
+                match v {
+                    Some(v) => store.insert(k, v),
+                    None => store.remove(&k),
+                };
+            }
+            st = ForceState::load(
+                &rs,
+                st.watermark_ms(),
+                store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            )
+            .unwrap()
+            .with_lateness(lateness);
+        }
+    }
+    st.drain(&rs, &kent, &mut out);
+    let got: Vec<String> = out
+        .into_iter()
+        .filter(|a| a.rule.id == "signin_drop")
+        .map(|a| serde_json::to_string(&a).unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn silent_feed_rate_drop_parameters_are_checked() {
+    let parse = |extra: &str| {
+        let text = format!(
+            "title: a\nid: a\ncorrelation: {{type: silent_feed, rules: [x], timespan: 1h{extra}}}\n"
+        );
+        parse_rules("p.yml", &text).remove(0)
+    };
+    let below = |extra: &str| {
+        let doc = parse(extra).unwrap();
+        let crate::sigma::parse::RuleBody::Correlation(c) = doc.body else {
+            panic!()
+        };
+        (c.detector.below, c.detector.baseline_ms)
+    };
+    assert_eq!(below(", below: 10%"), (Some(0.1), 7 * DAY));
+    assert_eq!(below(", below: 0.25, baseline: 2d"), (Some(0.25), 2 * DAY));
+    assert_eq!(below("").0, None);
+    for bad in [
+        ", below: 0%",
+        ", below: 150%",
+        ", below: often",
+        ", baseline: 7d",
+        ", below: 10%, baseline: 30m",
+        ", below: 10%, baseline: 42d",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    let text = "title: a\nid: a\ncorrelation: {type: event_count, rules: [x], timespan: 1h, below: 10%, condition: {gte: 1}}\n";
+    assert!(
+        parse_rules("p.yml", text)[0].is_err(),
+        "below on event_count"
+    );
+}

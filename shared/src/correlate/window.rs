@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::rate::RateWatch;
+
 /// How many buckets a count window is cut into.
 pub const BUCKETS_PER_WINDOW: i64 = 20;
 
@@ -23,7 +25,7 @@ pub const BUCKETS_PER_WINDOW: i64 = 20;
 pub const EVIDENCE_KEPT: usize = 16;
 
 /// One event as correlation remembers it: event time and stream sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(super) struct Seen {
     /// Event time (ms).
     pub t: i64,
@@ -233,6 +235,8 @@ pub(super) struct GroupWindow {
     pub since: Option<i64>,
     /// `impossible_travel`: the previous sighting and its coordinates.
     pub last_place: Option<(Seen, f64, f64)>,
+    /// `silent_feed` with `below`: events per period.
+    pub rate: Option<Box<RateWatch>>,
     /// Changed since the state was last persisted (not persisted itself).
     pub dirty: bool,
 }
@@ -316,6 +320,7 @@ impl GroupWindow {
             last_place: self
                 .last_place
                 .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
+            rate: self.rate.as_deref().cloned(),
         }
     }
 
@@ -381,6 +386,7 @@ impl GroupWindow {
             last_place: w
                 .last_place
                 .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            rate: w.rate.map(Box::new),
             dirty: false,
         }
     }
@@ -417,7 +423,7 @@ impl Serialize for WireRef<'_> {
             0
         };
         let ev = &c.evidence;
-        let mut w = s.serialize_struct("Wire", 12)?;
+        let mut w = s.serialize_struct("Wire", 13)?;
         w.serialize_field("anchor", &anchor)?;
         w.serialize_field("width", &width)?;
         w.serialize_field(
@@ -465,6 +471,7 @@ impl Serialize for WireRef<'_> {
             &g.last_place
                 .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
         )?;
+        w.serialize_field("rate", &g.rate)?;
         w.end()
     }
 }
@@ -487,6 +494,51 @@ pub(super) struct Wire {
     seen: Vec<String>,
     since: Option<i64>,
     last_place: Option<(i64, u64, f64, f64)>,
+    /// Added after the first release of this form: [`Wire::decode`] reads values without it.
+    rate: Option<RateWatch>,
+}
+
+/// [`Wire`] as first released, without `rate`.
+#[derive(Deserialize)]
+struct WireV1 {
+    anchor: i64,
+    width: i64,
+    buckets: Vec<(i64, u32, i64)>,
+    sums: Vec<f64>,
+    values: Vec<(String, Vec<(i64, u32)>)>,
+    evidence: Vec<(i64, i64)>,
+    steps: Vec<Option<(i64, u64)>>,
+    suppress_until: Option<i64>,
+    suppressed: u64,
+    seen: Vec<String>,
+    since: Option<i64>,
+    last_place: Option<(i64, u64, f64, f64)>,
+}
+
+impl Wire {
+    /// Decodes a persisted group, in the current form or the first one.
+    pub fn decode(bytes: &[u8]) -> Result<Wire, crate::state::StateError> {
+        crate::state::decode(bytes).or_else(|e| {
+            let Ok(w) = crate::state::decode::<WireV1>(bytes) else {
+                return Err(e);
+            };
+            Ok(Wire {
+                anchor: w.anchor,
+                width: w.width,
+                buckets: w.buckets,
+                sums: w.sums,
+                values: w.values,
+                evidence: w.evidence,
+                steps: w.steps,
+                suppress_until: w.suppress_until,
+                suppressed: w.suppressed,
+                seen: w.seen,
+                since: w.since,
+                last_place: w.last_place,
+                rate: None,
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -566,5 +618,15 @@ mod tests {
         assert_eq!(back.counts.tally(Some("x")).same, 40);
         let bytes = crate::state::encode(&g.to_wire());
         assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        // A group persisted before `rate` existed (the same bytes without its `None` tag).
+        assert_eq!(bytes.last(), Some(&0));
+        let old = GroupWindow::from_wire(Wire::decode(&bytes[..bytes.len() - 1]).unwrap());
+        assert_eq!(old.encode(), bytes);
+        // And one with a rate watch round-trips.
+        let mut r = super::RateWatch::new(5);
+        r.count(5, seen(t0, 1));
+        g.rate = Some(Box::new(r));
+        let back = GroupWindow::from_wire(Wire::decode(&g.encode()).unwrap());
+        assert_eq!(back.rate, g.rate);
     }
 }

@@ -230,6 +230,29 @@ pub struct DetectorSpec {
     pub speed_kmh: f64,
     /// `impossible_travel`: shorter distances never alert, km (`min_distance`, default 300).
     pub min_distance_km: f64,
+    /// `silent_feed` rate drop: alert when a period of `timespan` holds fewer events than this
+    /// fraction of the baseline's mean per period (`below`, e.g. `10%`). None: alert on silence.
+    pub below: Option<f64>,
+    /// `silent_feed` rate drop: how far back the baseline reaches (`baseline`, default 7d).
+    pub baseline_ms: i64,
+}
+
+/// Most periods a `silent_feed` baseline may span (its counts are part of the group's state).
+pub const MAX_BASELINE_PERIODS: i64 = 1000;
+
+/// Reads `below`: a percentage (`10%`) or a fraction (`0.1`), above 0 and at most 100%.
+fn parse_below(v: &Yaml) -> Result<f64, RuleErrorKind> {
+    let text = scalar_string(v).unwrap_or_default();
+    let fraction = match text.trim().strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok().map(|p| p / 100.0),
+        None => v.as_f64(),
+    };
+    match fraction {
+        Some(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(invalid(format!(
+            "`below: {text}` must be a percentage above 0 and at most 100% (e.g. `10%`)"
+        ))),
+    }
 }
 
 fn err(origin: &str, id: Option<&str>, kind: RuleErrorKind) -> RuleError {
@@ -703,6 +726,27 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             "impossible_travel correlation without `latitude` and `longitude`",
         ));
     }
+    let below = get("below").map(parse_below).transpose()?;
+    let baseline_ms = get("baseline")
+        .and_then(scalar_string)
+        .map(|s| parse_timespan(&s))
+        .transpose()?;
+    if (below.is_some() || baseline_ms.is_some()) && kind != CorrelationKind::SilentFeed {
+        return Err(invalid("`below` and `baseline` are for silent_feed only"));
+    }
+    if baseline_ms.is_some() && below.is_none() {
+        return Err(invalid("silent_feed `baseline` without `below`"));
+    }
+    let baseline_ms = baseline_ms.unwrap_or(7 * 86_400_000);
+    if below.is_some() {
+        let span = parse_timespan(&timespan)?;
+        let periods = baseline_ms / span;
+        if !(1..=MAX_BASELINE_PERIODS).contains(&periods) {
+            return Err(invalid(format!(
+                "silent_feed `baseline` must hold 1 to {MAX_BASELINE_PERIODS} timespans (it holds {periods})"
+            )));
+        }
+    }
     if !temporal && kind != CorrelationKind::EventCount && field.is_none() {
         return Err(invalid(format!(
             "{} correlation without `condition.field`",
@@ -732,6 +776,8 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             longitude: get("longitude").and_then(scalar_string),
             speed_kmh: get("speed").and_then(Yaml::as_f64).unwrap_or(900.0),
             min_distance_km: get("min_distance").and_then(Yaml::as_f64).unwrap_or(300.0),
+            below,
+            baseline_ms,
         },
     })
 }
