@@ -767,6 +767,7 @@ fn rate_alert(corr: &CompiledCorrelation, force: &ForceId, d: &rate::RateDrop) -
             .collect(),
         node: String::new(),
         epoch: 0,
+        rule_pack: String::new(),
     }
 }
 
