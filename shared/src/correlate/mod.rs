@@ -17,7 +17,9 @@
 //!   events are still counted but raise nothing, and the next alert of the group carries how many
 //!   there were. Count windows and sequences restart empty after an alert.
 //! - Events missing a group-by field (or the counted field of `value_count`) are not counted.
-//! - Groups with nothing newer than `frontier - timespan` and no running suppression are removed.
+//! - A group with nothing newer than `t - timespan` and no suppression running at the time `t` of
+//!   its next event starts afresh; sweeps free the groups expired at the frontier.
+//! - `silent_feed` watches a feed's silence, or with `below` its rate per period (`rate.rs`).
 
 mod pending;
 mod rate;

@@ -983,3 +983,156 @@ fn silent_feed_rate_drop_parameters_are_checked() {
         "below on event_count"
     );
 }
+
+/// Applies `(seq, event)` to `st`, returning the alerts raised.
+fn feed_all(rs: &RuleSet, st: &mut ForceState, evs: &[(u64, Event)]) -> Vec<Alert> {
+    let kent = ForceId::new("kent").unwrap();
+    let mut out = Vec::new();
+    for (seq, e) in evs {
+        st.apply(rs, &kent, *seq, e, &mut out);
+    }
+    out
+}
+
+fn persist_and_reload(rs: &RuleSet, st: &mut ForceState, lateness: i64) -> ForceState {
+    let mut store: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (k, v) in st.take_changes(rs) {
+        if let Some(v) = v {
+            store.insert(k, v);
+        }
+    }
+    ForceState::load(
+        rs,
+        st.watermark_ms(),
+        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap()
+    .with_lateness(lateness)
+}
+
+const MIN: i64 = 60_000;
+
+#[test]
+fn late_events_are_counted_and_the_count_persists() {
+    let rs = rules();
+    let lateness = MIN;
+    let mut st = ForceState::new().with_lateness(lateness);
+    // The watermark reaches T0 + 5 min, so the frontier is T0 + 4 min.
+    feed_all(
+        &rs,
+        &mut st,
+        &[
+            (1, fail("bob", "1.1.1.1", T0)),
+            (2, fail("eve", "2.2.2.2", T0 + 5 * MIN)),
+        ],
+    );
+    assert_eq!(st.late_events(), 0);
+    // Within the lateness (after the frontier): not late.
+    feed_all(
+        &rs,
+        &mut st,
+        &[(3, fail("ann", "3.3.3.3", T0 + 4 * MIN + 1))],
+    );
+    assert_eq!(st.late_events(), 0);
+    // Behind the frontier: late.
+    feed_all(&rs, &mut st, &[(4, fail("bob", "1.1.1.1", T0 + MIN))]);
+    assert_eq!(st.late_events(), 1);
+    let mut st = persist_and_reload(&rs, &mut st, lateness);
+    assert_eq!(st.late_events(), 1, "the count survives a restart");
+    feed_all(&rs, &mut st, &[(5, fail("bob", "1.1.1.1", T0 + 2 * MIN))]);
+    assert_eq!(st.late_events(), 2);
+    let st = persist_and_reload(&rs, &mut st, lateness);
+    assert_eq!(st.late_events(), 2);
+}
+
+#[test]
+fn a_late_event_still_raises_its_detection_alert() {
+    let rs = rules();
+    let mut st = ForceState::new().with_lateness(MIN);
+    feed_all(&rs, &mut st, &[(1, fail("eve", "2.2.2.2", T0 + 10 * MIN))]);
+    // A failed IMAP sign-in ten minutes behind: it feeds the brute-force count (late) and
+    // matches the legacy-protocol detection, which alerts on arrival as ever.
+    let imap = Event::with_time(
+        SourceKind::EntraSignin,
+        T0,
+        json!({"client": "IMAP4", "resultType": "50126", "user": "bob", "ip": "1.1.1.1"}),
+    );
+    let alerts = feed_all(&rs, &mut st, &[(2, imap)]);
+    assert_eq!(st.late_events(), 1);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule.id, "legacy");
+    assert_eq!(alerts[0].evidence[0].seq, 2);
+    assert_eq!(alerts[0].first_seen, format_ms(T0));
+    // An event that only matches detection rules waits for nothing, so it is never late.
+    let only = Event::with_time(SourceKind::EntraSignin, T0, json!({"client": "IMAP4"}));
+    let alerts = feed_all(&rs, &mut st, &[(3, only)]);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(st.late_events(), 1);
+}
+
+#[test]
+fn a_late_event_counts_within_its_groups_window_and_not_beyond() {
+    let rs = rules();
+    // Four failures of bob from T0 + 5 min (brute force needs five within 10 min), released by
+    // eve's event at T0 + 10 min (frontier T0 + 9 min); then a fifth, late.
+    let run_with = |late_at: i64| {
+        let mut st = ForceState::new().with_lateness(MIN);
+        let mut evs: Vec<(u64, Event)> = (0..4)
+            .map(|i| {
+                (
+                    i + 1,
+                    fail("bob", "1.1.1.1", T0 + 5 * MIN + i as i64 * 1000),
+                )
+            })
+            .collect();
+        evs.push((5, fail("eve", "2.2.2.2", T0 + 10 * MIN)));
+        evs.push((6, fail("bob", "1.1.1.1", late_at)));
+        let alerts = feed_all(&rs, &mut st, &evs);
+        assert_eq!(st.late_events(), 1);
+        alerts
+            .into_iter()
+            .filter(|a| a.rule.id == "brute")
+            .collect::<Vec<_>>()
+    };
+    // Four minutes before the newest: inside bob's window, it completes the count at once.
+    let within = run_with(T0 + MIN);
+    assert_eq!(within.len(), 1);
+    assert_eq!(within[0].count, 5);
+    assert_eq!(within[0].first_seen, format_ms(T0 + MIN));
+    assert!(within[0].evidence.iter().any(|e| e.seq == 6));
+    // Eleven minutes before the newest (beyond the timespan and its one-bucket margin): not
+    // counted.
+    assert!(run_with(T0 - 6 * MIN).is_empty());
+}
+
+#[test]
+fn no_lateness_keeps_the_immediate_behaviour() {
+    let rs = rules();
+    let evs: Vec<(u64, Event)> = (0..5)
+        .map(|i| (i + 1, fail("bob", "1.1.1.1", T0 + i as i64 * 1000)))
+        .collect();
+    // Lateness 0: nothing waits; the fifth failure raises the alert in its own `apply`.
+    let mut st = ForceState::new();
+    for (i, e) in evs.iter().enumerate() {
+        let alerts = feed_all(&rs, &mut st, std::slice::from_ref(e));
+        assert_eq!(st.pending_events(), 0);
+        assert_eq!(alerts.iter().any(|a| a.rule.id == "brute"), i == 4);
+    }
+    assert_eq!(st.frontier_ms(), st.watermark_ms());
+    // An event older than the watermark is late at once, and applied on arrival.
+    let alerts = feed_all(&rs, &mut st, &[(6, fail("ann", "9.9.9.9", T0))]);
+    assert_eq!(st.late_events(), 1);
+    assert!(alerts.is_empty());
+    assert_eq!(st.live_groups(), 4, "bob's two groups and ann's two");
+    // With a lateness, the same alert waits until the watermark is the lateness past the fifth.
+    let mut st = ForceState::new().with_lateness(MIN);
+    let alerts = feed_all(&rs, &mut st, &evs);
+    assert!(alerts.is_empty());
+    assert_eq!(st.pending_events(), 5);
+    let alerts = feed_all(
+        &rs,
+        &mut st,
+        &[(6, fail("eve", "2.2.2.2", T0 + 4000 + MIN))],
+    );
+    assert_eq!(alerts.iter().filter(|a| a.rule.id == "brute").count(), 1);
+}
