@@ -579,15 +579,7 @@ impl ForceState {
                 distinct,
                 measured,
                 suppressed: std::mem::take(&mut win.suppressed),
-                evidence: evidence
-                    .iter()
-                    .map(|e| EvidenceRef {
-                        seq: e.seq,
-                        time: format_ms(e.t),
-                        file: None,
-                        line: None,
-                    })
-                    .collect(),
+                evidence: evidence.iter().map(|e| evidence_ref(*e)).collect(),
                 node: String::new(),
                 epoch: 0,
                 rule_pack: String::new(),
@@ -655,12 +647,7 @@ impl ForceState {
                 distinct: None,
                 measured: None,
                 suppressed: 0,
-                evidence: vec![EvidenceRef {
-                    seq: last.seq,
-                    time: format_ms(last.t),
-                    file: None,
-                    line: None,
-                }],
+                evidence: vec![evidence_ref(last)],
                 node: String::new(),
                 epoch: 0,
                 rule_pack: String::new(),
@@ -757,16 +744,7 @@ fn rate_alert(corr: &CompiledCorrelation, force: &ForceId, d: &rate::RateDrop) -
         distinct: None,
         measured: Some(d.mean),
         suppressed: 0,
-        evidence: d
-            .evidence
-            .iter()
-            .map(|e| EvidenceRef {
-                seq: e.seq,
-                time: format_ms(e.t),
-                file: None,
-                line: None,
-            })
-            .collect(),
+        evidence: d.evidence.iter().map(|e| evidence_ref(*e)).collect(),
         node: String::new(),
         epoch: 0,
         rule_pack: String::new(),
@@ -780,6 +758,16 @@ fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let dl = (lon2 - lon1).to_radians();
     let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
     2.0 * 6371.0 * a.sqrt().asin()
+}
+
+/// The evidence reference of one remembered event (stream evidence: no file or line).
+fn evidence_ref(e: Seen) -> EvidenceRef {
+    EvidenceRef {
+        seq: e.seq,
+        time: format_ms(e.t),
+        file: None,
+        line: None,
+    }
 }
 
 fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i64) -> Alert {
@@ -796,12 +784,7 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
         distinct: None,
         measured: None,
         suppressed: 0,
-        evidence: vec![EvidenceRef {
-            seq,
-            time: format_ms(t),
-            file: None,
-            line: None,
-        }],
+        evidence: vec![evidence_ref(Seen { t, seq })],
         node: String::new(),
         epoch: 0,
         rule_pack: String::new(),
