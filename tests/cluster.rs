@@ -181,6 +181,15 @@ fn nmc(nats: &Nats, args: &[&str]) -> std::process::Output {
         .expect("running nmc")
 }
 
+/// Waits up to 30 s for a line of the node's log that satisfies `pred`; `what` names it.
+async fn wait_log(node: &Node, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log().lines().any(&pred) {
+        assert!(Instant::now() < deadline, "log never showed: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn owners_of(node: &str, owners: &BTreeMap<String, String>) -> Vec<String> {
     owners
         .iter()
@@ -437,14 +446,11 @@ async fn forces_and_rule_packs_change_while_running() {
         .unwrap()
         .trim_start_matches("rule pack ")
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
     // A force takes a new pack at its next batch.
-    while !node.log().lines().any(|l| {
+    wait_log(&node, &format!("pack {version} reloaded"), |l| {
         l.contains("reloading the force force=essex") && l.contains(&format!("to={version}"))
-    }) {
-        assert!(Instant::now() < deadline, "pack {version} not reloaded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let portal = nmc_node::synth::signin(
         T0,
         1,
@@ -493,11 +499,10 @@ async fn forces_and_rule_packs_change_while_running() {
     let bad = nmc_node::cluster::rulepack::push(&packs, &files, 0, "test")
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !node.log().contains("rule pack refused") {
-        assert!(Instant::now() < deadline, "node did not refuse {bad}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_log(&node, &format!("{bad} refused"), |l| {
+        l.contains("rule pack refused")
+    })
+    .await;
     // The running pack stays in force.
     publish(
         &js,
