@@ -62,6 +62,9 @@ pub struct Worker {
     poison: Option<Poison>,
     reader: Option<pull::Ordered>,
     outbox_pending: bool,
+    /// Whether the outbox may hold entries of an earlier holder (found at open): only those
+    /// need restamping; entries this worker wrote already carry its epoch.
+    outbox_inherited: bool,
     settings: EvalSettings,
     lag: u64,
 }
@@ -113,6 +116,7 @@ impl Worker {
             poison,
             reader: None,
             outbox_pending,
+            outbox_inherited: outbox_pending,
             settings,
             lag: 0,
         })
@@ -281,7 +285,11 @@ impl Worker {
         for (_, e) in &entries {
             let mut h = HeaderMap::new();
             h.insert(bus::H_MSG_ID, e.id.as_str());
-            let payload = self.restamp(&e.payload);
+            let payload = if self.outbox_inherited {
+                self.restamp(&e.payload)
+            } else {
+                Bytes::from(e.payload.clone())
+            };
             acks.push(
                 self.rt
                     .js
@@ -302,6 +310,7 @@ impl Worker {
         self.store
             .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
         self.outbox_pending = false;
+        self.outbox_inherited = false;
         Ok(())
     }
 }
