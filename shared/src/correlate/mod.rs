@@ -26,6 +26,7 @@ mod rate;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,56 @@ fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
     ))
 }
 
+/// A 128-bit fingerprint of a canonical group key.
+type Print = u128;
+
+/// Fingerprints group keys, so that a group is found without reading its (cold) key: SipHash
+/// twice with keys drawn per process, so that whoever chooses the values (user names, addresses)
+/// cannot force two keys onto one print; by chance, two keys share one with probability 2^-128.
+/// Prints are never persisted.
+#[derive(Debug, Clone)]
+struct KeyPrints {
+    a: RandomState,
+    b: RandomState,
+    /// The print of the empty key (silent feeds' one group).
+    empty: Print,
+}
+
+impl Default for KeyPrints {
+    fn default() -> KeyPrints {
+        let (a, b) = (RandomState::new(), RandomState::new());
+        let empty = Print::from(a.hash_one("")) << 64 | Print::from(b.hash_one(""));
+        KeyPrints { a, b, empty }
+    }
+}
+
+impl KeyPrints {
+    fn of(&self, key: &str) -> Print {
+        Print::from(self.a.hash_one(key)) << 64 | Print::from(self.b.hash_one(key))
+    }
+}
+
+/// Hashes a [`Print`] for the group map: it is uniformly random already.
+#[derive(Default)]
+struct PrintHasher(u64);
+
+impl Hasher for PrintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// The live groups of one correlation, by the print of their key.
+type Groups = HashMap<Print, Box<GroupWindow>, BuildHasherDefault<PrintHasher>>;
+
 /// Key of the force-level counters in the state keyspace.
 const META_KEY: &[u8] = b"\x01m";
 
@@ -79,12 +130,16 @@ pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
 /// and pending events refer to correlations by their index in it).
 #[derive(Debug, Default)]
 pub struct ForceState {
-    /// Per correlation (index in the rule set): canonical group key to window.
-    groups: Vec<HashMap<Box<str>, GroupWindow>>,
-    /// Groups changed since the last `take_changes`, as (correlation, state key: see
-    /// [`group_key`]). A live group is listed once (its window's `dirty` flag); a removed and
-    /// re-created one may repeat.
-    dirty: Vec<(usize, Vec<u8>)>,
+    /// Per correlation (index in the rule set): its live groups.
+    groups: Vec<Groups>,
+    /// Prints of group keys.
+    prints: KeyPrints,
+    /// Groups changed since the last `take_changes`, as (correlation, print). A live group is
+    /// listed once (its window's `dirty` flag); a removed and re-created one may repeat.
+    dirty: Vec<(usize, Print)>,
+    /// Groups removed since the last `take_changes`: (correlation, print, state key: see
+    /// [`group_key`]); deleted unless re-created since.
+    removed: Vec<(usize, Print, Vec<u8>)>,
     /// Persisted groups of correlations no longer loaded, deleted by the next `take_changes`.
     orphans: Vec<Vec<u8>>,
     /// The reorder buffer, by (event time, sequence).
@@ -103,8 +158,18 @@ pub struct ForceState {
     key_buf: String,
     /// Scratch: the correlation queue of `feed`.
     queue_buf: Vec<(usize, usize, usize)>,
+    /// Scratch: the (correlation, input position) pairs an event feeds directly.
+    direct_buf: Vec<(usize, usize)>,
     /// Rate-drop alerts of the silent feed being fed (handed to `feed`).
     rate_alerts: Vec<Alert>,
+}
+
+/// An event reaching its correlations: at once (time and sequence, the pairs it feeds
+/// directly, the event), or from the reorder buffer.
+#[derive(Clone, Copy)]
+enum Released<'a> {
+    Now(Seen, &'a [(usize, usize)], &'a Event),
+    Buffered(&'a Pending),
 }
 
 /// Sweeps of expired groups run each time the frontier enters a new period of this length; each
@@ -141,9 +206,10 @@ impl ForceState {
     ) -> Result<Self, StateError> {
         let mut s = ForceState {
             watermark_ms,
-            groups: vec![HashMap::new(); rules.correlations().len()],
             ..Default::default()
         };
+        s.groups
+            .resize_with(rules.correlations().len(), Groups::default);
         let index: HashMap<&str, usize> = rules
             .correlations()
             .iter()
@@ -169,7 +235,8 @@ impl ForceState {
             };
             match index.get(rule) {
                 Some(&c) => {
-                    s.groups[c].insert(key.into(), GroupWindow::from_wire(Wire::decode(v)?));
+                    let win = GroupWindow::from_wire(key, Wire::decode(v)?);
+                    s.groups[c].insert(s.prints.of(key), Box::new(win));
                 }
                 None => s.orphans.push(k.to_vec()),
             }
@@ -190,7 +257,7 @@ impl ForceState {
 
     /// Number of live groups.
     pub fn live_groups(&self) -> usize {
-        self.groups.iter().map(HashMap::len).sum()
+        self.groups.iter().map(Groups::len).sum()
     }
 
     /// Events waiting in the reorder buffer.
@@ -231,7 +298,8 @@ impl ForceState {
             self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
         }
         self.watermark_ms = self.watermark_ms.max(ev.time_ms);
-        let mut direct = Vec::new();
+        let mut direct = std::mem::take(&mut self.direct_buf);
+        direct.clear();
         for &r in matched {
             let rule = &rules.rules()[r];
             if rule.emits {
@@ -253,7 +321,6 @@ impl ForceState {
             direct.sort_unstable();
             direct.dedup();
             let at = Seen { t: ev.time_ms, seq };
-            let p = Pending::new(rules, at, direct, ev);
             // Late (applied on arrival), or it would be released at once and first: no need to
             // buffer it.
             let now = late || (self.pending.is_empty() && at.t <= self.frontier_ms());
@@ -262,12 +329,14 @@ impl ForceState {
                 self.meta_dirty = true;
             }
             if now {
-                self.feed(rules, force, &p, out);
+                self.feed(rules, force, Released::Now(at, &direct, ev), out);
             } else {
+                let p = Pending::new(rules, at, direct.clone(), ev);
                 self.pending_changes.insert(at, true);
                 self.pending.insert(at, p);
             }
         }
+        self.direct_buf = direct;
         self.release(rules, force, self.frontier_ms(), out);
     }
 
@@ -287,7 +356,7 @@ impl ForceState {
             if self.pending_changes.remove(&at) != Some(true) {
                 self.pending_changes.insert(at, false);
             }
-            self.feed(rules, force, &p, out);
+            self.feed(rules, force, Released::Buffered(&p), out);
         }
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
@@ -300,14 +369,18 @@ impl ForceState {
     }
 
     /// Runs one released event through its correlations, chained ones after the ones they count.
-    fn feed(&mut self, rules: &RuleSet, force: &ForceId, p: &Pending, out: &mut Vec<Alert>) {
+    fn feed(&mut self, rules: &RuleSet, force: &ForceId, ev: Released, out: &mut Vec<Alert>) {
+        let (at, direct) = match ev {
+            Released::Now(at, direct, _) => (at, direct),
+            Released::Buffered(p) => (p.at, p.direct.as_slice()),
+        };
         // (rank, correlation, position of the input in its `inputs`), sorted and unique: a
         // correlation runs after the correlations it counts, so that their firing on this event
         // reaches it.
         let mut queue = std::mem::take(&mut self.queue_buf);
         queue.clear();
         queue.extend(
-            p.direct
+            direct
                 .iter()
                 .map(|&(c, pos)| (rules.correlations()[c].rank, c, pos)),
         );
@@ -333,10 +406,18 @@ impl ForceState {
             };
             i = j;
             let corr = &rules.correlations()[c];
-            let Some(sample) = p.sample(c, positions[0]) else {
+            let extracted;
+            let sample = match ev {
+                Released::Buffered(p) => p.sample(c, positions[0]),
+                Released::Now(_, _, e) => {
+                    extracted = Sample::extract(corr, positions[0], e);
+                    extracted.as_ref()
+                }
+            };
+            let Some(sample) = sample else {
                 continue;
             };
-            let alert = self.correlate(c, corr, positions, sample, force, p.at);
+            let alert = self.correlate(c, corr, positions, sample, force, at);
             if !self.rate_alerts.is_empty() {
                 if corr.emits {
                     out.append(&mut self.rate_alerts);
@@ -400,23 +481,20 @@ impl ForceState {
         let t = at.t;
         let current = sample.value.as_deref();
         if self.groups.len() <= c {
-            self.groups.resize_with(c + 1, HashMap::new);
+            self.groups.resize_with(c + 1, Groups::default);
         }
+        let print = self.prints.of(key);
         let groups = &mut self.groups[c];
-        let win = match groups.get_mut(key) {
-            Some(win) => win,
-            None => groups.entry(key.into()).or_default(),
-        };
+        let win = groups
+            .entry(print)
+            .or_insert_with(|| Box::new(GroupWindow::new(key)));
         if corr.kind != CorrelationKind::SilentFeed && win.expired_at(t, corr.timespan_ms) {
             // Whether or not a sweep removed it yet, an expired group starts afresh.
-            *win = GroupWindow {
-                dirty: win.dirty,
-                ..Default::default()
-            };
+            win.reset();
         }
         if !win.dirty {
             win.dirty = true;
-            self.dirty.push((c, group_key(&corr.meta.id, key)));
+            self.dirty.push((c, print));
         }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
@@ -475,8 +553,9 @@ impl ForceState {
                     let span = corr.timespan_ms;
                     let period = t.div_euclid(span);
                     let watch = win
+                        .extra_mut()
                         .rate
-                        .get_or_insert_with(|| Box::new(RateWatch::new(period)));
+                        .get_or_insert_with(|| RateWatch::new(period));
                     let drops = watch.judge(period, corr.detector.baseline_ms / span, below);
                     watch.count(period, at);
                     self.rate_alerts
@@ -491,15 +570,16 @@ impl ForceState {
                     Some(slot) => *slot = Some(at),
                     None => win.steps.push(Some(at)),
                 }
-                let v = current.unwrap_or_default().to_owned();
-                let since = *win.since.get_or_insert(t);
+                let x = win.extra_mut();
+                let since = *x.since.get_or_insert(t);
                 let learning = t < since + corr.detector.learning_ms;
-                let new = win.seen.insert(v);
+                let v = current.unwrap_or_default();
+                let new = !x.seen.contains(v) && x.seen.insert(v.to_owned());
                 (new && !learning && !quiet).then(|| (Some(t), vec![at], 1, None, None))
             }
             CorrelationKind::ImpossibleTravel => {
                 let (lat, lon) = sample.place?;
-                let previous = win.last_place.replace((at, lat, lon));
+                let previous = win.extra_mut().last_place.replace((at, lat, lon));
                 previous.and_then(|(prev, plat, plon)| {
                     let km = haversine_km(plat, plon, lat, lon);
                     let hours = ((t - prev.t).abs() as f64 / 3_600_000.0).max(1.0 / 60.0);
@@ -569,7 +649,7 @@ impl ForceState {
                     .group_by
                     .iter()
                     .cloned()
-                    .zip(sample.group.iter().cloned())
+                    .zip(sample.group.iter().map(|g| g.to_string()))
                     .collect(),
                 window_start: format_ms(start),
                 window_end: format_ms(newest),
@@ -587,7 +667,8 @@ impl ForceState {
             win.suppress_until = Some(newest + corr.suppress_ms);
         }
         if win.is_idle(t) {
-            groups.remove(key);
+            groups.remove(&print);
+            self.removed.push((c, print, group_key(&corr.meta.id, key)));
         }
         alert
     }
@@ -602,20 +683,26 @@ impl ForceState {
             .enumerate()
             .filter(|(_, c)| c.kind == CorrelationKind::SilentFeed)
         {
-            let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut("")) else {
+            let empty = self.prints.empty;
+            let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut(&empty)) else {
                 continue;
             };
             if let Some(below) = corr.detector.below {
                 // Rate drop: judge the periods the frontier has completed.
                 let span = corr.timespan_ms;
                 let until = now.div_euclid(span);
-                let Some(watch) = win.rate.as_mut().filter(|w| w.next() < until) else {
+                let Some(watch) = win
+                    .extra
+                    .as_mut()
+                    .and_then(|x| x.rate.as_mut())
+                    .filter(|w| w.next() < until)
+                else {
                     continue;
                 };
                 let drops = watch.judge(until, corr.detector.baseline_ms / span, below);
                 if !win.dirty {
                     win.dirty = true;
-                    self.dirty.push((c, group_key(&corr.meta.id, "")));
+                    self.dirty.push((c, empty));
                 }
                 if corr.emits {
                     out.extend(drops.iter().map(|d| rate_alert(corr, force, d)));
@@ -632,7 +719,7 @@ impl ForceState {
             win.suppress_until = Some(i64::MAX);
             if !win.dirty {
                 win.dirty = true;
-                self.dirty.push((c, group_key(&corr.meta.id, "")));
+                self.dirty.push((c, empty));
             }
             let alert = Alert {
                 id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
@@ -680,10 +767,9 @@ impl ForceState {
                 continue;
             }
             let span = corr.timespan_ms;
-            for (key, win) in groups.extract_if(|_, win| win.expired_at(frontier, span)) {
-                if !win.dirty {
-                    self.dirty.push((c, group_key(&corr.meta.id, &key)));
-                }
+            for (print, win) in groups.extract_if(|_, win| win.expired_at(frontier, span)) {
+                self.removed
+                    .push((c, print, group_key(&corr.meta.id, &win.key)));
             }
         }
     }
@@ -691,20 +777,21 @@ impl ForceState {
     /// Changes since the last call, to persist atomically with the stream cursor (sorted by
     /// key, so that the same events always give the same batch).
     pub fn take_changes(&mut self, rules: &RuleSet) -> Vec<StateChange> {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        let mut changes: Vec<StateChange> = Vec::with_capacity(dirty.len());
-        for (c, state_key) in dirty {
-            let rule = &rules.correlations()[c].meta.id;
-            let v = std::str::from_utf8(&state_key[rule.len() + 1..])
-                .ok()
-                .and_then(|key| self.groups.get_mut(c)?.get_mut(key))
-                .map(|w| {
-                    w.dirty = false;
-                    w.encode()
-                });
-            changes.push((state_key, v));
+        let mut changes: Vec<StateChange> =
+            Vec::with_capacity(self.dirty.len() + self.removed.len());
+        for (c, print) in self.dirty.drain(..) {
+            // Listed again after a removal and re-creation: written once.
+            if let Some(w) = self.groups[c].get_mut(&print).filter(|w| w.dirty) {
+                w.dirty = false;
+                let rule = &rules.correlations()[c].meta.id;
+                changes.push((group_key(rule, &w.key), Some(w.encode())));
+            }
+        }
+        for (c, print, state_key) in self.removed.drain(..) {
+            // Re-created since: written above.
+            if !self.groups[c].contains_key(&print) {
+                changes.push((state_key, None));
+            }
         }
         changes.extend(self.orphans.drain(..).map(|k| (k, None)));
         for (at, put) in std::mem::take(&mut self.pending_changes) {
@@ -719,6 +806,8 @@ impl ForceState {
             changes.push((META_KEY.to_vec(), Some(state::encode(&self.meta))));
         }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
+        // A group removed twice in the batch: one deletion.
+        changes.dedup_by(|a, b| a.0 == b.0);
         changes
     }
 }

@@ -6,6 +6,7 @@
 //! can reach, chained ones included), not the event itself: a few dozen bytes, persisted in the
 //! force's state under its own key so that a crash loses nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde::ser::SerializeStruct;
@@ -21,21 +22,22 @@ use crate::state::{self, StateError};
 /// Key prefix of pending events in the state keyspace (group keys start with a rule id).
 pub(super) const PENDING_PREFIX: &[u8] = b"\x01p";
 
-/// What one correlation input reads from an event.
+/// What one correlation input reads from an event: borrowed from it when fed at once, owned
+/// (`'static`) when it waits in the reorder buffer.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Sample {
+pub(super) struct Sample<'a> {
     /// Group-by values, in the correlation's `group-by` order.
-    pub group: Vec<String>,
+    pub group: Vec<Cow<'a, str>>,
     /// The counted field's value (`value_*`, `new_term`).
-    pub value: Option<String>,
+    pub value: Option<Cow<'a, str>>,
     /// Latitude and longitude (`impossible_travel`).
     pub place: Option<(f64, f64)>,
 }
 
-impl Sample {
+impl<'a> Sample<'a> {
     /// Reads input `pos` of `corr` from `ev`; `None` if the event cannot count (a group-by
     /// field, the counted field or a coordinate is missing).
-    pub fn extract(corr: &CompiledCorrelation, pos: usize, ev: &Event) -> Option<Sample> {
+    pub fn extract(corr: &CompiledCorrelation, pos: usize, ev: &'a Event) -> Option<Sample<'a>> {
         let mut group = Vec::with_capacity(corr.group_by.len());
         for field in corr.group_fields[pos].iter().take(corr.group_by.len()) {
             group.push(ev.field(field).and_then(value_text)?);
@@ -80,11 +82,24 @@ impl Sample {
         })
     }
 
+    /// The same sample, owning its values (to wait in the reorder buffer).
+    pub fn into_owned(self) -> Sample<'static> {
+        Sample {
+            group: self
+                .group
+                .into_iter()
+                .map(|g| Cow::Owned(g.into_owned()))
+                .collect(),
+            value: self.value.map(|v| Cow::Owned(v.into_owned())),
+            place: self.place,
+        }
+    }
+
     /// Writes the canonical group key into `out`: `field=value` pairs in field-name order
     /// (`names` are the correlation's `group-by` names), separated by U+001F.
     pub fn write_key(&self, names: &[String], out: &mut String) {
         out.clear();
-        let pair = |i: usize| (names[i].as_str(), self.group[i].as_str());
+        let pair = |i: usize| (names[i].as_str(), &*self.group[i]);
         let mut push = |i: usize, first: bool| {
             if !first {
                 out.push('\u{1f}');
@@ -109,11 +124,11 @@ impl Sample {
 }
 
 /// Text of a field value for grouping and distinct counting.
-pub(super) fn value_text(v: &Value) -> Option<String> {
+pub(super) fn value_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -125,7 +140,7 @@ pub(super) struct Pending {
     /// The (correlation, input position) pairs its detection rules feed.
     pub direct: Vec<(usize, usize)>,
     /// What each reachable (correlation, input position) reads from it, sorted.
-    pub samples: Vec<((usize, usize), Sample)>,
+    pub samples: Vec<((usize, usize), Sample<'static>)>,
 }
 
 impl Pending {
@@ -139,7 +154,8 @@ impl Pending {
         {
             // Nothing chained: the inputs are the direct ones.
             samples.extend(direct.iter().filter_map(|&(c, pos)| {
-                Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s))
+                Sample::extract(&rules.correlations()[c], pos, ev)
+                    .map(|s| ((c, pos), s.into_owned()))
             }));
             return Pending {
                 at,
@@ -165,7 +181,7 @@ impl Pending {
             }
         }
         samples.extend(reach.into_iter().filter_map(|(c, pos)| {
-            Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s))
+            Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s.into_owned()))
         }));
         Pending {
             at,
@@ -175,7 +191,7 @@ impl Pending {
     }
 
     /// The sample of input `pos` of correlation `c`, if the event can count there.
-    pub fn sample(&self, c: usize, pos: usize) -> Option<&Sample> {
+    pub fn sample(&self, c: usize, pos: usize) -> Option<&Sample<'static>> {
         self.samples
             .binary_search_by(|(k, _)| k.cmp(&(c, pos)))
             .ok()
@@ -203,7 +219,7 @@ impl Pending {
     pub fn decode(rules: &RuleSet, bytes: &[u8]) -> Result<Pending, StateError> {
         let w: PendingWire = state::decode(bytes)?;
         let index = |id: &str| rules.correlations().iter().position(|c| c.meta.id == id);
-        let mut samples: Vec<((usize, usize), Sample)> = w
+        let mut samples: Vec<((usize, usize), Sample<'static>)> = w
             .samples
             .into_iter()
             .filter_map(|(id, p, s)| {
@@ -214,8 +230,8 @@ impl Pending {
                     return None;
                 }
                 let sample = Sample {
-                    group: s.group.into_iter().map(|(_, v)| v).collect(),
-                    value: s.value,
+                    group: s.group.into_iter().map(|(_, v)| Cow::Owned(v)).collect(),
+                    value: s.value.map(Cow::Owned),
                     place: s.place,
                 };
                 Some(((c, usize::from(p)), sample))
@@ -274,7 +290,7 @@ impl Serialize for PendingRef<'_> {
 /// Serializes a [`Sample`] as its [`SampleWire`] form, with the correlation's group-by names.
 struct SampleRef<'a> {
     names: &'a [String],
-    sample: &'a Sample,
+    sample: &'a Sample<'static>,
 }
 
 impl Serialize for SampleRef<'_> {

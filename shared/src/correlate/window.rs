@@ -11,12 +11,12 @@
 //! The newest [`EVIDENCE_KEPT`] events of a group are kept exactly (time and stream sequence)
 //! as the alert's evidence.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
-use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::rate::RateWatch;
+use crate::state::RawWriter;
 
 /// How many buckets a count window is cut into.
 pub const BUCKETS_PER_WINDOW: i64 = 20;
@@ -33,27 +33,61 @@ pub(super) struct Seen {
     pub seq: u64,
 }
 
-/// One time bucket of a count window.
-#[derive(Debug, Clone, PartialEq)]
+/// One time bucket of a count window (its sum, if any, is in [`Counts::sums`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Bucket {
     idx: i64,
-    n: u32,
     first_t: i64,
-    sum: f64,
+    n: u32,
 }
 
+/// `Counts::newest` of a window that counts nothing.
+const NO_TIME: i64 = i64::MIN;
+
+/// Makes room for one more element, a few at a time up to `max` instead of doubling: groups
+/// are many and most hold a handful of events.
+fn room<T>(v: &mut Vec<T>, max: usize) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(4.min(max.saturating_sub(v.len())).max(1));
+    }
+}
+
+/// Where one value occurs in a window: (bucket, occurrences) pairs, oldest first.
+type Slots = Vec<(i64, u32)>;
+
 /// A sliding count window in time buckets.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Counts {
     width: i64,
-    newest: Option<i64>,
-    buckets: VecDeque<Bucket>,
-    /// Per value: (bucket, occurrences) pairs, oldest first. `value_count` keeps only the latest
-    /// bucket of each value (enough to know whether it is still in the window).
-    values: BTreeMap<String, VecDeque<(i64, u32)>>,
-    evidence: VecDeque<Seen>,
+    /// Newest event time counted ([`NO_TIME`] when none since it was created or drained).
+    newest: i64,
+    /// Oldest first.
+    buckets: Vec<Bucket>,
+    /// Sum of the numeric values of each bucket, parallel to `buckets`; empty while every sum
+    /// is zero (counts that sum nothing pay nothing).
+    sums: Vec<f64>,
+    /// Per value, sorted by value: (bucket, occurrences) pairs, oldest first. `value_count`
+    /// keeps only the latest bucket of each value (enough to know whether it is still in the
+    /// window).
+    values: Vec<(Box<str>, Slots)>,
+    /// The newest events, oldest first.
+    evidence: Vec<Seen>,
     /// Lowest bucket index the values were last trimmed to.
     trimmed: i64,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            width: 0,
+            newest: NO_TIME,
+            buckets: Vec::new(),
+            sums: Vec::new(),
+            values: Vec::new(),
+            evidence: Vec::new(),
+            trimmed: i64::MIN,
+        }
+    }
 }
 
 /// What a count window knows after an event.
@@ -79,6 +113,17 @@ impl Counts {
         t.div_euclid(self.width) - buckets
     }
 
+    /// Adds `x` to the sum of bucket `i`.
+    fn add_sum(&mut self, i: usize, x: f64) {
+        if self.sums.is_empty() {
+            if x == 0.0 {
+                return;
+            }
+            self.sums = vec![0.0; self.buckets.len()];
+        }
+        self.sums[i] += x;
+    }
+
     /// Counts one event; false if it is older than the window and was not counted (late).
     pub fn add(
         &mut self,
@@ -93,17 +138,20 @@ impl Counts {
             // First event, or the rule's timespan changed: start over.
             *self = Counts {
                 width,
-                trimmed: i64::MIN,
                 ..Default::default()
             };
         }
-        let newest = self.newest.map_or(at.t, |n| n.max(at.t));
+        let newest = if self.newest == NO_TIME {
+            at.t
+        } else {
+            self.newest.max(at.t)
+        };
         let low = self.low(span, newest);
         let idx = at.t.div_euclid(width);
         if idx < low {
             return false;
         }
-        self.newest = Some(newest);
+        self.newest = newest;
         let pos = self
             .buckets
             .iter()
@@ -113,32 +161,45 @@ impl Counts {
             Some(b) if b.idx == idx => {
                 b.n += 1;
                 b.first_t = b.first_t.min(at.t);
-                b.sum += num.unwrap_or(0.0);
+                self.add_sum(pos - 1, num.unwrap_or(0.0));
             }
-            _ => self.buckets.insert(
-                pos,
-                Bucket {
-                    idx,
-                    n: 1,
-                    first_t: at.t,
-                    sum: num.unwrap_or(0.0),
-                },
-            ),
+            _ => {
+                room(&mut self.buckets, BUCKETS_PER_WINDOW as usize + 2);
+                self.buckets.insert(
+                    pos,
+                    Bucket {
+                        idx,
+                        first_t: at.t,
+                        n: 1,
+                    },
+                );
+                if !self.sums.is_empty() {
+                    self.sums.insert(pos, 0.0);
+                }
+                self.add_sum(pos, num.unwrap_or(0.0));
+            }
         }
         if let Some(v) = value {
-            let slots = match self.values.get_mut(v) {
-                Some(slots) => slots,
-                None => self.values.entry(v.to_owned()).or_default(),
+            let at_value = match self.values.binary_search_by(|(k, _)| (**k).cmp(v)) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.values.insert(i, (v.into(), Vec::with_capacity(1)));
+                    i
+                }
             };
+            let slots = &mut self.values[at_value].1;
             if per_bucket_values {
                 let p = slots.iter().rposition(|s| s.0 <= idx).map_or(0, |p| p + 1);
                 match slots.get_mut(p.wrapping_sub(1)) {
                     Some(s) if s.0 == idx => s.1 += 1,
-                    _ => slots.insert(p, (idx, 1)),
+                    _ => {
+                        room(slots, BUCKETS_PER_WINDOW as usize + 2);
+                        slots.insert(p, (idx, 1));
+                    }
                 }
-            } else if slots.back().is_none_or(|s| s.0 < idx) {
+            } else if slots.last().is_none_or(|s| s.0 < idx) {
                 slots.clear();
-                slots.push_back((idx, 1));
+                slots.push((idx, 1));
             }
         }
         let pos = self
@@ -146,9 +207,12 @@ impl Counts {
             .iter()
             .rposition(|e| *e <= at)
             .map_or(0, |p| p + 1);
-        self.evidence.insert(pos, at);
-        if self.evidence.len() > EVIDENCE_KEPT {
-            self.evidence.pop_front();
+        if pos > 0 || self.evidence.len() < EVIDENCE_KEPT {
+            room(&mut self.evidence, EVIDENCE_KEPT + 1);
+            self.evidence.insert(pos, at);
+            if self.evidence.len() > EVIDENCE_KEPT {
+                self.evidence.remove(0);
+            }
         }
         self.trim(low);
         true
@@ -156,23 +220,27 @@ impl Counts {
 
     /// Drops buckets, values and evidence below bucket `low`.
     fn trim(&mut self, low: i64) {
-        while self.buckets.front().is_some_and(|b| b.idx < low) {
-            self.buckets.pop_front();
+        let old = self.buckets.iter().take_while(|b| b.idx < low).count();
+        if old > 0 {
+            self.buckets.drain(..old);
+            if !self.sums.is_empty() {
+                self.sums.drain(..old);
+            }
         }
         let width = self.width;
-        while self
+        let old = self
             .evidence
-            .front()
-            .is_some_and(|e| e.t.div_euclid(width) < low)
-        {
-            self.evidence.pop_front();
+            .iter()
+            .take_while(|e| e.t.div_euclid(width) < low)
+            .count();
+        if old > 0 {
+            self.evidence.drain(..old);
         }
         if low > self.trimmed {
             self.trimmed = low;
-            self.values.retain(|_, slots| {
-                while slots.front().is_some_and(|s| s.0 < low) {
-                    slots.pop_front();
-                }
+            self.values.retain_mut(|(_, slots)| {
+                let old = slots.iter().take_while(|s| s.0 < low).count();
+                slots.drain(..old);
                 !slots.is_empty()
             });
         }
@@ -180,35 +248,36 @@ impl Counts {
 
     /// The window's tallies, with the occurrences of `value`.
     pub fn tally(&self, value: Option<&str>) -> Tally {
-        let (events, sum) = self
-            .buckets
-            .iter()
-            .fold((0u64, 0.0), |(n, s), b| (n + u64::from(b.n), s + b.sum));
+        let events = self.buckets.iter().map(|b| u64::from(b.n)).sum();
         Tally {
             events,
             distinct: self.values.len() as u64,
-            sum,
+            sum: self.sums.iter().fold(0.0, |s, x| s + x),
             same: value
-                .and_then(|v| self.values.get(v))
-                .map_or(0, |slots| slots.iter().map(|s| s.1).sum()),
+                .and_then(|v| {
+                    let i = self.values.binary_search_by(|(k, _)| (**k).cmp(v)).ok()?;
+                    Some(self.values[i].1.iter().map(|s| s.1).sum())
+                })
+                .unwrap_or(0),
         }
     }
 
     /// Empties the window (after it fired), returning its first event time and the evidence.
     pub fn drain(&mut self) -> (Option<i64>, Vec<Seen>) {
-        let first = self.buckets.front().map(|b| b.first_t);
-        let evidence = self.evidence.drain(..).collect();
-        self.buckets.clear();
-        self.values.clear();
+        let first = self.buckets.first().map(|b| b.first_t);
+        let evidence = std::mem::take(&mut self.evidence);
+        self.buckets = Vec::new();
+        self.sums = Vec::new();
+        self.values = Vec::new();
         // As after a reload (the persisted form has no newest time for an empty window): a
         // restarted state must accept the same events as an uninterrupted one.
-        self.newest = None;
+        self.newest = NO_TIME;
         (first, evidence)
     }
 
     /// Newest event time counted.
     pub fn newest(&self) -> Option<i64> {
-        self.newest.filter(|_| !self.buckets.is_empty())
+        (!self.buckets.is_empty()).then_some(self.newest)
     }
 
     /// Whether nothing is counted.
@@ -217,18 +286,9 @@ impl Counts {
     }
 }
 
-/// The state of one (correlation, group) pair.
+/// What the rarer kinds keep (boxed: count windows and sequences, most groups, pay a pointer).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct GroupWindow {
-    /// Count kinds: the bucketed window.
-    pub counts: Counts,
-    /// Temporal kinds: latest match per referenced rule, in the rules' order. `silent_feed`:
-    /// the feed's latest event in slot 0.
-    pub steps: Vec<Option<Seen>>,
-    /// Quiet until this event time (inclusive) after an alert.
-    pub suppress_until: Option<i64>,
-    /// Matching events while quiet.
-    pub suppressed: u64,
+pub(super) struct Extra {
     /// `new_term`: values seen.
     pub seen: BTreeSet<String>,
     /// `new_term`: when the group was first seen (its learning period follows).
@@ -236,17 +296,61 @@ pub(super) struct GroupWindow {
     /// `impossible_travel`: the previous sighting and its coordinates.
     pub last_place: Option<(Seen, f64, f64)>,
     /// `silent_feed` with `below`: events per period.
-    pub rate: Option<Box<RateWatch>>,
+    pub rate: Option<RateWatch>,
+}
+
+/// The state of one (correlation, group) pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct GroupWindow {
+    /// The canonical group key (for the state key; groups are found by its fingerprint).
+    pub key: Box<str>,
+    /// Count kinds: the bucketed window.
+    pub counts: Counts,
+    /// Temporal kinds: latest match per referenced rule, in the rules' order. `silent_feed`
+    /// and `new_term`: the latest event in slot 0.
+    pub steps: Vec<Option<Seen>>,
+    /// Quiet until this event time (inclusive) after an alert.
+    pub suppress_until: Option<i64>,
+    /// Matching events while quiet.
+    pub suppressed: u64,
+    /// `new_term`, `impossible_travel` and rate-drop state.
+    pub extra: Option<Box<Extra>>,
     /// Changed since the state was last persisted (not persisted itself).
     pub dirty: bool,
 }
 
 impl GroupWindow {
+    /// An empty group of key `key`.
+    pub fn new(key: &str) -> GroupWindow {
+        GroupWindow {
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Empties the group (it expired), keeping its key and whether it awaits persisting.
+    pub fn reset(&mut self) {
+        *self = GroupWindow {
+            key: std::mem::take(&mut self.key),
+            dirty: self.dirty,
+            ..Default::default()
+        };
+    }
+
+    /// The rarer kinds' state, created on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
     /// Newest event time the group holds.
     pub fn newest(&self) -> Option<i64> {
         let steps = self.steps.iter().flatten().map(|e| e.t).max();
-        let place = self.last_place.as_ref().map(|(e, _, _)| e.t);
-        self.counts.newest().max(steps).max(place).max(self.since)
+        let mut newest = self.counts.newest().max(steps);
+        if let Some(x) = &self.extra {
+            let place = x.last_place.as_ref().map(|(e, _, _)| e.t);
+            newest = newest.max(place).max(x.since);
+        }
+        newest
     }
 
     /// Whether the group has expired by event time `now`: nothing newer than `now - span` and no
@@ -263,12 +367,14 @@ impl GroupWindow {
         self.counts.is_empty()
             && self.steps.iter().all(Option::is_none)
             && self.suppress_until.is_none_or(|u| u < now)
-            && self.seen.is_empty()
-            && self.last_place.is_none()
+            && self
+                .extra
+                .as_deref()
+                .is_none_or(|x| x.seen.is_empty() && x.last_place.is_none())
     }
 
     /// The compact persisted form: times relative to the group's newest time (small varints).
-    /// (Persisting goes through [`WireRef`], which writes the same bytes without building it.)
+    /// (Persisting goes through [`GroupWindow::encode`], which writes the same bytes by hand.)
     #[cfg(test)]
     pub fn to_wire(&self) -> Wire {
         let anchor = self.newest().unwrap_or(0);
@@ -276,6 +382,7 @@ impl GroupWindow {
         let top = anchor.div_euclid(c.width.max(1));
         let rel = |t: i64| anchor - t;
         let mut prev = 0u64;
+        let x = self.extra.as_deref().cloned().unwrap_or_default();
         Wire {
             anchor,
             width: c.width,
@@ -284,8 +391,8 @@ impl GroupWindow {
                 .iter()
                 .map(|b| (top - b.idx, b.n, b.first_t - b.idx * c.width))
                 .collect(),
-            sums: if c.buckets.iter().any(|b| b.sum != 0.0) {
-                c.buckets.iter().map(|b| b.sum).collect()
+            sums: if c.sums.iter().any(|&s| s != 0.0) {
+                c.sums.clone()
             } else {
                 Vec::new()
             },
@@ -294,7 +401,7 @@ impl GroupWindow {
                 .iter()
                 .map(|(v, slots)| {
                     (
-                        v.clone(),
+                        v.to_string(),
                         slots.iter().map(|&(i, n)| (top - i, n)).collect(),
                     )
                 })
@@ -315,40 +422,123 @@ impl GroupWindow {
                 .collect(),
             suppress_until: self.suppress_until.map(|u| u.saturating_sub(anchor)),
             suppressed: self.suppressed,
-            seen: self.seen.iter().cloned().collect(),
-            since: self.since.map(rel),
-            last_place: self
+            seen: x.seen.iter().cloned().collect(),
+            since: x.since.map(rel),
+            last_place: x
                 .last_place
                 .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
-            rate: self.rate.as_deref().cloned(),
+            rate: x.rate,
         }
     }
 
-    /// The persisted bytes of the group.
+    /// The persisted bytes of the group: its [`Wire`] form, written field by field.
     pub fn encode(&self) -> Vec<u8> {
-        crate::state::encode(&WireRef(self))
+        let anchor = self.newest().unwrap_or(0);
+        let c = &self.counts;
+        let width = c.width;
+        let top = anchor.div_euclid(width.max(1));
+        let mut w = RawWriter::new(
+            24 + 12 * c.buckets.len()
+                + 8 * c.sums.len()
+                + 8 * c.evidence.len()
+                + 12 * c.values.len(),
+        );
+        w.i64(anchor);
+        w.i64(width);
+        w.len(c.buckets.len());
+        for b in &c.buckets {
+            w.i64(top - b.idx);
+            w.u64(u64::from(b.n));
+            w.i64(b.first_t - b.idx * width);
+        }
+        if c.sums.iter().any(|&s| s != 0.0) {
+            w.len(c.sums.len());
+            c.sums.iter().for_each(|&s| w.f64(s));
+        } else {
+            w.len(0);
+        }
+        w.len(c.values.len());
+        for (v, slots) in &c.values {
+            w.str(v);
+            w.len(slots.len());
+            for &(i, n) in slots {
+                w.i64(top - i);
+                w.u64(u64::from(n));
+            }
+        }
+        w.len(c.evidence.len());
+        let mut prev = 0u64;
+        for e in &c.evidence {
+            w.i64(anchor - e.t);
+            w.i64(e.seq as i64 - prev as i64);
+            prev = e.seq;
+        }
+        w.len(self.steps.len());
+        for s in &self.steps {
+            w.some(s.is_some());
+            if let Some(e) = s {
+                w.i64(anchor - e.t);
+                w.u64(e.seq);
+            }
+        }
+        w.some(self.suppress_until.is_some());
+        if let Some(u) = self.suppress_until {
+            w.i64(u.saturating_sub(anchor));
+        }
+        w.u64(self.suppressed);
+        match self.extra.as_deref() {
+            None => {
+                // No values seen, no `since`, no place, no rate.
+                w.len(0);
+                w.some(false);
+                w.some(false);
+                w.some(false);
+            }
+            Some(x) => {
+                w.len(x.seen.len());
+                x.seen.iter().for_each(|v| w.str(v));
+                w.some(x.since.is_some());
+                if let Some(since) = x.since {
+                    w.i64(anchor - since);
+                }
+                w.some(x.last_place.is_some());
+                if let Some((e, lat, lon)) = x.last_place {
+                    w.i64(anchor - e.t);
+                    w.u64(e.seq);
+                    w.f64(lat);
+                    w.f64(lon);
+                }
+                w.serde(&x.rate);
+            }
+        }
+        w.finish()
     }
 
-    /// Rebuilds a group from its persisted form.
-    pub fn from_wire(w: Wire) -> GroupWindow {
+    /// Rebuilds the group of key `key` from its persisted form.
+    pub fn from_wire(key: &str, w: Wire) -> GroupWindow {
         let anchor = w.anchor;
         let width = w.width.max(1);
         let top = anchor.div_euclid(width);
         let abs = |d: i64| anchor - d;
-        let buckets: VecDeque<Bucket> = w
+        let buckets: Vec<Bucket> = w
             .buckets
             .iter()
-            .enumerate()
-            .map(|(i, &(back, n, off))| {
+            .map(|&(back, n, off)| {
                 let idx = top - back;
                 Bucket {
                     idx,
-                    n,
                     first_t: idx * width + off,
-                    sum: w.sums.get(i).copied().unwrap_or(0.0),
+                    n,
                 }
             })
             .collect();
+        let sums = if w.sums.is_empty() {
+            Vec::new()
+        } else {
+            (0..buckets.len())
+                .map(|i| w.sums.get(i).copied().unwrap_or(0.0))
+                .collect()
+        };
         let mut prev = 0i64;
         let evidence = w
             .evidence
@@ -361,16 +551,31 @@ impl GroupWindow {
                 }
             })
             .collect();
+        let extra = Extra {
+            seen: w.seen.into_iter().collect(),
+            since: w.since.map(abs),
+            last_place: w
+                .last_place
+                .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            rate: w.rate,
+        };
         GroupWindow {
+            key: key.into(),
             counts: Counts {
                 width: w.width,
-                newest: (!buckets.is_empty()).then_some(anchor),
-                trimmed: buckets.front().map_or(i64::MIN, |b| b.idx),
+                newest: if buckets.is_empty() { NO_TIME } else { anchor },
+                trimmed: buckets.first().map_or(i64::MIN, |b| b.idx),
                 buckets,
+                sums,
                 values: w
                     .values
                     .into_iter()
-                    .map(|(v, slots)| (v, slots.into_iter().map(|(b, n)| (top - b, n)).collect()))
+                    .map(|(v, slots)| {
+                        (
+                            v.into_boxed_str(),
+                            slots.into_iter().map(|(b, n)| (top - b, n)).collect(),
+                        )
+                    })
                     .collect(),
                 evidence,
             },
@@ -381,12 +586,7 @@ impl GroupWindow {
                 .collect(),
             suppress_until: w.suppress_until.map(|u| anchor.saturating_add(u)),
             suppressed: w.suppressed,
-            seen: w.seen.into_iter().collect(),
-            since: w.since.map(abs),
-            last_place: w
-                .last_place
-                .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
-            rate: w.rate.map(Box::new),
+            extra: (extra != Extra::default()).then(|| Box::new(extra)),
             dirty: false,
         }
     }
@@ -403,76 +603,6 @@ where
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq((self.0)())
-    }
-}
-
-/// Serializes a [`GroupWindow`] as its [`Wire`] form, field by field, borrowing the group.
-struct WireRef<'a>(&'a GroupWindow);
-
-impl Serialize for WireRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let g = self.0;
-        let anchor = g.newest().unwrap_or(0);
-        let c = &g.counts;
-        let width = c.width;
-        let top = anchor.div_euclid(width.max(1));
-        let rel = move |t: i64| anchor - t;
-        let sums = if c.buckets.iter().any(|b| b.sum != 0.0) {
-            c.buckets.len()
-        } else {
-            0
-        };
-        let ev = &c.evidence;
-        let mut w = s.serialize_struct("Wire", 13)?;
-        w.serialize_field("anchor", &anchor)?;
-        w.serialize_field("width", &width)?;
-        w.serialize_field(
-            "buckets",
-            &Seq(|| {
-                c.buckets
-                    .iter()
-                    .map(move |b| (top - b.idx, b.n, b.first_t - b.idx * width))
-            }),
-        )?;
-        w.serialize_field("sums", &Seq(|| c.buckets.iter().take(sums).map(|b| b.sum)))?;
-        w.serialize_field(
-            "values",
-            &Seq(|| {
-                c.values.iter().map(move |(v, slots)| {
-                    (
-                        v,
-                        Seq(move || slots.iter().map(move |&(i, n)| (top - i, n))),
-                    )
-                })
-            }),
-        )?;
-        w.serialize_field(
-            "evidence",
-            &Seq(|| {
-                (0..ev.len()).map(move |i| {
-                    let prev = if i == 0 { 0 } else { ev[i - 1].seq };
-                    (rel(ev[i].t), ev[i].seq as i64 - prev as i64)
-                })
-            }),
-        )?;
-        w.serialize_field(
-            "steps",
-            &Seq(|| g.steps.iter().map(move |s| s.map(|e| (rel(e.t), e.seq)))),
-        )?;
-        w.serialize_field(
-            "suppress_until",
-            &g.suppress_until.map(|u| u.saturating_sub(anchor)),
-        )?;
-        w.serialize_field("suppressed", &g.suppressed)?;
-        w.serialize_field("seen", &Seq(|| g.seen.iter()))?;
-        w.serialize_field("since", &g.since.map(rel))?;
-        w.serialize_field(
-            "last_place",
-            &g.last_place
-                .map(|(e, lat, lon)| (rel(e.t), e.seq, lat, lon)),
-        )?;
-        w.serialize_field("rate", &g.rate)?;
-        w.end()
     }
 }
 
@@ -590,6 +720,8 @@ mod tests {
 
     #[test]
     fn evidence_keeps_the_newest_in_order_and_wire_round_trips() {
+        let empty = GroupWindow::new("user=x");
+        assert_eq!(empty.encode(), crate::state::encode(&empty.to_wire()));
         let mut g = GroupWindow::default();
         let t0 = 1_800_000_000_000;
         for i in (0..40u64).rev() {
@@ -604,15 +736,15 @@ mod tests {
         g.suppress_until = Some(t0 + 5_000);
         g.steps = vec![Some(seen(t0, 3)), None];
         // (Fields of other kinds too, to check every field of the wire form.)
-        g.seen.insert("GB".into());
-        g.since = Some(t0 - 1_000);
-        g.last_place = Some((seen(t0 + 10, 7), 51.5, -0.1));
+        g.extra_mut().seen.insert("GB".into());
+        g.extra_mut().since = Some(t0 - 1_000);
+        g.extra_mut().last_place = Some((seen(t0 + 10, 7), 51.5, -0.1));
         let ev: Vec<u64> = g.counts.evidence.iter().map(|e| e.seq).collect();
         assert_eq!(ev, (1024..1040).collect::<Vec<_>>());
-        let back = GroupWindow::from_wire(g.to_wire());
+        let back = GroupWindow::from_wire("k", g.to_wire());
         let enc = |g: &GroupWindow| crate::state::encode(&g.to_wire());
         assert_eq!(enc(&back), enc(&g));
-        assert_eq!(g.encode(), enc(&g), "WireRef writes the Wire's bytes");
+        assert_eq!(g.encode(), enc(&g), "encode writes the Wire's bytes");
         assert_eq!(back.encode(), enc(&g));
         assert_eq!(back.counts.evidence, g.counts.evidence);
         assert_eq!(back.counts.tally(Some("x")).same, 40);
@@ -620,13 +752,14 @@ mod tests {
         assert!(bytes.len() < 200, "{} bytes", bytes.len());
         // A group persisted before `rate` existed (the same bytes without its `None` tag).
         assert_eq!(bytes.last(), Some(&0));
-        let old = GroupWindow::from_wire(Wire::decode(&bytes[..bytes.len() - 1]).unwrap());
+        let old = GroupWindow::from_wire("k", Wire::decode(&bytes[..bytes.len() - 1]).unwrap());
         assert_eq!(old.encode(), bytes);
         // And one with a rate watch round-trips.
         let mut r = super::RateWatch::new(5);
         r.count(5, seen(t0, 1));
-        g.rate = Some(Box::new(r));
-        let back = GroupWindow::from_wire(Wire::decode(&g.encode()).unwrap());
-        assert_eq!(back.rate, g.rate);
+        g.extra_mut().rate = Some(r);
+        let back = GroupWindow::from_wire("k", Wire::decode(&g.encode()).unwrap());
+        assert_eq!(back.extra, g.extra);
+        assert_eq!(back.encode(), g.encode());
     }
 }
