@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
-use nmc_shared::correlate::{ForceState, StateChange};
+use nmc_shared::correlate::{ForceState, StateChanges};
 use nmc_shared::sigma::RuleSet;
 use nmc_shared::{ForceId, state};
 use serde::{Deserialize, Serialize};
@@ -128,7 +128,7 @@ pub struct BatchCommit {
     /// Watermark after this batch.
     pub watermark_ms: i64,
     /// Correlation state changes.
-    pub state: Vec<StateChange>,
+    pub state: StateChanges,
     /// New outbox entries, keyed by (sequence, index within the event).
     pub outbox: Vec<((u64, u16), OutboxEntry)>,
     /// Whether to clear the poison record (its event is now behind the cursor).
@@ -206,8 +206,8 @@ impl ForceStore {
         let mut b = sled::Batch::default();
         b.insert(CURSOR, &c.cursor.to_be_bytes());
         b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
-        for (k, v) in c.state {
-            let key = [STATE_PREFIX, &k].concat();
+        for (k, v) in c.state.iter() {
+            let key = [STATE_PREFIX, k].concat();
             match v {
                 Some(v) => b.insert(key, v),
                 None => b.remove(key),

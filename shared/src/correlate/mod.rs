@@ -21,6 +21,7 @@
 //!   its next event starts afresh; sweeps free the groups expired at the frontier.
 //! - `silent_feed` watches a feed's silence, or with `below` its rate per period (`rate.rs`).
 
+mod changes;
 mod pending;
 mod rate;
 mod window;
@@ -37,19 +38,14 @@ use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 use crate::time::format_ms;
+pub use changes::StateChanges;
 use pending::{PENDING_PREFIX, Pending, Sample};
 use rate::RateWatch;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
 use window::{GroupWindow, Seen, Wire};
 
-/// A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key.
-fn group_key(rule: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(rule.len() + 1 + key.len());
-    k.extend_from_slice(rule.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
+// A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key
+// (written by `StateChanges::group`).
 
 /// Splits a group's state key into rule id and group key.
 fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
@@ -123,7 +119,7 @@ struct Meta {
 /// measured value.
 type Firing = (Option<i64>, Vec<Seen>, u64, Option<u64>, Option<f64>);
 
-/// A change to persist: key and new value, or `None` to delete.
+/// A change to persist, owned: key and new value, or `None` to delete.
 pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
 
 /// The correlation state of one force. It is used with the rule set it was loaded with (groups
@@ -134,12 +130,15 @@ pub struct ForceState {
     groups: Vec<Groups>,
     /// Prints of group keys.
     prints: KeyPrints,
-    /// Groups changed since the last `take_changes`, as (correlation, print). A live group is
-    /// listed once (its window's `dirty` flag); a removed and re-created one may repeat.
-    dirty: Vec<(usize, Print)>,
-    /// Groups removed since the last `take_changes`: (correlation, print, state key: see
-    /// [`group_key`]); deleted unless re-created since.
-    removed: Vec<(usize, Print, Vec<u8>)>,
+    /// Groups changed since the last `take_changes`, as (correlation, print, index in
+    /// `changes`). A live group is listed once (its window's `dirty` flag); a removed and
+    /// re-created one may repeat.
+    dirty: Vec<(usize, Print, usize)>,
+    /// Groups removed since the last `take_changes`, as (correlation, print, index in
+    /// `changes`): deleted unless re-created since.
+    removed: Vec<(usize, Print, usize)>,
+    /// The changes being gathered for the next `take_changes`.
+    changes: StateChanges,
     /// Persisted groups of correlations no longer loaded, deleted by the next `take_changes`.
     orphans: Vec<Vec<u8>>,
     /// The reorder buffer, by (event time, sequence).
@@ -494,7 +493,8 @@ impl ForceState {
         }
         if !win.dirty {
             win.dirty = true;
-            self.dirty.push((c, print));
+            let i = self.changes.group(&corr.meta.id, key);
+            self.dirty.push((c, print, i));
         }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
@@ -668,7 +668,8 @@ impl ForceState {
         }
         if win.is_idle(t) {
             groups.remove(&print);
-            self.removed.push((c, print, group_key(&corr.meta.id, key)));
+            let i = self.changes.group(&corr.meta.id, key);
+            self.removed.push((c, print, i));
         }
         alert
     }
@@ -702,7 +703,8 @@ impl ForceState {
                 let drops = watch.judge(until, corr.detector.baseline_ms / span, below);
                 if !win.dirty {
                     win.dirty = true;
-                    self.dirty.push((c, empty));
+                    let i = self.changes.group(&corr.meta.id, "");
+                    self.dirty.push((c, empty, i));
                 }
                 if corr.emits {
                     out.extend(drops.iter().map(|d| rate_alert(corr, force, d)));
@@ -719,7 +721,8 @@ impl ForceState {
             win.suppress_until = Some(i64::MAX);
             if !win.dirty {
                 win.dirty = true;
-                self.dirty.push((c, empty));
+                let i = self.changes.group(&corr.meta.id, "");
+                self.dirty.push((c, empty, i));
             }
             let alert = Alert {
                 id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
@@ -768,46 +771,47 @@ impl ForceState {
             }
             let span = corr.timespan_ms;
             for (print, win) in groups.extract_if(|_, win| win.expired_at(frontier, span)) {
-                self.removed
-                    .push((c, print, group_key(&corr.meta.id, &win.key)));
+                let i = self.changes.group(&corr.meta.id, &win.key);
+                self.removed.push((c, print, i));
             }
         }
     }
 
     /// Changes since the last call, to persist atomically with the stream cursor (sorted by
     /// key, so that the same events always give the same batch).
-    pub fn take_changes(&mut self, rules: &RuleSet) -> Vec<StateChange> {
-        let mut changes: Vec<StateChange> =
-            Vec::with_capacity(self.dirty.len() + self.removed.len());
-        for (c, print) in self.dirty.drain(..) {
-            // Listed again after a removal and re-creation: written once.
-            if let Some(w) = self.groups[c].get_mut(&print).filter(|w| w.dirty) {
-                w.dirty = false;
-                let rule = &rules.correlations()[c].meta.id;
-                changes.push((group_key(rule, &w.key), Some(w.encode())));
+    pub fn take_changes(&mut self, rules: &RuleSet) -> StateChanges {
+        let mut changes = std::mem::take(&mut self.changes);
+        for (c, print, i) in self.dirty.drain(..) {
+            match self.groups[c].get_mut(&print).filter(|w| w.dirty) {
+                Some(w) => {
+                    w.dirty = false;
+                    changes.put(i, |out| w.encode_into(out));
+                }
+                // Removed since (its deletion is listed), or listed again after a re-creation
+                // (written once).
+                None => changes.skip(i),
             }
         }
-        for (c, print, state_key) in self.removed.drain(..) {
+        for (c, print, i) in self.removed.drain(..) {
             // Re-created since: written above.
-            if !self.groups[c].contains_key(&print) {
-                changes.push((state_key, None));
+            if self.groups[c].contains_key(&print) {
+                changes.skip(i);
             }
         }
-        changes.extend(self.orphans.drain(..).map(|k| (k, None)));
+        for k in self.orphans.drain(..) {
+            changes.key(|out| out.extend_from_slice(&k));
+        }
         for (at, put) in std::mem::take(&mut self.pending_changes) {
-            let v = if put {
-                self.pending.get(&at).map(|p| p.encode(rules))
-            } else {
-                None
-            };
-            changes.push((Pending::key(at), v));
+            let i = changes.key(|out| Pending::key_into(at, out));
+            if let Some(p) = self.pending.get(&at).filter(|_| put) {
+                changes.put(i, |out| p.encode_into(rules, out));
+            }
         }
         if std::mem::take(&mut self.meta_dirty) {
-            changes.push((META_KEY.to_vec(), Some(state::encode(&self.meta))));
+            let i = changes.key(|out| out.extend_from_slice(META_KEY));
+            changes.put(i, |out| state::encode_into(out, &self.meta));
         }
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
-        // A group removed twice in the batch: one deletion.
-        changes.dedup_by(|a, b| a.0 == b.0);
+        changes.finish();
         changes
     }
 }

@@ -198,21 +198,32 @@ impl Pending {
             .map(|i| &self.samples[i].1)
     }
 
-    /// Its key in the state keyspace: prefix, then time and sequence in sortable big-endian.
-    pub fn key(at: Seen) -> Vec<u8> {
-        let mut k = PENDING_PREFIX.to_vec();
-        k.extend_from_slice(&((at.t as u64) ^ (1 << 63)).to_be_bytes());
-        k.extend_from_slice(&at.seq.to_be_bytes());
-        k
+    /// Appends its key in the state keyspace to `out`: prefix, then time and sequence in
+    /// sortable big-endian.
+    pub fn key_into(at: Seen, out: &mut Vec<u8>) {
+        out.extend_from_slice(PENDING_PREFIX);
+        out.extend_from_slice(&((at.t as u64) ^ (1 << 63)).to_be_bytes());
+        out.extend_from_slice(&at.seq.to_be_bytes());
     }
 
     /// Encodes it with correlation ids instead of indices (indices change with the rule set),
     /// as a [`PendingWire`] (written field by field, without building one).
+    #[cfg(test)]
     pub fn encode(&self, rules: &RuleSet) -> Vec<u8> {
-        state::encode(&PendingRef {
-            rules,
-            pending: self,
-        })
+        let mut out = Vec::new();
+        self.encode_into(rules, &mut out);
+        out
+    }
+
+    /// [`Pending::encode`], appending to `out`.
+    pub fn encode_into(&self, rules: &RuleSet, out: &mut Vec<u8>) {
+        state::encode_into(
+            out,
+            &PendingRef {
+                rules,
+                pending: self,
+            },
+        )
     }
 
     /// Decodes a pending event; inputs of correlations no longer loaded are dropped.

@@ -431,18 +431,22 @@ impl GroupWindow {
         }
     }
 
-    /// The persisted bytes of the group: its [`Wire`] form, written field by field.
+    /// The persisted bytes of the group.
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the persisted bytes of the group to `out`: its [`Wire`] form, written field by
+    /// field.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let anchor = self.newest().unwrap_or(0);
         let c = &self.counts;
         let width = c.width;
         let top = anchor.div_euclid(width.max(1));
-        let mut w = RawWriter::new(
-            24 + 12 * c.buckets.len()
-                + 8 * c.sums.len()
-                + 8 * c.evidence.len()
-                + 12 * c.values.len(),
-        );
+        let mut w = RawWriter::new(out);
         w.i64(anchor);
         w.i64(width);
         w.len(c.buckets.len());
@@ -511,7 +515,6 @@ impl GroupWindow {
                 w.serde(&x.rate);
             }
         }
-        w.finish()
     }
 
     /// Rebuilds the group of key `key` from its persisted form.
