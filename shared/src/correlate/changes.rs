@@ -27,6 +27,14 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
+    /// Empty, with room for as much as `like` holds (the next batch is likely similar).
+    pub(super) fn sized_like(like: &StateChanges) -> StateChanges {
+        StateChanges {
+            buf: Vec::with_capacity(like.buf.len()),
+            items: Vec::with_capacity(like.items.len()),
+        }
+    }
+
     /// Lists the key written by `write`, as a deletion until [`StateChanges::put`]; returns its
     /// index.
     pub(super) fn key(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {

@@ -22,12 +22,12 @@
 //! - `silent_feed` watches a feed's silence, or with `below` its rate per period (`rate.rs`).
 
 mod changes;
+mod groups;
 mod pending;
 mod rate;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,7 @@ use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 use crate::time::format_ms;
 pub use changes::StateChanges;
+use groups::{GroupMap, KeyPrints, Print};
 use pending::{PENDING_PREFIX, Pending, Sample};
 use rate::RateWatch;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
@@ -55,56 +56,6 @@ fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
         std::str::from_utf8(&bytes[zero + 1..]).ok()?,
     ))
 }
-
-/// A 128-bit fingerprint of a canonical group key.
-type Print = u128;
-
-/// Fingerprints group keys, so that a group is found without reading its (cold) key: SipHash
-/// twice with keys drawn per process, so that whoever chooses the values (user names, addresses)
-/// cannot force two keys onto one print; by chance, two keys share one with probability 2^-128.
-/// Prints are never persisted.
-#[derive(Debug, Clone)]
-struct KeyPrints {
-    a: RandomState,
-    b: RandomState,
-    /// The print of the empty key (silent feeds' one group).
-    empty: Print,
-}
-
-impl Default for KeyPrints {
-    fn default() -> KeyPrints {
-        let (a, b) = (RandomState::new(), RandomState::new());
-        let empty = Print::from(a.hash_one("")) << 64 | Print::from(b.hash_one(""));
-        KeyPrints { a, b, empty }
-    }
-}
-
-impl KeyPrints {
-    fn of(&self, key: &str) -> Print {
-        Print::from(self.a.hash_one(key)) << 64 | Print::from(self.b.hash_one(key))
-    }
-}
-
-/// Hashes a [`Print`] for the group map: it is uniformly random already.
-#[derive(Default)]
-struct PrintHasher(u64);
-
-impl Hasher for PrintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-/// The live groups of one correlation, by the print of their key.
-type Groups = HashMap<Print, Box<GroupWindow>, BuildHasherDefault<PrintHasher>>;
 
 /// Key of the force-level counters in the state keyspace.
 const META_KEY: &[u8] = b"\x01m";
@@ -127,7 +78,7 @@ pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Debug, Default)]
 pub struct ForceState {
     /// Per correlation (index in the rule set): its live groups.
-    groups: Vec<Groups>,
+    groups: Vec<GroupMap>,
     /// Prints of group keys.
     prints: KeyPrints,
     /// Groups changed since the last `take_changes`, as (correlation, print, index in
@@ -208,7 +159,7 @@ impl ForceState {
             ..Default::default()
         };
         s.groups
-            .resize_with(rules.correlations().len(), Groups::default);
+            .resize_with(rules.correlations().len(), GroupMap::default);
         let index: HashMap<&str, usize> = rules
             .correlations()
             .iter()
@@ -256,7 +207,7 @@ impl ForceState {
 
     /// Number of live groups.
     pub fn live_groups(&self) -> usize {
-        self.groups.iter().map(Groups::len).sum()
+        self.groups.iter().map(GroupMap::len).sum()
     }
 
     /// Events waiting in the reorder buffer.
@@ -480,13 +431,11 @@ impl ForceState {
         let t = at.t;
         let current = sample.value.as_deref();
         if self.groups.len() <= c {
-            self.groups.resize_with(c + 1, Groups::default);
+            self.groups.resize_with(c + 1, GroupMap::default);
         }
         let print = self.prints.of(key);
         let groups = &mut self.groups[c];
-        let win = groups
-            .entry(print)
-            .or_insert_with(|| Box::new(GroupWindow::new(key)));
+        let win = groups.get_or_create(print, key);
         if corr.kind != CorrelationKind::SilentFeed && win.expired_at(t, corr.timespan_ms) {
             // Whether or not a sweep removed it yet, an expired group starts afresh.
             win.reset();
@@ -667,7 +616,7 @@ impl ForceState {
             win.suppress_until = Some(newest + corr.suppress_ms);
         }
         if win.is_idle(t) {
-            groups.remove(&print);
+            groups.remove(print);
             let i = self.changes.group(&corr.meta.id, key);
             self.removed.push((c, print, i));
         }
@@ -685,7 +634,7 @@ impl ForceState {
             .filter(|(_, c)| c.kind == CorrelationKind::SilentFeed)
         {
             let empty = self.prints.empty;
-            let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut(&empty)) else {
+            let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut(empty)) else {
                 continue;
             };
             if let Some(below) = corr.detector.below {
@@ -770,10 +719,14 @@ impl ForceState {
                 continue;
             }
             let span = corr.timespan_ms;
-            for (print, win) in groups.extract_if(|_, win| win.expired_at(frontier, span)) {
-                let i = self.changes.group(&corr.meta.id, &win.key);
-                self.removed.push((c, print, i));
-            }
+            let (changes, removed) = (&mut self.changes, &mut self.removed);
+            groups.remove_if(
+                |win| win.expired_at(frontier, span),
+                |print, win| {
+                    let i = changes.group(&corr.meta.id, &win.key);
+                    removed.push((c, print, i));
+                },
+            );
         }
     }
 
@@ -782,7 +735,7 @@ impl ForceState {
     pub fn take_changes(&mut self, rules: &RuleSet) -> StateChanges {
         let mut changes = std::mem::take(&mut self.changes);
         for (c, print, i) in self.dirty.drain(..) {
-            match self.groups[c].get_mut(&print).filter(|w| w.dirty) {
+            match self.groups[c].get_mut(print).filter(|w| w.dirty) {
                 Some(w) => {
                     w.dirty = false;
                     changes.put(i, |out| w.encode_into(out));
@@ -794,7 +747,7 @@ impl ForceState {
         }
         for (c, print, i) in self.removed.drain(..) {
             // Re-created since: written above.
-            if self.groups[c].contains_key(&print) {
+            if self.groups[c].contains(print) {
                 changes.skip(i);
             }
         }
@@ -812,6 +765,7 @@ impl ForceState {
             changes.put(i, |out| state::encode_into(out, &self.meta));
         }
         changes.finish();
+        self.changes = StateChanges::sized_like(&changes);
         changes
     }
 }

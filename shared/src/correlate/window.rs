@@ -33,12 +33,18 @@ pub(super) struct Seen {
     pub seq: u64,
 }
 
-/// One time bucket of a count window (its sum, if any, is in [`Counts::sums`]).
+/// One time bucket of a count window (its sum, if any, is in [`Counts::sums`]). Its index
+/// (event time divided by the bucket width) is that of its first event's time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Bucket {
-    idx: i64,
     first_t: i64,
     n: u32,
+}
+
+impl Bucket {
+    fn idx(&self, width: i64) -> i64 {
+        self.first_t.div_euclid(width)
+    }
 }
 
 /// `Counts::newest` of a window that counts nothing.
@@ -48,7 +54,7 @@ const NO_TIME: i64 = i64::MIN;
 /// are many and most hold a handful of events.
 fn room<T>(v: &mut Vec<T>, max: usize) {
     if v.len() == v.capacity() {
-        v.reserve_exact(4.min(max.saturating_sub(v.len())).max(1));
+        v.reserve_exact(2.min(max.saturating_sub(v.len())).max(1));
     }
 }
 
@@ -152,13 +158,16 @@ impl Counts {
             return false;
         }
         self.newest = newest;
+        // Bucket `idx` holds the times in [start, end).
+        let start = idx.saturating_mul(width);
+        let end = start.saturating_add(width);
         let pos = self
             .buckets
             .iter()
-            .rposition(|b| b.idx <= idx)
+            .rposition(|b| b.first_t < end)
             .map_or(0, |p| p + 1);
         match self.buckets.get_mut(pos.wrapping_sub(1)) {
-            Some(b) if b.idx == idx => {
+            Some(b) if b.first_t >= start => {
                 b.n += 1;
                 b.first_t = b.first_t.min(at.t);
                 self.add_sum(pos - 1, num.unwrap_or(0.0));
@@ -168,7 +177,6 @@ impl Counts {
                 self.buckets.insert(
                     pos,
                     Bucket {
-                        idx,
                         first_t: at.t,
                         n: 1,
                     },
@@ -220,7 +228,12 @@ impl Counts {
 
     /// Drops buckets, values and evidence below bucket `low`.
     fn trim(&mut self, low: i64) {
-        let old = self.buckets.iter().take_while(|b| b.idx < low).count();
+        let low_t = low.saturating_mul(self.width);
+        let old = self
+            .buckets
+            .iter()
+            .take_while(|b| b.first_t < low_t)
+            .count();
         if old > 0 {
             self.buckets.drain(..old);
             if !self.sums.is_empty() {
@@ -317,6 +330,8 @@ pub(super) struct GroupWindow {
     pub extra: Option<Box<Extra>>,
     /// Changed since the state was last persisted (not persisted itself).
     pub dirty: bool,
+    /// The low half of its key's print (see `groups.rs`; not persisted).
+    pub print_lo: u64,
 }
 
 impl GroupWindow {
@@ -333,6 +348,7 @@ impl GroupWindow {
         *self = GroupWindow {
             key: std::mem::take(&mut self.key),
             dirty: self.dirty,
+            print_lo: self.print_lo,
             ..Default::default()
         };
     }
@@ -389,7 +405,10 @@ impl GroupWindow {
             buckets: c
                 .buckets
                 .iter()
-                .map(|b| (top - b.idx, b.n, b.first_t - b.idx * c.width))
+                .map(|b| {
+                    let idx = b.idx(c.width);
+                    (top - idx, b.n, b.first_t - idx * c.width)
+                })
                 .collect(),
             sums: if c.sums.iter().any(|&s| s != 0.0) {
                 c.sums.clone()
@@ -451,9 +470,10 @@ impl GroupWindow {
         w.i64(width);
         w.len(c.buckets.len());
         for b in &c.buckets {
-            w.i64(top - b.idx);
+            let idx = b.idx(width);
+            w.i64(top - idx);
             w.u64(u64::from(b.n));
-            w.i64(b.first_t - b.idx * width);
+            w.i64(b.first_t - idx * width);
         }
         if c.sums.iter().any(|&s| s != 0.0) {
             w.len(c.sums.len());
@@ -526,13 +546,9 @@ impl GroupWindow {
         let buckets: Vec<Bucket> = w
             .buckets
             .iter()
-            .map(|&(back, n, off)| {
-                let idx = top - back;
-                Bucket {
-                    idx,
-                    first_t: idx * width + off,
-                    n,
-                }
+            .map(|&(back, n, off)| Bucket {
+                first_t: (top - back) * width + off,
+                n,
             })
             .collect();
         let sums = if w.sums.is_empty() {
@@ -567,7 +583,7 @@ impl GroupWindow {
             counts: Counts {
                 width: w.width,
                 newest: if buckets.is_empty() { NO_TIME } else { anchor },
-                trimmed: buckets.first().map_or(i64::MIN, |b| b.idx),
+                trimmed: buckets.first().map_or(i64::MIN, |b| b.idx(width)),
                 buckets,
                 sums,
                 values: w
@@ -591,6 +607,7 @@ impl GroupWindow {
             suppressed: w.suppressed,
             extra: (extra != Extra::default()).then(|| Box::new(extra)),
             dirty: false,
+            print_lo: 0,
         }
     }
 }
