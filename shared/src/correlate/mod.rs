@@ -447,7 +447,7 @@ impl ForceState {
         }
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
-            win.suppressed += 1;
+            win.suppressed = win.suppressed.saturating_add(1);
         }
         let fired: Option<Firing> = match corr.kind {
             CorrelationKind::EventCount
@@ -493,7 +493,7 @@ impl ForceState {
             CorrelationKind::SilentFeed => {
                 // Remember the latest event; any event re-arms the watch.
                 if win.steps.first().copied().flatten().is_none_or(|s| s < at) {
-                    win.steps = vec![Some(at)];
+                    win.steps = Box::new([Some(at)]);
                 }
                 win.suppress_until = None;
                 win.suppressed = 0;
@@ -517,7 +517,7 @@ impl ForceState {
                 match win.steps.first_mut() {
                     Some(Some(latest)) if *latest >= at => {}
                     Some(slot) => *slot = Some(at),
-                    None => win.steps.push(Some(at)),
+                    None => win.steps = Box::new([Some(at)]),
                 }
                 let x = win.extra_mut();
                 let since = *x.since.get_or_insert(t);
@@ -543,7 +543,7 @@ impl ForceState {
             }
             CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
                 if win.steps.len() != corr.inputs.len() {
-                    win.steps = vec![None; corr.inputs.len()];
+                    win.steps = vec![None; corr.inputs.len()].into_boxed_slice();
                 }
                 let ordered = corr.kind == CorrelationKind::TemporalOrdered;
                 for &p in positions {
@@ -568,7 +568,7 @@ impl ForceState {
                         win.steps.iter_mut().for_each(|s| *s = None);
                     }
                 } else {
-                    for s in &mut win.steps {
+                    for s in win.steps.iter_mut() {
                         if s.as_ref().is_some_and(|e| e.t < oldest_allowed) {
                             *s = None;
                         }
@@ -607,7 +607,7 @@ impl ForceState {
                 last_seen: format_ms(newest),
                 distinct,
                 measured,
-                suppressed: std::mem::take(&mut win.suppressed),
+                suppressed: u64::from(std::mem::take(&mut win.suppressed)),
                 evidence: evidence.iter().map(|e| evidence_ref(*e)).collect(),
                 node: String::new(),
                 epoch: 0,

@@ -47,9 +47,6 @@ impl Bucket {
     }
 }
 
-/// `Counts::newest` of a window that counts nothing.
-const NO_TIME: i64 = i64::MIN;
-
 /// Makes room for one more element, a few at a time up to `max` instead of doubling: groups
 /// are many and most hold a handful of events.
 fn room<T>(v: &mut Vec<T>, max: usize) {
@@ -61,12 +58,13 @@ fn room<T>(v: &mut Vec<T>, max: usize) {
 /// Where one value occurs in a window: (bucket, occurrences) pairs, oldest first.
 type Slots = Vec<(i64, u32)>;
 
+/// `Counts::newest` of a window that counts nothing.
+const NO_TIME: i64 = i64::MIN;
+
 /// A sliding count window in time buckets.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Counts {
     width: i64,
-    /// Newest event time counted ([`NO_TIME`] when none since it was created or drained).
-    newest: i64,
     /// Oldest first.
     buckets: Vec<Bucket>,
     /// Sum of the numeric values of each bucket, parallel to `buckets`; empty while every sum
@@ -78,20 +76,19 @@ pub(super) struct Counts {
     values: Vec<(Box<str>, Slots)>,
     /// The newest events, oldest first.
     evidence: Vec<Seen>,
-    /// Lowest bucket index the values were last trimmed to.
-    trimmed: i64,
+    /// Newest event time counted ([`NO_TIME`] when none since it was created or drained).
+    newest: i64,
 }
 
 impl Default for Counts {
     fn default() -> Counts {
         Counts {
             width: 0,
-            newest: NO_TIME,
             buckets: Vec::new(),
             sums: Vec::new(),
             values: Vec::new(),
             evidence: Vec::new(),
-            trimmed: i64::MIN,
+            newest: NO_TIME,
         }
     }
 }
@@ -147,10 +144,10 @@ impl Counts {
                 ..Default::default()
             };
         }
-        let newest = if self.newest == NO_TIME {
-            at.t
+        let (newest, low_before) = if self.newest == NO_TIME {
+            (at.t, i64::MIN)
         } else {
-            self.newest.max(at.t)
+            (self.newest.max(at.t), self.low(span, self.newest))
         };
         let low = self.low(span, newest);
         let idx = at.t.div_euclid(width);
@@ -222,12 +219,13 @@ impl Counts {
                 self.evidence.remove(0);
             }
         }
-        self.trim(low);
+        self.trim(low, low_before);
         true
     }
 
-    /// Drops buckets, values and evidence below bucket `low`.
-    fn trim(&mut self, low: i64) {
+    /// Drops buckets, values and evidence below bucket `low` (values only if `low` moved up
+    /// from `low_before`: they were trimmed to that already).
+    fn trim(&mut self, low: i64, low_before: i64) {
         let low_t = low.saturating_mul(self.width);
         let old = self
             .buckets
@@ -249,8 +247,7 @@ impl Counts {
         if old > 0 {
             self.evidence.drain(..old);
         }
-        if low > self.trimmed {
-            self.trimmed = low;
+        if low > low_before {
             self.values.retain_mut(|(_, slots)| {
                 let old = slots.iter().take_while(|s| s.0 < low).count();
                 slots.drain(..old);
@@ -321,11 +318,11 @@ pub(super) struct GroupWindow {
     pub counts: Counts,
     /// Temporal kinds: latest match per referenced rule, in the rules' order. `silent_feed`
     /// and `new_term`: the latest event in slot 0.
-    pub steps: Vec<Option<Seen>>,
+    pub steps: Box<[Option<Seen>]>,
     /// Quiet until this event time (inclusive) after an alert.
     pub suppress_until: Option<i64>,
-    /// Matching events while quiet.
-    pub suppressed: u64,
+    /// Matching events while quiet (saturating).
+    pub suppressed: u32,
     /// `new_term`, `impossible_travel` and rate-drop state.
     pub extra: Option<Box<Extra>>,
     /// Changed since the state was last persisted (not persisted itself).
@@ -440,7 +437,7 @@ impl GroupWindow {
                 .map(|s| s.map(|e| (rel(e.t), e.seq)))
                 .collect(),
             suppress_until: self.suppress_until.map(|u| u.saturating_sub(anchor)),
-            suppressed: self.suppressed,
+            suppressed: u64::from(self.suppressed),
             seen: x.seen.iter().cloned().collect(),
             since: x.since.map(rel),
             last_place: x
@@ -509,7 +506,7 @@ impl GroupWindow {
         if let Some(u) = self.suppress_until {
             w.i64(u.saturating_sub(anchor));
         }
-        w.u64(self.suppressed);
+        w.u64(u64::from(self.suppressed));
         match self.extra.as_deref() {
             None => {
                 // No values seen, no `since`, no place, no rate.
@@ -583,7 +580,6 @@ impl GroupWindow {
             counts: Counts {
                 width: w.width,
                 newest: if buckets.is_empty() { NO_TIME } else { anchor },
-                trimmed: buckets.first().map_or(i64::MIN, |b| b.idx(width)),
                 buckets,
                 sums,
                 values: w
@@ -604,7 +600,7 @@ impl GroupWindow {
                 .map(|s| s.map(|(d, seq)| Seen { t: abs(d), seq }))
                 .collect(),
             suppress_until: w.suppress_until.map(|u| anchor.saturating_add(u)),
-            suppressed: w.suppressed,
+            suppressed: u32::try_from(w.suppressed).unwrap_or(u32::MAX),
             extra: (extra != Extra::default()).then(|| Box::new(extra)),
             dirty: false,
             print_lo: 0,
@@ -754,7 +750,7 @@ mod tests {
             );
         }
         g.suppress_until = Some(t0 + 5_000);
-        g.steps = vec![Some(seen(t0, 3)), None];
+        g.steps = Box::new([Some(seen(t0, 3)), None]);
         // (Fields of other kinds too, to check every field of the wire form.)
         g.extra_mut().seen.insert("GB".into());
         g.extra_mut().since = Some(t0 - 1_000);
