@@ -358,13 +358,15 @@ fn bench_shape(c: &mut Criterion, shape: Shape, name: &str) {
             Some(w) => w,
             None => {
                 let (st, stream, store) = warm(shape, &with, lateness_s * 1000, &force);
-                let (n, b) = store
+                // Pending events are persisted in segments, one per batch that added any.
+                let (segments, b) = store
                     .iter()
-                    .filter(|(k, _)| k.starts_with(b"\x01p"))
+                    .filter(|(k, _)| k.starts_with(b"\x01s"))
                     .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+                let n = st.pending_events();
                 eprintln!(
-                    "{name}: lateness {lateness_s} s: {n} events pending, {:.0} persisted bytes per pending event",
-                    b as f64 / f64::from(n.max(1))
+                    "{name}: lateness {lateness_s} s: {n} events pending in {segments} segments, {:.0} persisted bytes per pending event",
+                    b as f64 / n.max(1) as f64
                 );
                 (st, stream)
             }

@@ -132,7 +132,7 @@ proptest! {
     #[test]
     fn restarts_with_redelivery_change_nothing(
         steps in prop::collection::vec((0u8..4, 0u8..5, any::<bool>(), 0u16..120), 1..150),
-        cuts in prop::collection::vec(1usize..150, 0..6),
+        cuts in prop::collection::vec(1usize..150, 0..40),
     ) {
         let rs = rules();
         let evs = events(&steps);

@@ -40,13 +40,20 @@ use crate::state::{self, StateError};
 use crate::time::format_ms;
 pub use changes::StateChanges;
 use groups::{GroupMap, KeyPrints, Print};
-use pending::{PENDING_PREFIX, Pending, Sample};
+use pending::{PENDING_PREFIX, Pending, SEGMENT_PREFIX, Sample};
 use rate::RateWatch;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
 use window::{GroupWindow, Seen, Wire};
 
 // A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key
 // (written by `StateChanges::group`).
+
+/// The key of segment `id`.
+fn segment_key_vec(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(SEGMENT_PREFIX.len() + 8);
+    pending::segment_key(id, &mut k);
+    k
+}
 
 /// Splits a group's state key into rule id and group key.
 fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
@@ -59,6 +66,10 @@ fn split_group_key(bytes: &[u8]) -> Option<(&str, &str)> {
 
 /// Key of the force-level counters in the state keyspace.
 const META_KEY: &[u8] = b"\x01m";
+
+/// Key of the event time up to which the reorder buffer has released everything: events of
+/// persisted segments at or before it are no longer pending.
+const RELEASED_KEY: &[u8] = b"\x01f";
 
 /// Force-level counters, persisted with the state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -94,8 +105,16 @@ pub struct ForceState {
     orphans: Vec<Vec<u8>>,
     /// The reorder buffer, by (event time, sequence).
     pending: BTreeMap<Seen, Pending>,
-    /// Pending events added (true) or released (false) since the last `take_changes`.
-    pending_changes: BTreeMap<Seen, bool>,
+    /// Events buffered since the last `take_changes` (persisted then, together, as one
+    /// segment, if still pending).
+    added: Vec<Seen>,
+    /// Persisted segments: id to the number of their events still pending. A segment is
+    /// deleted once all its events are released.
+    segments: BTreeMap<u64, u32>,
+    /// Everything pending up to this event time has been released (none: nothing yet).
+    released_upto: Option<i64>,
+    /// `released_upto` as last persisted.
+    released_persisted: Option<i64>,
     watermark_ms: i64,
     lateness_ms: i64,
     meta: Meta,
@@ -158,6 +177,7 @@ impl ForceState {
             watermark_ms,
             ..Default::default()
         };
+        let mut segments = Vec::new();
         s.groups
             .resize_with(rules.correlations().len(), GroupMap::default);
         let index: HashMap<&str, usize> = rules
@@ -171,14 +191,28 @@ impl ForceState {
                 s.meta = state::decode(v)?;
                 continue;
             }
+            if k == RELEASED_KEY {
+                s.released_upto = Some(state::decode(v)?);
+                s.released_persisted = s.released_upto;
+                continue;
+            }
+            if let Some(id) = pending::segment_id(k) {
+                segments.push((id, pending::decode_segment(rules, v)?));
+                continue;
+            }
             if k.starts_with(PENDING_PREFIX) {
+                // The first form, one key per event (deleted once released): rewritten as a
+                // segment by the next `take_changes`.
                 let p = Pending::decode(rules, v)?;
-                if p.direct.is_empty() {
-                    s.pending_changes.insert(p.at, false);
-                } else {
+                if !p.direct.is_empty() {
+                    s.added.push(p.at);
                     s.pending.insert(p.at, p);
                 }
+                s.orphans.push(k.to_vec());
                 continue;
+            }
+            if k.starts_with(SEGMENT_PREFIX) {
+                return Err(StateError::Decode("malformed segment key".into()));
             }
             let Some((rule, key)) = split_group_key(k) else {
                 return Err(StateError::Decode("malformed group key".into()));
@@ -189,6 +223,23 @@ impl ForceState {
                     s.groups[c].insert(s.prints.of(key), Box::new(win));
                 }
                 None => s.orphans.push(k.to_vec()),
+            }
+        }
+        for (id, events) in segments {
+            // Events released before the state was persisted stay in their segment until the
+            // last one is: they are not pending.
+            let mut live = 0;
+            for mut p in events {
+                if s.released_upto.is_none_or(|r| p.at.t > r) && !p.direct.is_empty() {
+                    p.segment = Some(id);
+                    s.pending.insert(p.at, p);
+                    live += 1;
+                }
+            }
+            if live == 0 {
+                s.orphans.push(segment_key_vec(id));
+            } else {
+                s.segments.insert(id, live);
             }
         }
         Ok(s)
@@ -282,7 +333,7 @@ impl ForceState {
                 self.feed(rules, force, Released::Now(at, &direct, ev), out);
             } else {
                 let p = Pending::new(rules, at, direct.clone(), ev);
-                self.pending_changes.insert(at, true);
+                self.added.push(at);
                 self.pending.insert(at, p);
             }
         }
@@ -302,12 +353,19 @@ impl ForceState {
             if entry.key().t > upto {
                 break;
             }
-            let (at, p) = entry.remove_entry();
-            if self.pending_changes.remove(&at) != Some(true) {
-                self.pending_changes.insert(at, false);
+            let p = entry.remove();
+            if let Some(id) = p.segment
+                && let Some(live) = self.segments.get_mut(&id)
+            {
+                *live -= 1;
+                if *live == 0 {
+                    self.segments.remove(&id);
+                    self.orphans.push(segment_key_vec(id));
+                }
             }
             self.feed(rules, force, Released::Buffered(&p), out);
         }
+        self.released_upto = Some(self.released_upto.map_or(upto, |r| r.max(upto)));
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
         if self
@@ -754,11 +812,32 @@ impl ForceState {
         for k in self.orphans.drain(..) {
             changes.key(|out| out.extend_from_slice(&k));
         }
-        for (at, put) in std::mem::take(&mut self.pending_changes) {
-            let i = changes.key(|out| Pending::key_into(at, out));
-            if let Some(p) = self.pending.get(&at).filter(|_| put) {
-                changes.put(i, |out| p.encode_into(rules, out));
+        // The events buffered since, still pending: one segment, named by its lowest sequence
+        // (a batch replayed after a crash writes the same segment again).
+        let mut added = std::mem::take(&mut self.added);
+        added.retain(|at| self.pending.contains_key(at));
+        if let Some(id) = added.iter().map(|at| at.seq).min() {
+            let events: Vec<&Pending> =
+                added.iter().filter_map(|at| self.pending.get(at)).collect();
+            let i = changes.key(|out| pending::segment_key(id, out));
+            changes.put(i, |out| pending::encode_segment(rules, &events, out));
+            for at in &added {
+                if let Some(p) = self.pending.get_mut(at) {
+                    p.segment = Some(id);
+                }
             }
+            *self.segments.entry(id).or_default() += added.len() as u32;
+        }
+        self.added = added;
+        self.added.clear();
+        // Only segments need it (to tell their released events): written while there are.
+        if let Some(upto) = self.released_upto
+            && self.released_upto != self.released_persisted
+            && !self.segments.is_empty()
+        {
+            let i = changes.key(|out| out.extend_from_slice(RELEASED_KEY));
+            changes.put(i, |out| state::encode_into(out, &upto));
+            self.released_persisted = self.released_upto;
         }
         if std::mem::take(&mut self.meta_dirty) {
             let i = changes.key(|out| out.extend_from_slice(META_KEY));

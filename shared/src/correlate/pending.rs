@@ -19,8 +19,41 @@ use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 
-/// Key prefix of pending events in the state keyspace (group keys start with a rule id).
+/// Key prefix of pending events persisted one per key (the first form; read, and rewritten as a
+/// segment). Group keys start with a rule id.
 pub(super) const PENDING_PREFIX: &[u8] = b"\x01p";
+
+/// Key prefix of segments: the events one batch added to the buffer, in one value.
+pub(super) const SEGMENT_PREFIX: &[u8] = b"\x01s";
+
+/// Appends the key of segment `id` (the lowest sequence in it) to `out`.
+pub(super) fn segment_key(id: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(SEGMENT_PREFIX);
+    out.extend_from_slice(&id.to_be_bytes());
+}
+
+/// The segment id in a segment key.
+pub(super) fn segment_id(key: &[u8]) -> Option<u64> {
+    let id: [u8; 8] = key.strip_prefix(SEGMENT_PREFIX)?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
+}
+
+/// Appends the persisted form of a segment holding `events` to `out`.
+pub(super) fn encode_segment(rules: &RuleSet, events: &[&Pending], out: &mut Vec<u8>) {
+    state::encode_into(
+        out,
+        &Seq(|| events.iter().map(|&pending| PendingRef { rules, pending })),
+    );
+}
+
+/// Decodes a segment; inputs of correlations no longer loaded are dropped.
+pub(super) fn decode_segment(rules: &RuleSet, bytes: &[u8]) -> Result<Vec<Pending>, StateError> {
+    let wires: Vec<PendingWire> = state::decode(bytes)?;
+    Ok(wires
+        .into_iter()
+        .map(|w| Pending::from_wire(rules, w))
+        .collect())
+}
 
 /// What one correlation input reads from an event: borrowed from it when fed at once, owned
 /// (`'static`) when it waits in the reorder buffer.
@@ -141,6 +174,8 @@ pub(super) struct Pending {
     pub direct: Vec<(usize, usize)>,
     /// What each reachable (correlation, input position) reads from it, sorted.
     pub samples: Vec<((usize, usize), Sample<'static>)>,
+    /// The segment it is persisted in (none until the batch that added it is persisted).
+    pub segment: Option<u64>,
 }
 
 impl Pending {
@@ -161,6 +196,7 @@ impl Pending {
                 at,
                 direct,
                 samples,
+                segment: None,
             };
         }
         let mut reach: BTreeSet<(usize, usize)> = direct.iter().copied().collect();
@@ -187,6 +223,7 @@ impl Pending {
             at,
             direct,
             samples,
+            segment: None,
         }
     }
 
@@ -198,8 +235,9 @@ impl Pending {
             .map(|i| &self.samples[i].1)
     }
 
-    /// Appends its key in the state keyspace to `out`: prefix, then time and sequence in
-    /// sortable big-endian.
+    /// Appends its key in the first form (one key per event) to `out`: prefix, then time and
+    /// sequence in sortable big-endian.
+    #[cfg(test)]
     pub fn key_into(at: Seen, out: &mut Vec<u8>) {
         out.extend_from_slice(PENDING_PREFIX);
         out.extend_from_slice(&((at.t as u64) ^ (1 << 63)).to_be_bytes());
@@ -216,6 +254,7 @@ impl Pending {
     }
 
     /// [`Pending::encode`], appending to `out`.
+    #[cfg(test)]
     pub fn encode_into(&self, rules: &RuleSet, out: &mut Vec<u8>) {
         state::encode_into(
             out,
@@ -226,9 +265,13 @@ impl Pending {
         )
     }
 
-    /// Decodes a pending event; inputs of correlations no longer loaded are dropped.
+    /// Decodes a pending event persisted in its own key (the first form); inputs of
+    /// correlations no longer loaded are dropped.
     pub fn decode(rules: &RuleSet, bytes: &[u8]) -> Result<Pending, StateError> {
-        let w: PendingWire = state::decode(bytes)?;
+        Ok(Pending::from_wire(rules, state::decode(bytes)?))
+    }
+
+    fn from_wire(rules: &RuleSet, w: PendingWire) -> Pending {
         let index = |id: &str| rules.correlations().iter().position(|c| c.meta.id == id);
         let mut samples: Vec<((usize, usize), Sample<'static>)> = w
             .samples
@@ -249,7 +292,7 @@ impl Pending {
             })
             .collect();
         samples.sort_by_key(|s| s.0);
-        Ok(Pending {
+        Pending {
             at: Seen { t: w.t, seq: w.seq },
             direct: w
                 .direct
@@ -257,7 +300,8 @@ impl Pending {
                 .filter_map(|(id, p)| index(id).map(|c| (c, usize::from(*p))))
                 .collect(),
             samples,
-        })
+            segment: None,
+        }
     }
 }
 

@@ -1136,3 +1136,175 @@ fn no_lateness_keeps_the_immediate_behaviour() {
     );
     assert_eq!(alerts.iter().filter(|a| a.rule.id == "brute").count(), 1);
 }
+
+/// Applies `changes` to a store as the node does.
+fn store_changes(store: &mut BTreeMap<Vec<u8>, Vec<u8>>, changes: StateChanges) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => store.insert(k, v),
+            None => store.remove(&k),
+        };
+    }
+}
+
+fn reload(rs: &RuleSet, st: &ForceState, store: &BTreeMap<Vec<u8>, Vec<u8>>) -> ForceState {
+    ForceState::load(
+        rs,
+        st.watermark_ms(),
+        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn buffered_events_persist_as_one_segment_per_batch_and_go_when_all_are_released() {
+    let rs = rules();
+    let kent = ForceId::new("kent").unwrap();
+    let mut st = ForceState::new().with_lateness(60_000);
+    let mut store = BTreeMap::new();
+    let mut out = Vec::new();
+    // Two batches of events 10 s apart, all buffered (60 s lateness).
+    for (i, t) in (0..6).map(|i| (i, T0 + i * 10_000)) {
+        st.apply(
+            &rs,
+            &kent,
+            i as u64 + 1,
+            &fail("bob", "1.1.1.1", t),
+            &mut out,
+        );
+        if i == 2 {
+            store_changes(&mut store, st.take_changes(&rs));
+        }
+    }
+    store_changes(&mut store, st.take_changes(&rs));
+    let segments = |store: &BTreeMap<Vec<u8>, Vec<u8>>| {
+        store
+            .keys()
+            .filter(|k| k.starts_with(SEGMENT_PREFIX))
+            .count()
+    };
+    assert_eq!(segments(&store), 2, "one key per batch, not per event");
+    assert_eq!(st.pending_events(), 6);
+    // 15 s later: the first two events are released; both segments stay.
+    st.apply(
+        &rs,
+        &kent,
+        7,
+        &fail("bob", "1.1.1.1", T0 + 75_000),
+        &mut out,
+    );
+    assert_eq!(st.pending_events(), 5);
+    store_changes(&mut store, st.take_changes(&rs));
+    assert_eq!(segments(&store), 3);
+    // Reloaded, the released events are not pending again.
+    let mut back = reload(&rs, &st, &store).with_lateness(60_000);
+    assert_eq!(back.pending_events(), 5);
+    // Once the first batch's events are all released, its segment goes.
+    back.apply(
+        &rs,
+        &kent,
+        8,
+        &fail("bob", "1.1.1.1", T0 + 85_000),
+        &mut out,
+    );
+    store_changes(&mut store, back.take_changes(&rs));
+    assert_eq!(segments(&store), 3, "batch 1 gone, batch of event 8 added");
+    back.drain(&rs, &kent, &mut out);
+    store_changes(&mut store, back.take_changes(&rs));
+    assert_eq!(segments(&store), 0);
+}
+
+#[test]
+fn lateness_changed_across_a_restart_feeds_no_event_twice() {
+    // 11 failures: `eleven` must fire once, `twelve` never (it would if an event counted twice).
+    let text = format!(
+        "{RULES}---\ntitle: eleven\nid: eleven\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 11}}}}\n---\ntitle: twelve\nid: twelve\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 12}}}}\n"
+    );
+    let docs = parse_rules("t.yml", &text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (rs, errs) = RuleSet::compile(docs);
+    assert!(errs.is_empty(), "{errs:?}");
+    let kent = ForceId::new("kent").unwrap();
+    let mut st = ForceState::new().with_lateness(60_000);
+    let mut store = BTreeMap::new();
+    let mut out = Vec::new();
+    for i in 0..10 {
+        st.apply(
+            &rs,
+            &kent,
+            i + 1,
+            &fail("eve", "2.2.2.2", T0 + i as i64 * 10_000),
+            &mut out,
+        );
+        if i == 4 {
+            // The second batch releases events the first one persisted.
+            store_changes(&mut store, st.take_changes(&rs));
+        }
+    }
+    store_changes(&mut store, st.take_changes(&rs));
+    assert_eq!(st.pending_events(), 6, "4 released, 6 waiting");
+    // Restarted with a longer lateness: the 4 released events must not come back.
+    let mut st = reload(&rs, &st, &store).with_lateness(600_000);
+    assert_eq!(st.pending_events(), 6);
+    st.apply(
+        &rs,
+        &kent,
+        11,
+        &fail("eve", "2.2.2.2", T0 + 100_000),
+        &mut out,
+    );
+    st.drain(&rs, &kent, &mut out);
+    let fired = |id: &str| out.iter().filter(|a| a.rule.id == id).count();
+    assert_eq!((fired("eleven"), fired("twelve")), (1, 0));
+}
+
+#[test]
+fn pending_events_persisted_one_per_key_are_read_and_rewritten_as_a_segment() {
+    let rs = rules();
+    let kent = ForceId::new("kent").unwrap();
+    let evs: Vec<Event> = (0..6)
+        .map(|i| fail("bob", &format!("10.0.0.{i}"), T0 + i * 10_000))
+        .collect();
+    let mut whole = ForceState::new().with_lateness(60_000);
+    let mut want = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        whole.apply(&rs, &kent, i as u64 + 1, e, &mut want);
+    }
+    whole.drain(&rs, &kent, &mut want);
+    // The first three as a release before segments would have stored them.
+    let mut st = ForceState::new().with_lateness(60_000);
+    let mut out = Vec::new();
+    let mut store = BTreeMap::new();
+    for (i, e) in evs.iter().enumerate().take(3) {
+        st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
+    }
+    let mut first_form = BTreeMap::new();
+    for (at, p) in &st.pending {
+        let mut k = Vec::new();
+        Pending::key_into(*at, &mut k);
+        first_form.insert(k, p.encode(&rs));
+    }
+    assert_eq!(first_form.len(), 3);
+    store.extend(first_form.clone());
+    let mut st = reload(&rs, &st, &store).with_lateness(60_000);
+    assert_eq!(st.pending_events(), 3);
+    store_changes(&mut store, st.take_changes(&rs));
+    assert!(
+        first_form.keys().all(|k| !store.contains_key(k)),
+        "old keys deleted"
+    );
+    assert_eq!(
+        store
+            .keys()
+            .filter(|k| k.starts_with(SEGMENT_PREFIX))
+            .count(),
+        1
+    );
+    for (i, e) in evs.iter().enumerate().skip(3) {
+        st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
+    }
+    st.drain(&rs, &kent, &mut out);
+    assert_eq!(out, want);
+}
