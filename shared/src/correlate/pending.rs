@@ -3,8 +3,10 @@
 //! events arriving out of order within the lateness give the same alerts as sorted input.
 //!
 //! A pending event holds only what its correlations read (a [`Sample`] per correlation input it
-//! can reach, chained ones included), not the event itself: a few dozen bytes, persisted in the
-//! force's state under its own key so that a crash loses nothing.
+//! can reach, chained ones included), not the event itself: a few dozen bytes. The events a
+//! batch adds are persisted together, as one *segment* under one key (one write per batch, not
+//! two per event), so that a crash loses nothing; a segment is deleted once all its events are
+//! released (see `ForceState::take_changes`).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
