@@ -10,27 +10,15 @@
 set -euo pipefail
 events=${1:-120000}
 nforces=${2:-6}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-.ci/install-tools >/dev/null
-export PATH="$root/.ci/tools/venv/bin:$PATH"
-cargo build --quiet --release --bin nmc
-nmc="$root/target/release/nmc"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-forces=$(echo cumbria kent metropolitan west-midlands essex sussex gwent durham dorset surrey | tr ' ' '\n' | head -n "$nforces" | paste -sd,)
+# shellcheck source=deploy/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+forces=$(force_list "$nforces")
 tick=$(getconf CLK_TCK)
 
 cpu_ms() { awk -v t="$tick" '{ print ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }
 
 for n in 1 2 3; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats-$n" >"$work/nats-$n.log" 2>&1 &
-  nats_pid=$!; pids+=($nats_pid)
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-  export NMC_NATS_URL="nats://127.0.0.1:$port"
+  start_nats "$n"
   # One node to create streams and onboard the forces, stopped before the backlog is published.
   NMC_NODE_ID=setup NMC_DATA_DIR="$work/setup-$n" NMC_FORCES="$forces" NMC_RULES_DIRS=deploy/rules/bench \
     "$nmc" node >"$work/setup-$n.log" 2>&1 &

@@ -11,25 +11,10 @@ set -euo pipefail
 events=${1:-200000}
 nforces=${2:-4}
 batch=${3:-500}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-.ci/install-tools >/dev/null
-export PATH="$root/.ci/tools/venv/bin:$PATH"
-cargo build --quiet --release --bin nmc
-nmc="$root/target/release/nmc"
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-forces=$(echo cumbria kent metropolitan west-midlands essex sussex gwent durham | tr ' ' '\n' | head -n "$nforces" | paste -sd,)
+# shellcheck source=deploy/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+forces=$(force_list "$nforces")
 
-start_nats() {
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats-$1" >"$work/nats-$1.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-  export NMC_NATS_URL="nats://127.0.0.1:$port"
-}
 start_node() {
   NMC_NODE_ID=bench NMC_DATA_DIR="$work/node-$1" NMC_FORCES="$forces" NMC_BATCH_SIZE="$batch" \
     NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" NMC_LOG=info \

@@ -1,0 +1,31 @@
+# Shared set-up of the benchmark scripts (sourced, not run): builds the release `nmc`, makes a
+# work directory removed on exit with every process started through `pids`, and starts
+# `nats-server` with JetStream on a free loopback port.
+#
+#   source "$(dirname "$0")/lib.sh"
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+.ci/install-tools >/dev/null
+export PATH="$root/.ci/tools/venv/bin:$PATH"
+cargo build --quiet --release --bin nmc
+nmc="$root/target/release/nmc"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The first N forces of a fixed list, comma-separated.
+force_list() {
+  echo cumbria kent metropolitan west-midlands essex sussex gwent durham dorset surrey | tr ' ' '\n' | head -n "$1" | paste -sd,
+}
+
+# Starts a fresh nats-server (store in $work/nats-NAME); sets NMC_NATS_URL and nats_pid.
+start_nats() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/nats-$1" >"$work/nats-$1.log" 2>&1 &
+  nats_pid=$!
+  pids+=($nats_pid)
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+  export NMC_NATS_URL="nats://127.0.0.1:$port"
+}
