@@ -251,9 +251,12 @@ impl ForceState {
     }
 
     /// Event time up to which correlations have seen every on-time event: the watermark minus
-    /// the lateness.
+    /// the lateness, and never before what was already released (after a restart with a
+    /// longer lateness, the longer lateness takes effect as the watermark catches up; events
+    /// before the released time are late, not buffered again).
     pub fn frontier_ms(&self) -> i64 {
-        self.watermark_ms.saturating_sub(self.lateness_ms)
+        let f = self.watermark_ms.saturating_sub(self.lateness_ms);
+        self.released_upto.map_or(f, |r| f.max(r))
     }
 
     /// Number of live groups.
@@ -365,6 +368,9 @@ impl ForceState {
             }
             self.feed(rules, force, Released::Buffered(&p), out);
         }
+        // Up to the frontier (a drain releases everything without moving it: the segments it
+        // empties are deleted, and a hunt's next file is judged against the same frontier).
+        let upto = upto.min(self.frontier_ms());
         self.released_upto = Some(self.released_upto.map_or(upto, |r| r.max(upto)));
         let frontier = self.frontier_ms();
         self.check_silence(rules, force, frontier, out);
@@ -830,10 +836,10 @@ impl ForceState {
         }
         self.added = added;
         self.added.clear();
-        // Only segments need it (to tell their released events): written while there are.
+        // Segments need it (to tell their released events), and it keeps the frontier from
+        // going back after a restart with a longer lateness.
         if let Some(upto) = self.released_upto
             && self.released_upto != self.released_persisted
-            && !self.segments.is_empty()
         {
             let i = changes.key(|out| out.extend_from_slice(RELEASED_KEY));
             changes.put(i, |out| state::encode_into(out, &upto));
