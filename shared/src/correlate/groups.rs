@@ -28,9 +28,13 @@ pub(super) struct KeyPrints {
 
 impl Default for KeyPrints {
     fn default() -> KeyPrints {
-        let (a, b) = (RandomState::new(), RandomState::new());
-        let empty = Print::from(a.hash_one("")) << 64 | Print::from(b.hash_one(""));
-        KeyPrints { a, b, empty }
+        let mut prints = KeyPrints {
+            a: RandomState::new(),
+            b: RandomState::new(),
+            empty: 0,
+        };
+        prints.empty = prints.of("");
+        prints
     }
 }
 

@@ -311,14 +311,7 @@ impl ForceState {
             }
             for &c in rules.correlations_of(r) {
                 let corr = &rules.correlations()[c];
-                for (pos, _) in corr
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| **x == Input::Rule(r))
-                {
-                    direct.push((c, pos));
-                }
+                direct.extend(corr.positions_of(Input::Rule(r)).map(|pos| (c, pos)));
             }
         }
         if !direct.is_empty() {
@@ -444,12 +437,7 @@ impl ForceState {
                 }
                 for &d in rules.correlations_of_correlation(c) {
                     let down = &rules.correlations()[d];
-                    for (pos, _) in down
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, x)| **x == Input::Correlation(c))
-                    {
+                    for pos in down.positions_of(Input::Correlation(c)) {
                         // Downstream ranks are higher: the entry lands after the current one.
                         let entry = (down.rank, d, pos);
                         if let Err(at) = queue[i..].binary_search(&entry) {
@@ -834,8 +822,8 @@ impl ForceState {
             }
             *self.segments.entry(id).or_default() += added.len() as u32;
         }
+        added.clear();
         self.added = added;
-        self.added.clear();
         // Segments need it (to tell their released events), and it keeps the frontier from
         // going back after a restart with a longer lateness.
         if let Some(upto) = self.released_upto

@@ -15,7 +15,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use super::window::{Seen, Seq};
+use super::window::Seen;
 use crate::event::Event;
 use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
@@ -206,12 +206,7 @@ impl Pending {
         while let Some(c) = todo.pop() {
             for &d in rules.correlations_of_correlation(c) {
                 let corr = &rules.correlations()[d];
-                for (pos, _) in corr
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| **x == Input::Correlation(c))
-                {
+                for pos in corr.positions_of(Input::Correlation(c)) {
                     if reach.insert((d, pos)) {
                         todo.push(d);
                     }
@@ -246,25 +241,15 @@ impl Pending {
         out.extend_from_slice(&at.seq.to_be_bytes());
     }
 
-    /// Encodes it with correlation ids instead of indices (indices change with the rule set),
-    /// as a [`PendingWire`] (written field by field, without building one).
+    /// Encodes it alone, as the first form stored it (segments hold the same per event): with
+    /// correlation ids instead of indices (indices change with the rule set), as a
+    /// [`PendingWire`] written field by field.
     #[cfg(test)]
     pub fn encode(&self, rules: &RuleSet) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(rules, &mut out);
-        out
-    }
-
-    /// [`Pending::encode`], appending to `out`.
-    #[cfg(test)]
-    pub fn encode_into(&self, rules: &RuleSet, out: &mut Vec<u8>) {
-        state::encode_into(
-            out,
-            &PendingRef {
-                rules,
-                pending: self,
-            },
-        )
+        state::encode(&PendingRef {
+            rules,
+            pending: self,
+        })
     }
 
     /// Decodes a pending event persisted in its own key (the first form); inputs of
@@ -304,6 +289,20 @@ impl Pending {
             samples,
             segment: None,
         }
+    }
+}
+
+/// A sequence serialized from an exact-size iterator made on demand (no collection built).
+struct Seq<F>(F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
     }
 }
 

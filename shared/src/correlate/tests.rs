@@ -28,14 +28,18 @@ detection: {s: {client: IMAP4}, condition: s}
 level: medium
 "#;
 
-fn rules() -> RuleSet {
-    let docs = parse_rules("t.yml", RULES)
+fn compile(name: &str, text: &str) -> RuleSet {
+    let docs = parse_rules(name, text)
         .into_iter()
         .map(Result::unwrap)
         .collect();
     let (rs, errs) = RuleSet::compile(docs);
     assert!(errs.is_empty(), "{errs:?}");
     rs
+}
+
+fn rules() -> RuleSet {
+    compile("t.yml", RULES)
 }
 
 const T0: i64 = 1_709_287_200_000;
@@ -151,13 +155,7 @@ fn signin(user: &str, code: &str, t: i64) -> Event {
 }
 
 fn sequences() -> RuleSet {
-    let docs = parse_rules("s.yml", SEQUENCES)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
-    rs
+    compile("s.yml", SEQUENCES)
 }
 
 fn fired<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a Alert> {
@@ -170,12 +168,7 @@ fn fired<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a Alert> {
 #[test]
 fn spec_example_failed_logins_then_success() {
     let text = include_str!("../../../tests/data/sigma-specification/spec_example_15.yml");
-    let docs = parse_rules("spec_example_15.yml", text)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
+    let rs = compile("spec_example_15.yml", text);
     let logon = |user: &str, eid: u32, t: i64| {
         Event::with_time(
             SourceKind::WindowsSecurity,
@@ -229,12 +222,7 @@ fn spec_run(example: &str, base: &str, events: &[Value]) -> Vec<Alert> {
     text.push_str(example);
     text.push('\n');
     text.push_str(base);
-    let docs = parse_rules("example.yml", &text)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
+    let rs = compile("example.yml", &text);
     let evs: Vec<Event> = events
         .iter()
         .enumerate()
@@ -429,13 +417,7 @@ fn at(user: &str, country: &str, lat: f64, lon: f64, t: i64) -> Event {
 }
 
 fn detectors() -> RuleSet {
-    let docs = parse_rules("d.yml", DETECTORS)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
-    rs
+    compile("d.yml", DETECTORS)
 }
 
 const DAY: i64 = 86_400_000;
@@ -529,12 +511,7 @@ id: aws_silent
 correlation: {type: silent_feed, rules: [any_aws], timespan: 1h}
 level: high
 "#;
-    let docs = parse_rules("s.yml", text)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
+    let rs = compile("s.yml", text);
     let aws = |t: i64| Event::with_time(SourceKind::AwsCloudtrail, t, json!({"eventName": "X"}));
     let sign = |t: i64| Event::with_time(SourceKind::EntraSignin, t, json!({"resultType": "0"}));
     let min = 60_000;
@@ -726,18 +703,8 @@ fn persisted_state_resumes_identically() {
     for (i, e) in evs.iter().enumerate().take(3) {
         st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
     }
-    for (k, v) in st.take_changes(&rs) {
-        match v {
-            Some(v) => store.insert(k, v),
-            None => store.remove(&k),
-        };
-    }
-    let mut st = ForceState::load(
-        &rs,
-        st.watermark_ms(),
-        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-    )
-    .unwrap();
+    store_changes(&mut store, st.take_changes(&rs));
+    let mut st = reload(&rs, &st, &store);
     for (i, e) in evs.iter().enumerate().skip(3) {
         st.apply(&rs, &kent, i as u64 + 1, e, &mut out);
     }
@@ -812,13 +779,7 @@ fn drops(alerts: &[Alert]) -> Vec<(String, u64, Option<f64>)> {
 }
 
 fn rate_rules() -> RuleSet {
-    let docs = parse_rules("r.yml", RATE_DROP)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
-    rs
+    compile("r.yml", RATE_DROP)
 }
 
 #[test]
@@ -925,19 +886,8 @@ fn silent_feed_rate_drop_is_the_same_in_any_arrival_order_and_across_restarts() 
     for (n, (_, seq, e)) in arrival.iter().enumerate() {
         st.apply(&rs, &kent, *seq, e, &mut out);
         if n % 97 == 96 {
-            for (k, v) in st.take_changes(&rs) {
-                match v {
-                    Some(v) => store.insert(k, v),
-                    None => store.remove(&k),
-                };
-            }
-            st = ForceState::load(
-                &rs,
-                st.watermark_ms(),
-                store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            )
-            .unwrap()
-            .with_lateness(lateness);
+            store_changes(&mut store, st.take_changes(&rs));
+            st = reload(&rs, &st, &store).with_lateness(lateness);
         }
     }
     st.drain(&rs, &kent, &mut out);
@@ -1137,6 +1087,15 @@ fn no_lateness_keeps_the_immediate_behaviour() {
     assert_eq!(alerts.iter().filter(|a| a.rule.id == "brute").count(), 1);
 }
 
+/// The test rules plus `eleven` and `twelve`: event counts of a user's failures that fire at 11
+/// and 12 (with 11 failures, `twelve` fires only if one counted twice).
+fn counting_rules() -> RuleSet {
+    let text = format!(
+        "{RULES}---\ntitle: eleven\nid: eleven\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 11}}}}\n---\ntitle: twelve\nid: twelve\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 12}}}}\n"
+    );
+    compile("t.yml", &text)
+}
+
 /// Applies `changes` to a store as the node does.
 fn store_changes(store: &mut BTreeMap<Vec<u8>, Vec<u8>>, changes: StateChanges) {
     for (k, v) in changes {
@@ -1217,15 +1176,7 @@ fn buffered_events_persist_as_one_segment_per_batch_and_go_when_all_are_released
 #[test]
 fn lateness_changed_across_a_restart_feeds_no_event_twice() {
     // 11 failures: `eleven` must fire once, `twelve` never (it would if an event counted twice).
-    let text = format!(
-        "{RULES}---\ntitle: eleven\nid: eleven\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 11}}}}\n---\ntitle: twelve\nid: twelve\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 12}}}}\n"
-    );
-    let docs = parse_rules("t.yml", &text)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
+    let rs = counting_rules();
     let kent = ForceId::new("kent").unwrap();
     let mut st = ForceState::new().with_lateness(60_000);
     let mut store = BTreeMap::new();
@@ -1312,15 +1263,7 @@ fn pending_events_persisted_one_per_key_are_read_and_rewritten_as_a_segment() {
 #[test]
 fn events_after_a_lateness_increase_are_neither_lost_nor_fed_twice() {
     // `eleven` must fire once and `twelve` never: every one of the 11 events counts once.
-    let text = format!(
-        "{RULES}---\ntitle: eleven\nid: eleven\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 11}}}}\n---\ntitle: twelve\nid: twelve\ncorrelation: {{type: event_count, rules: failed, group-by: [user], timespan: 1h, condition: {{gte: 12}}}}\n"
-    );
-    let docs = parse_rules("t.yml", &text)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let (rs, errs) = RuleSet::compile(docs);
-    assert!(errs.is_empty(), "{errs:?}");
+    let rs = counting_rules();
     let kent = ForceId::new("kent").unwrap();
     let mut st = ForceState::new().with_lateness(60_000);
     let mut store = BTreeMap::new();

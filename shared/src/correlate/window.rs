@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::rate::RateWatch;
 use crate::state::RawWriter;
@@ -605,20 +605,6 @@ impl GroupWindow {
             dirty: false,
             print_lo: 0,
         }
-    }
-}
-
-/// A sequence serialized from an exact-size iterator made on demand (no collection built).
-pub(super) struct Seq<F>(pub F);
-
-impl<F, I> Serialize for Seq<F>
-where
-    F: Fn() -> I,
-    I: ExactSizeIterator,
-    I::Item: Serialize,
-{
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq((self.0)())
     }
 }
 

@@ -444,6 +444,15 @@ pub struct CompiledCorrelation {
 }
 
 impl CompiledCorrelation {
+    /// Positions of `input` among the correlation's inputs (a rule may be named more than once).
+    pub fn positions_of(&self, input: Input) -> impl Iterator<Item = usize> + '_ {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(move |(_, x)| **x == input)
+            .map(|(pos, _)| pos)
+    }
+
     /// Whether `n` satisfies the condition.
     pub fn holds(&self, n: f64) -> bool {
         self.condition.iter().all(|(op, t)| op.test(n, *t))
