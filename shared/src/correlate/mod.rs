@@ -92,15 +92,8 @@ pub struct ForceState {
     groups: Vec<GroupMap>,
     /// Prints of group keys.
     prints: KeyPrints,
-    /// Groups changed since the last `take_changes`, as (correlation, print, index in
-    /// `changes`). A live group is listed once (its window's `dirty` flag); a removed and
-    /// re-created one may repeat.
-    dirty: Vec<(usize, Print, usize)>,
-    /// Groups removed since the last `take_changes`, as (correlation, print, index in
-    /// `changes`): deleted unless re-created since.
-    removed: Vec<(usize, Print, usize)>,
-    /// The changes being gathered for the next `take_changes`.
-    changes: StateChanges,
+    /// Groups changed and removed since the last `take_changes`.
+    touched: Touched,
     /// Persisted groups of correlations no longer loaded, deleted by the next `take_changes`.
     orphans: Vec<Vec<u8>>,
     /// The reorder buffer, by (event time, sequence).
@@ -131,6 +124,35 @@ pub struct ForceState {
     direct_buf: Vec<(usize, usize)>,
     /// Rate-drop alerts of the silent feed being fed (handed to `feed`).
     rate_alerts: Vec<Alert>,
+}
+
+/// The groups changed and removed since the last `take_changes`, their state keys already
+/// listed in the changes being gathered (copied while the key is at hand).
+#[derive(Debug, Default)]
+struct Touched {
+    changes: StateChanges,
+    /// (correlation, print, index in `changes`). A live group is listed once (its window's
+    /// `dirty` flag); a removed and re-created one may repeat.
+    dirty: Vec<(usize, Print, usize)>,
+    /// (correlation, print, index in `changes`): deleted unless re-created since.
+    removed: Vec<(usize, Print, usize)>,
+}
+
+impl Touched {
+    /// Lists group `key` of correlation `c` (rule id `rule`) as changed, once per batch.
+    fn changed(&mut self, win: &mut GroupWindow, c: usize, print: Print, rule: &str, key: &str) {
+        if !win.dirty {
+            win.dirty = true;
+            let i = self.changes.group(rule, key);
+            self.dirty.push((c, print, i));
+        }
+    }
+
+    /// Lists removed group `key` of correlation `c` (rule id `rule`) for deletion.
+    fn removed(&mut self, c: usize, print: Print, rule: &str, key: &str) {
+        let i = self.changes.group(rule, key);
+        self.removed.push((c, print, i));
+    }
 }
 
 /// An event reaching its correlations: at once (time and sequence, the pairs it feeds
@@ -492,11 +514,7 @@ impl ForceState {
             // Whether or not a sweep removed it yet, an expired group starts afresh.
             win.reset();
         }
-        if !win.dirty {
-            win.dirty = true;
-            let i = self.changes.group(&corr.meta.id, key);
-            self.dirty.push((c, print, i));
-        }
+        self.touched.changed(win, c, print, &corr.meta.id, key);
         let quiet = win.suppress_until.is_some_and(|u| t <= u);
         if quiet {
             win.suppressed = win.suppressed.saturating_add(1);
@@ -669,8 +687,7 @@ impl ForceState {
         }
         if win.is_idle(t) {
             groups.remove(print);
-            let i = self.changes.group(&corr.meta.id, key);
-            self.removed.push((c, print, i));
+            self.touched.removed(c, print, &corr.meta.id, key);
         }
         alert
     }
@@ -702,11 +719,7 @@ impl ForceState {
                     continue;
                 };
                 let drops = watch.judge(until, corr.detector.baseline_ms / span, below);
-                if !win.dirty {
-                    win.dirty = true;
-                    let i = self.changes.group(&corr.meta.id, "");
-                    self.dirty.push((c, empty, i));
-                }
+                self.touched.changed(win, c, empty, &corr.meta.id, "");
                 if corr.emits {
                     out.extend(drops.iter().map(|d| rate_alert(corr, force, d)));
                 }
@@ -720,11 +733,7 @@ impl ForceState {
                 continue;
             }
             win.suppress_until = Some(i64::MAX);
-            if !win.dirty {
-                win.dirty = true;
-                let i = self.changes.group(&corr.meta.id, "");
-                self.dirty.push((c, empty, i));
-            }
+            self.touched.changed(win, c, empty, &corr.meta.id, "");
             let alert = Alert {
                 id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
                 force: force.clone(),
@@ -771,13 +780,10 @@ impl ForceState {
                 continue;
             }
             let span = corr.timespan_ms;
-            let (changes, removed) = (&mut self.changes, &mut self.removed);
+            let touched = &mut self.touched;
             groups.remove_if(
                 |win| win.expired_at(frontier, span),
-                |print, win| {
-                    let i = changes.group(&corr.meta.id, &win.key);
-                    removed.push((c, print, i));
-                },
+                |print, win| touched.removed(c, print, &corr.meta.id, &win.key),
             );
         }
     }
@@ -785,8 +791,12 @@ impl ForceState {
     /// Changes since the last call, to persist atomically with the stream cursor (sorted by
     /// key, so that the same events always give the same batch).
     pub fn take_changes(&mut self, rules: &RuleSet) -> StateChanges {
-        let mut changes = std::mem::take(&mut self.changes);
-        for (c, print, i) in self.dirty.drain(..) {
+        let Touched {
+            mut changes,
+            mut dirty,
+            mut removed,
+        } = std::mem::take(&mut self.touched);
+        for (c, print, i) in dirty.drain(..) {
             match self.groups[c].get_mut(print).filter(|w| w.dirty) {
                 Some(w) => {
                     w.dirty = false;
@@ -797,7 +807,7 @@ impl ForceState {
                 None => changes.skip(i),
             }
         }
-        for (c, print, i) in self.removed.drain(..) {
+        for (c, print, i) in removed.drain(..) {
             // Re-created since: written above.
             if self.groups[c].contains(print) {
                 changes.skip(i);
@@ -838,7 +848,12 @@ impl ForceState {
             changes.put(i, |out| state::encode_into(out, &self.meta));
         }
         changes.finish();
-        self.changes = StateChanges::sized_like(&changes);
+        // The next batch is likely similar: reuse the lists, size the buffers alike.
+        self.touched = Touched {
+            changes: StateChanges::sized_like(&changes),
+            dirty,
+            removed,
+        };
         changes
     }
 }
