@@ -37,7 +37,7 @@ async fn poison_event_is_retried_then_dead_lettered_and_state_survives() {
             forces: vec!["kent".into(), "essex".into()],
             rules: vec![rules_dir("identity")],
             env: vec![
-                ("NMC_PANIC_FIELD".into(), "nmc_test_panic".into()),
+                ("NMC_FAULT_PANIC_FIELD".into(), "nmc_test_panic".into()),
                 ("NMC_MAX_ATTEMPTS".into(), "3".into()),
             ],
             ..Default::default()

@@ -21,7 +21,6 @@ async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {
             triage: true,
             rules: vec![rules_dir("identity")],
             env: vec![("NMC_MAX_EVENT_BYTES".into(), "4096".into())],
-            ..Default::default()
         },
     );
     let js = nats.js().await;

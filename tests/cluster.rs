@@ -42,7 +42,6 @@ fn spec(id: &str, forces: &[&str]) -> NodeSpec {
             ("NMC_CHECKPOINT_INTERVAL_SECS".into(), "2".into()),
             ("NMC_WORKERS".into(), "1".into()),
         ],
-        ..Default::default()
     }
 }
 
@@ -492,11 +491,11 @@ async fn forces_and_rule_packs_change_while_running() {
     );
     let out = nmc(&nats, &["rules", "push", broken.to_str().unwrap()]);
     assert!(!out.status.success(), "broken pack refused by the CLI");
-    let packs = nmc_node::cluster::rulepack::ensure(&js, 1).await.unwrap();
-    let files = nmc_node::cluster::rulepack::PackFiles {
+    let packs = nmc_node::rules::pack::ensure(&js, 1).await.unwrap();
+    let files = nmc_node::rules::pack::PackFiles {
         files: nmc_node::rules::read_texts(&[broken]).unwrap(),
     };
-    let bad = nmc_node::cluster::rulepack::push(&packs, &files, 0, "test")
+    let bad = nmc_node::rules::pack::push(&packs, &files, 0, "test")
         .await
         .unwrap();
     wait_log(&node, &format!("{bad} refused"), |l| {

@@ -18,8 +18,7 @@ async fn three_forces_two_nodes_exact_alerts() {
         &dir.path().join("a"),
         &NodeSpec {
             id: "node-a".into(),
-            forces: vec!["kent".into(), "essex".into()],
-            onboarded: all.clone(),
+            forces: all.clone(),
             triage: true,
             rules: rules.clone(),
             ..Default::default()
@@ -30,8 +29,7 @@ async fn three_forces_two_nodes_exact_alerts() {
         &dir.path().join("b"),
         &NodeSpec {
             id: "node-b".into(),
-            forces: vec!["cumbria".into()],
-            onboarded: all.clone(),
+            forces: all.clone(),
             rules: rules.clone(),
             ..Default::default()
         },

@@ -1,17 +1,28 @@
-//! `nmc-node`: the runtime of nmc. Configuration ([`config`]), NATS and JetStream ([`bus`]),
-//! sled persistence ([`store`]), cluster coordination ([`cluster`]), the supervised force actors
-//! ([`force`]), triage of unknown forces ([`triage`]), rule loading ([`rules`]), the node itself
-//! ([`runtime`]), telemetry ([`telemetry`]), synthetic telemetry ([`synth`]) and the command line
-//! ([`cli`]).
+//! `nmc-node`: the runtime of nmc and the `nmc` binary.
+//!
+//! - [`node`]: start-up and shutdown of `nmc node`; [`context`]: what a node's tasks share.
+//! - [`config`]: the node's configuration (a TOML file, `NMC_*` overrides).
+//! - [`bus`]: NATS and JetStream (connection, streams, readers, publishing; who may create
+//!   streams and buckets: [`bus::provision`]).
+//! - [`store`]: sled persistence of each force's cursor, state and outbox.
+//! - [`cluster`]: membership, leases, the coordinator and its decisions, checkpoints, onboarding.
+//! - [`force`]: the supervised force actor, its worker and the pure evaluation of a batch.
+//! - [`triage`]: dead-lettering events of forces that are not onboarded.
+//! - [`rules`]: rule files, rule packs and hot reload.
+//! - [`hunt`]: the offline engine of `nmc hunt`; [`synth`]: synthetic telemetry.
+//! - [`telemetry`]: logs and traces; [`clock`]: the wall clock, for records and input checks.
+//! - [`cli`]: the command line, one module per command.
 
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod force;
 pub mod hunt;
+pub mod node;
 pub mod rules;
-pub mod runtime;
 pub mod store;
 pub mod synth;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use nmc_shared::correlate::{ForceState, StateChanges};
 use nmc_shared::sigma::RuleSet;
+use nmc_shared::state::Checkpoint;
 use nmc_shared::{ForceId, state};
 use serde::{Deserialize, Serialize};
 
@@ -69,12 +70,6 @@ impl Store {
     /// The tree of one force.
     pub fn force(&self, force: &ForceId) -> Result<ForceStore> {
         let tree = self.db.open_tree(format!("force/{force}"))?;
-        Ok(ForceStore { tree })
-    }
-
-    /// The tree of a node-level reader that is not a force (e.g. triage).
-    pub fn named(&self, name: &str) -> Result<ForceStore> {
-        let tree = self.db.open_tree(format!("node/{name}"))?;
         Ok(ForceStore { tree })
     }
 
@@ -151,12 +146,6 @@ impl ForceStore {
     /// Last applied `NMC_EVENTS` sequence (0 if none).
     pub fn cursor(&self) -> Result<u64> {
         Ok(be_u64(self.tree.get(CURSOR)?))
-    }
-
-    /// Sets the cursor alone (for readers without state, such as triage).
-    pub fn set_cursor(&self, seq: u64) -> Result<()> {
-        self.tree.insert(CURSOR, &seq.to_be_bytes())?;
-        Ok(())
     }
 
     /// Rebuilds the force's correlation state from the tree.
@@ -246,27 +235,25 @@ impl ForceStore {
 }
 
 impl ForceStore {
-    /// The whole state of the force, at its cursor (see [`nmc_shared::state::Checkpoint`]).
-    pub fn export(&self, force: &ForceId) -> Result<nmc_shared::state::Checkpoint> {
+    /// The whole state of the force, at its cursor (see [`Checkpoint`]).
+    pub fn export(&self, force: &ForceId) -> Result<Checkpoint> {
         let entries = self
             .tree
             .iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()?;
-        Ok(nmc_shared::state::Checkpoint {
+        Ok(Checkpoint {
             force: force.to_string(),
             seq: self.cursor()?,
             entries,
         })
     }
 
-    /// Replaces the force's state by a checkpoint, atomically.
-    pub fn import(&self, force: &ForceId, c: &nmc_shared::state::Checkpoint) -> Result<()> {
-        anyhow::ensure!(
-            c.force == force.as_str(),
-            "checkpoint is of force `{}`, not `{force}`",
-            c.force
-        );
+    /// Replaces the force's state by a checkpoint, atomically, once it is checked: a bad
+    /// checkpoint is refused and the state in place is left as it was. With `rules`, the
+    /// correlation state must also load under them (as the force's next worker will load it).
+    pub fn import(&self, force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<()> {
+        validate(force, c, rules)?;
         let mut b = sled::Batch::default();
         for k in self.tree.iter().keys() {
             b.remove(k?);
@@ -275,14 +262,166 @@ impl ForceStore {
             b.insert(k.as_slice(), v.as_slice());
         }
         self.tree.apply_batch(b)?;
-        anyhow::ensure!(
-            self.cursor()? == c.seq,
-            "checkpoint cursor does not match its entries"
-        );
         Ok(())
     }
 }
 
+/// Checks that a checkpoint is a whole, readable state of `force` before it replaces one.
+fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<()> {
+    let bad = |why: String| anyhow::anyhow!("checkpoint of `{}` refused: {why}", c.force);
+    if c.force != force.as_str() {
+        return Err(bad(format!("it is not of force `{force}`")));
+    }
+    let get = |key: &[u8]| {
+        c.entries
+            .iter()
+            .find(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v.as_slice())
+    };
+    let cursor = get(CURSOR).map(|v| <[u8; 8]>::try_from(v).map(u64::from_be_bytes));
+    match cursor {
+        Some(Ok(seq)) if seq == c.seq => {}
+        Some(Ok(seq)) => {
+            return Err(bad(format!(
+                "its cursor {seq} is not its sequence {}",
+                c.seq
+            )));
+        }
+        Some(Err(_)) => return Err(bad("its cursor is not 8 bytes".into())),
+        None if c.seq == 0 => {}
+        None => return Err(bad("it has no cursor".into())),
+    }
+    let watermark = match get(WATERMARK) {
+        Some(v) => <[u8; 8]>::try_from(v)
+            .map(|b| u64::from_be_bytes(b) as i64)
+            .map_err(|_| bad("its watermark is not 8 bytes".into()))?,
+        None => 0,
+    };
+    for (k, v) in &c.entries {
+        if k.starts_with(OUTBOX_PREFIX) {
+            state::decode::<OutboxEntry>(v).map_err(|e| bad(format!("an outbox entry: {e}")))?;
+        } else if k == POISON {
+            state::decode::<Poison>(v).map_err(|e| bad(format!("its poison record: {e}")))?;
+        } else if !(k.starts_with(STATE_PREFIX) || k == CURSOR || k == WATERMARK) {
+            return Err(bad(format!("unknown key {:?}", String::from_utf8_lossy(k))));
+        }
+    }
+    if let Some(rules) = rules {
+        let groups = c
+            .entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(STATE_PREFIX)?, v.as_slice())));
+        ForceState::load(rules, watermark, groups)
+            .map_err(|e| bad(format!("its correlation state: {e}")))?;
+    }
+    Ok(())
+}
+
 fn outbox_key(seq: u64, n: u16) -> Vec<u8> {
     [OUTBOX_PREFIX, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A brute-force count (so that the state has groups) over wrong-password sign-ins.
+    fn rules() -> RuleSet {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules/identity");
+        let (set, errors) = crate::rules::load(&[dir]).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    /// Applies `n` wrong-password sign-ins of bob from sequence `from` and commits them.
+    fn apply(fs: &ForceStore, rules: &RuleSet, from: u64, n: u64) {
+        let force = ForceId::new("kent").unwrap();
+        let mut st = fs.load_state(rules).unwrap();
+        let mut alerts = Vec::new();
+        for seq in from..from + n {
+            let v = crate::synth::signin(
+                1_793_606_400_000 + seq as i64 * 1000,
+                seq,
+                "bob.smith@kent.police.uk",
+                "45.155.205.99",
+                "Azure Portal",
+                "Browser",
+                50126,
+                ("Amsterdam", 52.37, 4.89),
+                "NL",
+            );
+            let ev = nmc_shared::Event::from_value(nmc_shared::SourceKind::EntraSignin, v).unwrap();
+            st.apply(rules, &force, seq, &ev, &mut alerts);
+        }
+        fs.commit(BatchCommit {
+            cursor: from + n - 1,
+            watermark_ms: st.watermark_ms(),
+            state: st.take_changes(rules),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_bad_checkpoint_is_refused_and_the_state_in_place_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kent = ForceId::new("kent").unwrap();
+        let fs = store.force(&kent).unwrap();
+        let rules = rules();
+        apply(&fs, &rules, 1, 5);
+        let good = fs.export(&kent).unwrap();
+        assert_eq!(good.seq, 5);
+        assert!(
+            good.entries
+                .iter()
+                .any(|(k, _)| k.starts_with(STATE_PREFIX))
+        );
+        apply(&fs, &rules, 6, 5);
+        let before = fs.export(&kent).unwrap();
+        assert_eq!(before.seq, 10);
+
+        let corrupt = |f: &dyn Fn(&mut Checkpoint)| {
+            let mut c = good.clone();
+            f(&mut c);
+            c
+        };
+        let state_key = |c: &mut Checkpoint| {
+            c.entries
+                .iter_mut()
+                .find(|(k, _)| k.starts_with(STATE_PREFIX))
+                .unwrap()
+                .1
+                .clone_from(&vec![3, 0xff, 0xff, 0xff]);
+        };
+        let bad: Vec<(&str, Checkpoint)> = vec![
+            ("other force", corrupt(&|c| c.force = "essex".into())),
+            ("cursor mismatch", corrupt(&|c| c.seq = 99)),
+            (
+                "no cursor",
+                corrupt(&|c| c.entries.retain(|(k, _)| k.as_slice() != CURSOR)),
+            ),
+            (
+                "unknown key",
+                corrupt(&|c| c.entries.push((b"x/what".to_vec(), vec![1]))),
+            ),
+            (
+                "broken outbox",
+                corrupt(&|c| c.entries.push((outbox_key(3, 0), vec![3, 9, 9]))),
+            ),
+            ("broken state", corrupt(&state_key)),
+        ];
+        for (why, c) in &bad {
+            let e = fs.import(&kent, c, Some(&rules)).unwrap_err();
+            assert!(format!("{e:#}").contains("refused"), "{why}: {e:#}");
+            assert_eq!(
+                fs.export(&kent).unwrap().entries,
+                before.entries,
+                "{why}: the state in place is untouched"
+            );
+        }
+        fs.import(&kent, &good, Some(&rules)).unwrap();
+        assert_eq!(fs.export(&kent).unwrap().entries, good.entries);
+        assert_eq!(fs.cursor().unwrap(), 5);
+    }
 }

@@ -5,8 +5,6 @@
 //! by every triage node, fetches the payload of only the events it dead-letters, and
 //! acknowledges each event once its dead letter is stored.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,12 +15,12 @@ use nmc_shared::{ForceId, force};
 use tracing::{info, warn};
 
 use crate::bus::{self, DeadLetter};
-use crate::runtime::Runtime;
+use crate::context::NodeContext;
 
 /// Where an event on `subject` goes, if it must be dead-lettered.
 pub fn classify(
     subject: &str,
-    onboarded: &BTreeSet<ForceId>,
+    onboarded: impl Fn(&ForceId) -> bool,
 ) -> Option<(String, &'static str, String)> {
     let token = subject
         .strip_prefix("nmc.events.")
@@ -30,7 +28,7 @@ pub fn classify(
         .unwrap_or_default();
     let force = ForceId::new(token);
     // The owning force actor handles every subject under an onboarded force, malformed or not.
-    if force.as_ref().is_ok_and(|f| onboarded.contains(f)) {
+    if force.as_ref().is_ok_and(onboarded) {
         return None;
     }
     if subject::split_events(subject).is_none() {
@@ -59,9 +57,9 @@ pub fn classify(
 pub const TRIAGE_CONSUMER: &str = "nmc-triage";
 
 /// Runs triage forever, restarting after errors.
-pub async fn run(rt: Arc<Runtime>) {
+pub async fn run(ctx: NodeContext) {
     loop {
-        if let Err(e) = run_once(&rt).await {
+        if let Err(e) = run_once(&ctx).await {
             warn!(error = format!("{e:#}"), "triage failed; restarting in 1s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -73,8 +71,8 @@ pub async fn run(rt: Arc<Runtime>) {
 /// classified by one of them, acknowledged once its dead letter (if any) is stored, and
 /// redelivered if that node dies first. Dead letters carry a message id derived from the event's
 /// sequence, so a redelivery never doubles one.
-async fn run_once(rt: &Runtime) -> Result<()> {
-    let stream = rt.js.get_stream(EVENTS_STREAM).await?;
+async fn run_once(ctx: &NodeContext) -> Result<()> {
+    let stream = ctx.js.get_stream(EVENTS_STREAM).await?;
     let consumer = stream
         .get_or_create_consumer(
             TRIAGE_CONSUMER,
@@ -104,14 +102,16 @@ async fn run_once(rt: &Runtime) -> Result<()> {
                 _ => break,
             }
         }
-        let onboarded: BTreeSet<ForceId> = rt.onboarded().into_keys().collect();
+        let onboarded = ctx.onboarded();
         let mut dead = Vec::new();
         for m in &batch {
             let seq = m
                 .info()
                 .map_err(|e| anyhow::anyhow!("no JetStream metadata: {e}"))?
                 .stream_sequence;
-            if let Some((to, reason, error)) = classify(m.subject.as_str(), &onboarded) {
+            if let Some((to, reason, error)) =
+                classify(m.subject.as_str(), |f| onboarded.contains_key(f))
+            {
                 let full = stream
                     .get_raw_message(seq)
                     .await
@@ -128,7 +128,7 @@ async fn run_once(rt: &Runtime) -> Result<()> {
             }
         }
         if !dead.is_empty() {
-            bus::publish_dead_letters(&rt.js, &rt.cfg.node_id, &dead).await?;
+            bus::publish_dead_letters(&ctx.js, &ctx.cfg.node_id, &dead).await?;
         }
         for m in &batch {
             m.ack()
@@ -144,22 +144,23 @@ mod tests {
 
     #[test]
     fn classifies_subjects() {
-        let onboarded: BTreeSet<ForceId> = [ForceId::new("kent").unwrap()].into();
-        assert!(classify("nmc.events.kent.entra_signin", &onboarded).is_none());
-        let (to, reason, _) = classify("nmc.events.essex.entra_signin", &onboarded).unwrap();
+        let kent = ForceId::new("kent").unwrap();
+        let onboarded = |f: &ForceId| *f == kent;
+        assert!(classify("nmc.events.kent.entra_signin", onboarded).is_none());
+        let (to, reason, _) = classify("nmc.events.essex.entra_signin", onboarded).unwrap();
         assert_eq!(
             (to.as_str(), reason),
             ("nmc.dlq.essex", "force_not_onboarded")
         );
-        let (to, reason, _) = classify("nmc.events.atlantis.entra_signin", &onboarded).unwrap();
+        let (to, reason, _) = classify("nmc.events.atlantis.entra_signin", onboarded).unwrap();
         assert_eq!((to.as_str(), reason), (DLQ_UNKNOWN, "unknown_force"));
-        let (to, reason, _) = classify("nmc.events.Kent.entra_signin", &onboarded).unwrap();
+        let (to, reason, _) = classify("nmc.events.Kent.entra_signin", onboarded).unwrap();
         assert_eq!((to.as_str(), reason), (DLQ_UNKNOWN, "unknown_force"));
         assert!(
-            classify("nmc.events.kent.a.b", &onboarded).is_none(),
+            classify("nmc.events.kent.a.b", onboarded).is_none(),
             "the actor handles it"
         );
-        let (_, reason, _) = classify("nmc.events.essex", &onboarded).unwrap();
+        let (_, reason, _) = classify("nmc.events.essex", onboarded).unwrap();
         assert_eq!(reason, "bad_subject");
     }
 }

@@ -148,10 +148,8 @@ pub fn rules_dir(name: &str) -> PathBuf {
 pub struct NodeSpec {
     /// Node id.
     pub id: String,
-    /// Forces it runs.
+    /// Forces it onboards at start-up (the cluster decides which node runs which).
     pub forces: Vec<String>,
-    /// Onboarded forces (empty: same as `forces`).
-    pub onboarded: Vec<String>,
     /// Whether it triages unknown forces.
     pub triage: bool,
     /// Rule directories.
@@ -185,7 +183,6 @@ impl Node {
             .env("NMC_NATS_URL", &nats.url)
             .env("NMC_DATA_DIR", data_dir)
             .env("NMC_FORCES", join(&spec.forces))
-            .env("NMC_ONBOARDED", join(&spec.onboarded))
             .env("NMC_TRIAGE", spec.triage.to_string())
             .env("NMC_RULES_DIRS", rules.join(","))
             .env("NMC_WORKERS", "2")

@@ -1,12 +1,13 @@
 //! `nmc cluster status`: nodes, who owns each force, its progress and lag, and the rule pack,
-//! read from the coordination buckets (no node is asked anything).
+//! read from the coordination buckets (no node is asked anything, nothing is changed).
 
 use anyhow::{Context, Result};
 use async_nats::jetstream;
 use serde_json::json;
 
 use super::NatsArgs;
-use crate::cluster::{self, lease, membership, onboarding, rulepack};
+use crate::cluster::{self, lease, membership, onboarding};
+use crate::rules::{RulePack, pack};
 
 /// `nmc cluster ...`
 #[derive(Debug, clap::Subcommand)]
@@ -27,17 +28,17 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
     let ClusterCmd::Status { json, nats } = cmd;
     let client = crate::bus::connect(&nats.url, "nmc cluster status").await?;
     let js = jetstream::new(client);
-    let b = cluster::open_buckets(&js, &crate::config::Config::default().cluster())
+    let b = cluster::open_buckets(&js)
         .await
         .context("opening the coordination buckets")?;
-    let packs = rulepack::ensure(&js, 1).await?;
+    let packs = pack::open(&js).await?;
     let nodes = membership::live_nodes(&b.nodes).await?;
     let forces = onboarding::list(&b.forces).await?;
     let holders = lease::holders(&b.leases).await?;
-    let pack = rulepack::current(&packs).await?;
+    let pack = pack::current(&packs).await?;
     let pack_version = pack
         .as_ref()
-        .map_or("local".to_owned(), |p| p.version.clone());
+        .map_or(RulePack::LOCAL.to_owned(), |p| p.version.clone());
     if json {
         let f: Vec<_> = forces
             .iter()

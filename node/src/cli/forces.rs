@@ -77,7 +77,7 @@ impl From<PhaseArg> for OnboardingPhase {
 async fn buckets(nats: &NatsArgs) -> Result<cluster::Buckets> {
     let client = crate::bus::connect(&nats.url, "nmc forces").await?;
     let js = jetstream::new(client);
-    cluster::open_buckets(&js, &crate::config::Config::default().cluster())
+    cluster::open_buckets(&js)
         .await
         .context("opening the coordination buckets")
 }

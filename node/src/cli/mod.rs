@@ -11,9 +11,14 @@ pub mod rules_push;
 pub mod state;
 pub mod tail;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use crate::config::Config;
 
 /// nmc: Sigma correlation cluster for a national police cyber security operations centre.
 #[derive(Debug, Parser)]
@@ -112,4 +117,67 @@ pub enum AlertsCmd {
 pub enum DlqCmd {
     /// Print dead letters as they arrive, one JSON line each with the reason.
     Tail(tail::TailArgs),
+}
+
+impl Cmd {
+    /// The log filter when neither `NMC_LOG` nor `RUST_LOG` is set: a node says what it does,
+    /// a tool only what goes wrong.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Cmd::Node { .. } => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Runs one command line: every command is dispatched here, once. Commands that talk to NATS
+/// run on an actix system (the node's actors need one; the tools share the set-up).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let telemetry = crate::telemetry::init(cli.cmd.default_log_filter())?;
+    let done = match cli.cmd {
+        Cmd::Node { config } => {
+            Config::load(config.as_deref()).and_then(|cfg| on_actix(crate::node::run(cfg)))
+        }
+        Cmd::Replay(a) => on_actix(replay::run(a)),
+        Cmd::Alerts {
+            cmd: AlertsCmd::Tail(a),
+        } => on_actix(tail::run(tail::Kind::Alerts, a)),
+        Cmd::Dlq {
+            cmd: DlqCmd::Tail(a),
+        } => on_actix(tail::run(tail::Kind::Dlq, a)),
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Bench(a) => on_actix(async {
+            // The bench spawns !Send tasks.
+            tokio::task::LocalSet::new().run_until(bench::run(a)).await
+        }),
+        Cmd::Hunt(a) => hunt::run(a),
+        Cmd::State { cmd } => state::run(cmd),
+        Cmd::Forces { cmd } => on_actix(forces::run(cmd)),
+        Cmd::Cluster { cmd } => on_actix(cluster::run(cmd)),
+        Cmd::Rules {
+            cmd: RulesCmd::Push(a),
+        } => on_actix(rules_push::run(a)),
+        Cmd::Rules {
+            cmd: RulesCmd::Check(a),
+        } => {
+            // 0: every rule compiles; 1: some do not (listed); 2: the check itself failed.
+            let code = match rules_check::run(a) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("nmc: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+            telemetry.shutdown();
+            return Ok(code);
+        }
+    };
+    telemetry.shutdown();
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// Runs `fut` to completion on a new actix system.
+fn on_actix(fut: impl Future<Output = Result<()>>) -> Result<()> {
+    actix_rt::System::new().block_on(fut)
 }

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use async_nats::jetstream;
 
 use super::NatsArgs;
-use crate::cluster::rulepack::{self, PackFiles};
+use crate::rules::pack::{self, PackFiles};
 
 /// Arguments of `nmc rules push`.
 #[derive(Debug, clap::Args)]
@@ -29,7 +29,7 @@ pub async fn run(args: PushArgs) -> Result<()> {
     let files = PackFiles {
         files: crate::rules::read_texts(&args.dirs)?,
     };
-    rulepack::check_not_empty(&files)?;
+    pack::check_not_empty(&files)?;
     let (set, errors) = crate::rules::compile_texts(&files.files, &ph);
     if !errors.is_empty() {
         for e in &errors {
@@ -42,13 +42,13 @@ pub async fn run(args: PushArgs) -> Result<()> {
     }
     let client = crate::bus::connect(&args.nats.url, "nmc rules push").await?;
     let js = jetstream::new(client);
-    let packs = rulepack::ensure(&js, 1).await?;
+    let packs = pack::open(&js).await?;
     let by = format!(
         "{}@{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into())
     );
-    let version = rulepack::push(&packs, &files, set.len(), &by).await?;
+    let version = pack::push(&packs, &files, set.len(), &by).await?;
     println!(
         "rule pack {version}: {} files, {} rules and correlations; nodes reload it now",
         files.files.len(),

@@ -34,6 +34,10 @@ pub enum StateCmd {
         force: ForceId,
         /// Checkpoint file to read.
         file: PathBuf,
+        /// Rule directories the node runs: the checkpoint's correlation state must load under
+        /// them (without it, only the checkpoint's structure is checked).
+        #[arg(long, num_args = 1..)]
+        rules: Vec<PathBuf>,
     },
 }
 
@@ -59,12 +63,22 @@ pub fn run(cmd: StateCmd) -> Result<()> {
             data_dir,
             force,
             file,
+            rules,
         } => {
+            let rules = if rules.is_empty() {
+                None
+            } else {
+                let (set, errors) = crate::rules::load(&rules)?;
+                for e in &errors {
+                    eprintln!("rule not loaded: {e}");
+                }
+                Some(set)
+            };
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let c = Checkpoint::from_bytes(&bytes).context("not an nmc checkpoint")?;
             let store = Store::open(&data_dir)?;
-            store.force(&force)?.import(&force, &c)?;
+            store.force(&force)?.import(&force, &c, rules.as_ref())?;
             store.flush_blocking()?;
             eprintln!(
                 "{force}: state at sequence {} imported into {}",

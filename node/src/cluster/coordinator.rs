@@ -1,13 +1,17 @@
 //! The coordinator: decides which forces this node runs, and runs the hand-offs.
 //!
-//! Every tick it reads the live nodes and the onboarded forces, computes the desired owner of
+//! Every tick (and whenever the onboarded forces change) it reads the live nodes, takes the
+//! onboarded forces from the node's watch channel, computes the desired owner of
 //! each force by rendezvous hashing, and then:
 //! - acquires the lease of each force it should own and does not hold, restores the newest of
 //!   (its local sled state, the force's checkpoint), and starts the force's actor under the lease;
 //! - hands off each force it holds but should not (another live node is the desired owner, or
 //!   the force was removed): the actor stops between two commits, its state is checkpointed, and
 //!   the lease is released so that the new owner acquires it at once;
-//! - checkpoints each owned force every `checkpoint_interval_secs`.
+//! - checkpoints each owned force every `checkpoint_interval_secs`, as tasks of their own (a
+//!   round of many forces never holds up the tick, and so never delays a takeover).
+//!
+//! What to do is decided by the pure [`super::plan`]; this module carries it out.
 //!
 //! Each held lease has its own keeper task that renews it (compare-and-set) well inside the TTL
 //! and revokes the force at once when a renewal is refused or the lease runs past its deadline,
@@ -20,20 +24,30 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::{Context, Result};
 use nmc_shared::ForceId;
-use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
-use nmc_shared::rendezvous::{self, NodeWeight};
+use nmc_shared::onboarding::OnboardingPhase;
+use nmc_shared::rendezvous::NodeWeight;
 use nmc_shared::state::Checkpoint;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::checkpoint;
 use super::lease::{Lease, LeaseLost};
 use super::membership::{self, Membership, NodeInfo};
-use super::{checkpoint, onboarding};
-use crate::force::{ForceActor, ForceControl, Handoff, Snapshot, spawn_force};
-use crate::runtime::Runtime;
+use super::plan::{self, CheckpointClock};
+use crate::context::NodeContext;
+use crate::force::{Exported, ForceActor, ForceControl, Handoff, Snapshot, spawn_force};
 
-/// How often the coordinator looks at the cluster.
+/// How often the coordinator looks at the cluster (and at once when the onboarded forces change).
 const TICK: Duration = Duration::from_millis(500);
+
+/// Checkpoints written at the same time at most: a round of 43 due forces goes out in
+/// parallel, without one force's slow export holding up the others or the coordinator.
+const CHECKPOINTS_AT_ONCE: usize = 8;
+
+/// How long a hand-off waits for a periodic checkpoint of the force that is being written, so
+/// that it never lands after (and over) the hand-off's newer one.
+const CHECKPOINT_SETTLE: Duration = Duration::from_secs(5);
 
 /// A force this node holds.
 struct Owned {
@@ -42,24 +56,43 @@ struct Owned {
     arbiter: usize,
     release: Option<oneshot::Sender<()>>,
     last_checkpoint: Instant,
+    /// The periodic checkpoint being written, if any.
+    checkpoint: Option<JoinHandle<()>>,
+}
+
+impl Owned {
+    fn checkpoint_clock(&self) -> CheckpointClock {
+        CheckpointClock {
+            since_last: self.last_checkpoint.elapsed(),
+            in_flight: self.checkpoint.as_ref().is_some_and(|h| !h.is_finished()),
+        }
+    }
+}
+
+/// A lease acquired and the force's state restored: ready to start its actor.
+struct Acquired {
+    lease: Lease,
+    restored: &'static str,
+    started: Instant,
 }
 
 /// The coordinator of one node.
 pub struct Coordinator {
-    rt: Arc<Runtime>,
+    ctx: NodeContext,
     arbiters: Vec<Arbiter>,
     owned: BTreeMap<ForceId, Owned>,
     next_arbiter: usize,
     me: NodeInfo,
-    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+    checkpoint_slots: Arc<Semaphore>,
 }
 
 impl Coordinator {
     /// Joins the cluster as this node (its heartbeat starts now).
-    pub async fn join(rt: Arc<Runtime>, arbiters: Vec<Arbiter>) -> Result<Coordinator> {
-        let me = NodeInfo::this_process(&rt.cfg.node_id, rt.cfg.weight);
-        let m = Membership::join(&rt.buckets.nodes, me.clone()).await?;
-        let every = rt.cfg.cluster().heartbeat_interval();
+    pub async fn join(ctx: NodeContext, arbiters: Vec<Arbiter>) -> Result<Coordinator> {
+        let me = NodeInfo::this_process(&ctx.cfg.node_id, ctx.cfg.weight);
+        let m = Membership::join(&ctx.buckets.nodes, me.clone()).await?;
+        let every = ctx.cfg.cluster().heartbeat_interval();
         let heartbeat = actix::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -70,12 +103,13 @@ impl Coordinator {
         });
         info!(node = %me.node_id, weight = me.weight, "joined the cluster");
         Ok(Coordinator {
-            rt,
+            ctx,
             arbiters,
             owned: BTreeMap::new(),
             next_arbiter: 0,
             me,
             heartbeat: Some(heartbeat),
+            checkpoint_slots: Arc::new(Semaphore::new(CHECKPOINTS_AT_ONCE)),
         })
     }
 
@@ -89,17 +123,18 @@ impl Coordinator {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forces = self.ctx.forces.clone();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tick.tick() => {
-                    if let Err(e) = self.tick().await {
-                        warn!(error = format!("{e:#}"), "cluster tick failed; retrying");
-                    }
-                }
+                _ = tick.tick() => {}
+                Ok(()) = forces.changed() => {}
+            }
+            if let Err(e) = self.tick().await {
+                warn!(error = format!("{e:#}"), "cluster tick failed; retrying");
             }
         }
-        let grace = Duration::from_secs(self.rt.cfg.shutdown_grace_secs);
+        let grace = Duration::from_secs(self.ctx.cfg.shutdown_grace_secs);
         info!(
             forces = self.owned.len(),
             grace_secs = grace.as_secs(),
@@ -120,11 +155,11 @@ impl Coordinator {
         }
         let forces: Vec<ForceId> = self.owned.keys().cloned().collect();
         self.hand_off_all(forces, "shutdown").await;
-        if let Err(e) = self.rt.store.flush().await {
+        if let Err(e) = self.ctx.store.flush().await {
             warn!(error = %e, "final flush failed");
         }
         let _ = self
-            .rt
+            .ctx
             .buckets
             .nodes
             .delete(&self.me.node_id)
@@ -135,150 +170,117 @@ impl Coordinator {
         }
     }
 
-    /// One look at the cluster.
+    /// One look at the cluster. Nothing here waits on a force actor: hand-offs are the only
+    /// actor round trips, and they run concurrently; checkpoints run as tasks of their own.
     async fn tick(&mut self) -> Result<()> {
-        // Forces whose lease keeper gave up.
-        let lost: Vec<ForceId> = self
-            .owned
+        self.reap();
+        let live: Vec<NodeWeight> = membership::live_nodes(&self.ctx.buckets.nodes)
+            .await?
             .iter()
-            .filter(|(_, o)| o.control.is_revoked())
-            .map(|(f, _)| f.clone())
+            .map(NodeWeight::from)
             .collect();
-        for f in lost {
-            self.owned.remove(&f);
-            error!(force = %f, "lease lost: force stopped on this node");
+        let held: BTreeSet<ForceId> = self.owned.keys().cloned().collect();
+        let plan = plan::plan(
+            &NodeWeight::from(&self.me),
+            &live,
+            &self.ctx.onboarded(),
+            &held,
+        );
+        for (f, phase) in &plan.keep {
+            if let Some(o) = self.owned.get(f) {
+                o.control.set_phase(*phase);
+            }
         }
-        // Actors whose task died outside the caught evaluation path.
+        if !plan.hand_off.is_empty() {
+            self.hand_off_all(plan.hand_off, "rebalance").await;
+        }
+        if !plan.take.is_empty() {
+            self.take_all(plan.take).await;
+        }
+        self.start_checkpoints();
+        Ok(())
+    }
+
+    /// Forgets forces whose lease keeper gave up, and restarts actors whose task died outside
+    /// the caught evaluation path.
+    fn reap(&mut self) {
+        self.owned.retain(|f, o| {
+            let lost = o.control.is_revoked();
+            if lost {
+                error!(force = %f, "lease lost: force stopped on this node");
+            }
+            !lost
+        });
         for (f, o) in &mut self.owned {
             if !o.addr.connected() {
                 error!(force = %f, "force actor died; starting a new one");
                 o.addr = spawn_force(
-                    self.rt.clone(),
+                    self.ctx.clone(),
                     f.clone(),
                     o.control.clone(),
                     &self.arbiters[o.arbiter].handle(),
                 );
             }
         }
-
-        let forces = onboarding::list(&self.rt.buckets.forces).await?;
-        self.rt.set_onboarded(forces.clone());
-        let mut live: Vec<NodeWeight> = membership::live_nodes(&self.rt.buckets.nodes)
-            .await?
-            .iter()
-            .map(NodeWeight::from)
-            .collect();
-        if !live.iter().any(|n| n.id == self.me.node_id) {
-            // Our own key may be missing for a moment (NATS restart): we are alive.
-            live.push(NodeWeight::from(&self.me));
-        }
-        let desired: BTreeSet<ForceId> = forces
-            .keys()
-            .filter(|f| rendezvous::owner(f.as_str(), &live) == Some(self.me.node_id.as_str()))
-            .cloned()
-            .collect();
-
-        // Phases of running forces follow the record.
-        for (f, o) in &self.owned {
-            if let Some(r) = forces.get(f) {
-                o.control.set_phase(r.phase);
-            }
-        }
-
-        let leaving: Vec<ForceId> = self
-            .owned
-            .keys()
-            .filter(|f| !desired.contains(*f))
-            .cloned()
-            .collect();
-        if !leaving.is_empty() {
-            self.hand_off_all(leaving, "rebalance").await;
-        }
-
-        for f in desired {
-            if self.owned.contains_key(&f) {
-                continue;
-            }
-            let phase = forces
-                .get(&f)
-                .map_or(OnboardingPhase::CloudAndOnprem, |r: &ForceRecord| r.phase);
-            if let Err(e) = self.try_acquire(&f, phase).await {
-                warn!(force = %f, error = format!("{e:#}"), "could not take the force");
-            }
-        }
-
-        self.checkpoint_due().await;
-        Ok(())
     }
 
-    /// Acquires `force` if its lease is free, restores its state and starts its actor.
-    async fn try_acquire(&mut self, force: &ForceId, phase: OnboardingPhase) -> Result<()> {
-        let started = Instant::now();
-        let Some(lease) = Lease::acquire(&self.rt.buckets.leases, force, &self.me.node_id).await?
-        else {
-            debug!(%force, "lease held elsewhere");
-            return Ok(());
-        };
-        let epoch = lease.epoch();
-        let restored = match self.restore(force).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = lease.release().await;
-                return Err(e.context("restoring the force's state"));
+    /// Tries to acquire `forces` concurrently (lease, then state restore), and starts an actor
+    /// for each one acquired.
+    async fn take_all(&mut self, forces: Vec<(ForceId, OnboardingPhase)>) {
+        let jobs = forces.into_iter().map(|(f, phase)| {
+            let ctx = self.ctx.clone();
+            let node = self.me.node_id.clone();
+            async move {
+                let r = acquire(&ctx, &f, &node).await;
+                (f, phase, r)
             }
-        };
-        let control = Arc::new(ForceControl::new(epoch, lease.deadline(), phase));
+        });
+        for (f, phase, r) in futures::future::join_all(jobs).await {
+            match r {
+                Ok(Some(a)) => self.start(f, phase, a),
+                Ok(None) => debug!(force = %f, "lease held elsewhere"),
+                Err(e) => warn!(force = %f, error = format!("{e:#}"), "could not take the force"),
+            }
+        }
+    }
+
+    /// Starts the actor of an acquired force and the keeper of its lease.
+    fn start(&mut self, force: ForceId, phase: OnboardingPhase, a: Acquired) {
+        let epoch = a.lease.epoch();
+        let control = Arc::new(ForceControl::new(epoch, a.lease.deadline(), phase));
         control.report(|s| {
             s.node.clone_from(&self.me.node_id);
-            s.rule_pack = self.rt.rules_version();
+            s.rule_pack = self.ctx.rules_version();
         });
         let arbiter = self.next_arbiter % self.arbiters.len();
         self.next_arbiter += 1;
         let addr = spawn_force(
-            self.rt.clone(),
+            self.ctx.clone(),
             force.clone(),
             control.clone(),
             &self.arbiters[arbiter].handle(),
         );
         let (tx, rx) = oneshot::channel();
-        let every = self.rt.cfg.cluster().renew_interval();
-        actix::spawn(keep_lease(lease, control.clone(), rx, every));
+        let every = self.ctx.cfg.cluster().renew_interval();
+        actix::spawn(keep_lease(a.lease, control.clone(), rx, every));
+        info!(
+            %force,
+            epoch,
+            restored = a.restored,
+            took_ms = a.started.elapsed().as_millis() as u64,
+            "force acquired"
+        );
         self.owned.insert(
-            force.clone(),
+            force,
             Owned {
                 control,
                 addr,
                 arbiter,
                 release: Some(tx),
                 last_checkpoint: Instant::now(),
+                checkpoint: None,
             },
         );
-        info!(
-            %force,
-            epoch,
-            restored,
-            took_ms = started.elapsed().as_millis() as u64,
-            "force acquired"
-        );
-        Ok(())
-    }
-
-    /// Brings the local sled state of `force` up to its checkpoint if that is newer; says
-    /// where the state came from.
-    async fn restore(&self, force: &ForceId) -> Result<&'static str> {
-        let fs = self.rt.store.force(force)?;
-        let local = fs.cursor()?;
-        let Some((seq, bytes)) = checkpoint::get(&self.rt.buckets.checkpoints, force).await? else {
-            return Ok(if local > 0 { "local" } else { "empty" });
-        };
-        if seq <= local {
-            return Ok("local");
-        }
-        let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
-        fs.import(force, &c)?;
-        self.rt.store.flush().await?;
-        info!(%force, from = local, to = seq, "state restored from the checkpoint");
-        Ok("checkpoint")
     }
 
     /// Hands off `forces` concurrently: stop each actor between commits, checkpoint, release.
@@ -286,57 +288,119 @@ impl Coordinator {
         let mut jobs = Vec::new();
         for f in forces {
             if let Some(o) = self.owned.remove(&f) {
-                jobs.push(hand_off(self.rt.clone(), f, o, why.to_owned()));
+                jobs.push(hand_off(self.ctx.clone(), f, o, why.to_owned()));
             }
         }
         futures::future::join_all(jobs).await;
     }
 
-    /// Writes the checkpoints that are due (one at a time; the actor keeps processing).
-    async fn checkpoint_due(&mut self) {
-        let every = Duration::from_secs(self.rt.cfg.checkpoint_interval_secs);
-        let due: Vec<ForceId> = self
-            .owned
-            .iter()
-            .filter(|(_, o)| o.last_checkpoint.elapsed() >= every)
-            .map(|(f, _)| f.clone())
-            .collect();
+    /// Starts the checkpoints that are due, each as a task of its own (the actor keeps
+    /// processing; at most [`CHECKPOINTS_AT_ONCE`] are written at a time).
+    fn start_checkpoints(&mut self) {
+        let every = Duration::from_secs(self.ctx.cfg.checkpoint_interval_secs);
+        let due = plan::checkpoints_due(
+            self.owned.iter().map(|(f, o)| (f, o.checkpoint_clock())),
+            every,
+        );
         for f in due {
             let Some(o) = self.owned.get_mut(&f) else {
                 continue;
             };
             o.last_checkpoint = Instant::now();
-            let addr = o.addr.clone();
-            let control = o.control.clone();
-            match addr.send(Snapshot).await {
-                Ok(Ok(c)) if control.valid() => {
-                    if let Err(e) =
-                        checkpoint::put(&self.rt.buckets.checkpoints, &f, c.seq, &c.to_bytes())
-                            .await
-                    {
-                        warn!(force = %f, error = format!("{e:#}"), "checkpoint failed");
-                    } else {
-                        debug!(force = %f, seq = c.seq, "checkpoint written");
-                    }
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => warn!(force = %f, error = format!("{e:#}"), "checkpoint failed"),
-                Err(e) => warn!(force = %f, error = %e, "checkpoint failed: actor gone"),
-            }
+            o.checkpoint = Some(actix::spawn(periodic_checkpoint(
+                self.ctx.clone(),
+                f,
+                o.addr.clone(),
+                o.control.clone(),
+                self.checkpoint_slots.clone(),
+            )));
         }
     }
 }
 
-/// Stops one force's actor between commits, checkpoints it, and releases its lease.
-async fn hand_off(rt: Arc<Runtime>, force: ForceId, mut o: Owned, why: String) {
+/// Acquires `force` for `node` if its lease is free, and restores its state.
+async fn acquire(ctx: &NodeContext, force: &ForceId, node: &str) -> Result<Option<Acquired>> {
     let started = Instant::now();
+    let Some(lease) = Lease::acquire(&ctx.buckets.leases, force, node).await? else {
+        return Ok(None);
+    };
+    match restore(ctx, force).await {
+        Ok(restored) => Ok(Some(Acquired {
+            lease,
+            restored,
+            started,
+        })),
+        Err(e) => {
+            let _ = lease.release().await;
+            Err(e.context("restoring the force's state"))
+        }
+    }
+}
+
+/// Brings the local sled state of `force` up to its checkpoint if that is newer; says where
+/// the state came from. Decoding and importing run on a blocking thread.
+async fn restore(ctx: &NodeContext, force: &ForceId) -> Result<&'static str> {
+    let fs = ctx.store.force(force)?;
+    let local = fs.cursor()?;
+    let Some((seq, bytes)) = checkpoint::get(&ctx.buckets.checkpoints, force).await? else {
+        return Ok(if local > 0 { "local" } else { "empty" });
+    };
+    if seq <= local {
+        return Ok("local");
+    }
+    let rules = ctx.rule_pack().rules;
+    let f = force.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
+        fs.import(&f, &c, Some(&rules))
+    })
+    .await
+    .context("checkpoint import task")??;
+    ctx.store.flush().await?;
+    info!(%force, from = local, to = seq, "state restored from the checkpoint");
+    Ok("checkpoint")
+}
+
+/// Writes one periodic checkpoint of `force` (the actor exports between two commits, on a
+/// blocking thread, and goes on processing).
+async fn periodic_checkpoint(
+    ctx: NodeContext,
+    force: ForceId,
+    addr: Addr<ForceActor>,
+    control: Arc<ForceControl>,
+    slots: Arc<Semaphore>,
+) {
+    let Ok(_slot) = slots.acquire_owned().await else {
+        return;
+    };
+    match addr.send(Snapshot).await {
+        Ok(Ok(c)) if control.valid() => {
+            match checkpoint::put(&ctx.buckets.checkpoints, &force, c.seq, &c.bytes).await {
+                Ok(()) => debug!(%force, seq = c.seq, "checkpoint written"),
+                Err(e) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
+            }
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
+        Err(e) => warn!(%force, error = %e, "checkpoint failed: actor gone"),
+    }
+}
+
+/// Stops one force's actor between commits, checkpoints it, and releases its lease.
+async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
+    let started = Instant::now();
+    if let Some(h) = o.checkpoint.take()
+        && tokio::time::timeout(CHECKPOINT_SETTLE, h).await.is_err()
+    {
+        warn!(%force, "periodic checkpoint still running at hand-off");
+    }
     match o.addr.send(Handoff).await {
-        Ok(Ok(c)) if o.control.valid() => {
-            if let Err(e) = rt.store.flush().await {
+        Ok(Ok(Exported { seq, bytes })) if o.control.valid() => {
+            if let Err(e) = ctx.store.flush().await {
                 warn!(%force, error = %e, "flush before hand-off failed");
             }
-            match checkpoint::put(&rt.buckets.checkpoints, &force, c.seq, &c.to_bytes()).await {
-                Ok(()) => info!(%force, seq = c.seq, "checkpoint written for hand-off"),
+            match checkpoint::put(&ctx.buckets.checkpoints, &force, seq, &bytes).await {
+                Ok(()) => info!(%force, seq, "checkpoint written for hand-off"),
                 Err(e) => warn!(%force, error = format!("{e:#}"), "hand-off checkpoint failed"),
             }
         }

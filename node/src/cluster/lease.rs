@@ -17,6 +17,8 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKin
 use bytes::Bytes;
 use nmc_shared::ForceId;
 
+pub use crate::force::control::LeaseStatus;
+
 /// Why a lease is no longer held. Either way the holder must stop processing the force now.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseLost {
@@ -43,35 +45,6 @@ pub struct Holder {
     pub revision: u64,
     /// What the holder last reported.
     pub status: LeaseStatus,
-}
-
-/// The value of a lease key: its holder and the force's progress there.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct LeaseStatus {
-    /// Holder's node id.
-    pub node: String,
-    /// Fencing epoch of the holder's lease.
-    pub epoch: u64,
-    /// Last applied `NMC_EVENTS` sequence.
-    pub cursor: u64,
-    /// Messages of the force still to read after the cursor (as last seen by the reader).
-    pub lag: u64,
-    /// Events waiting in the reorder buffer.
-    pub pending: u64,
-    /// Events that arrived later than the allowed lateness, in total.
-    pub late: u64,
-    /// Rule pack the force runs.
-    pub rule_pack: String,
-}
-
-impl LeaseStatus {
-    fn parse(bytes: &[u8]) -> LeaseStatus {
-        serde_json::from_slice(bytes).unwrap_or_else(|_| LeaseStatus {
-            node: String::from_utf8_lossy(bytes).into_owned(),
-            ..Default::default()
-        })
-    }
 }
 
 /// A held lease on one force.
@@ -197,6 +170,15 @@ impl Lease {
     }
 }
 
+/// A lease value: the holder's [`LeaseStatus`], or (written by an older release) its bare
+/// node id.
+fn parse_status(bytes: &[u8]) -> LeaseStatus {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| LeaseStatus {
+        node: String::from_utf8_lossy(bytes).into_owned(),
+        ..Default::default()
+    })
+}
+
 /// Who holds the lease on `force`, if anyone.
 pub async fn holder(kv: &kv::Store, force: &ForceId) -> Result<Option<Holder>> {
     let entry = kv
@@ -204,7 +186,7 @@ pub async fn holder(kv: &kv::Store, force: &ForceId) -> Result<Option<Holder>> {
         .await
         .with_context(|| format!("reading the lease on {force}"))?;
     Ok(entry.filter(|e| e.operation == Operation::Put).map(|e| {
-        let status = LeaseStatus::parse(&e.value);
+        let status = parse_status(&e.value);
         Holder {
             node_id: status.node.clone(),
             revision: e.revision,

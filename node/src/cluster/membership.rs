@@ -30,7 +30,7 @@ impl NodeInfo {
     pub fn this_process(node_id: &str, weight: u32) -> NodeInfo {
         NodeInfo {
             node_id: node_id.to_owned(),
-            started_ms: super::now_ms(),
+            started_ms: crate::clock::now_ms(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             weight,

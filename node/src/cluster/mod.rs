@@ -3,21 +3,23 @@
 //! and the onboarded forces ([`onboarding`]). Which node *should* own a force is the pure
 //! [`nmc_shared::rendezvous`]; the lease decides who *does*.
 //!
-//! Every bucket is created or opened by [`ensure_buckets`]. All nodes of a cluster must use the
-//! same [`ClusterSettings`]: the TTLs are bucket-wide (`max_age`), and the last node to start
-//! rewrites them.
+//! Nodes create or update the buckets with [`ensure_buckets`]; command-line tools only open them
+//! with [`open_buckets`]. All nodes of a cluster must use the same [`ClusterSettings`]: the TTLs
+//! are bucket-wide (`max_age`), and the last node to start rewrites them.
 
 pub mod checkpoint;
 pub mod coordinator;
 pub mod lease;
 pub mod membership;
 pub mod onboarding;
-pub mod rulepack;
+pub mod plan;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_nats::jetstream::{self, kv, object_store};
+
+use crate::bus::provision;
 
 /// KV bucket of node heartbeats (key: node id).
 pub const NODES_BUCKET: &str = "NMC_NODES";
@@ -31,25 +33,16 @@ pub const CHECKPOINTS_BUCKET: &str = "NMC_CHECKPOINTS";
 /// Revisions of a force record kept in `NMC_FORCES`, as an audit trail of phase changes.
 const FORCES_HISTORY: i64 = 5;
 
-/// Lifetimes and replication of the coordination buckets.
+/// Lifetimes and replication of the coordination buckets, from the node's configuration
+/// ([`crate::config::Config::cluster`]: one set of defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterSettings {
     /// A node that has not heartbeaten for this long is no longer live (`NMC_NODES` max_age).
     pub node_ttl: Duration,
     /// A lease not renewed for this long expires (`NMC_LEASES` max_age).
     pub lease_ttl: Duration,
-    /// Replicas of every bucket (3 in a production NATS cluster).
+    /// Replicas of every bucket (3 in a production NATS cluster); existing buckets keep more.
     pub replicas: usize,
-}
-
-impl Default for ClusterSettings {
-    fn default() -> Self {
-        ClusterSettings {
-            node_ttl: Duration::from_secs(10),
-            lease_ttl: Duration::from_secs(10),
-            replicas: 1,
-        }
-    }
 }
 
 impl ClusterSettings {
@@ -77,78 +70,45 @@ pub struct Buckets {
     pub checkpoints: object_store::ObjectStore,
 }
 
-/// Creates the coordination buckets, or opens them and brings the KV buckets' TTLs and replicas
-/// to `settings` (idempotent; safe to call from several nodes at once).
+/// Creates the coordination buckets or brings existing ones to `settings` (node only; see
+/// [`provision`]: TTLs follow the node, replicas are never lowered). Idempotent and safe to
+/// call from several nodes at once.
 pub async fn ensure_buckets(
     js: &jetstream::Context,
     settings: &ClusterSettings,
 ) -> Result<Buckets> {
     let r = settings.replicas;
-    let nodes = kv_bucket(js, NODES_BUCKET, settings.node_ttl, 1, r).await?;
-    let leases = kv_bucket(js, LEASES_BUCKET, settings.lease_ttl, 1, r).await?;
-    let forces = kv_bucket(js, FORCES_BUCKET, Duration::ZERO, FORCES_HISTORY, r).await?;
-    let checkpoints = match js.get_object_store(CHECKPOINTS_BUCKET).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: CHECKPOINTS_BUCKET.to_owned(),
-                description: Some("nmc force-state checkpoints".to_owned()),
-                num_replicas: settings.replicas,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating object store {CHECKPOINTS_BUCKET}"))?,
-    };
-    Ok(Buckets {
-        nodes,
-        leases,
-        forces,
-        checkpoints,
-    })
-}
-
-/// Opens the coordination buckets as they are (creating only missing ones, with `settings`):
-/// for command-line tools, which must not rewrite a running cluster's TTLs.
-pub async fn open_buckets(js: &jetstream::Context, settings: &ClusterSettings) -> Result<Buckets> {
-    let (nodes, leases, forces, checkpoints) = (
-        js.get_key_value(NODES_BUCKET).await,
-        js.get_key_value(LEASES_BUCKET).await,
-        js.get_key_value(FORCES_BUCKET).await,
-        js.get_object_store(CHECKPOINTS_BUCKET).await,
-    );
-    match (nodes, leases, forces, checkpoints) {
-        (Ok(nodes), Ok(leases), Ok(forces), Ok(checkpoints)) => Ok(Buckets {
-            nodes,
-            leases,
-            forces,
-            checkpoints,
-        }),
-        _ => ensure_buckets(js, settings).await,
-    }
-}
-
-/// Creates or updates one KV bucket.
-async fn kv_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    max_age: Duration,
-    history: i64,
-    replicas: usize,
-) -> Result<kv::Store> {
-    js.create_or_update_key_value(kv::Config {
+    let kv = |bucket: &str, max_age: Duration, history: i64| kv::Config {
         bucket: bucket.to_owned(),
         history,
         max_age,
-        num_replicas: replicas,
+        num_replicas: r,
         ..Default::default()
+    };
+    Ok(Buckets {
+        nodes: provision::ensure_kv(js, kv(NODES_BUCKET, settings.node_ttl, 1)).await?,
+        leases: provision::ensure_kv(js, kv(LEASES_BUCKET, settings.lease_ttl, 1)).await?,
+        forces: provision::ensure_kv(js, kv(FORCES_BUCKET, Duration::ZERO, FORCES_HISTORY)).await?,
+        checkpoints: provision::ensure_objects(
+            js,
+            object_store::Config {
+                bucket: CHECKPOINTS_BUCKET.to_owned(),
+                description: Some("nmc force-state checkpoints".to_owned()),
+                num_replicas: r,
+                ..Default::default()
+            },
+        )
+        .await?,
     })
-    .await
-    .with_context(|| format!("creating or updating KV bucket {bucket}"))
 }
 
-/// Wall-clock time in Unix milliseconds (for records people read, never for decisions).
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Opens the coordination buckets as they are, for command-line tools: nothing is created or
+/// changed, and a missing bucket is an error that says to start a node first.
+pub async fn open_buckets(js: &jetstream::Context) -> Result<Buckets> {
+    Ok(Buckets {
+        nodes: provision::open_kv(js, NODES_BUCKET).await?,
+        leases: provision::open_kv(js, LEASES_BUCKET).await?,
+        forces: provision::open_kv(js, FORCES_BUCKET).await?,
+        checkpoints: provision::open_objects(js, CHECKPOINTS_BUCKET).await?,
+    })
 }

@@ -8,6 +8,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use nmc_shared::ForceId;
 use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::context::Onboarded;
 
 /// One change to the onboarded forces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +36,7 @@ pub async fn add(
     let record = ForceRecord {
         phase,
         weight,
-        added_ms: super::now_ms(),
+        added_ms: crate::clock::now_ms(),
     };
     match kv.create(force.as_str(), encode(&record)?).await {
         Ok(_) => Ok(true),
@@ -69,15 +75,86 @@ pub async fn get(kv: &kv::Store, force: &ForceId) -> Result<Option<ForceRecord>>
 
 /// Every onboarded force.
 pub async fn list(kv: &kv::Store) -> Result<BTreeMap<ForceId, ForceRecord>> {
+    Ok(snapshot(kv)
+        .await?
+        .into_iter()
+        .map(|(f, (r, _))| (f, r))
+        .collect())
+}
+
+/// Every onboarded force with the revision of its record.
+async fn snapshot(kv: &kv::Store) -> Result<BTreeMap<ForceId, (ForceRecord, u64)>> {
     let keys: Vec<String> = kv.keys().await?.try_collect().await?;
     let mut forces = BTreeMap::new();
     for key in keys {
         let force = ForceId::new(&key).with_context(|| format!("{} key `{key}`", kv.name))?;
-        if let Some((record, _)) = read(kv, &force).await? {
-            forces.insert(force, record);
+        if let Some(read) = read(kv, &force).await? {
+            forces.insert(force, read);
         }
     }
     Ok(forces)
+}
+
+/// Follows `NMC_FORCES` forever and publishes the onboarded forces on `tx` whenever they
+/// change: the node's one reader of the bucket (the coordinator and triage read the channel).
+pub async fn follow(kv: kv::Store, tx: watch::Sender<Onboarded>) {
+    loop {
+        if let Err(e) = follow_once(&kv, &tx).await {
+            warn!(
+                error = format!("{e:#}"),
+                "following the onboarded forces failed; restarting"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Watches for changes first, then reads the whole bucket, then applies each change newer than
+/// what the read saw: no change is missed between the read and the watch.
+async fn follow_once(kv: &kv::Store, tx: &watch::Sender<Onboarded>) -> Result<()> {
+    let mut changes = kv
+        .watch_all()
+        .await
+        .with_context(|| format!("watching {}", kv.name))?;
+    let mut forces = snapshot(kv).await?;
+    let publish = |forces: &BTreeMap<ForceId, (ForceRecord, u64)>| {
+        let now: BTreeMap<ForceId, ForceRecord> = forces
+            .iter()
+            .map(|(f, (r, _))| (f.clone(), r.clone()))
+            .collect();
+        tx.send_if_modified(|old| {
+            let changed = **old != now;
+            if changed {
+                *old = Arc::new(now);
+            }
+            changed
+        });
+    };
+    publish(&forces);
+    while let Some(entry) = changes.next().await {
+        let c = match change(entry.context("watching the onboarded forces")?) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "ignoring a malformed NMC_FORCES entry"
+                );
+                continue;
+            }
+        };
+        if forces
+            .get(&c.force)
+            .is_some_and(|(_, rev)| *rev >= c.revision)
+        {
+            continue;
+        }
+        match c.record {
+            Some(r) => forces.insert(c.force, (r, c.revision)),
+            None => forces.remove(&c.force),
+        };
+        publish(&forces);
+    }
+    Ok(())
 }
 
 /// The current state first (one change per key: a removed force shows as `None` while its

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nmc_shared::ForceId;
-use nmc_shared::state::Checkpoint;
 use tracing::{error, info, warn};
 
 use super::control::ForceControl;
 use super::worker::{Step, Worker};
-use crate::runtime::Runtime;
+use crate::context::NodeContext;
 
 /// Drives the next step.
 #[derive(Message)]
@@ -29,17 +28,25 @@ struct Pump;
 
 /// Asks for the force's committed state (for a periodic checkpoint); processing goes on.
 #[derive(Message)]
-#[rtype(result = "anyhow::Result<Checkpoint>")]
+#[rtype(result = "anyhow::Result<Exported>")]
 pub struct Snapshot;
 
 /// Asks the actor to stop processing and hand over its committed state (rebalance, shutdown).
 #[derive(Message)]
-#[rtype(result = "anyhow::Result<Checkpoint>")]
+#[rtype(result = "anyhow::Result<Exported>")]
 pub struct Handoff;
+
+/// A force's committed state, encoded as a checkpoint, and the stream sequence it reflects.
+pub struct Exported {
+    /// Last applied `NMC_EVENTS` sequence.
+    pub seq: u64,
+    /// [`nmc_shared::state::Checkpoint::to_bytes`].
+    pub bytes: Vec<u8>,
+}
 
 /// The actor that owns one force on this node.
 pub struct ForceActor {
-    rt: Arc<Runtime>,
+    ctx: NodeContext,
     force: ForceId,
     control: Arc<ForceControl>,
     worker: Option<Worker>,
@@ -48,9 +55,9 @@ pub struct ForceActor {
 }
 
 impl ForceActor {
-    fn new(rt: Arc<Runtime>, force: ForceId, control: Arc<ForceControl>) -> Self {
+    fn new(ctx: NodeContext, force: ForceId, control: Arc<ForceControl>) -> Self {
         ForceActor {
-            rt,
+            ctx,
             force,
             control,
             worker: None,
@@ -67,9 +74,20 @@ impl ForceActor {
         ctx.run_later(wait, |_, ctx| ctx.stop());
     }
 
-    /// The committed state, read from sled (the worker's memory equals it between steps).
-    fn export(&self) -> anyhow::Result<Checkpoint> {
-        self.rt.store.force(&self.force)?.export(&self.force)
+    /// The committed state, read from sled (the worker's memory equals it between steps) and
+    /// encoded on a blocking thread: atomic, so that no step commits while it is read.
+    fn export(&self) -> AtomicResponse<Self, anyhow::Result<Exported>> {
+        let store = self.ctx.store.clone();
+        let force = self.force.clone();
+        let job = tokio::task::spawn_blocking(move || -> anyhow::Result<Exported> {
+            let c = store.force(&force)?.export(&force)?;
+            Ok(Exported {
+                seq: c.seq,
+                bytes: c.to_bytes(),
+            })
+        });
+        let fut = async move { job.await.map_err(anyhow::Error::from)? };
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
@@ -89,7 +107,7 @@ impl Supervised for ForceActor {
 }
 
 impl Handler<Snapshot> for ForceActor {
-    type Result = anyhow::Result<Checkpoint>;
+    type Result = AtomicResponse<Self, anyhow::Result<Exported>>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
         self.export()
@@ -97,7 +115,7 @@ impl Handler<Snapshot> for ForceActor {
 }
 
 impl Handler<Handoff> for ForceActor {
-    type Result = anyhow::Result<Checkpoint>;
+    type Result = AtomicResponse<Self, anyhow::Result<Exported>>;
 
     fn handle(&mut self, _: Handoff, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
@@ -126,7 +144,7 @@ impl Handler<Pump> for ForceActor {
         }
         let worker = match self.worker.take() {
             Some(w) => Ok(w),
-            None => Worker::open(self.rt.clone(), self.force.clone(), self.control.clone()),
+            None => Worker::open(self.ctx.clone(), self.force.clone(), self.control.clone()),
         };
         let mut worker = match worker {
             Ok(w) => w,
@@ -156,7 +174,7 @@ impl Handler<Pump> for ForceActor {
             Ok(Step::Panicked { seq, message }) => {
                 match worker.store().record_panic(seq, &message) {
                     Ok(p) => error!(
-                        force = %act.force, seq, attempts = p.attempts, max = act.rt.cfg.max_attempts,
+                        force = %act.force, seq, attempts = p.attempts, max = act.ctx.cfg.max_attempts,
                         panic = %message, "rule evaluation panicked; restarting the force actor"
                     ),
                     Err(e) => error!(force = %act.force, seq, error = %e, "cannot record panic"),
@@ -174,10 +192,10 @@ impl Handler<Pump> for ForceActor {
 
 /// Starts a supervised force actor on `arbiter`.
 pub fn spawn_force(
-    rt: Arc<Runtime>,
+    ctx: NodeContext,
     force: ForceId,
     control: Arc<ForceControl>,
     arbiter: &ArbiterHandle,
 ) -> Addr<ForceActor> {
-    Supervisor::start_in_arbiter(arbiter, move |_| ForceActor::new(rt, force, control))
+    Supervisor::start_in_arbiter(arbiter, move |_| ForceActor::new(ctx, force, control))
 }

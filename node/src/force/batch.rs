@@ -39,8 +39,8 @@ pub struct EvalSettings {
     pub max_event_bytes: usize,
     /// Attempts before a panicking event is dead-lettered.
     pub max_attempts: u32,
-    /// Fault injection field (empty: off).
-    pub panic_field: String,
+    /// Test fault injection: events carrying this top-level field panic ([`super::fault`]).
+    pub panic_field: Option<String>,
     /// Events stamped further ahead of `now_ms` are dead-lettered (`future_time`).
     pub max_future_ms: i64,
     /// The node's clock when the batch was read.
@@ -154,8 +154,10 @@ pub fn evaluate(
         }
         let before = alerts.len();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            if !s.panic_field.is_empty() && event.body.get(&s.panic_field).is_some() {
-                panic!("fault injection: event carries `{}`", s.panic_field);
+            if let Some(f) = &s.panic_field
+                && event.body.get(f).is_some()
+            {
+                panic!("fault injection: event carries `{f}`");
             }
             state.apply(rules, force, raw.seq, &event, &mut alerts);
         }));
@@ -187,5 +189,228 @@ pub fn evaluate(
         commit,
         dead,
         applied,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use nmc_shared::onboarding::OnboardingPhase;
+
+    use super::*;
+
+    const T0: i64 = 1_793_606_400_000;
+
+    /// One detection of wrong passwords (alerting on its own), and the identity pack, whose
+    /// correlations the same events feed.
+    fn rules() -> RuleSet {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules/identity");
+        let mut files = crate::rules::read_texts(&[dir]).unwrap();
+        files.push((
+            "wrong_password.yml".into(),
+            "title: Wrong password\nid: 0b9e3c52-0000-4000-8000-000000000001\nlogsource:\n  product: azure\n  service: signinlogs\ndetection:\n  selection:\n    resultType: 50126\n  condition: selection\nlevel: high\n".into(),
+        ));
+        let (set, errors) = crate::rules::compile_texts(&files, &Default::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    fn settings() -> EvalSettings {
+        EvalSettings {
+            node: "node-a".into(),
+            epoch: 7,
+            rule_pack: "pack-3".into(),
+            phase: OnboardingPhase::Cloud,
+            max_event_bytes: 4096,
+            max_attempts: 3,
+            panic_field: None,
+            max_future_ms: 900_000,
+            now_ms: T0 + 3_600_000,
+        }
+    }
+
+    /// A sign-in of bob at `T0 + secs`, failed with a wrong password or not.
+    fn signin(secs: i64, failed: bool) -> Vec<u8> {
+        let v = crate::synth::signin(
+            T0 + secs * 1000,
+            secs as u64,
+            "bob.smith@kent.police.uk",
+            "45.155.205.99",
+            "Azure Portal",
+            "Browser",
+            if failed { 50126 } else { 0 },
+            ("Amsterdam", 52.37, 4.89),
+            "NL",
+        );
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn raw(seq: u64, subject: &str, payload: &[u8]) -> Raw {
+        Raw {
+            seq,
+            subject: subject.into(),
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    const SIGNIN: &str = "nmc.events.kent.entra_signin";
+
+    fn done(o: Outcome) -> (BatchCommit, Vec<DeadLetter>, usize) {
+        match o {
+            Outcome::Done {
+                commit,
+                dead,
+                applied,
+            } => (commit, dead, applied),
+            Outcome::Panicked { seq, message } => panic!("panicked at {seq}: {message}"),
+        }
+    }
+
+    #[test]
+    fn good_events_raise_stamped_alerts_in_the_outbox() {
+        let (rules, force) = (rules(), ForceId::new("kent").unwrap());
+        let mut state = ForceState::new();
+        let raws = [
+            raw(11, SIGNIN, &signin(0, true)),
+            raw(12, SIGNIN, &signin(5, false)),
+        ];
+        let (commit, dead, applied) = done(evaluate(
+            &force,
+            &rules,
+            &mut state,
+            &raws,
+            None,
+            &settings(),
+        ));
+        assert!(dead.is_empty());
+        assert_eq!((applied, commit.cursor), (2, 12));
+        assert_eq!(commit.watermark_ms, T0 + 5_000);
+        let failed: Vec<_> = commit
+            .outbox
+            .iter()
+            .filter(|((seq, _), _)| *seq == 11)
+            .collect();
+        assert!(
+            !failed.is_empty(),
+            "the failed sign-in raises its detection"
+        );
+        for ((_, _), e) in &commit.outbox {
+            let a: nmc_shared::Alert = serde_json::from_slice(&e.payload).unwrap();
+            assert_eq!(
+                (a.node.as_str(), a.epoch, a.rule_pack.as_str()),
+                ("node-a", 7, "pack-3")
+            );
+            assert_eq!(e.subject, subject::alerts(&force, a.rule.level));
+            assert_eq!(e.id, a.id.to_string());
+        }
+    }
+
+    #[test]
+    fn bad_input_is_dead_lettered_with_its_reason_and_the_cursor_moves_on() {
+        let (rules, force) = (rules(), ForceId::new("kent").unwrap());
+        let mut state = ForceState::new();
+        let far_future = {
+            let mut s = settings();
+            s.now_ms = T0;
+            s.max_future_ms = 0;
+            s
+        };
+        let raws = [
+            raw(1, SIGNIN, b"{not json"),
+            raw(2, SIGNIN, b"[1, 2]"),
+            raw(3, SIGNIN, br#"{"no": "time"}"#),
+            raw(4, "nmc.events.kent.netflow", &signin(0, true)),
+            raw(5, "nmc.events.kent.sysmon", &signin(0, true)),
+            raw(6, SIGNIN, &[b' '; 5000]),
+            raw(7, SIGNIN, &signin(60, true)),
+        ];
+        let (commit, dead, applied) = done(evaluate(
+            &force,
+            &rules,
+            &mut state,
+            &raws,
+            None,
+            &far_future,
+        ));
+        let reasons: Vec<(u64, &str)> = dead.iter().map(|d| (d.seq, d.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (1, "malformed_json"),
+                (2, "not_an_object"),
+                (3, "missing_time"),
+                (4, "unknown_source"),
+                (5, "source_not_in_phase"),
+                (6, "oversize"),
+                (7, "future_time"),
+            ]
+        );
+        assert!(dead.iter().all(|d| d.subject == "nmc.dlq.kent"));
+        assert_eq!(
+            dead[0].payload.as_ref(),
+            b"{not json",
+            "the original payload"
+        );
+        assert_eq!((applied, commit.cursor), (0, 7));
+        assert!(commit.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_event_is_retried_then_dead_lettered() {
+        let (rules, force) = (rules(), ForceId::new("kent").unwrap());
+        let mut s = settings();
+        s.panic_field = Some("boom".into());
+        let mut poisoned: serde_json::Value = serde_json::from_slice(&signin(1, true)).unwrap();
+        poisoned["boom"] = true.into();
+        let raws = [
+            raw(1, SIGNIN, &signin(0, true)),
+            raw(2, SIGNIN, &serde_json::to_vec(&poisoned).unwrap()),
+            raw(3, SIGNIN, &signin(2, true)),
+        ];
+        match evaluate(&force, &rules, &mut ForceState::new(), &raws, None, &s) {
+            Outcome::Panicked { seq, message } => {
+                assert_eq!(seq, 2);
+                assert!(message.contains("boom"), "{message}");
+            }
+            Outcome::Done { .. } => panic!("the fault injection must panic"),
+        }
+        // Not yet at the limit: evaluated (and panicking) again.
+        let tried = Poison {
+            seq: 2,
+            attempts: 2,
+            reason: "boom".into(),
+        };
+        assert!(matches!(
+            evaluate(
+                &force,
+                &rules,
+                &mut ForceState::new(),
+                &raws,
+                Some(&tried),
+                &s
+            ),
+            Outcome::Panicked { seq: 2, .. }
+        ));
+        let spent = Poison {
+            attempts: 3,
+            ..tried
+        };
+        let (commit, dead, applied) = done(evaluate(
+            &force,
+            &rules,
+            &mut ForceState::new(),
+            &raws,
+            Some(&spent),
+            &s,
+        ));
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].seq, dead[0].reason), (2, "evaluation_panic"));
+        assert!(commit.clear_poison);
+        assert_eq!(
+            (applied, commit.cursor),
+            (2, 3),
+            "the events around it are applied"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! What the cluster coordinator and a force actor share: the lease's fencing epoch and deadline,
-//! revocation, the force's onboarding phase, and the progress the lease keeper reports.
+//! revocation, the force's onboarding phase, and the progress ([`LeaseStatus`]) the lease keeper
+//! publishes.
 //!
 //! The actor checks [`ForceControl::valid`] before every commit and every publish, so a node
 //! whose lease ran out (frozen, partitioned, or just slow to renew) writes nothing more for the
@@ -11,7 +12,27 @@ use std::time::Instant;
 
 use nmc_shared::onboarding::OnboardingPhase;
 
-use crate::cluster::lease::LeaseStatus;
+/// What a force reports about itself while a node holds it: published as the value of its
+/// lease key on every renewal (`NMC_LEASES`), so that `nmc cluster status` reads the whole
+/// cluster from one bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LeaseStatus {
+    /// Holder's node id.
+    pub node: String,
+    /// Fencing epoch of the holder's lease.
+    pub epoch: u64,
+    /// Last applied `NMC_EVENTS` sequence.
+    pub cursor: u64,
+    /// Messages of the force still to read after the cursor (as last seen by the reader).
+    pub lag: u64,
+    /// Events waiting in the reorder buffer.
+    pub pending: u64,
+    /// Events that arrived later than the allowed lateness, in total.
+    pub late: u64,
+    /// Rule pack the force runs.
+    pub rule_pack: String,
+}
 
 /// Shared between a force's actor, its lease keeper and the coordinator.
 #[derive(Debug)]

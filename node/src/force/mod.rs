@@ -5,7 +5,8 @@
 pub mod actor;
 pub mod batch;
 pub mod control;
+pub mod fault;
 pub mod worker;
 
-pub use actor::{ForceActor, Handoff, Snapshot, spawn_force};
+pub use actor::{Exported, ForceActor, Handoff, Snapshot, spawn_force};
 pub use control::ForceControl;

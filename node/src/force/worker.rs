@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 use super::batch::{self, EvalSettings, Outcome, Raw};
 use super::control::ForceControl;
 use crate::bus;
-use crate::runtime::{RulePack, Runtime};
+use crate::context::NodeContext;
+use crate::rules::RulePack;
 use crate::store::{ForceStore, Poison};
 
 /// How long a step waits for the first message before returning to the actor's mailbox.
@@ -51,7 +52,7 @@ pub enum Step {
 
 /// The state a force actor owns between steps.
 pub struct Worker {
-    rt: Arc<Runtime>,
+    ctx: NodeContext,
     rules: Arc<RuleSet>,
     pack: String,
     control: Arc<ForceControl>,
@@ -71,27 +72,27 @@ pub struct Worker {
 
 impl Worker {
     /// Rebuilds a worker from the force's sled tree.
-    pub fn open(rt: Arc<Runtime>, force: ForceId, control: Arc<ForceControl>) -> Result<Worker> {
-        let store = rt.store.force(&force)?;
+    pub fn open(ctx: NodeContext, force: ForceId, control: Arc<ForceControl>) -> Result<Worker> {
+        let store = ctx.store.force(&force)?;
         let RulePack {
             rules,
             version: pack,
-        } = rt.rules();
+        } = ctx.rule_pack();
         let state = store
             .load_state(&rules)?
-            .with_lateness(rt.cfg.lateness_ms());
+            .with_lateness(ctx.cfg.lateness_ms());
         let cursor = store.cursor()?;
         let poison = store.poison()?;
         let outbox_pending = !store.outbox()?.is_empty();
         let settings = EvalSettings {
-            node: rt.cfg.node_id.clone(),
+            node: ctx.cfg.node_id.clone(),
             epoch: control.epoch(),
             rule_pack: pack.clone(),
             phase: control.phase(),
-            max_event_bytes: rt.cfg.max_event_bytes,
-            max_attempts: rt.cfg.max_attempts,
-            panic_field: rt.cfg.panic_field.clone(),
-            max_future_ms: i64::try_from(rt.cfg.max_future_secs.saturating_mul(1000))
+            max_event_bytes: ctx.cfg.max_event_bytes,
+            max_attempts: ctx.cfg.max_attempts,
+            panic_field: super::fault::panic_field(),
+            max_future_ms: i64::try_from(ctx.cfg.max_future_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             now_ms: 0,
         };
@@ -105,7 +106,7 @@ impl Worker {
             "force state loaded"
         );
         Ok(Worker {
-            rt,
+            ctx,
             rules,
             pack,
             control,
@@ -129,7 +130,7 @@ impl Worker {
 
     async fn open_reader(&self) -> Result<pull::Ordered> {
         let stream = self
-            .rt
+            .ctx
             .js
             .get_stream(subject::EVENTS_STREAM)
             .await
@@ -149,8 +150,9 @@ impl Worker {
 
     /// Reads, evaluates and commits one batch.
     pub async fn step(&mut self) -> Result<Step> {
-        if self.rt.rules_version() != self.pack {
-            info!(force = %self.force, from = %self.pack, to = %self.rt.rules_version(), "new rule pack: reloading the force");
+        let new_pack = self.ctx.rules.borrow().version != self.pack;
+        if new_pack {
+            info!(force = %self.force, from = %self.pack, to = %self.ctx.rules_version(), "new rule pack: reloading the force");
             return Ok(Step::Reopen);
         }
         if self.outbox_pending {
@@ -175,7 +177,7 @@ impl Worker {
                 return Ok(Step::Idle);
             }
         }
-        while raws.len() < self.rt.cfg.batch_size {
+        while raws.len() < self.ctx.cfg.batch_size {
             match reader.next().now_or_never() {
                 Some(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
                 Some(Some(Err(_)) | None) => {
@@ -193,7 +195,7 @@ impl Worker {
         if raws.is_empty() {
             return Ok(Step::Idle);
         }
-        self.settings.now_ms = now_ms();
+        self.settings.now_ms = crate::clock::now_ms();
         self.settings.phase = self.control.phase();
         let late_before = self.state.late_events();
         let outcome = batch::evaluate(
@@ -216,7 +218,7 @@ impl Worker {
             for d in &dead {
                 warn!(force = %self.force, seq = d.seq, reason = d.reason, error = %d.error, "dead-lettering event");
             }
-            bus::publish_dead_letters(&self.rt.js, &self.rt.cfg.node_id, &dead).await?;
+            bus::publish_dead_letters(&self.ctx.js, &self.ctx.cfg.node_id, &dead).await?;
         }
         let cursor = commit.cursor;
         let clear_poison = commit.clear_poison;
@@ -226,7 +228,7 @@ impl Worker {
             return Ok(Step::Reopen);
         }
         self.store.commit(commit)?;
-        self.rt.store.flush().await?;
+        self.ctx.store.flush().await?;
         self.cursor = cursor;
         if clear_poison {
             self.poison = None;
@@ -245,7 +247,7 @@ impl Worker {
                 force = %self.force,
                 late,
                 total = self.state.late_events(),
-                lateness_ms = self.rt.cfg.lateness_ms(),
+                lateness_ms = self.ctx.cfg.lateness_ms(),
                 "events arrived later than the allowed lateness; applied as they came"
             );
         }
@@ -291,7 +293,7 @@ impl Worker {
                 Bytes::from(e.payload.clone())
             };
             acks.push(
-                self.rt
+                self.ctx
                     .js
                     .publish_with_headers(e.subject.clone(), h, payload)
                     .await
@@ -313,13 +315,6 @@ impl Worker {
         self.outbox_inherited = false;
         Ok(())
     }
-}
-
-/// This node's wall clock in ms since the epoch (only for the far-future check on input).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_raw(m: async_nats::jetstream::Message, lag: &mut u64) -> Result<Raw> {

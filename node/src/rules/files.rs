@@ -1,4 +1,4 @@
-//! Loading Sigma rule files from directories into a compiled [`RuleSet`].
+//! Reading Sigma rule files from directories and compiling them into a [`RuleSet`].
 
 use std::path::{Path, PathBuf};
 

@@ -13,6 +13,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use crate::bus::provision;
+
 /// KV bucket naming the pack in force (key [`CURRENT`]).
 pub const RULES_BUCKET: &str = "NMC_RULES";
 /// Object store of packs (object name `pack-<n>`).
@@ -60,37 +62,45 @@ pub struct Packs {
     pub objects: object_store::ObjectStore,
 }
 
-/// Creates or opens the rule-pack buckets.
+/// Creates the rule-pack buckets or brings them to `replicas` (node only: never lowered).
 pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<Packs> {
-    let kv = js
-        .create_or_update_key_value(kv::Config {
+    let kv = provision::ensure_kv(
+        js,
+        kv::Config {
             bucket: RULES_BUCKET.to_owned(),
             history: 10,
             num_replicas: replicas,
             ..Default::default()
-        })
-        .await
-        .with_context(|| format!("creating or updating KV bucket {RULES_BUCKET}"))?;
-    let objects = match js.get_object_store(PACKS_BUCKET).await {
-        Ok(s) => s,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: PACKS_BUCKET.to_owned(),
-                description: Some("nmc rule packs".to_owned()),
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating object store {PACKS_BUCKET}"))?,
-    };
+        },
+    )
+    .await?;
+    let objects = provision::ensure_objects(
+        js,
+        object_store::Config {
+            bucket: PACKS_BUCKET.to_owned(),
+            description: Some("nmc rule packs".to_owned()),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(Packs { kv, objects })
+}
+
+/// Opens the rule-pack buckets as they are (command-line tools: nothing is created or
+/// changed; missing buckets are an error that says to start a node first).
+pub async fn open(js: &jetstream::Context) -> Result<Packs> {
+    Ok(Packs {
+        kv: provision::open_kv(js, RULES_BUCKET).await?,
+        objects: provision::open_objects(js, PACKS_BUCKET).await?,
+    })
 }
 
 /// Stores `files` as the pack in force and returns its version. The caller has validated it.
 pub async fn push(packs: &Packs, files: &PackFiles, rules: usize, by: &str) -> Result<String> {
     let bytes = serde_json::to_vec(files)?;
     // The object name must exist before `current` points at it: use a fresh unique name.
-    let object = format!("pack-{}-{}", super::now_ms(), std::process::id());
+    let object = format!("pack-{}-{}", crate::clock::now_ms(), std::process::id());
     packs
         .objects
         .put(object.as_str(), &mut bytes.as_slice())
@@ -100,7 +110,7 @@ pub async fn push(packs: &Packs, files: &PackFiles, rules: usize, by: &str) -> R
         object,
         files: files.files.len(),
         rules,
-        pushed_ms: super::now_ms(),
+        pushed_ms: crate::clock::now_ms(),
         pushed_by: by.to_owned(),
     };
     let rev = packs

@@ -1,4 +1,7 @@
-//! NATS and JetStream: connection, stream set-up, and the publish paths (alerts, dead letters).
+//! NATS and JetStream: connection, the streams nmc needs, ordered readers, and the publish paths
+//! (dead letters, pipelined publishing). Who may create streams and buckets: [`provision`].
+
+pub mod provision;
 
 use std::time::Duration;
 
@@ -58,33 +61,30 @@ pub fn stream_configs(cfg: &Config) -> [stream::Config; 3] {
     [events, alerts, dlq]
 }
 
-/// Creates the streams, or verifies existing ones capture the right subjects and updates their
-/// limits to the configured values.
+/// Creates the streams (node only, see [`provision`]), or checks that existing ones capture the
+/// right subjects and brings their retention and duplicate window to the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<()> {
     for want in stream_configs(cfg) {
-        match js.get_stream(&want.name).await {
-            Ok(mut s) => {
-                let have = s.info().await?.config.clone();
-                if have.subjects != want.subjects {
-                    bail!(
-                        "stream {} captures {:?}, nmc needs {:?}; fix or delete the stream",
-                        want.name,
-                        have.subjects,
-                        want.subjects
-                    );
-                }
-                if have.max_age != want.max_age || have.duplicate_window != want.duplicate_window {
-                    js.update_stream(want.clone())
-                        .await
-                        .with_context(|| format!("updating stream {}", want.name))?;
-                }
-            }
-            Err(_) => {
-                js.create_stream(want.clone())
-                    .await
-                    .with_context(|| format!("creating stream {}", want.name))?;
-            }
+        let limits = provision::Limits {
+            max_age: Some(want.max_age),
+            duplicate_window: Some(want.duplicate_window),
+            replicas: want.num_replicas,
+        };
+        let name = want.name.clone();
+        if let Some(have) = provision::stream_config(js, &name).await?
+            && have.subjects != want.subjects
+        {
+            bail!(
+                "stream {name} captures {:?}, nmc needs {:?}; fix or delete the stream",
+                have.subjects,
+                want.subjects
+            );
         }
+        provision::ensure(js, &name, &limits, async || {
+            js.create_stream(want).await?;
+            Ok(())
+        })
+        .await?;
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
-//! Node configuration: a TOML file, overridden key by key by `NMC_<KEY>` environment variables.
+//! Node configuration: a TOML file, overridden key by key by `NMC_<KEY>` environment variables
+//! (typed by the field they set; `__` steps into tables: see [`env`]).
 //!
 //! Telemetry is configured by the standard `OTEL_*` variables instead (see `telemetry`).
+
+pub mod env;
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +27,6 @@ pub struct Config {
     /// `cloud_and_onprem`). A convenience for development and tests: in production use
     /// `nmc forces add`. Which node processes a force is decided by the cluster, not here.
     pub forces: Vec<ForceId>,
-    /// More forces to onboard at start-up, like `forces`.
-    pub onboarded: Vec<ForceId>,
     /// Whether this node takes part in triage: dead-lettering events of forces that are not
     /// onboarded (a shared durable consumer: any number of nodes may do it).
     pub triage: bool,
@@ -68,9 +69,6 @@ pub struct Config {
     pub max_future_secs: u64,
     /// Values of `%name%` placeholders for Sigma's `expand` modifier (name without `%`).
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
-    /// Test aid, off when empty: an event carrying this top-level field makes rule evaluation
-    /// panic, to exercise supervision and dead-lettering.
-    pub panic_field: String,
 }
 
 impl Default for Config {
@@ -81,7 +79,6 @@ impl Default for Config {
             data_dir: PathBuf::from("nmc-data"),
             rules_dirs: Vec::new(),
             forces: Vec::new(),
-            onboarded: Vec::new(),
             triage: true,
             weight: 1,
             node_ttl_secs: 5,
@@ -100,7 +97,6 @@ impl Default for Config {
             source_lateness_secs: Default::default(),
             max_future_secs: 900,
             placeholders: Default::default(),
-            panic_field: String::new(),
         }
     }
 }
@@ -112,9 +108,6 @@ fn default_node_id() -> String {
         .unwrap_or_else(|| format!("nmc-{}", std::process::id()))
 }
 
-/// Keys whose environment override is a comma-separated list.
-const LIST_KEYS: &[&str] = &["rules_dirs", "forces", "onboarded"];
-
 impl Config {
     /// Loads `path` (if given) and applies `NMC_*` overrides from the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -124,7 +117,7 @@ impl Config {
     /// Like [`Config::load`] with an explicit environment (for tests).
     pub fn load_with_env(
         path: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
+        vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
         let mut table = match path {
             Some(p) => {
@@ -135,34 +128,9 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let known: Vec<String> = toml::Table::try_from(Config::default())
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
-        for (k, v) in env {
-            let Some(key) = k.strip_prefix("NMC_") else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if !known.contains(&key) {
-                continue;
-            }
-            let value = if LIST_KEYS.contains(&key.as_str()) {
-                toml::Value::Array(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| toml::Value::String(s.to_owned()))
-                        .collect(),
-                )
-            } else if let Ok(i) = v.parse::<i64>() {
-                toml::Value::Integer(i)
-            } else if let Ok(b) = v.parse::<bool>() {
-                toml::Value::Boolean(b)
-            } else {
-                toml::Value::String(v)
-            };
-            table.insert(key, value);
-        }
+        let defaults = toml::Table::try_from(Config::default())
+            .context("serializing the default configuration")?;
+        env::apply(&mut table, &defaults, vars)?;
         let cfg: Config = table
             .try_into()
             .context("invalid configuration (file keys or NMC_* overrides)")?;
@@ -170,7 +138,7 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks cross-field rules and fills derived defaults.
+    /// Checks the rules that span fields, with a message that says what to change.
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             bail!("batch_size must be at least 1");
@@ -210,15 +178,7 @@ impl Config {
         Ok(())
     }
 
-    /// The forces to onboard at start-up (`forces` and `onboarded`).
-    pub fn startup_forces(&self) -> Vec<ForceId> {
-        let mut v: Vec<ForceId> = self.forces.iter().chain(&self.onboarded).cloned().collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// The cluster coordination settings.
+    /// The cluster coordination settings (the one place their defaults come from).
     pub fn cluster(&self) -> crate::cluster::ClusterSettings {
         crate::cluster::ClusterSettings {
             node_ttl: std::time::Duration::from_secs(self.node_ttl_secs),
@@ -300,6 +260,74 @@ mod tests {
             )
             .is_err(),
             "duplicate window shorter than a replay after takeover"
+        );
+    }
+
+    #[test]
+    fn overrides_are_typed_by_the_field_they_set() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NMC_NODE_ID", "42"),
+                ("NMC_NATS_URL", "nats://a:4222,nats://b:4222"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "42", "a numeric node id is still a string");
+        assert_eq!(
+            c.nats_url, "nats://a:4222,nats://b:4222",
+            "not split as a list"
+        );
+        let e = Config::load_with_env(None, env(&[("NMC_BATCH_SIZE", "lots")])).unwrap_err();
+        assert!(format!("{e:#}").contains("NMC_BATCH_SIZE"), "{e:#}");
+        let e = Config::load_with_env(None, env(&[("NMC_TRIAGE", "yes")])).unwrap_err();
+        assert!(format!("{e:#}").contains("true or false"), "{e:#}");
+    }
+
+    #[test]
+    fn map_keys_are_overridable() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NMC_SOURCE_LATENESS_SECS__AWS_CLOUDTRAIL", "900"),
+                ("NMC_PLACEHOLDERS__ADMIN_USERS", "alice, bob"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.source_lateness_secs["aws_cloudtrail"], 900);
+        assert_eq!(c.placeholders["admin_users"], vec!["alice", "bob"]);
+        assert_eq!(c.lateness_ms(), 900_000);
+        // A whole table inline, then one entry on top of it (whatever the variables' order).
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NMC_SOURCE_LATENESS_SECS__SYSLOG", "60"),
+                (
+                    "NMC_SOURCE_LATENESS_SECS",
+                    "{ aws_cloudtrail = 600, sysmon = 30 }",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.source_lateness_secs.len(), 3);
+        assert!(
+            Config::load_with_env(None, env(&[("NMC_SOURCE_LATENESS_SECS__NETFLOW", "60")]))
+                .is_err(),
+            "a map key that is not a source kind is refused"
+        );
+    }
+
+    #[test]
+    fn the_file_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(&p, "onboarded = [\"kent\"]\n").unwrap();
+        let e = Config::load_with_env(Some(&p), env(&[])).unwrap_err();
+        assert!(format!("{e:#}").contains("onboarded"), "{e:#}");
+        std::fs::write(&p, "forces = [\"kent\", \"kent\"]\n").unwrap();
+        assert!(
+            Config::load_with_env(Some(&p), env(&[])).is_err(),
+            "listed twice"
         );
     }
 }
