@@ -27,7 +27,7 @@ fn legacy(t: i64, user: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn poison_event_is_retried_then_dead_lettered_and_state_survives() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(
         &nats,

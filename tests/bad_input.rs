@@ -10,7 +10,7 @@ use harness::*;
 
 #[tokio::test]
 async fn every_bad_input_kind_is_dead_lettered_with_its_reason() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let _node = Node::start(
         &nats,

@@ -25,7 +25,7 @@ fn nmc(args: &[&str]) {
 
 #[tokio::test]
 async fn exported_state_continues_on_another_node() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let rules = vec![rules_dir("identity")];

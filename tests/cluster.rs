@@ -199,7 +199,7 @@ fn owners_of(node: &str, owners: &BTreeMap<String, String>) -> Vec<String> {
 
 #[tokio::test]
 async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ids = ["node-1", "node-2", "node-3"];
     let mut nodes: Vec<Node> = ids
@@ -267,7 +267,7 @@ async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
 
 #[tokio::test]
 async fn a_frozen_node_stops_and_emits_nothing_under_its_stale_epoch() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let forces = &TWELVE[..6];
     let ids = ["node-a", "node-b"];
@@ -309,7 +309,7 @@ async fn a_frozen_node_stops_and_emits_nothing_under_its_stale_epoch() {
 
 #[tokio::test]
 async fn scale_out_from_one_to_three_and_back_under_load() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let forces = &TWELVE[..9];
     let mut first = Node::start(&nats, &dir.path().join("n1"), &spec("node-1", forces));
@@ -346,6 +346,7 @@ async fn scale_out_from_one_to_three_and_back_under_load() {
         }
         let st = n
             .wait_exit(Duration::from_secs(1))
+            .await
             .expect("exits within the grace");
         assert!(st.success(), "clean exit: {st:?}");
         assert!(n.log().contains("force handed off"));
@@ -390,7 +391,7 @@ level: low
 
 #[tokio::test]
 async fn forces_and_rule_packs_change_while_running() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
     let js = nats.js().await;
@@ -546,7 +547,7 @@ async fn forces_and_rule_packs_change_while_running() {
 
 #[tokio::test]
 async fn a_nats_restart_loses_nothing() {
-    let mut nats = Nats::start();
+    let mut nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let forces = &TWELVE[..4];
     let ids = ["node-a", "node-b"];
@@ -570,7 +571,7 @@ async fn a_nats_restart_loses_nothing() {
         .collect();
     let mut events = load(js.clone(), half, Duration::ZERO).await.unwrap();
     drop(js);
-    nats.restart(Duration::from_secs(1));
+    nats.restart(Duration::from_secs(1)).await;
     let js = nats.js().await;
     let more = load(js.clone(), rest, Duration::ZERO).await.unwrap();
     for (f, evs) in more {
@@ -592,7 +593,7 @@ async fn failover_times() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ids = ["node-1", "node-2", "node-3"];
     let mut nodes: Vec<Node> = ids

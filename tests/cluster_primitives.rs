@@ -36,7 +36,7 @@ async fn buckets(nats: &Nats) -> Buckets {
 
 #[tokio::test]
 async fn one_holder_then_takeover_after_ttl_with_a_greater_epoch() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let b = buckets(&nats).await;
     assert_eq!(b.leases.stream.cached_info().config.max_age, TTL);
     let (kent, essex) = (force("kent"), force("essex"));
@@ -121,7 +121,7 @@ async fn one_holder_then_takeover_after_ttl_with_a_greater_epoch() {
 
 #[tokio::test]
 async fn renewal_keeps_the_lease_and_release_frees_it_at_once() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let b = buckets(&nats).await;
     let dorset = force("dorset");
     let mut a = Lease::acquire(&b.leases, &dorset, "node-a")
@@ -160,7 +160,7 @@ async fn renewal_keeps_the_lease_and_release_frees_it_at_once() {
 
 #[tokio::test]
 async fn a_node_that_stops_heartbeating_leaves_after_the_ttl() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let b = buckets(&nats).await;
     assert!(membership::live_nodes(&b.nodes).await.unwrap().is_empty());
     let a = Membership::join(&b.nodes, NodeInfo::this_process("node-a", 1))
@@ -196,7 +196,7 @@ async fn a_node_that_stops_heartbeating_leaves_after_the_ttl() {
 
 #[tokio::test]
 async fn checkpoints_round_trip_and_the_newest_wins() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let b = buckets(&nats).await;
     let (kent, essex) = (force("kent"), force("essex"));
     assert_eq!(checkpoint::get(&b.checkpoints, &kent).await.unwrap(), None);
@@ -236,7 +236,7 @@ async fn checkpoints_round_trip_and_the_newest_wins() {
 
 #[tokio::test]
 async fn onboarding_changes_are_listed_and_watched() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let b = buckets(&nats).await;
     let (kent, essex) = (force("kent"), force("essex"));
     let mut watch = onboarding::watch(&b.forces).await.unwrap();

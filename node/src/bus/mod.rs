@@ -30,15 +30,35 @@ pub const H_NODE: &str = "Nmc-Node";
 pub const H_MSG_ID: &str = "Nats-Msg-Id";
 
 /// Connects to NATS with a client name, retrying the first connection until it succeeds.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client> {
+/// `urls` is one server URL or several, comma-separated (the servers of a cluster: the client
+/// fails over between them).
+pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
+    let servers = server_addrs(urls)?;
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+        .with_context(|| format!("connecting to NATS at {urls}"))?;
     Ok(client)
+}
+
+/// The server addresses of a comma-separated list of URLs.
+fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse()
+                .with_context(|| format!("`{u}` is not a NATS server URL"))
+        })
+        .collect::<Result<_>>()?;
+    if servers.is_empty() {
+        bail!("no NATS server URL given");
+    }
+    Ok(servers)
 }
 
 /// The stream configurations a node requires.
@@ -217,5 +237,20 @@ impl<T: 'static> Pipelined<T> {
             done(r.context("publish not acknowledged")?, t);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists_are_comma_separated() {
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let three = server_addrs("nats://a:4222, nats://b:4222,nats://c:4222").unwrap();
+        assert_eq!(three.len(), 3);
+        assert!(server_addrs("").is_err());
+        let e = server_addrs("nats://a:4222,nats://b:port").unwrap_err();
+        assert!(format!("{e:#}").contains("nats://b:port"), "{e:#}");
     }
 }
