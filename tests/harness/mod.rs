@@ -662,3 +662,33 @@ pub async fn wait_owners(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until some force of `forces` reports (with its lease renewal) a cursor past `seq`:
+/// the node is seen applying events published after it. Panics after `timeout`.
+pub async fn wait_applied_past(
+    js: &jetstream::Context,
+    forces: &[&str],
+    seq: u64,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(kv) = js.get_key_value("NMC_LEASES").await {
+            let holders = nmc_node::cluster::lease::holders(&kv)
+                .await
+                .unwrap_or_default();
+            if forces
+                .iter()
+                .filter_map(|f| holders.get(*f))
+                .any(|h| h.status.cursor > seq)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no force applied anything past sequence {seq} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
