@@ -265,6 +265,84 @@ async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
     );
 }
 
+/// Checkpoints are written off the coordinator's tick: with 43 forces checkpointed every
+/// second on two nodes (each round asks every idle actor for its state), one node is killed in
+/// the middle of one of its checkpoint rounds, and the survivor takes over all its forces within
+/// the failover bound (lease TTL + tick + restore; 10 s with default settings), its own
+/// checkpoint rounds notwithstanding.
+#[tokio::test]
+async fn a_node_killed_in_a_checkpoint_round_of_43_forces_is_taken_over_in_time() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let forces: Vec<&str> = nmc_shared::force::FORCES
+        .iter()
+        .take(43)
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(forces.len(), 43);
+    let spec = |id: &str| NodeSpec {
+        env: vec![
+            ("NMC_CHECKPOINT_INTERVAL_SECS".into(), "1".into()),
+            ("NMC_WORKERS".into(), "2".into()),
+        ],
+        ..spec(id, &forces)
+    };
+    let ids = ["node-a", "node-b"];
+    let mut a = Node::start(&nats, &dir.path().join("a"), &spec(ids[0]));
+    let _b = Node::start(&nats, &dir.path().join("b"), &spec(ids[1]));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(&forces, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(60)).await;
+    let on_a = owners_of(ids[0], &owners);
+    assert!(on_a.len() >= 10, "a holds a fair share: {}", on_a.len());
+    // Some state in every force, so that checkpoints carry something.
+    let events = plan(&forces, 5);
+    for (force, lines) in &events {
+        publish(&js, &format!("nmc.events.{force}.entra_signin"), lines).await;
+    }
+
+    // Kill a the moment one of its checkpoints lands: the rest of its round is under way.
+    let checkpoints = js.get_stream("OBJ_NMC_CHECKPOINTS").await.unwrap();
+    let mut metas = checkpoints
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "$O.NMC_CHECKPOINTS.M.>".into(),
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout_at(deadline.into(), metas.next())
+            .await
+            .expect("a checkpoint of a's forces within 30 s")
+            .unwrap()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if on_a.iter().any(|f| info["name"] == f.as_str()) {
+            break;
+        }
+    }
+    let killed_at = Instant::now();
+    a.kill9();
+    let survivor = desired_owners(&forces, &ids[1..]);
+    wait_owners(&js, &survivor, Duration::from_secs(60)).await;
+    let took = killed_at.elapsed();
+    eprintln!(
+        "{} forces taken over {} ms after a SIGKILL in a checkpoint round",
+        on_a.len(),
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "takeover took {took:?}: the survivor's checkpoint rounds must not delay it"
+    );
+}
+
 #[tokio::test]
 async fn a_frozen_node_stops_and_emits_nothing_under_its_stale_epoch() {
     let nats = Nats::start().await;
