@@ -1,16 +1,15 @@
 //! Cluster coordination primitives against a real nats-server: leases (exclusive, expiring,
 //! fenced by a growing epoch, released at once), membership by heartbeat TTL, checkpoints in the
-//! object store, and the onboarded forces with their watch.
+//! object store, and the onboarded forces with the follower that publishes them to a node.
 
 mod harness;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use harness::Nats;
 use nmc_node::cluster::lease::{self, Lease, LeaseLost};
 use nmc_node::cluster::membership::{self, Membership, NodeInfo};
-use nmc_node::cluster::onboarding::{self, ForceChange};
+use nmc_node::cluster::onboarding;
 use nmc_node::cluster::{Buckets, ClusterSettings, checkpoint, ensure_buckets};
 use nmc_shared::ForceId;
 use nmc_shared::onboarding::OnboardingPhase;
@@ -235,17 +234,31 @@ async fn checkpoints_round_trip_and_the_newest_wins() {
 }
 
 #[tokio::test]
-async fn onboarding_changes_are_listed_and_watched() {
+async fn onboarding_changes_are_listed_and_followed() {
     let nats = Nats::start().await;
     let b = buckets(&nats).await;
     let (kent, essex) = (force("kent"), force("essex"));
-    let mut watch = onboarding::watch(&b.forces).await.unwrap();
-
+    // A force onboarded before the follower starts is in its first value.
     assert!(
         onboarding::add(&b.forces, &kent, OnboardingPhase::Cloud, 2)
             .await
             .unwrap()
     );
+    let (tx, mut rx) = tokio::sync::watch::channel(Default::default());
+    let follower = tokio::spawn(onboarding::follow(b.forces.clone(), tx));
+    // Waits until the followed forces satisfy `want` (what a node's coordinator and triage see).
+    async fn until(
+        rx: &mut tokio::sync::watch::Receiver<nmc_node::context::Onboarded>,
+        what: &str,
+        want: impl Fn(&nmc_node::context::Onboarded) -> bool,
+    ) {
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|v| want(v)))
+            .await
+            .unwrap_or_else(|_| panic!("the follower never showed {what}"))
+            .unwrap();
+    }
+    until(&mut rx, "kent", |f| f.contains_key(&kent)).await;
+
     assert!(
         !onboarding::add(&b.forces, &kent, OnboardingPhase::CloudAndOnprem, 9)
             .await
@@ -264,6 +277,11 @@ async fn onboarding_changes_are_listed_and_watched() {
     assert_eq!(list[&kent].phase, OnboardingPhase::CloudAndOnprem);
     assert_eq!(list[&kent].weight, 2, "the second add changed nothing");
     assert_eq!(list[&essex].phase, OnboardingPhase::Cloud);
+    until(&mut rx, "essex added and kent's new phase", |f| {
+        f.get(&kent).map(|r| r.phase) == Some(OnboardingPhase::CloudAndOnprem)
+            && f.contains_key(&essex)
+    })
+    .await;
 
     onboarding::remove(&b.forces, &essex).await.unwrap();
     assert!(
@@ -274,38 +292,18 @@ async fn onboarding_changes_are_listed_and_watched() {
     let list = onboarding::list(&b.forces).await.unwrap();
     assert_eq!(list.keys().collect::<Vec<_>>(), [&kent]);
     assert_eq!(onboarding::get(&b.forces, &essex).await.unwrap(), None);
-
-    let phases = |changes: &[ForceChange], f: &ForceId| -> Vec<Option<OnboardingPhase>> {
-        changes
-            .iter()
-            .filter(|c| &c.force == f)
-            .map(|c| c.record.as_ref().map(|r| r.phase))
-            .collect()
-    };
-    let mut seen = Vec::new();
-    while seen.len() < 4 {
-        let next = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
-        seen.push(next.expect("watch stalled").unwrap().unwrap());
-    }
-    use OnboardingPhase::*;
-    assert_eq!(phases(&seen, &kent), [Some(Cloud), Some(CloudAndOnprem)]);
-    assert_eq!(phases(&seen, &essex), [Some(Cloud), None]);
-    assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
-
-    // A watch started now gets the current state first: kent, and essex's removal.
-    let mut late = onboarding::watch(&b.forces).await.unwrap();
-    let mut snapshot = Vec::new();
-    for _ in 0..2 {
-        snapshot.push(late.next().await.unwrap().unwrap());
-    }
-    assert_eq!(phases(&snapshot, &kent), [Some(CloudAndOnprem)]);
-    assert_eq!(phases(&snapshot, &essex), [None]);
-    // A removed force can be onboarded again, and the watch sees it.
-    assert!(onboarding::add(&b.forces, &essex, Cloud, 1).await.unwrap());
-    let again = tokio::time::timeout(Duration::from_secs(5), late.next()).await;
-    let again = again.expect("watch stalled").unwrap().unwrap();
-    assert_eq!(
-        (again.force, again.record.map(|r| r.phase)),
-        (essex, Some(Cloud))
+    until(&mut rx, "essex removed", |f| !f.contains_key(&essex)).await;
+    // A removed force can be onboarded again, and the follower sees it.
+    assert!(
+        onboarding::add(&b.forces, &essex, OnboardingPhase::Cloud, 1)
+            .await
+            .unwrap()
     );
+    until(&mut rx, "essex again", |f| f.contains_key(&essex)).await;
+    assert_eq!(
+        *rx.borrow().as_ref(),
+        onboarding::list(&b.forces).await.unwrap(),
+        "the followed forces are the bucket's"
+    );
+    follower.abort();
 }

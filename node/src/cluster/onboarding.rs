@@ -1,15 +1,15 @@
 //! Onboarded forces in `NMC_FORCES`: key = force id, value = a JSON [`ForceRecord`]
 //! (`{"phase":"cloud"|"cloud_and_onprem","weight":1,"added_ms":...}`).
 
-use anyhow::{Context, Result, bail};
-use async_nats::jetstream::kv::{self, CreateErrorKind, Entry, Operation, UpdateErrorKind};
-use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
-use nmc_shared::ForceId;
-use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Entry, Operation, UpdateErrorKind};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use nmc_shared::ForceId;
+use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -17,13 +17,13 @@ use crate::context::Onboarded;
 
 /// One change to the onboarded forces.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForceChange {
+struct ForceChange {
     /// The force.
-    pub force: ForceId,
+    force: ForceId,
     /// Its record now; `None` when it was removed.
-    pub record: Option<ForceRecord>,
+    record: Option<ForceRecord>,
     /// Revision of the change in the bucket.
-    pub revision: u64,
+    revision: u64,
 }
 
 /// Onboards `force` in `phase` with `weight`: false (and no change) if it already is.
@@ -155,16 +155,6 @@ async fn follow_once(kv: &kv::Store, tx: &watch::Sender<Onboarded>) -> Result<()
         publish(&forces);
     }
     Ok(())
-}
-
-/// The current state first (one change per key: a removed force shows as `None` while its
-/// delete marker lasts), then every change as it happens.
-pub async fn watch(kv: &kv::Store) -> Result<impl Stream<Item = Result<ForceChange>> + Unpin> {
-    let entries = kv
-        .watch_with_history(">")
-        .await
-        .with_context(|| format!("watching {}", kv.name))?;
-    Ok(entries.map(|e| change(e.context("watching the onboarded forces")?)))
 }
 
 fn change(e: Entry) -> Result<ForceChange> {
