@@ -927,4 +927,6 @@ fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i6
 }
 
 #[cfg(test)]
+mod compat_tests;
+#[cfg(test)]
 mod tests;
