@@ -261,11 +261,69 @@ fn state_of_the_previous_release_loads_and_raises_its_alerts() {
     .unwrap()
     .with_lateness(LATENESS);
     assert_eq!(st.late_events(), 5, "the late counter of the old Meta");
+    assert_eq!(st.bad_values(), 0);
     assert!(st.pending_events() > 0, "the fixture holds buffered events");
+    // Every kind's groups are there, and none is larger in the current form.
+    let kinds: Vec<&str> = rs
+        .correlations()
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| st.groups[*c].len() > 0)
+        .map(|(_, corr)| corr.meta.id.as_str())
+        .collect();
+    assert_eq!(kinds.len(), rs.correlations().len(), "{kinds:?}");
+    for (k, v) in &store {
+        let Some((rule, key)) = split_group_key(k) else {
+            continue;
+        };
+        let Some(c) = rs.correlations().iter().position(|c| c.meta.id == rule) else {
+            continue;
+        };
+        let g = st.groups[c].get_mut(st.prints.of(key)).unwrap();
+        assert!(
+            g.encode().len() <= v.len(),
+            "{rule} {key}: {} > {}",
+            g.encode().len(),
+            v.len()
+        );
+    }
     let after = apply(&rs, &mut st, &evs[CUT..], true);
     assert_eq!(to_json(&after), expected);
     // The same stream uninterrupted gives them too.
     let mut st = ForceState::new().with_lateness(LATENESS);
     apply(&rs, &mut st, &evs[..CUT], false);
     assert_eq!(to_json(&apply(&rs, &mut st, &evs[CUT..], true)), expected);
+}
+
+#[test]
+fn state_loaded_from_the_previous_release_persists_in_the_current_form() {
+    let rs = rules();
+    let evs = stream();
+    let (wm, store, expected) = fixture();
+    let mut st = ForceState::load(
+        &rs,
+        wm,
+        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap()
+    .with_lateness(LATENESS);
+    // A few more events, persisted (the changed groups in the current form, the rest still in
+    // the legacy one), reloaded, then the rest.
+    let mut out = apply(&rs, &mut st, &evs[CUT..CUT + 40], false);
+    let mut store: BTreeMap<Vec<u8>, Vec<u8>> = store.into_iter().collect();
+    for (k, v) in st.take_changes(&rs) {
+        match v {
+            Some(v) => store.insert(k, v),
+            None => store.remove(&k),
+        };
+    }
+    let mut st = ForceState::load(
+        &rs,
+        st.watermark_ms(),
+        store.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap()
+    .with_lateness(LATENESS);
+    out.extend(apply(&rs, &mut st, &evs[CUT + 40..], true));
+    assert_eq!(to_json(&out), expected);
 }
