@@ -23,20 +23,25 @@
 //!   group's common header (`group.rs`), tagged so that a group of another kind is never misread.
 //!
 //! Each kind's state is its own type (instead of one struct with a field for every kind): a count
-//! group no longer carries empty sequence, baseline, place and rate fields, in memory (160 bytes
-//! a group instead of 184) or persisted (three bytes less, after the two bytes of the form's
-//! marker and tag). State persisted by the release before this form is read by `legacy.rs` and
-//! converted by [`KindState::from_legacy`].
+//! group no longer carries empty sequence, baseline, place and rate fields, in memory (a group is
+//! at most 160 bytes instead of 184, the count window being the largest state) or persisted (a
+//! count group 3 bytes less, a sequence 7, counting the two bytes of the form's marker and
+//! tag). The price is a `match` on the state's variant per event. State persisted by the
+//! release before this form is read by `legacy.rs` and converted by [`KindState::from_legacy`].
 //!
 //! # Adding a kind
 //! 1. Add the variant to [`CorrelationKind`] and to [`CorrelationKind::ALL`] (a rule of a kind
 //!    missing from `ALL` is refused as an unknown type).
 //! 2. Write `kind/<name>.rs`: its `KindSpec` static, its state type (`Default`, `newest`,
 //!    `is_empty`, `encode_into`, `decode` with a `TAG` not used by another file), its `step`.
-//! 3. Register it here: `mod <name>;`, a [`KindState`] variant, and an arm in each `match` the
-//!    compiler then reports as not exhaustive ([`CorrelationKind::spec`], [`step`],
-//!    [`on_frontier`], [`KindState::from_legacy`] (no legacy state: empty) and the `KindState`
-//!    methods). No match on a kind has a wildcard arm, so no place can be forgotten.
+//! 3. Register it here: `mod <name>;`, a [`KindState`] variant with its `accessor!` line, and an
+//!    arm in each `match` the compiler then reports as not exhaustive
+//!    ([`CorrelationKind::spec`], [`step`], [`watches_frontier`], [`on_frontier`],
+//!    [`KindState::from_legacy`] (no legacy state: start empty), and `KindState`'s `newest`,
+//!    `is_empty`, `tag`, `encode_into`; `decode` by the new `TAG`, which the round trip test of
+//!    every kind in `group.rs` checks). No match on a kind or a kind
+//!    state has a wildcard arm, so no place can be forgotten; nothing outside `kind/` changes
+//!    (the parser, the compiler, the reorder buffer and the force state read the spec).
 //! 4. Document it in `docs/correlation-semantics.md` and test it like `correlate/tests.rs` does.
 
 mod count;
@@ -455,10 +460,10 @@ macro_rules! accessor {
             if !matches!(self, KindState::$v(_)) {
                 *self = KindState::$v(Default::default());
             }
-            match self {
-                KindState::$v(s) => s,
-                _ => unreachable!("set above"),
-            }
+            let KindState::$v(s) = self else {
+                unreachable!("set above")
+            };
+            s
         }
     };
 }
