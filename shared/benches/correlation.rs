@@ -243,7 +243,7 @@ fn longest_ms(rules: &RuleSet) -> i64 {
     rules
         .correlations()
         .iter()
-        .map(|c| c.timespan_ms)
+        .map(|c| c.params.timespan_ms)
         .max()
         .unwrap_or(0)
 }

@@ -54,6 +54,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
         .map_err(|e| StateError::Decode(e.to_string()))
 }
 
+/// Decodes a value written in the layout of [`encode`] at the start of `bytes`, which hold no
+/// version tag (a part of a value whose tag was read before): the value and the bytes it took.
+pub(crate) fn decode_part<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), StateError> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| StateError::Decode(e.to_string()))
+}
+
 /// Writes values in the layout [`encode`] gives them (bincode's standard configuration:
 /// little-endian, varint integers and lengths), by hand. For the correlation groups persisted
 /// with every batch, where serde's per-field calls showed in profiles; tested byte for byte
@@ -92,6 +99,11 @@ impl<'a> RawWriter<'a> {
         } else {
             (v as u64) * 2
         });
+    }
+
+    /// A byte (bincode writes `u8` as itself, not as a varint).
+    pub fn u8(&mut self, v: u8) {
+        self.out.push(v);
     }
 
     /// A float, as its eight bytes.
@@ -166,12 +178,14 @@ mod tests {
             }
         }
         let value = (
+            255u8,
             Some(-2.5f64),
             None::<i64>,
             vec!["naïve".to_owned(), "x".repeat(300)],
             (7u32, 1.0e300f64),
         );
         let written = raw(&|w| {
+            w.u8(255);
             w.some(true);
             w.f64(-2.5);
             w.some(false);
@@ -181,6 +195,8 @@ mod tests {
             w.serde(&(7u32, 1.0e300f64));
         });
         assert_eq!(written, encode(&value));
+        let (back, n) = decode_part::<(u8, Option<f64>)>(&written[1..]).unwrap();
+        assert_eq!((back, n), ((255, Some(-2.5)), 10));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use super::window::GroupWindow;
+use super::group::Group;
 
 /// A 128-bit print of a canonical group key.
 pub(super) type Print = u128;
@@ -76,9 +76,9 @@ fn halves(p: Print) -> (u64, u64) {
 #[derive(Debug, Default)]
 pub(super) struct GroupMap {
     /// By the print's high half; the group holds the low half.
-    table: HashMap<u64, Box<GroupWindow>, Build>,
+    table: HashMap<u64, Box<Group>, Build>,
     /// Groups whose high half another group in `table` holds, by the whole print.
-    overflow: HashMap<Print, Box<GroupWindow>, Build>,
+    overflow: HashMap<Print, Box<Group>, Build>,
 }
 
 impl GroupMap {
@@ -94,7 +94,7 @@ impl GroupMap {
     }
 
     /// The group of print `p`.
-    pub fn get_mut(&mut self, p: Print) -> Option<&mut GroupWindow> {
+    pub fn get_mut(&mut self, p: Print) -> Option<&mut Group> {
         if self.in_table(p) {
             return self.table.get_mut(&halves(p).0).map(|g| &mut **g);
         }
@@ -110,10 +110,10 @@ impl GroupMap {
     }
 
     /// The group of print `p`, created empty with key `key` if absent.
-    pub fn get_or_create(&mut self, p: Print, key: &str) -> &mut GroupWindow {
+    pub fn get_or_create(&mut self, p: Print, key: &str) -> &mut Group {
         let (hi, lo) = halves(p);
         let create = || {
-            let mut g = Box::new(GroupWindow::new(key));
+            let mut g = Box::new(Group::new(key));
             g.print_lo = lo;
             g
         };
@@ -130,7 +130,7 @@ impl GroupMap {
     }
 
     /// Adds group `g` of print `p` (absent).
-    pub fn insert(&mut self, p: Print, mut g: Box<GroupWindow>) {
+    pub fn insert(&mut self, p: Print, mut g: Box<Group>) {
         let (hi, lo) = halves(p);
         g.print_lo = lo;
         match self.table.entry(hi) {
@@ -144,7 +144,7 @@ impl GroupMap {
     }
 
     /// Removes the group of print `p`.
-    pub fn remove(&mut self, p: Print) -> Option<Box<GroupWindow>> {
+    pub fn remove(&mut self, p: Print) -> Option<Box<Group>> {
         if self.in_table(p) {
             return self.table.remove(&halves(p).0);
         }
@@ -155,8 +155,8 @@ impl GroupMap {
     /// `removed`.
     pub fn remove_if(
         &mut self,
-        mut expired: impl FnMut(&GroupWindow) -> bool,
-        mut removed: impl FnMut(Print, Box<GroupWindow>),
+        mut expired: impl FnMut(&Group) -> bool,
+        mut removed: impl FnMut(Print, Box<Group>),
     ) {
         for (hi, g) in self.table.extract_if(|_, g| expired(g)) {
             let p = Print::from(hi) << 64 | Print::from(g.print_lo);

@@ -16,34 +16,46 @@
 //! - After firing, a group is suppressed until `t + suppress` (default: the timespan): matching
 //!   events are still counted but raise nothing, and the next alert of the group carries how many
 //!   there were. Count windows and sequences restart empty after an alert.
-//! - Events missing a group-by field (or the counted field of `value_count`) are not counted.
+//! - Events missing a group-by field (or the counted field of `value_count`) are not counted;
+//!   nor are events whose number (`value_sum`, `value_avg`) or place (`impossible_travel`) is
+//!   not usable (`NaN`, infinite, off the globe), which are counted as bad values.
 //! - A group with nothing newer than `t - timespan` and no suppression running at the time `t` of
 //!   its next event starts afresh; sweeps free the groups expired at the frontier.
-//! - `silent_feed` watches a feed's silence, or with `below` its rate per period (`rate.rs`).
+//!
+//! This file is about the force: the reorder buffer, releasing events to their correlations,
+//! sweeps and persistence. What each kind does with an event is in [`kind`] (one file per kind),
+//! a group's common part and persisted form in `group.rs`, and every alert is made by
+//! `alert_of.rs`.
 
+mod alert_of;
 mod changes;
+mod group;
 mod groups;
+pub mod kind;
+mod legacy;
 mod pending;
-mod rate;
+mod seen;
 mod window;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, EvidenceRef, alert_id};
+use crate::alert::Alert;
 use crate::event::Event;
 use crate::force::ForceId;
-use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
-use crate::time::format_ms;
 pub use changes::StateChanges;
+use group::Group;
 use groups::{GroupMap, KeyPrints, Print};
-use pending::{PENDING_PREFIX, Pending, SEGMENT_PREFIX, Sample};
-use rate::RateWatch;
+use kind::{Firing, Observed};
+use pending::{PENDING_PREFIX, Pending, SEGMENT_PREFIX, Sample, Unread};
+use seen::Seen;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
-use window::{GroupWindow, Seen, Wire};
+// (The scenario tests compare alert times with it.)
+#[cfg(test)]
+use crate::time::format_ms;
 
 // A group's key in the state keyspace: correlation rule id, a zero byte, canonical group key
 // (written by `StateChanges::group`).
@@ -74,12 +86,33 @@ const RELEASED_KEY: &[u8] = b"\x01f";
 /// Force-level counters, persisted with the state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Meta {
+    /// Events that arrived after the frontier had passed them.
+    late: u64,
+    /// Events whose number or place a correlation could not use (added after the first release
+    /// of `Meta`: [`Meta::decode`] reads values without it).
+    bad_values: u64,
+}
+
+/// [`Meta`] as first released.
+#[derive(Deserialize)]
+struct MetaV1 {
     late: u64,
 }
 
-/// What a firing group hands to the alert: first event time, evidence, count, distinct count,
-/// measured value.
-type Firing = (Option<i64>, Vec<Seen>, u64, Option<u64>, Option<f64>);
+impl Meta {
+    /// Decodes the counters, in the current form or the first one.
+    fn decode(bytes: &[u8]) -> Result<Meta, StateError> {
+        state::decode(bytes).or_else(|e| {
+            let Ok(m) = state::decode::<MetaV1>(bytes) else {
+                return Err(e);
+            };
+            Ok(Meta {
+                late: m.late,
+                bad_values: 0,
+            })
+        })
+    }
+}
 
 /// A change to persist, owned: key and new value, or `None` to delete.
 pub type StateChange = (Vec<u8>, Option<Vec<u8>>);
@@ -122,8 +155,11 @@ pub struct ForceState {
     queue_buf: Vec<(usize, usize, usize)>,
     /// Scratch: the (correlation, input position) pairs an event feeds directly.
     direct_buf: Vec<(usize, usize)>,
-    /// Rate-drop alerts of the silent feed being fed (handed to `feed`).
-    rate_alerts: Vec<Alert>,
+    /// Alerts of the group being fed that chain to nothing (a silent feed's rate drops), handed
+    /// to `feed`.
+    reports: Vec<Alert>,
+    /// Scratch: firings of a kind's step or frontier check that chain to nothing.
+    firings_buf: Vec<Firing<'static>>,
 }
 
 /// The groups changed and removed since the last `take_changes`, their state keys already
@@ -140,7 +176,7 @@ struct Touched {
 
 impl Touched {
     /// Lists group `key` of correlation `c` (rule id `rule`) as changed, once per batch.
-    fn changed(&mut self, win: &mut GroupWindow, c: usize, print: Print, rule: &str, key: &str) {
+    fn changed(&mut self, win: &mut Group, c: usize, print: Print, rule: &str, key: &str) {
         if !win.dirty {
             win.dirty = true;
             let i = self.changes.group(rule, key);
@@ -171,7 +207,7 @@ const SWEEP_EVERY_MS: i64 = 60_000;
 /// sweep only frees memory (an expired group starts afresh on its next event anyway), so an
 /// expired group may be held that much longer.
 fn sweep_every(corr: &CompiledCorrelation) -> i64 {
-    (corr.timespan_ms / 10).max(SWEEP_EVERY_MS)
+    (corr.params.timespan_ms / 10).max(SWEEP_EVERY_MS)
 }
 
 impl ForceState {
@@ -210,7 +246,7 @@ impl ForceState {
             .collect();
         for (k, v) in entries {
             if k == META_KEY {
-                s.meta = state::decode(v)?;
+                s.meta = Meta::decode(v)?;
                 continue;
             }
             if k == RELEASED_KEY {
@@ -241,7 +277,8 @@ impl ForceState {
             };
             match index.get(rule) {
                 Some(&c) => {
-                    let win = GroupWindow::from_wire(key, Wire::decode(v)?);
+                    let kind = rules.correlations()[c].params.kind;
+                    let win = Group::decode(kind, key, v)?;
                     s.groups[c].insert(s.prints.of(key), Box::new(win));
                 }
                 None => s.orphans.push(k.to_vec()),
@@ -296,6 +333,18 @@ impl ForceState {
         self.meta.late
     }
 
+    /// Events that fed a correlation a number it could not use (`NaN`, infinite: `value_sum`,
+    /// `value_avg`) or a place off the globe (`impossible_travel`): not counted there.
+    pub fn bad_values(&self) -> u64 {
+        self.meta.bad_values
+    }
+
+    /// Counts one event with a bad value.
+    fn count_bad_value(&mut self) {
+        self.meta.bad_values += 1;
+        self.meta_dirty = true;
+    }
+
     /// Applies one event (stream sequence `seq`) and appends any alerts it raises to `out`.
     pub fn apply(
         &mut self,
@@ -329,7 +378,9 @@ impl ForceState {
         for &r in matched {
             let rule = &rules.rules()[r];
             if rule.emits {
-                out.push(detection_alert(rule.meta.clone(), force, seq, ev.time_ms));
+                let at = Seen { t: ev.time_ms, seq };
+                let f = Firing::event(&at);
+                out.push(alert_of::alert(&rule.meta, force, "", BTreeMap::new(), &f));
             }
             for &c in rules.correlations_of(r) {
                 let corr = &rules.correlations()[c];
@@ -350,7 +401,11 @@ impl ForceState {
             if now {
                 self.feed(rules, force, Released::Now(at, &direct, ev), out);
             } else {
-                let p = Pending::new(rules, at, direct.clone(), ev);
+                let mut bad = false;
+                let p = Pending::read(rules, at, direct.clone(), ev, &mut bad);
+                if bad {
+                    self.count_bad_value();
+                }
                 self.added.push(at);
                 self.pending.insert(at, p);
             }
@@ -388,7 +443,7 @@ impl ForceState {
         let upto = upto.min(self.frontier_ms());
         self.released_upto = Some(self.released_upto.map_or(upto, |r| r.max(upto)));
         let frontier = self.frontier_ms();
-        self.check_silence(rules, force, frontier, out);
+        self.check_frontier(rules, force, frontier, out);
         if self
             .sweep_period
             .is_some_and(|p| p != frontier.div_euclid(SWEEP_EVERY_MS))
@@ -415,6 +470,7 @@ impl ForceState {
         );
         queue.sort_unstable();
         queue.dedup();
+        let mut bad = false;
         let mut i = 0;
         while i < queue.len() {
             let (rank, c, _) = queue[i];
@@ -438,20 +494,29 @@ impl ForceState {
             let extracted;
             let sample = match ev {
                 Released::Buffered(p) => p.sample(c, positions[0]),
-                Released::Now(_, _, e) => {
-                    extracted = Sample::extract(corr, positions[0], e);
-                    extracted.as_ref()
-                }
+                Released::Now(_, direct, e) => match Sample::extract(corr, positions[0], e) {
+                    Ok(s) => {
+                        extracted = s;
+                        Some(&extracted)
+                    }
+                    Err(Unread::Bad) => {
+                        // Counted once per event, for the correlations it feeds directly (as
+                        // when it is buffered).
+                        bad |= direct.binary_search(&(c, positions[0])).is_ok();
+                        None
+                    }
+                    Err(Unread::Missing) => None,
+                },
             };
             let Some(sample) = sample else {
                 continue;
             };
             let alert = self.correlate(c, corr, positions, sample, force, at);
-            if !self.rate_alerts.is_empty() {
+            if !self.reports.is_empty() {
                 if corr.emits {
-                    out.append(&mut self.rate_alerts);
+                    out.append(&mut self.reports);
                 }
-                self.rate_alerts.clear();
+                self.reports.clear();
             }
             if let Some(alert) = alert {
                 if corr.emits {
@@ -470,6 +535,9 @@ impl ForceState {
             }
         }
         self.queue_buf = queue;
+        if bad {
+            self.count_bad_value();
+        }
     }
 
     /// Feeds one event, which matched the inputs at `positions` of `corr.inputs`, to its group;
@@ -490,7 +558,9 @@ impl ForceState {
         alert
     }
 
-    /// [`ForceState::correlate`] for the group of canonical key `key`.
+    /// [`ForceState::correlate`] for the group of canonical key `key`: expiry and suppression,
+    /// then the kind's step; the group's alert if it fires (its other reports go to
+    /// `self.reports`).
     #[allow(clippy::too_many_arguments)]
     fn correlate_group(
         &mut self,
@@ -503,14 +573,14 @@ impl ForceState {
         at: Seen,
     ) -> Option<Alert> {
         let t = at.t;
-        let current = sample.value.as_deref();
+        let p = &corr.params;
         if self.groups.len() <= c {
             self.groups.resize_with(c + 1, GroupMap::default);
         }
         let print = self.prints.of(key);
         let groups = &mut self.groups[c];
         let win = groups.get_or_create(print, key);
-        if corr.kind != CorrelationKind::SilentFeed && win.expired_at(t, corr.timespan_ms) {
+        if p.kind.spec().expires && win.expired_at(t, p.timespan_ms) {
             // Whether or not a sweep removed it yet, an expired group starts afresh.
             win.reset();
         }
@@ -519,171 +589,31 @@ impl ForceState {
         if quiet {
             win.suppressed = win.suppressed.saturating_add(1);
         }
-        let fired: Option<Firing> = match corr.kind {
-            CorrelationKind::EventCount
-            | CorrelationKind::ValueCount
-            | CorrelationKind::ValueSum
-            | CorrelationKind::ValueAvg
-            | CorrelationKind::ValuePercentile => {
-                let num = match corr.kind {
-                    CorrelationKind::ValueSum | CorrelationKind::ValueAvg => {
-                        current.and_then(|v| v.trim().parse::<f64>().ok())
-                    }
-                    _ => None,
-                };
-                // Only distinct counts and percentiles need the values themselves.
-                let kept = match corr.kind {
-                    CorrelationKind::ValueCount | CorrelationKind::ValuePercentile => current,
-                    _ => None,
-                };
-                let counted = win.counts.add(
-                    corr.timespan_ms,
-                    at,
-                    kept,
-                    num,
-                    corr.kind == CorrelationKind::ValuePercentile,
-                );
-                let tally = win.counts.tally(kept);
-                let events = tally.events;
-                let distinct = (corr.kind == CorrelationKind::ValueCount).then_some(tally.distinct);
-                let measured = match corr.kind {
-                    CorrelationKind::ValueSum => Some(tally.sum),
-                    CorrelationKind::ValueAvg => Some(tally.sum / events.max(1) as f64),
-                    CorrelationKind::ValuePercentile => {
-                        Some(100.0 * f64::from(tally.same) / events.max(1) as f64)
-                    }
-                    _ => None,
-                };
-                let m = measured.unwrap_or(distinct.unwrap_or(events) as f64);
-                (counted && !quiet && corr.holds(m)).then(|| {
-                    let (first, evidence) = win.counts.drain();
-                    (first, evidence, events, distinct, measured)
-                })
-            }
-            CorrelationKind::SilentFeed => {
-                // Remember the latest event; any event re-arms the watch.
-                if win.steps.first().copied().flatten().is_none_or(|s| s < at) {
-                    win.steps = Box::new([Some(at)]);
-                }
-                win.suppress_until = None;
-                win.suppressed = 0;
-                if let Some(below) = corr.detector.below {
-                    // The periods before this event's are complete: judge them, then count it.
-                    let span = corr.timespan_ms;
-                    let period = t.div_euclid(span);
-                    let watch = win
-                        .extra_mut()
-                        .rate
-                        .get_or_insert_with(|| RateWatch::new(period));
-                    let drops = watch.judge(period, corr.detector.baseline_ms / span, below);
-                    watch.count(period, at);
-                    self.rate_alerts
-                        .extend(drops.iter().map(|d| rate_alert(corr, force, d)));
-                }
-                None
-            }
-            CorrelationKind::NewTerm => {
-                // The latest event keeps the baseline alive (it expires `timespan` after it).
-                match win.steps.first_mut() {
-                    Some(Some(latest)) if *latest >= at => {}
-                    Some(slot) => *slot = Some(at),
-                    None => win.steps = Box::new([Some(at)]),
-                }
-                let x = win.extra_mut();
-                let since = *x.since.get_or_insert(t);
-                let learning = t < since + corr.detector.learning_ms;
-                let v = current.unwrap_or_default();
-                let new = !x.seen.contains(v) && x.seen.insert(v.to_owned());
-                (new && !learning && !quiet).then(|| (Some(t), vec![at], 1, None, None))
-            }
-            CorrelationKind::ImpossibleTravel => {
-                let (lat, lon) = sample.place?;
-                let previous = win.extra_mut().last_place.replace((at, lat, lon));
-                previous.and_then(|(prev, plat, plon)| {
-                    let km = haversine_km(plat, plon, lat, lon);
-                    let hours = ((t - prev.t).abs() as f64 / 3_600_000.0).max(1.0 / 60.0);
-                    let fast =
-                        km >= corr.detector.min_distance_km && km / hours > corr.detector.speed_kmh;
-                    (fast && !quiet).then(|| {
-                        let mut both = vec![prev, at];
-                        both.sort();
-                        (Some(both[0].t), both, 2, None, Some((km / hours).round()))
-                    })
-                })
-            }
-            CorrelationKind::Temporal | CorrelationKind::TemporalOrdered => {
-                if win.steps.len() != corr.inputs.len() {
-                    win.steps = vec![None; corr.inputs.len()].into_boxed_slice();
-                }
-                let ordered = corr.kind == CorrelationKind::TemporalOrdered;
-                for &p in positions {
-                    if !ordered {
-                        win.steps[p] = Some(at);
-                    } else if p == 0 {
-                        // The latest occurrence of the first rule starts the sequence.
-                        win.steps[0] = Some(at);
-                        win.steps[1..].iter_mut().for_each(|s| *s = None);
-                    } else if win.steps[p - 1]
-                        .as_ref()
-                        .is_some_and(|prev| prev.seq != at.seq)
-                    {
-                        win.steps[p] = Some(at);
-                        win.steps[p + 1..].iter_mut().for_each(|s| *s = None);
-                    }
-                }
-                let oldest_allowed = t - corr.timespan_ms;
-                if ordered {
-                    // A sequence older than the timespan is abandoned.
-                    if win.steps[0].as_ref().is_some_and(|s| s.t < oldest_allowed) {
-                        win.steps.iter_mut().for_each(|s| *s = None);
-                    }
-                } else {
-                    for s in win.steps.iter_mut() {
-                        if s.as_ref().is_some_and(|e| e.t < oldest_allowed) {
-                            *s = None;
-                        }
-                    }
-                }
-                let complete = win.steps.iter().all(Option::is_some);
-                (!quiet && complete).then(|| {
-                    let mut all: Vec<Seen> =
-                        win.steps.iter_mut().filter_map(Option::take).collect();
-                    all.sort();
-                    let n = all.len() as u64;
-                    (all.first().map(|s| s.t), all, n, None, None)
-                })
-            }
+        let observed = Observed {
+            at,
+            positions,
+            value: sample.value.as_deref(),
+            place: sample.place,
         };
+        let mut reports = std::mem::take(&mut self.firings_buf);
+        let fired = kind::step(&mut win.state, p, &observed, quiet, &mut reports);
+        let group = || {
+            corr.group_by
+                .iter()
+                .cloned()
+                .zip(sample.group.iter().map(|g| g.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        for f in reports.drain(..) {
+            self.reports
+                .push(alert_of::alert(&corr.meta, force, key, group(), &f));
+        }
+        self.firings_buf = reports;
         let mut alert = None;
-        if let Some((first, evidence, count, distinct, measured)) = fired {
-            let newest = evidence.iter().map(|e| e.t).max().unwrap_or(t).max(t);
-            let first = first.unwrap_or(t);
-            let first_seq = evidence.first().map_or(at.seq, |e| e.seq);
-            let start = newest - corr.timespan_ms;
-            alert = Some(Alert {
-                id: alert_id(&corr.meta.id, force, key, start, newest, first_seq),
-                force: force.clone(),
-                rule: corr.meta.clone(),
-                group: corr
-                    .group_by
-                    .iter()
-                    .cloned()
-                    .zip(sample.group.iter().map(|g| g.to_string()))
-                    .collect(),
-                window_start: format_ms(start),
-                window_end: format_ms(newest),
-                count,
-                first_seen: format_ms(first),
-                last_seen: format_ms(newest),
-                distinct,
-                measured,
-                suppressed: u64::from(std::mem::take(&mut win.suppressed)),
-                evidence: evidence.iter().map(|e| evidence_ref(*e)).collect(),
-                node: String::new(),
-                epoch: 0,
-                rule_pack: String::new(),
-            });
-            win.suppress_until = Some(newest + corr.suppress_ms);
+        if let Some(mut f) = fired {
+            f.suppressed = u64::from(std::mem::take(&mut win.suppressed));
+            win.suppress_until = Some(f.end + p.suppress_ms);
+            alert = Some(alert_of::alert(&corr.meta, force, key, group(), &f));
         }
         if win.is_idle(t) {
             groups.remove(print);
@@ -692,69 +622,32 @@ impl ForceState {
         alert
     }
 
-    /// Raises `silent_feed` alerts: a feed whose rules matched nothing for `timespan` while the
-    /// force's event time (its frontier, moved by its other sources) went on. One alert per
-    /// silence; the next matching event re-arms it. A feed never seen is not watched.
-    fn check_silence(&mut self, rules: &RuleSet, force: &ForceId, now: i64, out: &mut Vec<Alert>) {
+    /// Judges the kinds that watch the force's event time rather than their events alone (a
+    /// silent feed: silences and rate drops) now that the frontier is at `now`.
+    fn check_frontier(&mut self, rules: &RuleSet, force: &ForceId, now: i64, out: &mut Vec<Alert>) {
         for (c, corr) in rules
             .correlations()
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.kind == CorrelationKind::SilentFeed)
+            .filter(|(_, c)| kind::watches_frontier(c.params.kind))
         {
             let empty = self.prints.empty;
             let Some(win) = self.groups.get_mut(c).and_then(|g| g.get_mut(empty)) else {
                 continue;
             };
-            if let Some(below) = corr.detector.below {
-                // Rate drop: judge the periods the frontier has completed.
-                let span = corr.timespan_ms;
-                let until = now.div_euclid(span);
-                let Some(watch) = win
-                    .extra
-                    .as_mut()
-                    .and_then(|x| x.rate.as_mut())
-                    .filter(|w| w.next() < until)
-                else {
-                    continue;
-                };
-                let drops = watch.judge(until, corr.detector.baseline_ms / span, below);
+            let mut firings = std::mem::take(&mut self.firings_buf);
+            if kind::on_frontier(&mut win.state, &corr.params, now, &mut firings) {
                 self.touched.changed(win, c, empty, &corr.meta.id, "");
-                if corr.emits {
-                    out.extend(drops.iter().map(|d| rate_alert(corr, force, d)));
-                }
-                continue;
             }
-            let Some(last) = win.steps.first().copied().flatten() else {
-                continue;
-            };
-            let silent_from = last.t + corr.timespan_ms;
-            if now <= silent_from || win.suppress_until == Some(i64::MAX) {
-                continue;
-            }
-            win.suppress_until = Some(i64::MAX);
-            self.touched.changed(win, c, empty, &corr.meta.id, "");
-            let alert = Alert {
-                id: alert_id(&corr.meta.id, force, "", last.t, silent_from, last.seq),
-                force: force.clone(),
-                rule: corr.meta.clone(),
-                group: BTreeMap::new(),
-                window_start: format_ms(last.t),
-                window_end: format_ms(silent_from),
-                count: 0,
-                first_seen: format_ms(last.t),
-                last_seen: format_ms(last.t),
-                distinct: None,
-                measured: None,
-                suppressed: 0,
-                evidence: vec![evidence_ref(last)],
-                node: String::new(),
-                epoch: 0,
-                rule_pack: String::new(),
-            };
             if corr.emits {
-                out.push(alert);
+                out.extend(
+                    firings
+                        .iter()
+                        .map(|f| alert_of::alert(&corr.meta, force, "", BTreeMap::new(), f)),
+                );
             }
+            firings.clear();
+            self.firings_buf = firings;
         }
     }
 
@@ -770,7 +663,7 @@ impl ForceState {
             let Some(groups) = self.groups.get_mut(c) else {
                 break;
             };
-            if corr.kind == CorrelationKind::SilentFeed {
+            if !corr.params.kind.spec().expires {
                 // A silent feed's last event is what the watch needs: never expire it.
                 continue;
             }
@@ -779,7 +672,7 @@ impl ForceState {
             if previous.is_some_and(|p| start(p) == start(period)) {
                 continue;
             }
-            let span = corr.timespan_ms;
+            let span = corr.params.timespan_ms;
             let touched = &mut self.touched;
             groups.remove_if(
                 |win| win.expired_at(frontier, span),
@@ -858,73 +751,7 @@ impl ForceState {
     }
 }
 
-/// The alert of a `silent_feed` rate drop: the period, its count, the baseline's mean per
-/// period (`measured`), and its first and last events (or the feed's last event before it).
-fn rate_alert(corr: &CompiledCorrelation, force: &ForceId, d: &rate::RateDrop) -> Alert {
-    let start = d.period.saturating_mul(corr.timespan_ms);
-    let end = start.saturating_add(corr.timespan_ms);
-    let first = d.evidence.first().map_or(start, |e| e.t);
-    let last = d.evidence.last().map_or(start, |e| e.t);
-    let seq = d.evidence.first().map_or(0, |e| e.seq);
-    Alert {
-        id: alert_id(&corr.meta.id, force, "", start, end, seq),
-        force: force.clone(),
-        rule: corr.meta.clone(),
-        group: BTreeMap::new(),
-        window_start: format_ms(start),
-        window_end: format_ms(end),
-        count: u64::from(d.count),
-        first_seen: format_ms(first),
-        last_seen: format_ms(last),
-        distinct: None,
-        measured: Some(d.mean),
-        suppressed: 0,
-        evidence: d.evidence.iter().map(|e| evidence_ref(*e)).collect(),
-        node: String::new(),
-        epoch: 0,
-        rule_pack: String::new(),
-    }
-}
-
-/// Great-circle distance in kilometres.
-fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = (lat2 - lat1).to_radians();
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6371.0 * a.sqrt().asin()
-}
-
-/// The evidence reference of one remembered event (stream evidence: no file or line).
-fn evidence_ref(e: Seen) -> EvidenceRef {
-    EvidenceRef {
-        seq: e.seq,
-        time: format_ms(e.t),
-        file: None,
-        line: None,
-    }
-}
-
-fn detection_alert(rule: crate::alert::RuleRef, force: &ForceId, seq: u64, t: i64) -> Alert {
-    Alert {
-        id: alert_id(&rule.id, force, "", t, t, seq),
-        force: force.clone(),
-        rule,
-        group: BTreeMap::new(),
-        window_start: format_ms(t),
-        window_end: format_ms(t),
-        count: 1,
-        first_seen: format_ms(t),
-        last_seen: format_ms(t),
-        distinct: None,
-        measured: None,
-        suppressed: 0,
-        evidence: vec![evidence_ref(Seen { t, seq })],
-        node: String::new(),
-        epoch: 0,
-        rule_pack: String::new(),
-    }
-}
-
+#[cfg(test)]
+mod compat_tests;
 #[cfg(test)]
 mod tests;

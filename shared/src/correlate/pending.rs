@@ -15,9 +15,9 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use super::window::Seen;
+use super::kind::{Reads, finite, on_globe};
+use super::seen::Seen;
 use crate::event::Event;
-use crate::sigma::parse::CorrelationKind;
 use crate::sigma::{CompiledCorrelation, Input, RuleSet};
 use crate::state::{self, StateError};
 
@@ -69,48 +69,60 @@ pub(super) struct Sample<'a> {
     pub place: Option<(f64, f64)>,
 }
 
+/// Why an event cannot count in a correlation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unread {
+    /// A field it reads is missing (or, for a number or a coordinate, not one).
+    Missing,
+    /// A number it reads is not finite, or a place is off the globe: a bad value.
+    Bad,
+}
+
 impl<'a> Sample<'a> {
-    /// Reads input `pos` of `corr` from `ev`; `None` if the event cannot count (a group-by
-    /// field, the counted field or a coordinate is missing).
-    pub fn extract(corr: &CompiledCorrelation, pos: usize, ev: &'a Event) -> Option<Sample<'a>> {
+    /// Reads input `pos` of `corr` from `ev`, as the kind says ([`Reads`]): an error if the
+    /// event cannot count (a group-by field, the counted field or a coordinate is missing, or a
+    /// number or place is not usable).
+    pub fn extract(
+        corr: &CompiledCorrelation,
+        pos: usize,
+        ev: &'a Event,
+    ) -> Result<Sample<'a>, Unread> {
         let mut group = Vec::with_capacity(corr.group_by.len());
         for field in corr.group_fields[pos].iter().take(corr.group_by.len()) {
-            group.push(ev.field(field).and_then(value_text)?);
+            group.push(
+                ev.field(field)
+                    .and_then(value_text)
+                    .ok_or(Unread::Missing)?,
+            );
         }
-        let value = match (&corr.field, corr.kind) {
-            (
-                _,
-                CorrelationKind::Temporal
-                | CorrelationKind::TemporalOrdered
-                | CorrelationKind::EventCount
-                | CorrelationKind::ImpossibleTravel,
-            )
-            | (None, _) => None,
-            (Some(f), kind) => {
-                let v = ev.field(f).and_then(value_text)?;
-                // Sums and averages count numeric values only.
-                if matches!(kind, CorrelationKind::ValueSum | CorrelationKind::ValueAvg)
-                    && v.trim().parse::<f64>().is_err()
-                {
-                    return None;
-                }
+        let reads = corr.params.kind.spec().reads;
+        let text = |f: &str| ev.field(f).and_then(value_text).ok_or(Unread::Missing);
+        let value = match (reads, corr.field.as_deref()) {
+            (Reads::Nothing | Reads::Place, _) | (Reads::Text | Reads::Number, None) => None,
+            (Reads::Text, Some(f)) => Some(text(f)?),
+            (Reads::Number, Some(f)) => {
+                let v = text(f)?;
+                // Sums and averages count finite numbers only.
+                let x: f64 = v.trim().parse().map_err(|_| Unread::Missing)?;
+                finite(x).ok_or(Unread::Bad)?;
                 Some(v)
             }
         };
-        let place = if corr.kind == CorrelationKind::ImpossibleTravel {
-            let coord = |f: &Option<String>| {
-                f.as_deref()
-                    .and_then(|f| ev.field(f))
-                    .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
-            };
-            Some((
-                coord(&corr.detector.latitude)?,
-                coord(&corr.detector.longitude)?,
-            ))
-        } else {
-            None
+        let place = match reads {
+            Reads::Place => {
+                let d = &corr.params.detector;
+                let coord = |f: &Option<String>| {
+                    f.as_deref()
+                        .and_then(|f| ev.field(f))
+                        .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+                        .ok_or(Unread::Missing)
+                };
+                let (lat, lon) = (coord(&d.latitude)?, coord(&d.longitude)?);
+                Some(on_globe(lat, lon).ok_or(Unread::Bad)?)
+            }
+            Reads::Nothing | Reads::Text | Reads::Number => None,
         };
-        Some(Sample {
+        Ok(Sample {
             group,
             value,
             place,
@@ -181,19 +193,37 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Extracts what `direct` (sorted, unique) and every correlation chained behind them read
-    /// from `ev`.
+    /// [`Pending::read`], not telling bad values.
+    #[cfg(test)]
     pub fn new(rules: &RuleSet, at: Seen, direct: Vec<(usize, usize)>, ev: &Event) -> Pending {
+        Pending::read(rules, at, direct, ev, &mut false)
+    }
+
+    /// Extracts what `direct` (sorted, unique) and every correlation chained behind them read
+    /// from `ev`; sets `bad` if a direct one read a bad value ([`Unread::Bad`]).
+    pub fn read(
+        rules: &RuleSet,
+        at: Seen,
+        direct: Vec<(usize, usize)>,
+        ev: &Event,
+        bad: &mut bool,
+    ) -> Pending {
         let mut samples = Vec::with_capacity(direct.len());
+        let mut extract =
+            |c: usize, pos: usize| match Sample::extract(&rules.correlations()[c], pos, ev) {
+                Ok(s) => Some(((c, pos), s.into_owned())),
+                Err(Unread::Bad) => {
+                    *bad |= direct.binary_search(&(c, pos)).is_ok();
+                    None
+                }
+                Err(Unread::Missing) => None,
+            };
         if direct
             .iter()
             .all(|&(c, _)| rules.correlations_of_correlation(c).is_empty())
         {
             // Nothing chained: the inputs are the direct ones.
-            samples.extend(direct.iter().filter_map(|&(c, pos)| {
-                Sample::extract(&rules.correlations()[c], pos, ev)
-                    .map(|s| ((c, pos), s.into_owned()))
-            }));
+            samples.extend(direct.iter().filter_map(|&(c, pos)| extract(c, pos)));
             return Pending {
                 at,
                 direct,
@@ -213,9 +243,7 @@ impl Pending {
                 }
             }
         }
-        samples.extend(reach.into_iter().filter_map(|(c, pos)| {
-            Sample::extract(&rules.correlations()[c], pos, ev).map(|s| ((c, pos), s.into_owned()))
-        }));
+        samples.extend(reach.into_iter().filter_map(|(c, pos)| extract(c, pos)));
         Pending {
             at,
             direct,

@@ -1300,3 +1300,111 @@ fn events_after_a_lateness_increase_are_neither_lost_nor_fed_twice() {
     let fired = |id: &str| out.iter().filter(|a| a.rule.id == id).count();
     assert_eq!((fired("eleven"), fired("twelve")), (1, 0));
 }
+
+const SUMS: &str = r#"
+title: transfer
+id: transfer
+logsource: {product: azure, service: signinlogs}
+detection: {s: {resultType: 0}, condition: s}
+---
+title: much data
+id: much
+correlation: {type: value_sum, rules: transfer, group-by: [user], timespan: 10m, condition: {gte: 100, field: bytes}}
+---
+title: large on average
+id: large
+correlation: {type: value_avg, rules: transfer, group-by: [user], timespan: 10m, condition: {gte: 30, field: bytes}, generate: true}
+"#;
+
+/// `(seq, event)` pairs applied with lateness `lateness`, persisted and reloaded halfway.
+fn run_numbered(rs: &RuleSet, evs: &[(u64, Event)], lateness: i64) -> (Vec<Alert>, ForceState) {
+    let kent = ForceId::new("kent").unwrap();
+    let mut st = ForceState::new().with_lateness(lateness);
+    let mut out = Vec::new();
+    let mut store = BTreeMap::new();
+    for (i, (seq, e)) in evs.iter().enumerate() {
+        if i == evs.len() / 2 {
+            store_changes(&mut store, st.take_changes(rs));
+            st = reload(rs, &st, &store).with_lateness(lateness);
+        }
+        st.apply(rs, &kent, *seq, e, &mut out);
+    }
+    st.drain(rs, &kent, &mut out);
+    (out, st)
+}
+
+#[test]
+fn non_finite_numbers_count_nowhere_and_are_counted_as_bad_values() {
+    let rs = compile("sums.yml", SUMS);
+    let transfer = |bytes: Value, t: i64| {
+        Event::with_time(
+            SourceKind::EntraSignin,
+            t,
+            json!({"resultType": "0", "user": "bob", "bytes": bytes}),
+        )
+    };
+    let good: Vec<(u64, Event)> = (0..8)
+        .map(|i| (i + 1, transfer(json!(20 + i), T0 + i as i64 * 10_000)))
+        .collect();
+    let bad = ["NaN", "inf", "-Infinity", "1e999", " infinity ", "nan"];
+    let mut mixed = good.clone();
+    for (i, b) in bad.iter().enumerate() {
+        mixed.push((
+            100 + i as u64,
+            transfer(json!(b), T0 + i as i64 * 10_000 + 5_000),
+        ));
+    }
+    mixed.sort_by_key(|(_, e)| e.time_ms);
+    for lateness in [0, 60_000] {
+        let (expected, clean) = run_numbered(&rs, &good, lateness);
+        assert!(!expected.is_empty());
+        assert_eq!(clean.bad_values(), 0);
+        let (alerts, st) = run_numbered(&rs, &mixed, lateness);
+        assert_eq!(alerts, expected, "lateness {lateness}");
+        assert!(
+            alerts
+                .iter()
+                .all(|a| a.measured.is_some_and(f64::is_finite))
+        );
+        assert_eq!(st.bad_values(), bad.len() as u64, "lateness {lateness}");
+    }
+    // Text that is not a number is a missing value, not a bad one.
+    let (_, st) = run_numbered(&rs, &[(1, transfer(json!("lots"), T0))], 0);
+    assert_eq!(st.bad_values(), 0);
+}
+
+#[test]
+fn a_bad_place_keeps_the_last_good_one_and_is_counted() {
+    let rs = detectors();
+    let place = |lat: Value, lon: Value, t: i64| {
+        Event::with_time(
+            SourceKind::EntraSignin,
+            t,
+            json!({"resultType": "0", "user": "bob", "country": "GB", "lat": lat, "lon": lon}),
+        )
+    };
+    let good = vec![
+        (1, place(json!(LONDON.0), json!(LONDON.1), T0)),
+        (4, place(json!(MOSCOW.0), json!(MOSCOW.1), T0 + 3_600_000)),
+    ];
+    let mut mixed = good.clone();
+    mixed.insert(1, (2, place(json!("NaN"), json!(MOSCOW.1), T0 + 600_000)));
+    mixed.insert(2, (3, place(json!(95.0), json!("inf"), T0 + 1_200_000)));
+    mixed.insert(
+        3,
+        (5, place(json!(MOSCOW.0), json!(-181.0), T0 + 1_800_000)),
+    );
+    for lateness in [0, 60_000] {
+        let (expected, _) = run_numbered(&rs, &good, lateness);
+        let travel: Vec<_> = fired(&expected, "travel").into_iter().cloned().collect();
+        assert_eq!(travel.len(), 1);
+        assert_eq!(
+            travel[0].evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 4],
+            "London to Moscow"
+        );
+        let (alerts, st) = run_numbered(&rs, &mixed, lateness);
+        assert_eq!(fired(&alerts, "travel"), fired(&expected, "travel"));
+        assert_eq!(st.bad_values(), 3, "lateness {lateness}");
+    }
+}

@@ -8,16 +8,14 @@ use super::condition::{Expr, parse_condition};
 use super::fields::FieldCache;
 use super::matcher::NumOp;
 use super::matcher::{FieldLookup, Pattern, Placeholders, ValueMatcher, compile_value};
-use super::parse::{
-    CmpOp, CorrelationKind, DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc,
-    SelectionSpec,
-};
+use super::parse::{DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc, SelectionSpec};
 use super::prefilter::{
     ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, Need, WHOLE,
     ascii_core, usable_need,
 };
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
+use crate::correlate::kind::Params;
 use crate::event::Event;
 use crate::mapping::CLASSES;
 
@@ -418,8 +416,6 @@ pub enum Input {
 pub struct CompiledCorrelation {
     /// Metadata copied into alerts.
     pub meta: RuleRef,
-    /// Type.
-    pub kind: CorrelationKind,
     /// What it counts: detection rules and other correlations, in the listed order.
     pub inputs: Vec<Input>,
     /// Whether it raises its own alerts (false when another correlation uses it without
@@ -431,16 +427,11 @@ pub struct CompiledCorrelation {
     pub group_fields: Vec<Vec<String>>,
     /// Group-by fields.
     pub group_by: Vec<String>,
-    /// Window length.
-    pub timespan_ms: i64,
-    /// All must hold for the rule to fire.
-    pub condition: Vec<(CmpOp, f64)>,
-    /// Field counted by `value_count`.
+    /// The counted field (`value_*`, `new_term`).
     pub field: Option<String>,
-    /// How long a group stays quiet after it fired.
-    pub suppress_ms: i64,
-    /// Identity detectors' parameters.
-    pub detector: super::parse::DetectorSpec,
+    /// What its kind's step reads: the kind, timespan, condition, suppression, detector
+    /// parameters.
+    pub params: Params,
 }
 
 impl CompiledCorrelation {
@@ -451,11 +442,6 @@ impl CompiledCorrelation {
             .enumerate()
             .filter(move |(_, x)| **x == input)
             .map(|(pos, _)| pos)
-    }
-
-    /// Whether `n` satisfies the condition.
-    pub fn holds(&self, n: f64) -> bool {
-        self.condition.iter().all(|(op, t)| op.test(n, *t))
     }
 }
 
@@ -780,7 +766,6 @@ impl RuleSet {
                 };
                 self.correlations.push(CompiledCorrelation {
                     meta: rule_ref(doc, spec.kind.as_str()),
-                    kind: spec.kind,
                     inputs: Vec::new(),
                     emits: true,
                     rank: rank[i].unwrap_or(0),
@@ -801,17 +786,21 @@ impl RuleSet {
                         })
                         .collect(),
                     group_by: spec.group_by.clone(),
-                    timespan_ms: spec.timespan_ms,
-                    condition: spec.condition.clone(),
                     field: spec.field.clone(),
-                    suppress_ms: spec.suppress_ms.unwrap_or(match spec.kind {
-                        // A new value or a jump is one finding each, not a burst to quieten.
-                        CorrelationKind::NewTerm
-                        | CorrelationKind::ImpossibleTravel
-                        | CorrelationKind::SilentFeed => 0,
-                        _ => spec.timespan_ms,
-                    }),
-                    detector: spec.detector.clone(),
+                    params: Params {
+                        kind: spec.kind,
+                        timespan_ms: spec.timespan_ms,
+                        condition: spec.condition.clone(),
+                        suppress_ms: spec.suppress_ms.unwrap_or(
+                            if spec.kind.spec().suppress_by_default {
+                                spec.timespan_ms
+                            } else {
+                                0
+                            },
+                        ),
+                        inputs: spec.rules.len(),
+                        detector: spec.detector.clone(),
+                    },
                 });
             }
         }

@@ -7,6 +7,9 @@ use serde_norway::Value as Yaml;
 
 use super::{RuleError, RuleErrorKind};
 use crate::alert::Level;
+// The correlation kinds and what each takes are the kind registry's (`correlate/kind`); named
+// here too, where rules are read.
+pub use crate::correlate::kind::{CmpOp, CorrelationKind, DetectorSpec, MAX_BASELINE_PERIODS};
 
 /// One Sigma document: a detection rule or a correlation rule, with its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,80 +120,6 @@ pub enum Scalar {
     Null,
 }
 
-/// Sigma correlation kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CorrelationKind {
-    /// Count events per group.
-    EventCount,
-    /// Count distinct values of `field` per group.
-    ValueCount,
-    /// Every referenced rule matches within the timespan, in any order.
-    Temporal,
-    /// Every referenced rule matches within the timespan, in the listed order.
-    TemporalOrdered,
-    /// Sum of the numeric `field` per group.
-    ValueSum,
-    /// Average of the numeric `field` per group.
-    ValueAvg,
-    /// How common the event's `field` value is in its group (percent of the group's events).
-    ValuePercentile,
-    /// nmc: a `field` value never seen for the group, after a learning period.
-    NewTerm,
-    /// nmc: two consecutive events of a group too far apart for the time between them.
-    ImpossibleTravel,
-    /// nmc: the referenced rules have matched nothing for `timespan` of the force's event time.
-    SilentFeed,
-}
-
-impl CorrelationKind {
-    /// The Sigma name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CorrelationKind::EventCount => "event_count",
-            CorrelationKind::ValueCount => "value_count",
-            CorrelationKind::Temporal => "temporal",
-            CorrelationKind::TemporalOrdered => "temporal_ordered",
-            CorrelationKind::ValueSum => "value_sum",
-            CorrelationKind::ValueAvg => "value_avg",
-            CorrelationKind::ValuePercentile => "value_percentile",
-            CorrelationKind::NewTerm => "new_term",
-            CorrelationKind::ImpossibleTravel => "impossible_travel",
-            CorrelationKind::SilentFeed => "silent_feed",
-        }
-    }
-}
-
-/// Comparison operator of a correlation condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    /// `>`
-    Gt,
-    /// `>=`
-    Gte,
-    /// `<`
-    Lt,
-    /// `<=`
-    Lte,
-    /// `==`
-    Eq,
-    /// `!=`
-    Neq,
-}
-
-impl CmpOp {
-    /// Applies the operator.
-    pub fn test(self, lhs: f64, rhs: f64) -> bool {
-        match self {
-            CmpOp::Gt => lhs > rhs,
-            CmpOp::Gte => lhs >= rhs,
-            CmpOp::Lt => lhs < rhs,
-            CmpOp::Lte => lhs <= rhs,
-            CmpOp::Eq => lhs == rhs,
-            CmpOp::Neq => lhs != rhs,
-        }
-    }
-}
-
 /// Sigma `correlation` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorrelationSpec {
@@ -216,29 +145,6 @@ pub struct CorrelationSpec {
     /// Identity detectors' parameters (`new_term`, `impossible_travel`).
     pub detector: DetectorSpec,
 }
-
-/// Parameters of nmc's identity detectors, from the `correlation` section.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DetectorSpec {
-    /// `new_term`: how long each group only learns its values (`learning`, default 14d).
-    pub learning_ms: i64,
-    /// `impossible_travel`: latitude field.
-    pub latitude: Option<String>,
-    /// `impossible_travel`: longitude field.
-    pub longitude: Option<String>,
-    /// `impossible_travel`: fastest plausible speed, km/h (`speed`, default 900).
-    pub speed_kmh: f64,
-    /// `impossible_travel`: shorter distances never alert, km (`min_distance`, default 300).
-    pub min_distance_km: f64,
-    /// `silent_feed` rate drop: alert when a period of `timespan` holds fewer events than this
-    /// fraction of the baseline's mean per period (`below`, e.g. `10%`). None: alert on silence.
-    pub below: Option<f64>,
-    /// `silent_feed` rate drop: how far back the baseline reaches (`baseline`, default 7d).
-    pub baseline_ms: i64,
-}
-
-/// Most periods a `silent_feed` baseline may span (its counts are part of the group's state).
-pub const MAX_BASELINE_PERIODS: i64 = 1000;
 
 /// Reads `below`: a percentage (`10%`) or a fraction (`0.1`), above 0 and at most 100%.
 fn parse_below(v: &Yaml) -> Result<f64, RuleErrorKind> {
@@ -614,20 +520,13 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
         .as_mapping()
         .ok_or_else(|| invalid("`correlation` is not a mapping"))?;
     let get = |k: &str| m.get(Yaml::String(k.to_owned()));
-    let kind = match get("type").and_then(scalar_string).as_deref() {
-        Some("event_count") => CorrelationKind::EventCount,
-        Some("value_count") => CorrelationKind::ValueCount,
-        Some("temporal") => CorrelationKind::Temporal,
-        Some("temporal_ordered") => CorrelationKind::TemporalOrdered,
-        Some("value_sum") => CorrelationKind::ValueSum,
-        Some("value_avg") => CorrelationKind::ValueAvg,
-        Some("value_percentile") => CorrelationKind::ValuePercentile,
-        Some("new_term") => CorrelationKind::NewTerm,
-        Some("impossible_travel") => CorrelationKind::ImpossibleTravel,
-        Some("silent_feed") => CorrelationKind::SilentFeed,
-        Some(other) => return Err(invalid(format!("unknown correlation type `{other}`"))),
+    let kind = match get("type").and_then(scalar_string) {
+        Some(name) => CorrelationKind::from_name(&name)
+            .ok_or_else(|| invalid(format!("unknown correlation type `{name}`")))?,
         None => return Err(invalid("correlation without `type`")),
     };
+    // What the kind needs and takes (see the kind's file under `correlate/kind/`).
+    let spec = kind.spec();
     let mut aliases = BTreeMap::new();
     if let Some(a) = get("aliases") {
         let a = a
@@ -661,30 +560,49 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
     if rules.is_empty() {
         return Err(invalid("correlation without `rules`"));
     }
-    let detector_kind = matches!(
-        kind,
-        CorrelationKind::NewTerm | CorrelationKind::ImpossibleTravel | CorrelationKind::SilentFeed
-    );
-    if kind == CorrelationKind::SilentFeed && get("group-by").is_some() {
-        return Err(unsupported(
-            "silent_feed with `group-by` (one feed per rule)",
-        ));
+    if let Some(why) = spec.no_group_by
+        && get("group-by").is_some()
+    {
+        return Err(unsupported(format!(
+            "{} with `group-by` ({why})",
+            spec.name
+        )));
+    }
+    // nmc's extension keys: each kind takes its own.
+    for k in CorrelationKind::ALL {
+        for &key in k.spec().keys {
+            if get(key).is_some() && !spec.keys.contains(&key) {
+                let takers: Vec<&str> = CorrelationKind::ALL
+                    .iter()
+                    .filter(|k| k.spec().keys.contains(&key))
+                    .map(|k| k.as_str())
+                    .collect();
+                return Err(invalid(format!(
+                    "`{key}` is for {} only",
+                    takers.join(" and ")
+                )));
+            }
+        }
+    }
+    let missing: Vec<String> = spec
+        .required_keys
+        .iter()
+        .filter(|k| get(k).is_none())
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!(
+            "{} correlation without {}",
+            spec.name,
+            missing.join(" and ")
+        )));
     }
     let timespan = get("timespan")
         .or_else(|| get("timeframe"))
         .and_then(scalar_string)
-        // Detectors remember longer: a baseline (new_term) or the last location (travel).
-        .or_else(|| match kind {
-            CorrelationKind::NewTerm => Some("90d".into()),
-            CorrelationKind::ImpossibleTravel => Some("1d".into()),
-            _ => None,
-        })
+        .or_else(|| spec.default_timespan.map(str::to_owned))
         .ok_or_else(|| invalid("correlation without `timespan`"))?;
-    let temporal = detector_kind
-        || matches!(
-            kind,
-            CorrelationKind::Temporal | CorrelationKind::TemporalOrdered
-        );
+    let timespan_ms = parse_timespan(&timespan)?;
     let condition = match get("condition") {
         Some(Yaml::Mapping(c)) => c
             .iter()
@@ -706,58 +624,45 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             })
             .filter_map(Result::transpose)
             .collect::<Result<Vec<_>, _>>()?,
-        None if temporal => Vec::new(),
+        None if !spec.needs_condition => Vec::new(),
         _ => return Err(invalid("correlation without a `condition` mapping")),
     };
-    if condition.is_empty() && !temporal {
+    if condition.is_empty() && spec.needs_condition {
         return Err(invalid("correlation condition has no operator"));
     }
     let field = get("condition")
         .and_then(|c| c.get("field"))
         .or_else(|| get("field"))
         .and_then(scalar_string);
-    if kind == CorrelationKind::NewTerm && field.is_none() {
-        return Err(invalid("new_term correlation without `field`"));
-    }
-    if kind == CorrelationKind::ImpossibleTravel
-        && (get("latitude").is_none() || get("longitude").is_none())
-    {
-        return Err(invalid(
-            "impossible_travel correlation without `latitude` and `longitude`",
-        ));
-    }
-    let below = get("below").map(parse_below).transpose()?;
-    let baseline_ms = get("baseline")
-        .and_then(scalar_string)
-        .map(|s| parse_timespan(&s))
-        .transpose()?;
-    if (below.is_some() || baseline_ms.is_some()) && kind != CorrelationKind::SilentFeed {
-        return Err(invalid("`below` and `baseline` are for silent_feed only"));
-    }
-    if baseline_ms.is_some() && below.is_none() {
-        return Err(invalid("silent_feed `baseline` without `below`"));
-    }
-    let baseline_ms = baseline_ms.unwrap_or(7 * 86_400_000);
-    if below.is_some() {
-        let span = parse_timespan(&timespan)?;
-        let periods = baseline_ms / span;
-        if !(1..=MAX_BASELINE_PERIODS).contains(&periods) {
-            return Err(invalid(format!(
-                "silent_feed `baseline` must hold 1 to {MAX_BASELINE_PERIODS} timespans (it holds {periods})"
-            )));
-        }
-    }
-    if !temporal && kind != CorrelationKind::EventCount && field.is_none() {
+    if spec.reads_field() && field.is_none() {
         return Err(invalid(format!(
-            "{} correlation without `condition.field`",
-            kind.as_str()
+            "{} correlation without `{}`",
+            spec.name, spec.field_key
         )));
     }
+    let detector = DetectorSpec {
+        learning_ms: get("learning")
+            .and_then(scalar_string)
+            .map(|s| parse_timespan(&s))
+            .transpose()?
+            .unwrap_or(14 * 86_400_000),
+        latitude: get("latitude").and_then(scalar_string),
+        longitude: get("longitude").and_then(scalar_string),
+        speed_kmh: get("speed").and_then(Yaml::as_f64).unwrap_or(900.0),
+        min_distance_km: get("min_distance").and_then(Yaml::as_f64).unwrap_or(300.0),
+        below: get("below").map(parse_below).transpose()?,
+        baseline_ms: get("baseline")
+            .and_then(scalar_string)
+            .map(|s| parse_timespan(&s))
+            .transpose()?
+            .unwrap_or(7 * 86_400_000),
+    };
+    (spec.check)(timespan_ms, &detector, &|k| get(k).is_some()).map_err(invalid)?;
     Ok(CorrelationSpec {
         kind,
         rules,
         group_by: list("group-by"),
-        timespan_ms: parse_timespan(&timespan)?,
+        timespan_ms,
         condition,
         field,
         generate: get("generate").and_then(Yaml::as_bool).unwrap_or(false),
@@ -766,19 +671,7 @@ fn parse_correlation(v: &Yaml) -> Result<CorrelationSpec, RuleErrorKind> {
             .map(|s| parse_timespan(&s))
             .transpose()?,
         aliases,
-        detector: DetectorSpec {
-            learning_ms: get("learning")
-                .and_then(scalar_string)
-                .map(|s| parse_timespan(&s))
-                .transpose()?
-                .unwrap_or(14 * 86_400_000),
-            latitude: get("latitude").and_then(scalar_string),
-            longitude: get("longitude").and_then(scalar_string),
-            speed_kmh: get("speed").and_then(Yaml::as_f64).unwrap_or(900.0),
-            min_distance_km: get("min_distance").and_then(Yaml::as_f64).unwrap_or(300.0),
-            below,
-            baseline_ms,
-        },
+        detector,
     })
 }
 

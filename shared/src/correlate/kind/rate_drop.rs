@@ -13,11 +13,11 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::window::Seen;
+use crate::correlate::seen::Seen;
 
 /// Per-period counts of one watched feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct RateWatch {
+pub(crate) struct RateWatch {
     /// Period (event time divided by the timespan) of `counts[0]`.
     base: i64,
     /// Events per period from `base` on, consecutive (a period without events counts 0).
@@ -36,7 +36,7 @@ pub(super) struct RateWatch {
 
 /// A period whose count fell below the threshold.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct RateDrop {
+pub(crate) struct RateDrop {
     /// The period (its start is `period * timespan`).
     pub period: i64,
     /// Events in it.
