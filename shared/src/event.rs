@@ -1,7 +1,9 @@
-//! Events: parsing a raw payload, extracting its event time, and reading fields by path.
+//! Events: parsing a raw payload, extracting its event time, and reading Sigma fields through the
+//! source's mapping.
 
 use serde_json::Value;
 
+use crate::json::{self, get_field};
 use crate::source::SourceKind;
 use crate::time::{self, TimeError};
 
@@ -84,7 +86,7 @@ impl Event {
     /// Builds an event from an already parsed JSON value.
     pub fn from_value(source: SourceKind, body: Value) -> Result<Event, BadInput> {
         if !body.is_object() {
-            return Err(BadInput::NotAnObject(json_kind(&body)));
+            return Err(BadInput::NotAnObject(json::kind_name(&body)));
         }
         let time_ms = extract_time(source, &body)?;
         let class = crate::mapping::classify(source, &body);
@@ -142,34 +144,6 @@ pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
         kind: source,
         fields: source.time_fields().join(", "),
     })
-}
-
-/// Reads a field: an exact top-level key first (flattened collectors use dotted keys), then a
-/// dotted path through nested objects.
-pub fn get_field<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
-    let obj = body.as_object()?;
-    if let Some(v) = obj.get(path) {
-        return Some(v);
-    }
-    if !path.contains('.') {
-        return None;
-    }
-    let mut cur = body;
-    for part in path.split('.') {
-        cur = cur.as_object()?.get(part)?;
-    }
-    Some(cur)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]
@@ -245,18 +219,5 @@ mod tests {
             "oversize"
         );
         assert!(Event::parse(s, big.as_bytes(), 1024).is_ok());
-    }
-
-    #[test]
-    fn field_paths() {
-        let v = json!({"a.b": 1, "a": {"b": 2, "c": {"d": "x"}}});
-        assert_eq!(
-            get_field(&v, "a.b"),
-            Some(&json!(1)),
-            "exact dotted key wins"
-        );
-        assert_eq!(get_field(&v, "a.c.d"), Some(&json!("x")));
-        assert_eq!(get_field(&v, "a.z"), None);
-        assert_eq!(get_field(&v, "missing"), None);
     }
 }

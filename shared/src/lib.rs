@@ -15,6 +15,7 @@ pub mod alert;
 pub mod correlate;
 pub mod event;
 pub mod force;
+pub mod json;
 pub mod mapping;
 pub mod onboarding;
 pub mod rendezvous;

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
-use crate::event::get_field;
+use crate::json::get_field;
 use crate::source::SourceKind;
 
 /// The Sigma logsource an event belongs to.
