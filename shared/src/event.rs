@@ -120,12 +120,6 @@ impl Event {
     }
 }
 
-impl crate::sigma::matcher::FieldLookup for Event {
-    fn field(&self, name: &str) -> Option<&Value> {
-        Event::field(self, name)
-    }
-}
-
 /// Extracts the event time of `body` from the first present time field of `source`.
 pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
     for &field in source.time_fields() {

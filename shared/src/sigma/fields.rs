@@ -138,6 +138,13 @@ impl<'a> FieldCache<'a> {
     }
 }
 
+/// Rules read other fields of an event (`fieldref`) through the source's mapping.
+impl FieldLookup for Event {
+    fn field(&self, name: &str) -> Option<&Value> {
+        Event::field(self, name)
+    }
+}
+
 impl FieldLookup for FieldCache<'_> {
     fn field(&self, name: &str) -> Option<&Value> {
         self.ev.field(name)
