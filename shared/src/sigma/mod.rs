@@ -10,6 +10,7 @@ pub mod compile;
 pub mod condition;
 pub mod fields;
 pub mod matcher;
+pub mod needs;
 pub mod parse;
 pub mod prefilter;
 pub mod scan;

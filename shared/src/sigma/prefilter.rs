@@ -1,13 +1,13 @@
 //! The literal index: which rules can match an event, and the answers to their literal tests.
 //!
 //! Compilation derives for every rule its *needs*: literals (or integers) of which at least one
-//! occurs, in a given field, in every event the rule matches (see
-//! [`super::compile::CompiledRule::required_literals`]). Per logsource class and field, one
-//! Aho-Corasick automaton over the needs of the class's rules scans the field's value once per
-//! event; only rules whose needs were found, plus rules without usable needs, are evaluated.
+//! occurs, in a given field, in every event the rule matches (see [`super::needs`]). Per logsource
+//! class and field, one literal scanner ([`super::scan`]) over the needs of the class's rules
+//! reads the field's value once per event; only rules whose needs were found, plus rules without
+//! usable needs, are evaluated.
 //!
 //! Separately, every case-insensitive literal test (`contains`/`startswith`/`endswith`/equality
-//! without wildcards) of every rule is registered per field in one automaton. The first candidate
+//! without wildcards) of every rule is registered per field in one scanner. The first candidate
 //! rule that tests a field scans it once; every later literal test on that field, in any rule, is
 //! answered from the recorded hits and their position (anywhere, at the start, at the end, the
 //! whole value).
@@ -22,35 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::fields::FieldCache;
+use super::needs::Need;
 use super::scan::Scanner;
 
-/// Whether a literal can serve as a need: two bytes or more, or one punctuation character
-/// (`` ` ``, `&`, `^`). Weak needs are ranked low by the rules' rarity estimate and chosen only
-/// when a rule offers nothing better; even then they let the index skip the rule in the events
-/// that lack them, where it would otherwise be evaluated on every event.
-pub fn usable_need(lit: &str) -> bool {
-    lit.len() >= 2 || (lit.len() == 1 && lit.bytes().all(|b| b.is_ascii_punctuation()))
-}
-
 pub use super::scan::{ANYWHERE, AT_END, AT_START, WHOLE};
-
-/// Something a rule needs to find in one field (`""`: in any value of the event).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Need {
-    /// The field's text contains this literal (lowercase), case-insensitively.
-    Literal(String, String),
-    /// The field's value is this integer (as a number or numeric string).
-    Number(String, i64),
-}
-
-/// The longest run of ASCII characters of `s`, lowercased (case folding beyond ASCII is not
-/// substring-preserving, so case-sensitive literals are indexed by their ASCII core).
-pub fn ascii_core(s: &str) -> String {
-    s.split(|c: char| !c.is_ascii())
-        .max_by_key(|p| p.len())
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-}
 
 /// Collects fields and literal tests while rules compile.
 #[derive(Debug, Default)]
@@ -706,11 +681,5 @@ mod tests {
         for n in [0u64, 7, 10, 4688, u64::MAX] {
             assert_eq!(format_u64(n, &mut [0; 20]), n.to_string());
         }
-    }
-
-    #[test]
-    fn ascii_cores() {
-        assert_eq!(ascii_core("\u{2013}EncodedCommand"), "encodedcommand");
-        assert_eq!(ascii_core("é"), "");
     }
 }
