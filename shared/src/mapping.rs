@@ -418,18 +418,18 @@ fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
 /// What one walk of a non-Windows event's top-level keys finds for a name: the key spelled
 /// exactly so, and the first key (in key order) equal to it ignoring ASCII case.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TopKey<'a> {
+pub(crate) struct TopKey<'a> {
     /// The value under the exact key.
-    pub exact: Option<&'a Value>,
+    pub(crate) exact: Option<&'a Value>,
     /// The value under the first case-insensitively equal key.
-    pub ci: Option<&'a Value>,
+    pub(crate) ci: Option<&'a Value>,
 }
 
 /// [`lookup`] of `field` in a non-Windows event, for a field the class does not rename, given
 /// what the top-level keys hold for the whole name (`whole`), for a dotted name its first part
 /// (`first`) and the other parts (`rest`), and the top-level `properties` value. Same result as
 /// [`lookup`], without searching the top level again.
-pub fn lookup_cloud<'a>(
+pub(crate) fn lookup_cloud<'a>(
     properties: Option<&'a Value>,
     field: &str,
     whole: TopKey<'a>,
@@ -513,7 +513,7 @@ fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Opt
 /// interested in many fields walk the event once instead of looking each one up. Returns false
 /// (and calls nothing) for shapes where [`lookup`] also searches elsewhere (Defender's spaced
 /// names, `UserData`): use [`lookup`] there.
-pub fn windows_values<'a>(
+pub(crate) fn windows_values<'a>(
     class: &EventClass,
     body: &'a Value,
     f: &mut impl FnMut(&str, &'a Value),

@@ -174,7 +174,11 @@ impl CompiledRule {
 
     /// Tests one event whose fields are resolved through `fc`, answering literal tests from
     /// `hits` when given.
-    pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
+    pub(crate) fn matches_with<'a>(
+        &'a self,
+        fc: &FieldCache<'a>,
+        hits: Option<&EventScan<'_>>,
+    ) -> bool {
         self.expr
             .eval(&mut |i| self.selections[i].matches(fc, hits))
     }
@@ -203,13 +207,9 @@ impl CompiledRule {
         }
     }
 
-    /// Needs of which at least one holds in every event this rule matches, if known.
-    pub fn required_literals(&self) -> Needs {
-        self.required_literals_with(&Rarity::default())
-    }
-
-    /// [`CompiledRule::required_literals`], choosing among alternatives by `rarity`.
-    fn required_literals_with(&self, rarity: &Rarity) -> Needs {
+    /// Needs of which at least one holds in every event this rule matches, if known, choosing
+    /// among alternatives by `rarity`.
+    fn needs(&self, rarity: &Rarity) -> Needs {
         needs::of_rule(&self.expr, &|i| self.selections[i].needs(rarity), rarity)
     }
 
@@ -487,11 +487,7 @@ impl RuleSet {
                     .collect()
             })
             .collect();
-        let requirements: Vec<_> = set
-            .rules
-            .iter()
-            .map(|r| r.required_literals_with(&rarity))
-            .collect();
+        let requirements: Vec<_> = set.rules.iter().map(|r| r.needs(&rarity)).collect();
         set.by_class = CLASSES
             .all
             .iter()

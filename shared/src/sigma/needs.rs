@@ -131,9 +131,8 @@ fn union(sets: impl Iterator<Item = Needs>) -> Needs {
 /// How common each possible need is, estimated from the rules themselves: a literal that many
 /// rules name in the same field (`.exe` in `Image`, `microsoft corporation` in `Company`,
 /// `ec2.amazonaws.com` in `eventSource`), or that is contained in what many rules name there
-/// (`\\windows\\`), is a common value in events too, and a poor need. Computed once per rule set;
-/// the default knows nothing and ranks by length alone.
-#[derive(Debug, Default)]
+/// (`\\windows\\`), is a common value in events too, and a poor need. Computed once per rule set.
+#[derive(Debug)]
 pub struct Rarity {
     /// Need -> number of rules naming, in the need's field, a literal that contains it.
     rules_naming: HashMap<Need, u32>,

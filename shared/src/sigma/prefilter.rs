@@ -228,7 +228,8 @@ impl<'a> EventScan<'a> {
     }
 
     /// Flags of literal `lit` in field `field` (0: not found); scans the field on first use.
-    pub fn flags(&self, field: u32, lit: u32) -> u8 {
+    #[cfg(test)]
+    fn flags(&self, field: u32, lit: u32) -> u8 {
         self.with_hits(field, |v| {
             v.binary_search_by_key(&lit, |(l, _)| *l)
                 .map_or(0, |i| v[i].1)
@@ -266,14 +267,9 @@ impl<'a> EventScan<'a> {
     pub fn len(&self) -> usize {
         self.hits.borrow().iter().map(|(_, v)| v.len()).sum()
     }
-
-    /// Whether nothing was found so far.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-/// Runs `sc` over a value/// Runs `sc` over a value's text (every scalar when `everything`, else the value or its array
+/// Runs `sc` over a value's text (every scalar when `everything`, else the value or its array
 /// elements), calling `found(literal, flags)` for each occurrence.
 fn scan_value(sc: &Scanner, value: &Value, everything: bool, found: &mut impl FnMut(u32, u8)) {
     let mut scan = |s: &str| sc.scan(s, found);
@@ -536,7 +532,7 @@ impl ClassFilter {
         pos.into_iter().map(|p| self.rules[p]).collect()
     }
 
-    /// Rules evaluated whatever the event holds.    /// Rules evaluated whatever the event holds.
+    /// Rules evaluated whatever the event holds.
     pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
         self.always.iter().map(|&p| self.rules[p as usize])
     }
