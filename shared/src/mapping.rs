@@ -386,21 +386,31 @@ fn windows_channel(body: &Value) -> Option<&str> {
 /// Classifies an event of `source` (an index into [`CLASSES`]).
 pub fn classify(source: SourceKind, body: &Value) -> usize {
     let c = &*CLASSES;
-    if matches!(source, SourceKind::WindowsSecurity | SourceKind::Sysmon) {
-        let channel = windows_channel(body);
-        let base = channel
-            .and_then(|ch| c.channel.get(ch).copied())
-            .unwrap_or(c.source[&source]);
-        let service = c.all[base].services[0];
-        let eid = windows_event_id(body);
-        return match (service, eid) {
-            ("sysmon", Some(e)) => c.sysmon.get(&e).copied().unwrap_or(base),
-            ("security", Some(4688)) => c.security_4688,
-            (svc, Some(e)) => c.powershell.get(&(svc, e)).copied().unwrap_or(base),
-            _ => base,
-        };
+    match source {
+        // Windows event logs: the channel gives the service, the event id the category.
+        SourceKind::WindowsSecurity | SourceKind::Sysmon => {
+            let channel = windows_channel(body);
+            let base = channel
+                .and_then(|ch| c.channel.get(ch).copied())
+                .unwrap_or(c.source[&source]);
+            let service = c.all[base].services[0];
+            let eid = windows_event_id(body);
+            match (service, eid) {
+                ("sysmon", Some(e)) => c.sysmon.get(&e).copied().unwrap_or(base),
+                ("security", Some(4688)) => c.security_4688,
+                (svc, Some(e)) => c.powershell.get(&(svc, e)).copied().unwrap_or(base),
+                _ => base,
+            }
+        }
+        SourceKind::EntraSignin
+        | SourceKind::EntraAudit
+        | SourceKind::M365Audit
+        | SourceKind::AzureActivity
+        | SourceKind::AwsCloudtrail
+        | SourceKind::LinuxAuditd
+        | SourceKind::Syslog
+        | SourceKind::Firewall => c.source[&source],
     }
-    c.source[&source]
 }
 
 fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
@@ -661,6 +671,33 @@ mod tests {
             Some(&json!(4624)),
             "#text unwrapped"
         );
+    }
+
+    #[test]
+    fn every_source_kind_has_its_logsource() {
+        let expect = |kind, product, service| {
+            let c = class(kind, &json!({}));
+            assert!(c.accepts(Some(product), service, None), "{kind}");
+        };
+        for kind in SourceKind::ALL {
+            match kind {
+                SourceKind::EntraSignin => expect(kind, "azure", Some("signinlogs")),
+                SourceKind::EntraAudit => expect(kind, "azure", Some("auditlogs")),
+                SourceKind::M365Audit => {
+                    expect(kind, "m365", Some("audit"));
+                    expect(kind, "m365", Some("exchange"));
+                }
+                SourceKind::AzureActivity => expect(kind, "azure", Some("activitylogs")),
+                SourceKind::AwsCloudtrail => expect(kind, "aws", Some("cloudtrail")),
+                SourceKind::WindowsSecurity => expect(kind, "windows", Some("security")),
+                SourceKind::Sysmon => expect(kind, "windows", Some("sysmon")),
+                SourceKind::LinuxAuditd => expect(kind, "linux", Some("auditd")),
+                SourceKind::Syslog => expect(kind, "linux", Some("syslog")),
+                SourceKind::Firewall => {
+                    assert!(class(kind, &json!({})).accepts(None, None, Some("firewall")))
+                }
+            }
+        }
     }
 
     #[test]
