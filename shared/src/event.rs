@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::dead_letter::DeadLetterReason;
 use crate::json::{self, get_field};
 use crate::source::SourceKind;
 use crate::time::{self, TimeError};
@@ -20,8 +21,8 @@ pub struct Event {
     pub class: usize,
 }
 
-/// Why a payload cannot be processed. Each variant has a stable [`BadInput::code`] used as the
-/// dead-letter reason header, so operators can count and filter by kind.
+/// Why a payload cannot be processed. Each variant has a stable [`BadInput::reason`], the
+/// dead-letter reason, so operators can count and filter by kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BadInput {
     /// The payload is larger than the configured maximum.
@@ -57,15 +58,20 @@ pub enum BadInput {
 }
 
 impl BadInput {
-    /// Stable, machine-readable reason code for headers and metrics.
-    pub fn code(&self) -> &'static str {
+    /// The dead-letter reason of this input.
+    pub fn reason(&self) -> DeadLetterReason {
         match self {
-            BadInput::Oversize { .. } => "oversize",
-            BadInput::MalformedJson(_) => "malformed_json",
-            BadInput::NotAnObject(_) => "not_an_object",
-            BadInput::MissingTime { .. } => "missing_time",
-            BadInput::BadTime { .. } => "bad_time",
+            BadInput::Oversize { .. } => DeadLetterReason::Oversize,
+            BadInput::MalformedJson(_) => DeadLetterReason::MalformedJson,
+            BadInput::NotAnObject(_) => DeadLetterReason::NotAnObject,
+            BadInput::MissingTime { .. } => DeadLetterReason::MissingTime,
+            BadInput::BadTime { .. } => DeadLetterReason::BadTime,
         }
+    }
+
+    /// The reason's stable code (`Nmc-Reason` header, metrics): `self.reason().as_str()`.
+    pub fn code(&self) -> &'static str {
+        self.reason().as_str()
     }
 }
 
@@ -190,6 +196,7 @@ mod tests {
     fn bad_input_kinds() {
         let s = SourceKind::AwsCloudtrail;
         let e = Event::parse(s, b"{not json", 1024).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::MalformedJson);
         assert_eq!(e.code(), "malformed_json");
         assert_eq!(
             Event::parse(s, b"[1,2]", 1024).unwrap_err().code(),

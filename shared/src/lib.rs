@@ -13,6 +13,7 @@
 
 pub mod alert;
 pub mod correlate;
+pub mod dead_letter;
 pub mod event;
 pub mod force;
 pub mod json;
@@ -26,6 +27,7 @@ pub mod subject;
 pub mod time;
 
 pub use alert::{Alert, Level};
+pub use dead_letter::DeadLetterReason;
 pub use event::Event;
 pub use force::ForceId;
 pub use source::SourceKind;
