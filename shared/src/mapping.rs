@@ -18,7 +18,7 @@ use crate::json::get_field;
 use crate::source::SourceKind;
 
 /// The Sigma logsource an event belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EventClass {
     /// Sigma `product`.
     pub product: &'static str,
@@ -26,8 +26,8 @@ pub struct EventClass {
     pub services: Vec<&'static str>,
     /// Sigma `category`s the event belongs to.
     pub categories: Vec<&'static str>,
-    /// Field renames that apply (Sigma field, event field).
-    pub renames: &'static [(&'static str, &'static str)],
+    /// Field renames that apply, first match wins.
+    pub renames: &'static [Rename],
     /// Whether fields may live under Windows `Event.EventData` / `Event.System`.
     pub windows: bool,
 }
@@ -193,43 +193,112 @@ pub const SYSMON_CATEGORIES: &[(u32, &[&str])] = &[
     (255, &["sysmon_error"]),
 ];
 
-/// Security 4688 as `process_creation`: the usual renames (Sigma field, event field).
-const SECURITY_4688: &[(&str, &str)] = &[
-    ("Image", "NewProcessName"),
-    ("ParentImage", "ParentProcessName"),
-    ("ProcessId", "NewProcessId"),
-    ("ParentProcessId", "ProcessId"),
-    ("User", "SubjectUserName"),
-    ("LogonId", "SubjectLogonId"),
+/// A Sigma field that a class's events hold under another name: rules name `sigma`, events have
+/// `event`, and `value` reads the event's value as the Sigma field's value.
+#[derive(Debug, Clone, Copy)]
+pub struct Rename {
+    /// The field name rules use (Sysmon's, or a Sentinel column).
+    pub sigma: &'static str,
+    /// The field name in the event.
+    pub event: &'static str,
+    /// The Sigma field's value given the event's (the same value for most renames).
+    pub value: for<'a> fn(&'a Value) -> &'a Value,
+}
+
+impl Rename {
+    /// A rename that keeps the value.
+    const fn plain(sigma: &'static str, event: &'static str) -> Rename {
+        Rename {
+            sigma,
+            event,
+            value: same_value,
+        }
+    }
+}
+
+fn same_value(v: &Value) -> &Value {
+    v
+}
+
+/// Security 4688 as `process_creation`: Sysmon's process-creation fields under their 4688 names,
+/// as pySigma's Windows-audit pipeline maps them. Sysmon 1 fields without a 4688 counterpart
+/// (`ParentCommandLine`, `Hashes`, `OriginalFileName`, `CurrentDirectory`, ...) stay absent, so
+/// rules that need them do not match 4688 events. `ProcessId` and `ParentProcessId` are mapped
+/// by name only: 4688 writes them in hexadecimal (`0x1a2c`), Sysmon in decimal.
+const SECURITY_4688: &[Rename] = &[
+    Rename::plain("Image", "NewProcessName"),
+    Rename::plain("ParentImage", "ParentProcessName"),
+    Rename::plain("ProcessId", "NewProcessId"),
+    Rename::plain("ParentProcessId", "ProcessId"),
+    Rename::plain("User", "SubjectUserName"),
+    Rename::plain("LogonId", "SubjectLogonId"),
+    Rename {
+        sigma: "IntegrityLevel",
+        event: "MandatoryLabel",
+        value: integrity_level,
+    },
 ];
 
+/// Integrity levels: the mandatory-label SID 4688 writes in `MandatoryLabel` and the name Sysmon
+/// writes in `IntegrityLevel` (the table of pySigma's Windows-audit pipeline).
+const INTEGRITY_LEVELS: [(&str, &str); 5] = [
+    ("S-1-16-0", "Untrusted"),
+    ("S-1-16-4096", "Low"),
+    ("S-1-16-8192", "Medium"),
+    ("S-1-16-12288", "High"),
+    ("S-1-16-16384", "System"),
+];
+
+/// Each integrity level as both its name and its SID, e.g. `["High", "S-1-16-12288"]`.
+static INTEGRITY_LEVEL_VALUES: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    INTEGRITY_LEVELS
+        .iter()
+        .map(|(sid, name)| Value::from(vec![*name, *sid]))
+        .collect()
+});
+
+/// A 4688 event's `MandatoryLabel` read as Sigma's `IntegrityLevel`: a known SID becomes the
+/// array of its name and SID, so that rules written for Sysmon (`IntegrityLevel: High`) and rules
+/// written for 4688 (`IntegrityLevel: S-1-16-12288`) both match, and a negation (`not
+/// IntegrityLevel: System`) excludes both forms (a value test holds if any element matches).
+/// Other values are read unchanged.
+fn integrity_level(v: &Value) -> &Value {
+    let Some(sid) = v.as_str().map(str::trim) else {
+        return v;
+    };
+    INTEGRITY_LEVELS
+        .iter()
+        .position(|(s, _)| s.eq_ignore_ascii_case(sid))
+        .map_or(v, |i| &INTEGRITY_LEVEL_VALUES[i])
+}
+
 /// Entra ID sign-in: Sentinel column names in rules, raw diagnostic fields in events.
-const ENTRA_SIGNIN: &[(&str, &str)] = &[
-    ("ResultType", "resultType"),
-    ("ResultType", "properties.status.errorCode"),
-    ("ResultDescription", "resultDescription"),
-    ("ResultDescription", "properties.status.failureReason"),
-    ("UserPrincipalName", "properties.userPrincipalName"),
-    ("IPAddress", "properties.ipAddress"),
-    ("Location", "properties.location.countryOrRegion"),
+const ENTRA_SIGNIN: &[Rename] = &[
+    Rename::plain("ResultType", "resultType"),
+    Rename::plain("ResultType", "properties.status.errorCode"),
+    Rename::plain("ResultDescription", "resultDescription"),
+    Rename::plain("ResultDescription", "properties.status.failureReason"),
+    Rename::plain("UserPrincipalName", "properties.userPrincipalName"),
+    Rename::plain("IPAddress", "properties.ipAddress"),
+    Rename::plain("Location", "properties.location.countryOrRegion"),
 ];
 
 /// Entra ID audit and Azure activity: Sentinel names to raw diagnostic fields.
-const AZURE_COMMON: &[(&str, &str)] = &[
-    ("ResultType", "resultType"),
-    ("ResultDescription", "resultDescription"),
-    ("OperationName", "operationName"),
-    ("OperationNameValue", "operationName"),
-    ("Category", "category"),
-    ("ActivityDisplayName", "properties.activityDisplayName"),
-    ("LoggedByService", "properties.loggedByService"),
-    ("Result", "properties.result"),
+const AZURE_COMMON: &[Rename] = &[
+    Rename::plain("ResultType", "resultType"),
+    Rename::plain("ResultDescription", "resultDescription"),
+    Rename::plain("OperationName", "operationName"),
+    Rename::plain("OperationNameValue", "operationName"),
+    Rename::plain("Category", "category"),
+    Rename::plain("ActivityDisplayName", "properties.activityDisplayName"),
+    Rename::plain("LoggedByService", "properties.loggedByService"),
+    Rename::plain("Result", "properties.result"),
 ];
 
 fn windows_class(
     service: &'static str,
     categories: Vec<&'static str>,
-    renames: &'static [(&'static str, &'static str)],
+    renames: &'static [Rename],
 ) -> EventClass {
     EventClass {
         product: "windows",
@@ -243,7 +312,7 @@ fn windows_class(
 fn cloud(
     product: &'static str,
     services: &[&'static str],
-    renames: &'static [(&'static str, &'static str)],
+    renames: &'static [Rename],
 ) -> EventClass {
     EventClass {
         product,
@@ -480,14 +549,19 @@ pub(crate) fn lookup_cloud<'a>(
 
 /// Finds Sigma field `field` in an event body of class `class`.
 pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
-    for (from, to) in class.renames {
-        if *from == field
-            && let Some(v) = lookup_unrenamed(class, body, to)
+    for r in class.renames {
+        if r.sigma == field
+            && let Some(v) = renamed(class, body, r)
         {
             return Some(v);
         }
     }
     lookup_unrenamed(class, body, field)
+}
+
+/// The value of a renamed field: its event field, read as the Sigma field.
+fn renamed<'a>(class: &EventClass, body: &'a Value, r: &Rename) -> Option<&'a Value> {
+    lookup_unrenamed(class, body, r.event).map(r.value)
 }
 
 /// [`lookup`] without the class's renames (renamed fields are searched like any other).
@@ -543,9 +617,9 @@ pub(crate) fn windows_values<'a>(
         }
     }
     // The first rename that resolves wins in `lookup`: offer them last to first.
-    for (from, to) in class.renames.iter().rev() {
-        if let Some(v) = lookup_unrenamed(class, body, to) {
-            f(from, v);
+    for r in class.renames.iter().rev() {
+        if let Some(v) = renamed(class, body, r) {
+            f(r.sigma, v);
         }
     }
     true

@@ -490,7 +490,7 @@ impl ClassFilter {
             i
         };
         for &name in &names {
-            let renamed = event_class.renames.iter().any(|(from, _)| *from == name);
+            let renamed = event_class.renames.iter().any(|r| r.sigma == name);
             let Some(&id) = index.ids.get(name) else {
                 continue;
             };
