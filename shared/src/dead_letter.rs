@@ -55,9 +55,9 @@ dead_letter_reasons! {
     /// The payload is JSON but not one object.
     NotAnObject => "not_an_object",
         "the payload is JSON but not one JSON object";
-    /// No time field of the source is present.
+    /// No time field of the source, nor an ingest-time field, is present.
     MissingTime => "missing_time",
-        "none of the source's time fields is present";
+        "none of the source's time fields, nor an ingest-time field (@timestamp), is present";
     /// A time field is present but not a usable time.
     BadTime => "bad_time",
         "the event's time field is not a timestamp, or is outside 2000-2100";

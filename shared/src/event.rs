@@ -15,11 +15,44 @@ pub struct Event {
     pub source: SourceKind,
     /// Event time, milliseconds since the epoch (UTC).
     pub time_ms: i64,
+    /// Where the event time was read: the source's own field, or an ingest-time fallback (for
+    /// the node to count and log events placed by a shipper's time).
+    pub time_from: TimeFrom,
     /// The event as the source produced it; always a JSON object.
     pub body: Value,
     /// Its logsource class (index into [`crate::mapping::CLASSES`]).
     pub class: usize,
 }
+
+/// Where an event's time was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFrom {
+    /// One of the source's own time fields ([`SourceKind::time_fields`]), named.
+    Source(&'static str),
+    /// An ingest-time field ([`INGEST_TIME_FIELDS`]), named: none of the source's own was present.
+    Ingest(&'static str),
+    /// Given by the caller ([`Event::with_time`]).
+    Given,
+}
+
+impl TimeFrom {
+    /// The ingest-time field the time came from, if it was a fallback.
+    pub fn fallback(self) -> Option<&'static str> {
+        match self {
+            TimeFrom::Ingest(field) => Some(field),
+            TimeFrom::Source(_) | TimeFrom::Given => None,
+        }
+    }
+}
+
+/// Time fields that shippers add when they ingest a record, tried in this order when none of the
+/// source's own time fields is present: `@timestamp` (Logstash, Beats and Elastic Agent, Fluent
+/// Bit's Logstash format, OpenSearch; Elasticsearch data streams require it) and `timestamp`
+/// (Vector's log schema and many JSON shippers). The event is then placed at the time the
+/// shipper gives, usually when it read the record, which is close to the event time for live
+/// collection and can be later for a backfill. ECS `event.ingested` / `event.created` are not
+/// used: an Elastic document without `@timestamp` is not valid, so they never help.
+pub const INGEST_TIME_FIELDS: &[&str] = &["@timestamp", "timestamp"];
 
 /// Why a payload cannot be processed. Each variant has a stable [`BadInput::reason`], the
 /// dead-letter reason, so operators can count and filter by kind.
@@ -39,12 +72,12 @@ pub enum BadInput {
     /// The payload is JSON but not an object.
     #[error("payload is a JSON {0}, expected one JSON object per event")]
     NotAnObject(&'static str),
-    /// None of the source's time fields is present.
+    /// None of the source's time fields, nor an ingest-time field, is present.
     #[error("no event time: none of the {kind} time fields ({fields}) is present")]
     MissingTime {
         /// The source whose fields were searched.
         kind: SourceKind,
-        /// The fields that were tried.
+        /// The fields that were tried, the source's own and then the ingest-time fallbacks.
         fields: String,
     },
     /// A time field is present but not a usable time.
@@ -94,11 +127,12 @@ impl Event {
         if !body.is_object() {
             return Err(BadInput::NotAnObject(json::kind_name(&body)));
         }
-        let time_ms = extract_time(source, &body)?;
+        let (time_ms, time_from) = event_time(source, &body)?;
         let class = crate::mapping::classify(source, &body);
         Ok(Event {
             source,
             time_ms,
+            time_from,
             body,
             class,
         })
@@ -110,6 +144,7 @@ impl Event {
         Event {
             source,
             time_ms,
+            time_from: TimeFrom::Given,
             body,
             class,
         }
@@ -126,9 +161,44 @@ impl Event {
     }
 }
 
-/// Extracts the event time of `body` from the first present time field of `source`.
+/// Extracts the event time of `body` (see [`event_time`]).
 pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
-    for &field in source.time_fields() {
+    event_time(source, body).map(|(ms, _)| ms)
+}
+
+/// Extracts the event time of `body` and where it was read: the first present time field of
+/// `source`, else the first present [`INGEST_TIME_FIELDS`] field. A present field that holds no
+/// usable time is an error ([`BadInput::BadTime`]), not a reason to try the next one.
+pub fn event_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), BadInput> {
+    let own = source.time_fields();
+    if let Some((ms, field)) = first_time(body, own)? {
+        return Ok((ms, TimeFrom::Source(field)));
+    }
+    // Fields the source already reads as its own were tried above.
+    let fallbacks = INGEST_TIME_FIELDS.iter().filter(|f| !own.contains(f));
+    for &field in fallbacks.clone() {
+        if let Some((ms, field)) = first_time(body, &[field])? {
+            return Ok((ms, TimeFrom::Ingest(field)));
+        }
+    }
+    let mut fields = own.join(", ");
+    let fallbacks: Vec<&str> = fallbacks.copied().collect();
+    if !fallbacks.is_empty() {
+        fields.push_str(", or the ingest-time ");
+        fields.push_str(&fallbacks.join(", "));
+    }
+    Err(BadInput::MissingTime {
+        kind: source,
+        fields,
+    })
+}
+
+/// The time in the first of `fields` present (and not null) in `body`, with that field.
+fn first_time(
+    body: &Value,
+    fields: &[&'static str],
+) -> Result<Option<(i64, &'static str)>, BadInput> {
+    for &field in fields {
         let Some(v) = get_field(body, field) else {
             continue;
         };
@@ -138,12 +208,11 @@ pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
             Value::Null => continue,
             other => Err(TimeError::Unparsable(other.to_string())),
         };
-        return parsed.map_err(|error| BadInput::BadTime { field, error });
+        return parsed
+            .map(|ms| Some((ms, field)))
+            .map_err(|error| BadInput::BadTime { field, error });
     }
-    Err(BadInput::MissingTime {
-        kind: source,
-        fields: source.time_fields().join(", "),
-    })
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -190,6 +259,58 @@ mod tests {
         for (source, body) in cases {
             assert_eq!(time_of(source, body.clone()).unwrap(), T, "{source} {body}");
         }
+    }
+
+    #[test]
+    fn ingest_time_is_the_fallback() {
+        let s = SourceKind::AwsCloudtrail;
+        // Shipped through Logstash or Elastic: `@timestamp` and no `eventTime`.
+        let shipped = json!({"eventName": "StopLogging", "@timestamp": "2024-03-01T10:00:00.000Z"});
+        let ev = Event::from_value(s, shipped).unwrap();
+        assert_eq!(ev.time_ms, T);
+        assert_eq!(ev.time_from, TimeFrom::Ingest("@timestamp"));
+        assert_eq!(ev.time_from.fallback(), Some("@timestamp"));
+        let vector = json!({"eventName": "StopLogging", "timestamp": 1_709_287_200});
+        assert_eq!(
+            event_time(s, &vector).unwrap(),
+            (T, TimeFrom::Ingest("timestamp"))
+        );
+
+        // The source's own field comes first.
+        let both =
+            json!({"eventTime": "2024-03-01T10:00:00Z", "@timestamp": "2024-03-01T10:05:00Z"});
+        let ev = Event::from_value(s, both).unwrap();
+        assert_eq!(ev.time_ms, T);
+        assert_eq!(ev.time_from, TimeFrom::Source("eventTime"));
+        assert_eq!(ev.time_from.fallback(), None);
+
+        // A present but broken own time is reported, not papered over.
+        let broken = json!({"eventTime": "soon", "@timestamp": "2024-03-01T10:05:00Z"});
+        assert_eq!(
+            Event::from_value(s, broken).unwrap_err().reason(),
+            DeadLetterReason::BadTime
+        );
+
+        // Neither: still missing, and the error names every field tried.
+        let e = Event::from_value(s, json!({"eventName": "StopLogging"})).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::MissingTime);
+        let msg = e.to_string();
+        for field in ["eventTime", "@timestamp", "timestamp"] {
+            assert!(msg.contains(field), "{msg}");
+        }
+
+        // Sources that read `@timestamp` as their own time report it as their own.
+        let syslog = json!({"@timestamp": "2024-03-01T10:00:00Z"});
+        assert_eq!(
+            event_time(SourceKind::Syslog, &syslog).unwrap(),
+            (T, TimeFrom::Source("@timestamp"))
+        );
+        let e = event_time(SourceKind::Syslog, &json!({})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no event time: none of the syslog time fields (@timestamp, timestamp, time) is present"
+        );
+        assert_eq!(Event::with_time(s, T, json!({})).time_from, TimeFrom::Given);
     }
 
     #[test]
