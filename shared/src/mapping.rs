@@ -216,6 +216,7 @@ impl Rename {
     }
 }
 
+/// The value of a [`Rename::plain`]: the event's own.
 fn same_value(v: &Value) -> &Value {
     v
 }

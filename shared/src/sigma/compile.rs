@@ -765,7 +765,7 @@ impl RuleSet {
             .map_or((0, 0), |c| (c.rules.len(), self.candidates(ev).len()))
     }
 
-    /// Detection rules whose logsource    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
+    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
     pub fn dormant(&self) -> Vec<usize> {
         (0..self.rules.len())
             .filter(|&i| !self.by_class.iter().any(|c| c.rules.contains(&i)))

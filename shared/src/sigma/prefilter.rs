@@ -56,7 +56,7 @@ impl IndexBuilder {
         (f, id)
     }
 
-    /// Builds the automata.
+    /// Builds the per-field scanners.
     pub fn build(self) -> LiteralIndex {
         let mut names = vec![String::new(); self.lits.len()];
         for (name, &id) in &self.field_ids {
@@ -72,7 +72,7 @@ impl IndexBuilder {
                 ordered.sort();
                 FieldIndex {
                     name: std::mem::take(&mut names[f]),
-                    full: automaton(ordered.iter().map(|(_, l)| l.as_str())),
+                    full: scanner(ordered.iter().map(|(_, l)| l.as_str())),
                     literals: ordered.len(),
                 }
             })
@@ -84,7 +84,8 @@ impl IndexBuilder {
     }
 }
 
-fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<Scanner> {
+/// A scanner over `lits` (`None` when there are none).
+fn scanner<'l>(lits: impl Iterator<Item = &'l str>) -> Option<Scanner> {
     Scanner::new(&lits.collect::<Vec<_>>())
 }
 
@@ -97,7 +98,7 @@ struct FieldIndex {
     literals: usize,
 }
 
-/// Every field's automaton of literal tests.
+/// Every field's scanner of literal tests.
 #[derive(Debug, Clone, Default)]
 pub struct LiteralIndex {
     fields: Vec<FieldIndex>,
@@ -353,7 +354,7 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// The rules of one logsource class and the automata of their needs.
+/// The rules of one logsource class and the scanners of their needs.
 #[derive(Debug, Clone)]
 pub struct ClassFilter {
     /// Rule indices (into the rule set) routed to this class, in rule order.
@@ -445,7 +446,7 @@ impl ClassFilter {
                     bools_may_match: lits
                         .iter()
                         .any(|l| "true".contains(*l) || "false".contains(*l)),
-                    ac: automaton(lits.into_iter()),
+                    ac: scanner(lits.into_iter()),
                     lit_rules,
                     numbers,
                 }
