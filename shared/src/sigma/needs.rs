@@ -10,7 +10,8 @@
 //! evaluated on every event of its logsource.
 //!
 //! Needs are derived when rules compile, bottom up: a value matcher needs its longest literal
-//! (a regular expression: literals one of which every match contains); a field test needs the
+//! (an integer equality: the integer; a regular expression: literals one of which every match
+//! contains); a field test needs the
 //! union of its values' needs (any value may match), or with `|all` one value's needs; a
 //! selection map needs one of its field tests' needs (all must hold), a selection the union of
 //! its maps' needs; and a condition the union over `or`, one operand's needs over `and`, nothing
