@@ -170,15 +170,24 @@ pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
 /// `source`, else the first present [`INGEST_TIME_FIELDS`] field. A present field that holds no
 /// usable time is an error ([`BadInput::BadTime`]), not a reason to try the next one.
 pub fn event_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), BadInput> {
-    let own = source.time_fields();
-    if let Some((ms, field)) = first_time(body, own)? {
-        return Ok((ms, TimeFrom::Source(field)));
+    for &field in source.time_fields() {
+        if let Some(ms) = get_field(body, field).and_then(|v| time_in(field, v)) {
+            return ms.map(|ms| (ms, TimeFrom::Source(field)));
+        }
     }
-    // Fields the source already reads as its own were tried above.
+    ingest_time(source, body)
+}
+
+/// [`event_time`] when none of the source's own time fields is present (kept off the common
+/// path; allocates only for the error).
+#[cold]
+fn ingest_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), BadInput> {
+    let own = source.time_fields();
+    // Fields the source already reads as its own were tried.
     let fallbacks = INGEST_TIME_FIELDS.iter().filter(|f| !own.contains(f));
     for &field in fallbacks.clone() {
-        if let Some((ms, field)) = first_time(body, &[field])? {
-            return Ok((ms, TimeFrom::Ingest(field)));
+        if let Some(ms) = get_field(body, field).and_then(|v| time_in(field, v)) {
+            return ms.map(|ms| (ms, TimeFrom::Ingest(field)));
         }
     }
     let mut fields = own.join(", ");
@@ -193,26 +202,16 @@ pub fn event_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), B
     })
 }
 
-/// The time in the first of `fields` present (and not null) in `body`, with that field.
-fn first_time(
-    body: &Value,
-    fields: &[&'static str],
-) -> Result<Option<(i64, &'static str)>, BadInput> {
-    for &field in fields {
-        let Some(v) = get_field(body, field) else {
-            continue;
-        };
-        let parsed = match v {
-            Value::String(s) => time::parse_timestamp(s),
-            Value::Number(n) => time::from_epoch_number(n.as_f64().unwrap_or(f64::NAN)),
-            Value::Null => continue,
-            other => Err(TimeError::Unparsable(other.to_string())),
-        };
-        return parsed
-            .map(|ms| Some((ms, field)))
-            .map_err(|error| BadInput::BadTime { field, error });
-    }
-    Ok(None)
+/// The time held by `v`, the value of time field `field` (`None` for null: as if absent).
+#[inline]
+fn time_in(field: &'static str, v: &Value) -> Option<Result<i64, BadInput>> {
+    let parsed = match v {
+        Value::String(s) => time::parse_timestamp(s),
+        Value::Number(n) => time::from_epoch_number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Null => return None,
+        other => Err(TimeError::Unparsable(other.to_string())),
+    };
+    Some(parsed.map_err(|error| BadInput::BadTime { field, error }))
 }
 
 #[cfg(test)]
