@@ -1,7 +1,10 @@
-//! Events: parsing a raw payload, extracting its event time, and reading fields by path.
+//! Events: parsing a raw payload, extracting its event time, and reading Sigma fields through the
+//! source's mapping.
 
 use serde_json::Value;
 
+use crate::dead_letter::DeadLetterReason;
+use crate::json::{self, get_field};
 use crate::source::SourceKind;
 use crate::time::{self, TimeError};
 
@@ -12,14 +15,47 @@ pub struct Event {
     pub source: SourceKind,
     /// Event time, milliseconds since the epoch (UTC).
     pub time_ms: i64,
+    /// Where the event time was read: the source's own field, or an ingest-time fallback (for
+    /// the node to count and log events placed by a shipper's time).
+    pub time_from: TimeFrom,
     /// The event as the source produced it; always a JSON object.
     pub body: Value,
     /// Its logsource class (index into [`crate::mapping::CLASSES`]).
     pub class: usize,
 }
 
-/// Why a payload cannot be processed. Each variant has a stable [`BadInput::code`] used as the
-/// dead-letter reason header, so operators can count and filter by kind.
+/// Where an event's time was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFrom {
+    /// One of the source's own time fields ([`SourceKind::time_fields`]), named.
+    Source(&'static str),
+    /// An ingest-time field ([`INGEST_TIME_FIELDS`]), named: none of the source's own was present.
+    Ingest(&'static str),
+    /// Given by the caller ([`Event::with_time`]).
+    Given,
+}
+
+impl TimeFrom {
+    /// The ingest-time field the time came from, if it was a fallback.
+    pub fn fallback(self) -> Option<&'static str> {
+        match self {
+            TimeFrom::Ingest(field) => Some(field),
+            TimeFrom::Source(_) | TimeFrom::Given => None,
+        }
+    }
+}
+
+/// Time fields that shippers add when they ingest a record, tried in this order when none of the
+/// source's own time fields is present: `@timestamp` (Logstash, Beats and Elastic Agent, Fluent
+/// Bit's Logstash format, OpenSearch; Elasticsearch data streams require it) and `timestamp`
+/// (Vector's log schema and many JSON shippers). The event is then placed at the time the
+/// shipper gives, usually when it read the record, which is close to the event time for live
+/// collection and can be later for a backfill. ECS `event.ingested` / `event.created` are not
+/// used: an Elastic document without `@timestamp` is not valid, so they never help.
+pub const INGEST_TIME_FIELDS: &[&str] = &["@timestamp", "timestamp"];
+
+/// Why a payload cannot be processed. Each variant has a stable [`BadInput::reason`], the
+/// dead-letter reason, so operators can count and filter by kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BadInput {
     /// The payload is larger than the configured maximum.
@@ -36,12 +72,12 @@ pub enum BadInput {
     /// The payload is JSON but not an object.
     #[error("payload is a JSON {0}, expected one JSON object per event")]
     NotAnObject(&'static str),
-    /// None of the source's time fields is present.
+    /// None of the source's time fields, nor an ingest-time field, is present.
     #[error("no event time: none of the {kind} time fields ({fields}) is present")]
     MissingTime {
         /// The source whose fields were searched.
         kind: SourceKind,
-        /// The fields that were tried.
+        /// The fields that were tried, the source's own and then the ingest-time fallbacks.
         fields: String,
     },
     /// A time field is present but not a usable time.
@@ -55,15 +91,20 @@ pub enum BadInput {
 }
 
 impl BadInput {
-    /// Stable, machine-readable reason code for headers and metrics.
-    pub fn code(&self) -> &'static str {
+    /// The dead-letter reason of this input.
+    pub fn reason(&self) -> DeadLetterReason {
         match self {
-            BadInput::Oversize { .. } => "oversize",
-            BadInput::MalformedJson(_) => "malformed_json",
-            BadInput::NotAnObject(_) => "not_an_object",
-            BadInput::MissingTime { .. } => "missing_time",
-            BadInput::BadTime { .. } => "bad_time",
+            BadInput::Oversize { .. } => DeadLetterReason::Oversize,
+            BadInput::MalformedJson(_) => DeadLetterReason::MalformedJson,
+            BadInput::NotAnObject(_) => DeadLetterReason::NotAnObject,
+            BadInput::MissingTime { .. } => DeadLetterReason::MissingTime,
+            BadInput::BadTime { .. } => DeadLetterReason::BadTime,
         }
+    }
+
+    /// The reason's stable code (`Nmc-Reason` header, metrics): `self.reason().as_str()`.
+    pub fn code(&self) -> &'static str {
+        self.reason().as_str()
     }
 }
 
@@ -84,13 +125,14 @@ impl Event {
     /// Builds an event from an already parsed JSON value.
     pub fn from_value(source: SourceKind, body: Value) -> Result<Event, BadInput> {
         if !body.is_object() {
-            return Err(BadInput::NotAnObject(json_kind(&body)));
+            return Err(BadInput::NotAnObject(json::kind_name(&body)));
         }
-        let time_ms = extract_time(source, &body)?;
+        let (time_ms, time_from) = event_time(source, &body)?;
         let class = crate::mapping::classify(source, &body);
         Ok(Event {
             source,
             time_ms,
+            time_from,
             body,
             class,
         })
@@ -102,6 +144,7 @@ impl Event {
         Event {
             source,
             time_ms,
+            time_from: TimeFrom::Given,
             body,
             class,
         }
@@ -118,58 +161,57 @@ impl Event {
     }
 }
 
-impl crate::sigma::matcher::FieldLookup for Event {
-    fn field(&self, name: &str) -> Option<&Value> {
-        Event::field(self, name)
-    }
+/// Extracts the event time of `body` (see [`event_time`]).
+pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
+    event_time(source, body).map(|(ms, _)| ms)
 }
 
-/// Extracts the event time of `body` from the first present time field of `source`.
-pub fn extract_time(source: SourceKind, body: &Value) -> Result<i64, BadInput> {
+/// Extracts the event time of `body` and where it was read: the first present time field of
+/// `source`, else the first present [`INGEST_TIME_FIELDS`] field. A present field that holds no
+/// usable time is an error ([`BadInput::BadTime`]), not a reason to try the next one.
+pub fn event_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), BadInput> {
     for &field in source.time_fields() {
-        let Some(v) = get_field(body, field) else {
-            continue;
-        };
-        let parsed = match v {
-            Value::String(s) => time::parse_timestamp(s),
-            Value::Number(n) => time::from_epoch_number(n.as_f64().unwrap_or(f64::NAN)),
-            Value::Null => continue,
-            other => Err(TimeError::Unparsable(other.to_string())),
-        };
-        return parsed.map_err(|error| BadInput::BadTime { field, error });
+        if let Some(ms) = get_field(body, field).and_then(|v| time_in(field, v)) {
+            return ms.map(|ms| (ms, TimeFrom::Source(field)));
+        }
+    }
+    ingest_time(source, body)
+}
+
+/// [`event_time`] when none of the source's own time fields is present (kept off the common
+/// path; allocates only for the error).
+#[cold]
+fn ingest_time(source: SourceKind, body: &Value) -> Result<(i64, TimeFrom), BadInput> {
+    let own = source.time_fields();
+    // Fields the source already reads as its own were tried.
+    let fallbacks = INGEST_TIME_FIELDS.iter().filter(|f| !own.contains(f));
+    for &field in fallbacks.clone() {
+        if let Some(ms) = get_field(body, field).and_then(|v| time_in(field, v)) {
+            return ms.map(|ms| (ms, TimeFrom::Ingest(field)));
+        }
+    }
+    let mut fields = own.join(", ");
+    let fallbacks: Vec<&str> = fallbacks.copied().collect();
+    if !fallbacks.is_empty() {
+        fields.push_str(", or the ingest-time ");
+        fields.push_str(&fallbacks.join(", "));
     }
     Err(BadInput::MissingTime {
         kind: source,
-        fields: source.time_fields().join(", "),
+        fields,
     })
 }
 
-/// Reads a field: an exact top-level key first (flattened collectors use dotted keys), then a
-/// dotted path through nested objects.
-pub fn get_field<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
-    let obj = body.as_object()?;
-    if let Some(v) = obj.get(path) {
-        return Some(v);
-    }
-    if !path.contains('.') {
-        return None;
-    }
-    let mut cur = body;
-    for part in path.split('.') {
-        cur = cur.as_object()?.get(part)?;
-    }
-    Some(cur)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+/// The time held by `v`, the value of time field `field` (`None` for null: as if absent).
+#[inline]
+fn time_in(field: &'static str, v: &Value) -> Option<Result<i64, BadInput>> {
+    let parsed = match v {
+        Value::String(s) => time::parse_timestamp(s),
+        Value::Number(n) => time::from_epoch_number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Null => return None,
+        other => Err(TimeError::Unparsable(other.to_string())),
+    };
+    Some(parsed.map_err(|error| BadInput::BadTime { field, error }))
 }
 
 #[cfg(test)]
@@ -219,9 +261,62 @@ mod tests {
     }
 
     #[test]
+    fn ingest_time_is_the_fallback() {
+        let s = SourceKind::AwsCloudtrail;
+        // Shipped through Logstash or Elastic: `@timestamp` and no `eventTime`.
+        let shipped = json!({"eventName": "StopLogging", "@timestamp": "2024-03-01T10:00:00.000Z"});
+        let ev = Event::from_value(s, shipped).unwrap();
+        assert_eq!(ev.time_ms, T);
+        assert_eq!(ev.time_from, TimeFrom::Ingest("@timestamp"));
+        assert_eq!(ev.time_from.fallback(), Some("@timestamp"));
+        let vector = json!({"eventName": "StopLogging", "timestamp": 1_709_287_200});
+        assert_eq!(
+            event_time(s, &vector).unwrap(),
+            (T, TimeFrom::Ingest("timestamp"))
+        );
+
+        // The source's own field comes first.
+        let both =
+            json!({"eventTime": "2024-03-01T10:00:00Z", "@timestamp": "2024-03-01T10:05:00Z"});
+        let ev = Event::from_value(s, both).unwrap();
+        assert_eq!(ev.time_ms, T);
+        assert_eq!(ev.time_from, TimeFrom::Source("eventTime"));
+        assert_eq!(ev.time_from.fallback(), None);
+
+        // A present but broken own time is reported, not papered over.
+        let broken = json!({"eventTime": "soon", "@timestamp": "2024-03-01T10:05:00Z"});
+        assert_eq!(
+            Event::from_value(s, broken).unwrap_err().reason(),
+            DeadLetterReason::BadTime
+        );
+
+        // Neither: still missing, and the error names every field tried.
+        let e = Event::from_value(s, json!({"eventName": "StopLogging"})).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::MissingTime);
+        let msg = e.to_string();
+        for field in ["eventTime", "@timestamp", "timestamp"] {
+            assert!(msg.contains(field), "{msg}");
+        }
+
+        // Sources that read `@timestamp` as their own time report it as their own.
+        let syslog = json!({"@timestamp": "2024-03-01T10:00:00Z"});
+        assert_eq!(
+            event_time(SourceKind::Syslog, &syslog).unwrap(),
+            (T, TimeFrom::Source("@timestamp"))
+        );
+        let e = event_time(SourceKind::Syslog, &json!({})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no event time: none of the syslog time fields (@timestamp, timestamp, time) is present"
+        );
+        assert_eq!(Event::with_time(s, T, json!({})).time_from, TimeFrom::Given);
+    }
+
+    #[test]
     fn bad_input_kinds() {
         let s = SourceKind::AwsCloudtrail;
         let e = Event::parse(s, b"{not json", 1024).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::MalformedJson);
         assert_eq!(e.code(), "malformed_json");
         assert_eq!(
             Event::parse(s, b"[1,2]", 1024).unwrap_err().code(),
@@ -245,18 +340,5 @@ mod tests {
             "oversize"
         );
         assert!(Event::parse(s, big.as_bytes(), 1024).is_ok());
-    }
-
-    #[test]
-    fn field_paths() {
-        let v = json!({"a.b": 1, "a": {"b": 2, "c": {"d": "x"}}});
-        assert_eq!(
-            get_field(&v, "a.b"),
-            Some(&json!(1)),
-            "exact dotted key wins"
-        );
-        assert_eq!(get_field(&v, "a.c.d"), Some(&json!("x")));
-        assert_eq!(get_field(&v, "a.z"), None);
-        assert_eq!(get_field(&v, "missing"), None);
     }
 }

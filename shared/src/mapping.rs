@@ -14,11 +14,11 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
-use crate::event::get_field;
+use crate::json::get_field;
 use crate::source::SourceKind;
 
 /// The Sigma logsource an event belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EventClass {
     /// Sigma `product`.
     pub product: &'static str,
@@ -26,8 +26,8 @@ pub struct EventClass {
     pub services: Vec<&'static str>,
     /// Sigma `category`s the event belongs to.
     pub categories: Vec<&'static str>,
-    /// Field renames that apply (Sigma field, event field).
-    pub renames: &'static [(&'static str, &'static str)],
+    /// Field renames that apply, first match wins.
+    pub renames: &'static [Rename],
     /// Whether fields may live under Windows `Event.EventData` / `Event.System`.
     pub windows: bool,
 }
@@ -193,43 +193,113 @@ pub const SYSMON_CATEGORIES: &[(u32, &[&str])] = &[
     (255, &["sysmon_error"]),
 ];
 
-/// Security 4688 as `process_creation`: the usual renames (Sigma field, event field).
-const SECURITY_4688: &[(&str, &str)] = &[
-    ("Image", "NewProcessName"),
-    ("ParentImage", "ParentProcessName"),
-    ("ProcessId", "NewProcessId"),
-    ("ParentProcessId", "ProcessId"),
-    ("User", "SubjectUserName"),
-    ("LogonId", "SubjectLogonId"),
+/// A Sigma field that a class's events hold under another name: rules name `sigma`, events have
+/// `event`, and `value` reads the event's value as the Sigma field's value.
+#[derive(Debug, Clone, Copy)]
+pub struct Rename {
+    /// The field name rules use (Sysmon's, or a Sentinel column).
+    pub sigma: &'static str,
+    /// The field name in the event.
+    pub event: &'static str,
+    /// The Sigma field's value given the event's (the same value for most renames).
+    pub value: for<'a> fn(&'a Value) -> &'a Value,
+}
+
+impl Rename {
+    /// A rename that keeps the value.
+    const fn plain(sigma: &'static str, event: &'static str) -> Rename {
+        Rename {
+            sigma,
+            event,
+            value: same_value,
+        }
+    }
+}
+
+/// The value of a [`Rename::plain`]: the event's own.
+fn same_value(v: &Value) -> &Value {
+    v
+}
+
+/// Security 4688 as `process_creation`: Sysmon's process-creation fields under their 4688 names,
+/// as pySigma's Windows-audit pipeline maps them. Sysmon 1 fields without a 4688 counterpart
+/// (`ParentCommandLine`, `Hashes`, `OriginalFileName`, `CurrentDirectory`, ...) stay absent, so
+/// rules that need them do not match 4688 events. `ProcessId` and `ParentProcessId` are mapped
+/// by name only: 4688 writes them in hexadecimal (`0x1a2c`), Sysmon in decimal.
+const SECURITY_4688: &[Rename] = &[
+    Rename::plain("Image", "NewProcessName"),
+    Rename::plain("ParentImage", "ParentProcessName"),
+    Rename::plain("ProcessId", "NewProcessId"),
+    Rename::plain("ParentProcessId", "ProcessId"),
+    Rename::plain("User", "SubjectUserName"),
+    Rename::plain("LogonId", "SubjectLogonId"),
+    Rename {
+        sigma: "IntegrityLevel",
+        event: "MandatoryLabel",
+        value: integrity_level,
+    },
 ];
 
+/// Integrity levels: the mandatory-label SID 4688 writes in `MandatoryLabel` and the name Sysmon
+/// writes in `IntegrityLevel` (the table of pySigma's Windows-audit pipeline).
+const INTEGRITY_LEVELS: [(&str, &str); 5] = [
+    ("S-1-16-0", "Untrusted"),
+    ("S-1-16-4096", "Low"),
+    ("S-1-16-8192", "Medium"),
+    ("S-1-16-12288", "High"),
+    ("S-1-16-16384", "System"),
+];
+
+/// Each integrity level as both its name and its SID, e.g. `["High", "S-1-16-12288"]`.
+static INTEGRITY_LEVEL_VALUES: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    INTEGRITY_LEVELS
+        .iter()
+        .map(|(sid, name)| Value::from(vec![*name, *sid]))
+        .collect()
+});
+
+/// A 4688 event's `MandatoryLabel` read as Sigma's `IntegrityLevel`: a known SID becomes the
+/// array of its name and SID, so that rules written for Sysmon (`IntegrityLevel: High`) and rules
+/// written for 4688 (`IntegrityLevel: S-1-16-12288`) both match, and a negation (`not
+/// IntegrityLevel: System`) excludes both forms (a value test holds if any element matches).
+/// Other values are read unchanged.
+fn integrity_level(v: &Value) -> &Value {
+    let Some(sid) = v.as_str().map(str::trim) else {
+        return v;
+    };
+    INTEGRITY_LEVELS
+        .iter()
+        .position(|(s, _)| s.eq_ignore_ascii_case(sid))
+        .map_or(v, |i| &INTEGRITY_LEVEL_VALUES[i])
+}
+
 /// Entra ID sign-in: Sentinel column names in rules, raw diagnostic fields in events.
-const ENTRA_SIGNIN: &[(&str, &str)] = &[
-    ("ResultType", "resultType"),
-    ("ResultType", "properties.status.errorCode"),
-    ("ResultDescription", "resultDescription"),
-    ("ResultDescription", "properties.status.failureReason"),
-    ("UserPrincipalName", "properties.userPrincipalName"),
-    ("IPAddress", "properties.ipAddress"),
-    ("Location", "properties.location.countryOrRegion"),
+const ENTRA_SIGNIN: &[Rename] = &[
+    Rename::plain("ResultType", "resultType"),
+    Rename::plain("ResultType", "properties.status.errorCode"),
+    Rename::plain("ResultDescription", "resultDescription"),
+    Rename::plain("ResultDescription", "properties.status.failureReason"),
+    Rename::plain("UserPrincipalName", "properties.userPrincipalName"),
+    Rename::plain("IPAddress", "properties.ipAddress"),
+    Rename::plain("Location", "properties.location.countryOrRegion"),
 ];
 
 /// Entra ID audit and Azure activity: Sentinel names to raw diagnostic fields.
-const AZURE_COMMON: &[(&str, &str)] = &[
-    ("ResultType", "resultType"),
-    ("ResultDescription", "resultDescription"),
-    ("OperationName", "operationName"),
-    ("OperationNameValue", "operationName"),
-    ("Category", "category"),
-    ("ActivityDisplayName", "properties.activityDisplayName"),
-    ("LoggedByService", "properties.loggedByService"),
-    ("Result", "properties.result"),
+const AZURE_COMMON: &[Rename] = &[
+    Rename::plain("ResultType", "resultType"),
+    Rename::plain("ResultDescription", "resultDescription"),
+    Rename::plain("OperationName", "operationName"),
+    Rename::plain("OperationNameValue", "operationName"),
+    Rename::plain("Category", "category"),
+    Rename::plain("ActivityDisplayName", "properties.activityDisplayName"),
+    Rename::plain("LoggedByService", "properties.loggedByService"),
+    Rename::plain("Result", "properties.result"),
 ];
 
 fn windows_class(
     service: &'static str,
     categories: Vec<&'static str>,
-    renames: &'static [(&'static str, &'static str)],
+    renames: &'static [Rename],
 ) -> EventClass {
     EventClass {
         product: "windows",
@@ -243,7 +313,7 @@ fn windows_class(
 fn cloud(
     product: &'static str,
     services: &[&'static str],
-    renames: &'static [(&'static str, &'static str)],
+    renames: &'static [Rename],
 ) -> EventClass {
     EventClass {
         product,
@@ -386,21 +456,31 @@ fn windows_channel(body: &Value) -> Option<&str> {
 /// Classifies an event of `source` (an index into [`CLASSES`]).
 pub fn classify(source: SourceKind, body: &Value) -> usize {
     let c = &*CLASSES;
-    if matches!(source, SourceKind::WindowsSecurity | SourceKind::Sysmon) {
-        let channel = windows_channel(body);
-        let base = channel
-            .and_then(|ch| c.channel.get(ch).copied())
-            .unwrap_or(c.source[&source]);
-        let service = c.all[base].services[0];
-        let eid = windows_event_id(body);
-        return match (service, eid) {
-            ("sysmon", Some(e)) => c.sysmon.get(&e).copied().unwrap_or(base),
-            ("security", Some(4688)) => c.security_4688,
-            (svc, Some(e)) => c.powershell.get(&(svc, e)).copied().unwrap_or(base),
-            _ => base,
-        };
+    match source {
+        // Windows event logs: the channel gives the service, the event id the category.
+        SourceKind::WindowsSecurity | SourceKind::Sysmon => {
+            let channel = windows_channel(body);
+            let base = channel
+                .and_then(|ch| c.channel.get(ch).copied())
+                .unwrap_or(c.source[&source]);
+            let service = c.all[base].services[0];
+            let eid = windows_event_id(body);
+            match (service, eid) {
+                ("sysmon", Some(e)) => c.sysmon.get(&e).copied().unwrap_or(base),
+                ("security", Some(4688)) => c.security_4688,
+                (svc, Some(e)) => c.powershell.get(&(svc, e)).copied().unwrap_or(base),
+                _ => base,
+            }
+        }
+        SourceKind::EntraSignin
+        | SourceKind::EntraAudit
+        | SourceKind::M365Audit
+        | SourceKind::AzureActivity
+        | SourceKind::AwsCloudtrail
+        | SourceKind::LinuxAuditd
+        | SourceKind::Syslog
+        | SourceKind::Firewall => c.source[&source],
     }
-    c.source[&source]
 }
 
 fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
@@ -418,18 +498,18 @@ fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
 /// What one walk of a non-Windows event's top-level keys finds for a name: the key spelled
 /// exactly so, and the first key (in key order) equal to it ignoring ASCII case.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TopKey<'a> {
+pub(crate) struct TopKey<'a> {
     /// The value under the exact key.
-    pub exact: Option<&'a Value>,
+    pub(crate) exact: Option<&'a Value>,
     /// The value under the first case-insensitively equal key.
-    pub ci: Option<&'a Value>,
+    pub(crate) ci: Option<&'a Value>,
 }
 
 /// [`lookup`] of `field` in a non-Windows event, for a field the class does not rename, given
 /// what the top-level keys hold for the whole name (`whole`), for a dotted name its first part
 /// (`first`) and the other parts (`rest`), and the top-level `properties` value. Same result as
 /// [`lookup`], without searching the top level again.
-pub fn lookup_cloud<'a>(
+pub(crate) fn lookup_cloud<'a>(
     properties: Option<&'a Value>,
     field: &str,
     whole: TopKey<'a>,
@@ -470,14 +550,19 @@ pub fn lookup_cloud<'a>(
 
 /// Finds Sigma field `field` in an event body of class `class`.
 pub fn lookup<'a>(class: &EventClass, body: &'a Value, field: &str) -> Option<&'a Value> {
-    for (from, to) in class.renames {
-        if *from == field
-            && let Some(v) = lookup_unrenamed(class, body, to)
+    for r in class.renames {
+        if r.sigma == field
+            && let Some(v) = renamed(class, body, r)
         {
             return Some(v);
         }
     }
     lookup_unrenamed(class, body, field)
+}
+
+/// The value of a renamed field: its event field, read as the Sigma field.
+fn renamed<'a>(class: &EventClass, body: &'a Value, r: &Rename) -> Option<&'a Value> {
+    lookup_unrenamed(class, body, r.event).map(r.value)
 }
 
 /// [`lookup`] without the class's renames (renamed fields are searched like any other).
@@ -513,7 +598,7 @@ fn lookup_unrenamed<'a>(class: &EventClass, body: &'a Value, field: &str) -> Opt
 /// interested in many fields walk the event once instead of looking each one up. Returns false
 /// (and calls nothing) for shapes where [`lookup`] also searches elsewhere (Defender's spaced
 /// names, `UserData`): use [`lookup`] there.
-pub fn windows_values<'a>(
+pub(crate) fn windows_values<'a>(
     class: &EventClass,
     body: &'a Value,
     f: &mut impl FnMut(&str, &'a Value),
@@ -533,9 +618,9 @@ pub fn windows_values<'a>(
         }
     }
     // The first rename that resolves wins in `lookup`: offer them last to first.
-    for (from, to) in class.renames.iter().rev() {
-        if let Some(v) = lookup_unrenamed(class, body, to) {
-            f(from, v);
+    for r in class.renames.iter().rev() {
+        if let Some(v) = renamed(class, body, r) {
+            f(r.sigma, v);
         }
     }
     true
@@ -661,6 +746,33 @@ mod tests {
             Some(&json!(4624)),
             "#text unwrapped"
         );
+    }
+
+    #[test]
+    fn every_source_kind_has_its_logsource() {
+        let expect = |kind, product, service| {
+            let c = class(kind, &json!({}));
+            assert!(c.accepts(Some(product), service, None), "{kind}");
+        };
+        for kind in SourceKind::ALL {
+            match kind {
+                SourceKind::EntraSignin => expect(kind, "azure", Some("signinlogs")),
+                SourceKind::EntraAudit => expect(kind, "azure", Some("auditlogs")),
+                SourceKind::M365Audit => {
+                    expect(kind, "m365", Some("audit"));
+                    expect(kind, "m365", Some("exchange"));
+                }
+                SourceKind::AzureActivity => expect(kind, "azure", Some("activitylogs")),
+                SourceKind::AwsCloudtrail => expect(kind, "aws", Some("cloudtrail")),
+                SourceKind::WindowsSecurity => expect(kind, "windows", Some("security")),
+                SourceKind::Sysmon => expect(kind, "windows", Some("sysmon")),
+                SourceKind::LinuxAuditd => expect(kind, "linux", Some("auditd")),
+                SourceKind::Syslog => expect(kind, "linux", Some("syslog")),
+                SourceKind::Firewall => {
+                    assert!(class(kind, &json!({})).accepts(None, None, Some("firewall")))
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Source kinds: what telemetry an event is, which Sigma logsource it feeds and where its time is.
+//! Source kinds: what telemetry an event is, which onboarding phase it belongs to and where its
+//! time is. Which Sigma logsources a kind feeds is in [`crate::mapping`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,41 +16,55 @@ pub enum Phase {
     OnPrem,
 }
 
-/// A kind of telemetry, the last token of `nmc.events.<force>.<source>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// Entra ID (Azure AD) sign-in logs.
-    EntraSignin,
-    /// Entra ID audit logs.
-    EntraAudit,
-    /// Microsoft 365 unified audit log.
-    M365Audit,
-    /// Azure activity log.
-    AzureActivity,
-    /// AWS CloudTrail records.
-    AwsCloudtrail,
-    /// Windows Security event log.
-    WindowsSecurity,
-    /// Sysmon event log.
-    Sysmon,
-    /// Linux auditd.
-    LinuxAuditd,
-    /// Generic syslog.
-    Syslog,
-    /// Firewall logs.
-    Firewall,
+/// Declares [`SourceKind`] from one table of variants and their subject tokens, so that
+/// [`SourceKind::ALL`], [`SourceKind::as_str`], parsing and the serde form cannot leave a kind
+/// out or spell it differently: a new kind is one line here, and the compiler then asks for its
+/// phase, its time fields and its logsource class (exhaustive matches, no wildcard).
+macro_rules! source_kinds {
+    ($($(#[doc = $doc:literal])* $variant:ident => $token:literal,)+) => {
+        /// A kind of telemetry, the last token of `nmc.events.<force>.<source>`.
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        pub enum SourceKind {
+            $($(#[doc = $doc])* #[serde(rename = $token)] $variant,)+
+        }
+
+        impl SourceKind {
+            /// Every source kind, in declaration order.
+            pub const ALL: [SourceKind; [$($token),+].len()] = [$(SourceKind::$variant),+];
+
+            /// The subject token of this source.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(SourceKind::$variant => $token,)+
+                }
+            }
+        }
+    };
 }
 
-/// The Sigma `logsource` a source kind provides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogSource {
-    /// Sigma `product`.
-    pub product: &'static str,
-    /// Sigma `service`, if the source is one service.
-    pub service: Option<&'static str>,
-    /// Sigma `category`, if the source is one category.
-    pub category: Option<&'static str>,
+source_kinds! {
+    /// Entra ID (Azure AD) sign-in logs.
+    EntraSignin => "entra_signin",
+    /// Entra ID audit logs.
+    EntraAudit => "entra_audit",
+    /// Microsoft 365 unified audit log.
+    M365Audit => "m365_audit",
+    /// Azure activity log.
+    AzureActivity => "azure_activity",
+    /// AWS CloudTrail records.
+    AwsCloudtrail => "aws_cloudtrail",
+    /// Windows Security event log.
+    WindowsSecurity => "windows_security",
+    /// Sysmon event log.
+    Sysmon => "sysmon",
+    /// Linux auditd.
+    LinuxAuditd => "linux_auditd",
+    /// Generic syslog.
+    Syslog => "syslog",
+    /// Firewall logs.
+    Firewall => "firewall",
 }
 
 /// Why a string is not a source kind.
@@ -58,36 +73,6 @@ pub struct LogSource {
 pub struct UnknownSource(pub String);
 
 impl SourceKind {
-    /// Every source kind, in a fixed order.
-    pub const ALL: [SourceKind; 10] = [
-        SourceKind::EntraSignin,
-        SourceKind::EntraAudit,
-        SourceKind::M365Audit,
-        SourceKind::AzureActivity,
-        SourceKind::AwsCloudtrail,
-        SourceKind::WindowsSecurity,
-        SourceKind::Sysmon,
-        SourceKind::LinuxAuditd,
-        SourceKind::Syslog,
-        SourceKind::Firewall,
-    ];
-
-    /// The subject token of this source.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::EntraSignin => "entra_signin",
-            SourceKind::EntraAudit => "entra_audit",
-            SourceKind::M365Audit => "m365_audit",
-            SourceKind::AzureActivity => "azure_activity",
-            SourceKind::AwsCloudtrail => "aws_cloudtrail",
-            SourceKind::WindowsSecurity => "windows_security",
-            SourceKind::Sysmon => "sysmon",
-            SourceKind::LinuxAuditd => "linux_auditd",
-            SourceKind::Syslog => "syslog",
-            SourceKind::Firewall => "firewall",
-        }
-    }
-
     /// The onboarding phase this source belongs to.
     pub fn phase(self) -> Phase {
         match self {
@@ -96,28 +81,11 @@ impl SourceKind {
             | SourceKind::M365Audit
             | SourceKind::AzureActivity
             | SourceKind::AwsCloudtrail => Phase::Cloud,
-            _ => Phase::OnPrem,
-        }
-    }
-
-    /// The Sigma logsource this source provides.
-    pub fn logsource(self) -> LogSource {
-        let (product, service, category) = match self {
-            SourceKind::EntraSignin => ("azure", Some("signinlogs"), None),
-            SourceKind::EntraAudit => ("azure", Some("auditlogs"), None),
-            SourceKind::M365Audit => ("m365", Some("audit"), None),
-            SourceKind::AzureActivity => ("azure", Some("activitylogs"), None),
-            SourceKind::AwsCloudtrail => ("aws", Some("cloudtrail"), None),
-            SourceKind::WindowsSecurity => ("windows", Some("security"), None),
-            SourceKind::Sysmon => ("windows", Some("sysmon"), None),
-            SourceKind::LinuxAuditd => ("linux", Some("auditd"), None),
-            SourceKind::Syslog => ("linux", Some("syslog"), None),
-            SourceKind::Firewall => ("", None, Some("firewall")),
-        };
-        LogSource {
-            product,
-            service,
-            category,
+            SourceKind::WindowsSecurity
+            | SourceKind::Sysmon
+            | SourceKind::LinuxAuditd
+            | SourceKind::Syslog
+            | SourceKind::Firewall => Phase::OnPrem,
         }
     }
 
@@ -190,8 +158,22 @@ mod tests {
     }
 
     #[test]
+    fn all_lists_every_kind_once_in_order() {
+        let mut sorted = SourceKind::ALL.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, SourceKind::ALL, "declaration order, no duplicates");
+        let mut tokens: Vec<&str> = SourceKind::ALL.iter().map(|k| k.as_str()).collect();
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), SourceKind::ALL.len(), "distinct tokens");
+    }
+
+    #[test]
     fn phases() {
         assert_eq!(SourceKind::AwsCloudtrail.phase(), Phase::Cloud);
+        assert_eq!(SourceKind::M365Audit.phase(), Phase::Cloud);
         assert_eq!(SourceKind::Sysmon.phase(), Phase::OnPrem);
+        assert_eq!(SourceKind::Firewall.phase(), Phase::OnPrem);
     }
 }

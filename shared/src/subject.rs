@@ -1,6 +1,7 @@
 //! NATS subjects and stream names: the wire contract between collectors, nodes and analysts.
 
 use crate::alert::Level;
+use crate::dead_letter::DeadLetterReason;
 use crate::force::{ForceId, ForceIdError};
 use crate::source::{SourceKind, UnknownSource};
 
@@ -66,6 +67,16 @@ pub enum SubjectError {
         /// Why the source token is unknown.
         source: UnknownSource,
     },
+}
+
+impl SubjectError {
+    /// The dead-letter reason of an event on such a subject.
+    pub fn reason(&self) -> DeadLetterReason {
+        match self {
+            SubjectError::Shape(_) | SubjectError::Force { .. } => DeadLetterReason::BadSubject,
+            SubjectError::Source { .. } => DeadLetterReason::UnknownSource,
+        }
+    }
 }
 
 /// Splits `nmc.events.<force>.<source>` into its force token (unvalidated) and source token.
@@ -139,6 +150,20 @@ mod tests {
             parse_events("nmc.events.kent.netflow"),
             Err(SubjectError::Source { .. })
         ));
+    }
+
+    #[test]
+    fn subject_errors_give_their_dead_letter_reason() {
+        let reason = |s: &str| parse_events(s).unwrap_err().reason();
+        assert_eq!(reason("nmc.events.kent"), DeadLetterReason::BadSubject);
+        assert_eq!(
+            reason("nmc.events.KENT.sysmon"),
+            DeadLetterReason::BadSubject
+        );
+        assert_eq!(
+            reason("nmc.events.kent.netflow"),
+            DeadLetterReason::UnknownSource
+        );
     }
 
     #[test]

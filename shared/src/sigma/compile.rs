@@ -6,12 +6,11 @@ use serde_json::Value;
 
 use super::condition::{Expr, parse_condition};
 use super::fields::FieldCache;
-use super::matcher::NumOp;
 use super::matcher::{FieldLookup, Pattern, Placeholders, ValueMatcher, compile_value};
+use super::needs::{self, Needs, Rarity};
 use super::parse::{DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc, SelectionSpec};
 use super::prefilter::{
-    ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, Need, WHOLE,
-    ascii_core, usable_need,
+    ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, WHOLE,
 };
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
@@ -83,6 +82,11 @@ impl FieldMatcher {
             }
         })
     }
+
+    /// Needs of this field test (see [`super::needs`]).
+    fn needs(&self, rarity: &Rarity) -> Needs {
+        needs::of_field(&self.field, &self.groups, self.all, rarity)
+    }
 }
 
 fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
@@ -91,189 +95,6 @@ fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
         Value::Array(xs) => xs.iter().any(|x| any_string(x, m, ev)),
         Value::Object(o) => o.values().any(|x| any_string(x, m, ev)),
         _ => false,
-    }
-}
-
-/// A necessary literal set: the rule part can only match if one of these literals occurs in its
-/// field (`None`: no usable literal, always evaluate). See [`super::prefilter`].
-type Req = Option<Vec<Need>>;
-
-/// Of several necessary sets that must all hold, the most selective one: the one whose
-/// literals are expected to occur least often (see [`Rarity`]).
-fn best(reqs: impl Iterator<Item = Req>, rarity: &Rarity) -> Req {
-    reqs.flatten().min_by(|a, b| {
-        rarity
-            .cost(a)
-            .total_cmp(&rarity.cost(b))
-            .then(a.len().cmp(&b.len()))
-    })
-}
-
-/// How common each possible need is, estimated from the rules themselves: a literal that many
-/// rules name in the same field (`.exe` in `Image`, `microsoft corporation` in `Company`,
-/// `ec2.amazonaws.com` in `eventSource`), or that is contained in what many rules name there
-/// (`\\windows\\`), is a common value in events too, and a poor need. Computed once per rule set.
-#[derive(Debug, Default)]
-struct Rarity {
-    /// Need -> number of rules naming, in the need's field, a literal that contains it.
-    rules_naming: std::collections::HashMap<Need, u32>,
-}
-
-impl Rarity {
-    fn new(rules: &[CompiledRule]) -> Rarity {
-        // Per field: every literal any matcher could need, and which rules name each.
-        let mut texts: BTreeMap<&str, BTreeMap<String, Vec<u32>>> = BTreeMap::new();
-        let mut numbers: std::collections::HashMap<Need, u32> = Default::default();
-        for (r, rule) in rules.iter().enumerate() {
-            let mut seen_numbers = Vec::new();
-            for fm in rule.selections.iter().flat_map(|s| s.0.iter().flatten()) {
-                for m in fm.groups.iter().flatten() {
-                    let m = match m {
-                        ValueMatcher::Not(inner) => inner,
-                        other => other,
-                    };
-                    if let Some(n) = number_need(&fm.field, m) {
-                        if !seen_numbers.contains(&n) {
-                            seen_numbers.push(n);
-                        }
-                        continue;
-                    }
-                    for lit in matcher_literals(m).into_iter().flatten() {
-                        let by = texts.entry(&fm.field).or_default().entry(lit).or_default();
-                        if by.last() != Some(&(r as u32)) {
-                            by.push(r as u32);
-                        }
-                    }
-                }
-            }
-            for n in seen_numbers {
-                *numbers.entry(n).or_default() += 1;
-            }
-        }
-        let mut rules_naming = numbers;
-        for (field, lits) in texts {
-            let list: Vec<&str> = lits.keys().map(String::as_str).collect();
-            let Ok(ac) = aho_corasick::AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .build(&list)
-            else {
-                continue;
-            };
-            // For each literal: the rules naming a literal that contains it.
-            let mut naming: Vec<Vec<u32>> = vec![Vec::new(); list.len()];
-            for (text, by) in lits.values().enumerate().map(|(i, by)| (list[i], by)) {
-                for m in ac.find_overlapping_iter(text) {
-                    naming[m.pattern().as_usize()].extend_from_slice(by);
-                }
-            }
-            for (i, mut rs) in naming.into_iter().enumerate() {
-                rs.sort_unstable();
-                rs.dedup();
-                rules_naming.insert(
-                    Need::Literal(field.to_owned(), list[i].to_owned()),
-                    rs.len() as u32,
-                );
-            }
-        }
-        Rarity { rules_naming }
-    }
-
-    /// Expected cost of a need set: the sum over its needs of how many rules name each, plus a
-    /// penalty for short literals (likelier to occur by chance) and for parts of values most
-    /// events hold ([`COMMON_VALUES`]).
-    fn cost(&self, needs: &[Need]) -> f64 {
-        needs
-            .iter()
-            .map(|n| {
-                let named = f64::from(self.rules_naming.get(n).copied().unwrap_or(1));
-                match n {
-                    Need::Literal(_, l) => {
-                        let common = COMMON_VALUES.iter().any(|c| c.contains(l.as_str()));
-                        named + 8.0 / l.len().max(1) as f64 + if common { 50.0 } else { 0.0 }
-                    }
-                    Need::Number(..) => named + 1.0,
-                }
-            })
-            .sum()
-    }
-}
-
-/// Values (lowercase) that most events of their kind hold: a need that is part of one of them
-/// selects nearly every event. Rules rarely name them, so counting rules misses them.
-const COMMON_VALUES: &[&str] = &[
-    "c:\\windows\\system32\\",
-    "c:\\windows\\syswow64\\",
-    "c:\\program files (x86)\\",
-    "c:\\programdata\\",
-    "\\appdata\\local\\temp\\",
-    "\\appdata\\roaming\\",
-    "c:\\users\\",
-    "microsoft corporation",
-    "microsoft\u{ae} windows\u{ae} operating system",
-    "nt authority\\system",
-    "hklm\\system\\currentcontrolset\\services\\",
-    "hklm\\software\\microsoft\\windows\\currentversion\\",
-    ".exe",
-    ".dll",
-];
-
-/// The integer need of an equality test on a field, if it is one.
-fn number_need(field: &str, m: &ValueMatcher) -> Option<Need> {
-    match m {
-        ValueMatcher::Num(NumOp::Eq, n)
-            if !field.is_empty() && n.fract() == 0.0 && n.abs() < 9.0e15 =>
-        {
-            Some(Need::Number(field.to_owned(), *n as i64))
-        }
-        _ => None,
-    }
-}
-
-/// Of several alternatives, the union (unconstrained if any alternative is).
-fn union(reqs: impl Iterator<Item = Req>) -> Req {
-    let mut out = Vec::new();
-    for r in reqs {
-        out.extend(r?);
-    }
-    Some(out)
-}
-
-/// Literals one of which a value matched by `m` contains, as the prefilter scans them.
-///
-/// Case-insensitive patterns are already lowercased with the same function the prefilter applies
-/// to non-ASCII values, so they are indexed whole (emoji, homoglyphs); case-sensitive ones keep
-/// only their ASCII core, since Unicode lowercasing is not substring-preserving.
-fn matcher_literals(m: &ValueMatcher) -> Option<Vec<String>> {
-    let lit = match m {
-        ValueMatcher::Str { pat, cased: false } => pat.required_literal()?.to_owned(),
-        ValueMatcher::Str { pat, cased: true } => ascii_core(pat.required_literal()?),
-        ValueMatcher::Regex(_, lits) => return lits.clone(),
-        _ => return None,
-    };
-    usable_need(&lit).then(|| vec![lit])
-}
-
-impl FieldMatcher {
-    fn requirement(&self, rarity: &Rarity) -> Req {
-        let group = |g: &Vec<ValueMatcher>| -> Req {
-            let mut out = Vec::new();
-            for m in g {
-                match number_need(&self.field, m) {
-                    Some(n) => out.push(n),
-                    None => out.extend(
-                        matcher_literals(m)?
-                            .into_iter()
-                            .map(|l| Need::Literal(self.field.clone(), l)),
-                    ),
-                }
-            }
-            Some(out)
-        };
-        if self.all {
-            best(self.groups.iter().map(group), rarity)
-        } else {
-            union(self.groups.iter().map(group))
-        }
     }
 }
 
@@ -316,21 +137,13 @@ impl CompiledSelection {
             .any(|fields| fields.iter().all(|f| f.matches(fc, hits)))
     }
 
-    fn requirement(&self, rarity: &Rarity) -> Req {
-        union(
+    fn needs(&self, rarity: &Rarity) -> Needs {
+        needs::of_selection(
             self.0
                 .iter()
-                .map(|fields| best(fields.iter().map(|f| f.requirement(rarity)), rarity)),
+                .map(|fields| fields.iter().map(|f| f.needs(rarity))),
+            rarity,
         )
-    }
-}
-
-fn expr_requirement(e: &Expr, sels: &[CompiledSelection], rarity: &Rarity) -> Req {
-    match e {
-        Expr::Sel(i) => sels[*i].requirement(rarity),
-        Expr::And(xs) => best(xs.iter().map(|x| expr_requirement(x, sels, rarity)), rarity),
-        Expr::Or(xs) => union(xs.iter().map(|x| expr_requirement(x, sels, rarity))),
-        Expr::Not(_) => None,
     }
 }
 
@@ -359,7 +172,11 @@ impl CompiledRule {
 
     /// Tests one event whose fields are resolved through `fc`, answering literal tests from
     /// `hits` when given.
-    pub fn matches_with<'a>(&'a self, fc: &FieldCache<'a>, hits: Option<&EventScan<'_>>) -> bool {
+    pub(crate) fn matches_with<'a>(
+        &'a self,
+        fc: &FieldCache<'a>,
+        hits: Option<&EventScan<'_>>,
+    ) -> bool {
         self.expr
             .eval(&mut |i| self.selections[i].matches(fc, hits))
     }
@@ -388,17 +205,18 @@ impl CompiledRule {
         }
     }
 
-    /// Needs of which at least one holds in every event this rule matches, if known.
-    pub fn required_literals(&self) -> Option<Vec<Need>> {
-        self.required_literals_with(&Rarity::default())
+    /// Needs of which at least one holds in every event this rule matches, if known, choosing
+    /// among alternatives by `rarity`.
+    fn needs(&self, rarity: &Rarity) -> Needs {
+        needs::of_rule(&self.expr, &|i| self.selections[i].needs(rarity), rarity)
     }
 
-    /// [`CompiledRule::required_literals`], choosing among alternatives by `rarity`.
-    fn required_literals_with(&self, rarity: &Rarity) -> Option<Vec<Need>> {
-        let mut lits = expr_requirement(&self.expr, &self.selections, rarity)?;
-        lits.sort();
-        lits.dedup();
-        Some(lits)
+    /// Every (field, value matcher) of the rule's field tests (for [`Rarity::new`]).
+    fn value_tests(&self) -> impl Iterator<Item = (&str, &ValueMatcher)> {
+        self.selections
+            .iter()
+            .flat_map(|s| s.0.iter().flatten())
+            .flat_map(|fm| fm.groups.iter().flatten().map(|m| (fm.field.as_str(), m)))
     }
 }
 
@@ -642,7 +460,7 @@ impl RuleSet {
             r.index(&mut builder);
         }
         set.index = builder.build();
-        let rarity = Rarity::new(&set.rules);
+        let rarity = Rarity::new(set.rules.iter().map(CompiledRule::value_tests));
         let rule_fields: Vec<Vec<&str>> = set
             .rules
             .iter()
@@ -655,11 +473,7 @@ impl RuleSet {
                     .collect()
             })
             .collect();
-        let requirements: Vec<_> = set
-            .rules
-            .iter()
-            .map(|r| r.required_literals_with(&rarity))
-            .collect();
+        let requirements: Vec<_> = set.rules.iter().map(|r| r.needs(&rarity)).collect();
         set.by_class = CLASSES
             .all
             .iter()
@@ -940,7 +754,7 @@ impl RuleSet {
             .map_or((0, 0), |c| (c.rules.len(), self.candidates(ev).len()))
     }
 
-    /// Detection rules whose logsource    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
+    /// Detection rules whose logsource no nmc source provides yet (loaded but never evaluated).
     pub fn dormant(&self) -> Vec<usize> {
         (0..self.rules.len())
             .filter(|&i| !self.by_class.iter().any(|c| c.rules.contains(&i)))

@@ -24,8 +24,7 @@ enum Walked<'a> {
     Slots(&'a [u32], Vec<Option<&'a Value>>),
     /// Other sources: per field id its plan (`u32::MAX`: none), per plan the top-level names
     /// of the whole field and of its first part (`u32::MAX`: undotted) and its other parts, per
-    /// name what the
-    /// top-level keys hold, and the top-level `properties`.
+    /// name what the top-level keys hold, and the top-level `properties`.
     Top(
         &'a [u32],
         &'a [(u32, u32, Box<[String]>)],
@@ -135,6 +134,13 @@ impl<'a> FieldCache<'a> {
         let mut entries = self.entries.borrow_mut();
         entries.push((id, name, Resolved { value, lowered }));
         entries.len() - 1
+    }
+}
+
+/// Rules read other fields of an event (`fieldref`) through the source's mapping.
+impl FieldLookup for Event {
+    fn field(&self, name: &str) -> Option<&Value> {
+        Event::field(self, name)
     }
 }
 

@@ -165,9 +165,9 @@ pub enum ValueMatcher {
         /// Case-sensitive.
         cased: bool,
     },
-    /// Regular expression (searched anywhere unless anchored), and literals one of which every
-    /// match contains (lowercased), when they can be derived.
-    Regex(Regex, Option<Vec<String>>),
+    /// Regular expression (searched anywhere unless anchored), with the flags it was built with
+    /// (the needs read its pattern again, see [`super::needs`]).
+    Regex(Regex, RegexFlags),
     /// IP address in a network.
     Cidr(IpNet),
     /// Numeric comparison (also against numeric strings).
@@ -263,12 +263,23 @@ pub fn string_pattern(value: &str, literal: bool, pos: Option<Position>, cased: 
     simplify(toks)
 }
 
+/// The flags of a `re` value: its `i`, `m` and `s` modifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegexFlags {
+    /// `i`: ignore case.
+    pub case_insensitive: bool,
+    /// `m`: `^` and `$` match at line ends.
+    pub multi_line: bool,
+    /// `s`: `.` matches a newline.
+    pub dot_matches_new_line: bool,
+}
+
 /// Parsed modifier list of one field.
 #[derive(Debug, Default)]
 struct Mods {
     pos: Option<Position>,
     re: bool,
-    re_flags: (bool, bool, bool),
+    re_flags: RegexFlags,
     cidr: bool,
     exists: bool,
     cased: bool,
@@ -308,9 +319,9 @@ fn parse_mods(modifiers: &[String]) -> Result<Mods, RuleErrorKind> {
             "all" => {}
             "re" => m.re = true,
             "i" | "m" | "s" if m.re => match name.as_str() {
-                "i" => m.re_flags.0 = true,
-                "m" => m.re_flags.1 = true,
-                _ => m.re_flags.2 = true,
+                "i" => m.re_flags.case_insensitive = true,
+                "m" => m.re_flags.multi_line = true,
+                _ => m.re_flags.dot_matches_new_line = true,
             },
             "i" | "m" | "s" => {
                 return Err(invalid(format!(
@@ -558,9 +569,9 @@ fn compile_inner(
     };
     if m.re {
         let re = RegexBuilder::new(&s)
-            .case_insensitive(m.re_flags.0)
-            .multi_line(m.re_flags.1)
-            .dot_matches_new_line(m.re_flags.2)
+            .case_insensitive(m.re_flags.case_insensitive)
+            .multi_line(m.re_flags.multi_line)
+            .dot_matches_new_line(m.re_flags.dot_matches_new_line)
             .size_limit(1 << 22)
             .build()
             .map_err(|e| {
@@ -568,8 +579,7 @@ fn compile_inner(
                     "regular expression not accepted by the regex engine: {e}"
                 ))
             })?;
-        let lits = regex_literals(&s, m.re_flags);
-        return Ok(vec![ValueMatcher::Regex(re, lits)]);
+        return Ok(vec![ValueMatcher::Regex(re, m.re_flags)]);
     }
     if m.cidr {
         let net =
@@ -615,111 +625,6 @@ fn compile_inner(
             cased: m.cased,
         })
         .collect())
-}
-
-/// Literals one of which every match of the regular expression contains (lowercased, each a
-/// [`super::prefilter::usable_need`]), from its literal prefixes, suffixes or inner runs; `None`
-/// when they cannot be bounded.
-fn regex_literals(pattern: &str, (i, m, s): (bool, bool, bool)) -> Option<Vec<String>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::ParserBuilder::new()
-        .case_insensitive(i)
-        .multi_line(m)
-        .dot_matches_new_line(s)
-        .build()
-        .parse(pattern)
-        .ok()?;
-    let mut best: Option<Vec<String>> = None;
-    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
-        let seq = Extractor::new().kind(kind).extract(&hir);
-        let Some(lits) = seq.literals() else { continue };
-        let mut out: Vec<String> = Vec::new();
-        for l in lits {
-            let text = std::str::from_utf8(l.as_bytes()).ok()?;
-            // Case folding beyond ASCII is not substring-preserving: keep the ASCII core.
-            let lit = if text.is_ascii() {
-                text.to_ascii_lowercase()
-            } else {
-                super::prefilter::ascii_core(text)
-            };
-            if !super::prefilter::usable_need(&lit) {
-                out.clear();
-                break;
-            }
-            out.push(lit);
-        }
-        out.sort();
-        out.dedup();
-        let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
-        if !out.is_empty() && best.as_ref().is_none_or(|b| shortest(&out) > shortest(b)) {
-            best = Some(out);
-        }
-    }
-    // Inside a top-level concatenation every run of literal pieces is in every match
-    // (`.+:assumed-role/aws:.+` always contains `:assumed-role/aws:`). Case-insensitive letters
-    // (`(?i)`: a class of one ASCII letter in both cases) continue a run; a class with any
-    // non-ASCII member (`s` also folds to `ſ`, `k` to the Kelvin sign) ends it, since those
-    // characters do not lowercase to the ASCII letter.
-    if let regex_syntax::hir::HirKind::Concat(parts) = hir.kind() {
-        let mut runs: Vec<String> = vec![String::new()];
-        for p in parts {
-            match ascii_piece(p) {
-                Some(t) => runs.last_mut().expect("one run").push_str(&t),
-                None => runs.push(String::new()),
-            }
-        }
-        let inner = runs
-            .into_iter()
-            .max_by_key(String::len)
-            .filter(|l| super::prefilter::usable_need(l));
-        let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
-        if let Some(l) = inner
-            && best.as_ref().is_none_or(|b| l.len() > shortest(b))
-        {
-            best = Some(vec![l]);
-        }
-    }
-    best
-}
-
-/// The lowercase ASCII text every match of `h` is (ignoring ASCII case), if `h` is a literal or
-/// a class of a single ASCII character in one or both cases.
-fn ascii_piece(h: &regex_syntax::hir::Hir) -> Option<String> {
-    use regex_syntax::hir::{Class, HirKind};
-    match h.kind() {
-        HirKind::Literal(l) => {
-            let t = std::str::from_utf8(&l.0).ok()?;
-            t.is_ascii().then(|| t.to_ascii_lowercase())
-        }
-        HirKind::Class(Class::Unicode(c)) => {
-            let mut chars = c.ranges().iter().flat_map(|r| r.start()..=r.end());
-            single_folded(&mut chars)
-        }
-        HirKind::Class(Class::Bytes(c)) => {
-            let mut chars = c
-                .ranges()
-                .iter()
-                .flat_map(|r| r.start()..=r.end())
-                .map(char::from);
-            single_folded(&mut chars)
-        }
-        _ => None,
-    }
-}
-
-/// The one lowercase ASCII character that `chars` are, in one or both cases (at most 2 items).
-fn single_folded(chars: &mut dyn Iterator<Item = char>) -> Option<String> {
-    let first = chars.next()?;
-    let second = chars.next();
-    if chars.next().is_some() || !first.is_ascii() {
-        return None;
-    }
-    let lower = first.to_ascii_lowercase();
-    match second {
-        None => Some(lower.to_string()),
-        Some(c) if c.is_ascii() && c.to_ascii_lowercase() == lower => Some(lower.to_string()),
-        Some(_) => None,
-    }
 }
 
 fn value_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
@@ -874,23 +779,6 @@ impl Pattern {
             Pattern::Contains(p) => lower(s).contains(p.as_str()),
             Pattern::Glob(toks) => glob_match(toks, &lower(s)),
         }
-    }
-
-    /// The longest literal every match must contain (for prefiltering).
-    pub fn required_literal(&self) -> Option<&str> {
-        match self {
-            Pattern::Exact(p) | Pattern::Contains(p) | Pattern::Prefix(p) | Pattern::Suffix(p) => {
-                Some(p.as_str())
-            }
-            Pattern::Glob(toks) => toks
-                .iter()
-                .filter_map(|t| match t {
-                    GlobTok::Lit(l) => Some(l.as_str()),
-                    _ => None,
-                })
-                .max_by_key(|l| l.len()),
-        }
-        .filter(|l| !l.is_empty())
     }
 }
 
@@ -1131,54 +1019,6 @@ mod tests {
         let e = compile_value(&s("(unclosed"), &["re".into()], &Placeholders::new()).unwrap_err();
         assert!(matches!(e, RuleErrorKind::Unsupported(_)));
         assert!(compile_value(&s("x"), &["i".into()], &Placeholders::new()).is_err());
-    }
-
-    #[test]
-    fn regex_literals_bound_matches() {
-        assert_eq!(
-            regex_literals("mimi(katz|dogz)", (false, false, false)),
-            Some(vec!["mimidogz".into(), "mimikatz".into()])
-        );
-        assert_eq!(
-            regex_literals(r"\s-enc\s", (false, false, false)),
-            Some(vec!["-enc".to_string()]),
-            "class prefix and suffix, literal inside"
-        );
-        assert_eq!(
-            regex_literals(r"\d+\.exe$", (false, false, false)),
-            Some(vec![".exe".into()]),
-            "suffix"
-        );
-        assert_eq!(
-            regex_literals("a", (false, false, false)),
-            None,
-            "too short"
-        );
-        assert_eq!(
-            regex_literals(r"\w+`\w", (false, false, false)),
-            Some(vec!["`".to_string()]),
-            "one punctuation character"
-        );
-        assert_eq!(
-            regex_literals(".+:assumed-role/aws:.+", (false, false, false)),
-            Some(vec![":assumed-role/aws:".to_string()]),
-            "inner literal of a concatenation"
-        );
-        let l = regex_literals("Invoke-", (true, false, false)).unwrap();
-        assert!(l.iter().all(|x| "invoke-".starts_with(x.as_str())), "{l:?}");
-        assert_eq!(
-            regex_literals(
-                r#"(?i)\.exe["']?\s+[^"]{0,64}werfaultsecure\.exe["']?\s+\d{2,10}"#,
-                (false, false, false)
-            ),
-            Some(vec!["ecure.exe".to_string()]),
-            "case-insensitive letters continue a run; `s` (also `ſ`) ends it"
-        );
-        assert_eq!(
-            regex_literals(r"\w[ab]pay\w", (false, false, false)),
-            Some(vec!["pay".to_string()]),
-            "a class of two letters ends a run"
-        );
     }
 
     #[test]

@@ -1,18 +1,27 @@
-//! Sigma rules: YAML documents -> rule AST ([`parse`]) -> compiled, source-routed rule set
-//! ([`compile`]) built from condition expressions ([`condition`]) and value matchers ([`matcher`]).
+//! Sigma rules: YAML documents -> rule AST ([`parse`]) -> compiled rule set ([`RuleSet`]), routed
+//! by logsource class.
 //!
-//! Detection rules follow the Sigma specification v2.1 with every modifier of its appendix
-//! (see [`matcher`]); Sigma filter documents are applied to the rules they name. Correlations
-//! currently support `event_count` and `value_count`. Anything else is rejected with
+//! Inside (private to the crate): `compile` builds the [`RuleSet`] from condition expressions
+//! (`condition`) and value matchers (`matcher`); `needs` derives what an event must hold for each
+//! rule to match, and `prefilter` indexes those needs per class so that an event is only tested
+//! against the rules whose needs it holds, with `scan` searching field values for literals and
+//! `fields` resolving each field of an event once.
+//!
+//! Detection rules follow the Sigma specification v2.1 with every modifier of its appendix;
+//! Sigma filter documents are applied to the rules they name. Correlations support ten types:
+//! `event_count`, `value_count`, `temporal`, `temporal_ordered`, `value_sum`, `value_avg`,
+//! `value_percentile`, and nmc's `new_term`, `impossible_travel` and `silent_feed` (see
+//! `docs/correlation-semantics.md`). Anything else is rejected with
 //! [`RuleErrorKind::Unsupported`], never silently changed.
 
-pub mod compile;
-pub mod condition;
-pub mod fields;
-pub mod matcher;
+pub(crate) mod compile;
+pub(crate) mod condition;
+pub(crate) mod fields;
+pub(crate) mod matcher;
+pub(crate) mod needs;
 pub mod parse;
-pub mod prefilter;
-pub mod scan;
+pub(crate) mod prefilter;
+pub(crate) mod scan;
 
 pub use compile::{CompiledCorrelation, CompiledRule, Input, RuleSet};
 pub use matcher::Placeholders;

@@ -1,13 +1,13 @@
 //! The literal index: which rules can match an event, and the answers to their literal tests.
 //!
 //! Compilation derives for every rule its *needs*: literals (or integers) of which at least one
-//! occurs, in a given field, in every event the rule matches (see
-//! [`super::compile::CompiledRule::required_literals`]). Per logsource class and field, one
-//! Aho-Corasick automaton over the needs of the class's rules scans the field's value once per
-//! event; only rules whose needs were found, plus rules without usable needs, are evaluated.
+//! occurs, in a given field, in every event the rule matches (see [`super::needs`]). Per logsource
+//! class and field, one literal scanner ([`super::scan`]) over the needs of the class's rules
+//! reads the field's value once per event; only rules whose needs were found, plus rules without
+//! usable needs, are evaluated.
 //!
 //! Separately, every case-insensitive literal test (`contains`/`startswith`/`endswith`/equality
-//! without wildcards) of every rule is registered per field in one automaton. The first candidate
+//! without wildcards) of every rule is registered per field in one scanner. The first candidate
 //! rule that tests a field scans it once; every later literal test on that field, in any rule, is
 //! answered from the recorded hits and their position (anywhere, at the start, at the end, the
 //! whole value).
@@ -22,35 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::fields::FieldCache;
+use super::needs::Need;
 use super::scan::Scanner;
 
-/// Whether a literal can serve as a need: two bytes or more, or one punctuation character
-/// (`` ` ``, `&`, `^`). Weak needs are ranked low by the rules' rarity estimate and chosen only
-/// when a rule offers nothing better; even then they let the index skip the rule in the events
-/// that lack them, where it would otherwise be evaluated on every event.
-pub fn usable_need(lit: &str) -> bool {
-    lit.len() >= 2 || (lit.len() == 1 && lit.bytes().all(|b| b.is_ascii_punctuation()))
-}
-
 pub use super::scan::{ANYWHERE, AT_END, AT_START, WHOLE};
-
-/// Something a rule needs to find in one field (`""`: in any value of the event).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Need {
-    /// The field's text contains this literal (lowercase), case-insensitively.
-    Literal(String, String),
-    /// The field's value is this integer (as a number or numeric string).
-    Number(String, i64),
-}
-
-/// The longest run of ASCII characters of `s`, lowercased (case folding beyond ASCII is not
-/// substring-preserving, so case-sensitive literals are indexed by their ASCII core).
-pub fn ascii_core(s: &str) -> String {
-    s.split(|c: char| !c.is_ascii())
-        .max_by_key(|p| p.len())
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-}
 
 /// Collects fields and literal tests while rules compile.
 #[derive(Debug, Default)]
@@ -81,7 +56,7 @@ impl IndexBuilder {
         (f, id)
     }
 
-    /// Builds the automata.
+    /// Builds the per-field scanners.
     pub fn build(self) -> LiteralIndex {
         let mut names = vec![String::new(); self.lits.len()];
         for (name, &id) in &self.field_ids {
@@ -97,7 +72,7 @@ impl IndexBuilder {
                 ordered.sort();
                 FieldIndex {
                     name: std::mem::take(&mut names[f]),
-                    full: automaton(ordered.iter().map(|(_, l)| l.as_str())),
+                    full: scanner(ordered.iter().map(|(_, l)| l.as_str())),
                     literals: ordered.len(),
                 }
             })
@@ -109,7 +84,8 @@ impl IndexBuilder {
     }
 }
 
-fn automaton<'l>(lits: impl Iterator<Item = &'l str>) -> Option<Scanner> {
+/// A scanner over `lits` (`None` when there are none).
+fn scanner<'l>(lits: impl Iterator<Item = &'l str>) -> Option<Scanner> {
     Scanner::new(&lits.collect::<Vec<_>>())
 }
 
@@ -122,7 +98,7 @@ struct FieldIndex {
     literals: usize,
 }
 
-/// Every field's automaton of literal tests.
+/// Every field's scanner of literal tests.
 #[derive(Debug, Clone, Default)]
 pub struct LiteralIndex {
     fields: Vec<FieldIndex>,
@@ -253,7 +229,8 @@ impl<'a> EventScan<'a> {
     }
 
     /// Flags of literal `lit` in field `field` (0: not found); scans the field on first use.
-    pub fn flags(&self, field: u32, lit: u32) -> u8 {
+    #[cfg(test)]
+    fn flags(&self, field: u32, lit: u32) -> u8 {
         self.with_hits(field, |v| {
             v.binary_search_by_key(&lit, |(l, _)| *l)
                 .map_or(0, |i| v[i].1)
@@ -291,14 +268,9 @@ impl<'a> EventScan<'a> {
     pub fn len(&self) -> usize {
         self.hits.borrow().iter().map(|(_, v)| v.len()).sum()
     }
-
-    /// Whether nothing was found so far.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-/// Runs `sc` over a value/// Runs `sc` over a value's text (every scalar when `everything`, else the value or its array
+/// Runs `sc` over a value's text (every scalar when `everything`, else the value or its array
 /// elements), calling `found(literal, flags)` for each occurrence.
 fn scan_value(sc: &Scanner, value: &Value, everything: bool, found: &mut impl FnMut(u32, u8)) {
     let mut scan = |s: &str| sc.scan(s, found);
@@ -382,7 +354,7 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// The rules of one logsource class and the automata of their needs.
+/// The rules of one logsource class and the scanners of their needs.
 #[derive(Debug, Clone)]
 pub struct ClassFilter {
     /// Rule indices (into the rule set) routed to this class, in rule order.
@@ -474,7 +446,7 @@ impl ClassFilter {
                     bools_may_match: lits
                         .iter()
                         .any(|l| "true".contains(*l) || "false".contains(*l)),
-                    ac: automaton(lits.into_iter()),
+                    ac: scanner(lits.into_iter()),
                     lit_rules,
                     numbers,
                 }
@@ -519,7 +491,7 @@ impl ClassFilter {
             i
         };
         for &name in &names {
-            let renamed = event_class.renames.iter().any(|(from, _)| *from == name);
+            let renamed = event_class.renames.iter().any(|r| r.sigma == name);
             let Some(&id) = index.ids.get(name) else {
                 continue;
             };
@@ -561,7 +533,7 @@ impl ClassFilter {
         pos.into_iter().map(|p| self.rules[p]).collect()
     }
 
-    /// Rules evaluated whatever the event holds.    /// Rules evaluated whatever the event holds.
+    /// Rules evaluated whatever the event holds.
     pub fn unfiltered(&self) -> impl Iterator<Item = usize> + '_ {
         self.always.iter().map(|&p| self.rules[p as usize])
     }
@@ -706,11 +678,5 @@ mod tests {
         for n in [0u64, 7, 10, 4688, u64::MAX] {
             assert_eq!(format_u64(n, &mut [0; 20]), n.to_string());
         }
-    }
-
-    #[test]
-    fn ascii_cores() {
-        assert_eq!(ascii_core("\u{2013}EncodedCommand"), "encodedcommand");
-        assert_eq!(ascii_core("é"), "");
     }
 }

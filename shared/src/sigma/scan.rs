@@ -132,16 +132,6 @@ impl Scanner {
             Engine::Anchors(a) => a.scan(bytes, found),
         }
     }
-
-    /// Heap bytes used (diagnostics).
-    pub fn memory_usage(&self) -> usize {
-        use aho_corasick::automaton::Automaton;
-        let gate = self.gate.as_ref().map_or(0, |g| g.memory_usage());
-        gate + match &self.engine {
-            Engine::Dfa(dfa) => dfa.memory_usage(),
-            Engine::Anchors(a) => a.memory_usage(),
-        }
-    }
 }
 
 thread_local! {
@@ -311,10 +301,6 @@ impl AnchorTable {
             i = (i + 1) & mask;
         }
     }
-
-    fn memory_usage(&self) -> usize {
-        self.bits.len() * 8 + self.slots.len() * 12 + self.entries.len() * 16
-    }
 }
 
 #[inline(always)]
@@ -421,16 +407,6 @@ impl Anchors {
                 found(f.lit, flags(start, end, n));
             }
         }
-    }
-
-    fn memory_usage(&self) -> usize {
-        use aho_corasick::automaton::Automaton;
-        self.text.len()
-            + self.table.memory_usage()
-            + self
-                .short
-                .as_ref()
-                .map_or(0, |(d, i)| d.memory_usage() + i.len() * 4)
     }
 }
 
