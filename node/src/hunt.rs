@@ -129,6 +129,11 @@ pub struct HuntStats {
     pub bad: u64,
     /// Events more than the lateness behind the newest time seen (applied as they came).
     pub late: u64,
+    /// Values correlations could not use (non-finite numbers, places off the globe).
+    pub bad_values: u64,
+    /// Events whose time came from an ingest-time field (`@timestamp`): none of their source's
+    /// own time fields was present.
+    pub ingest_time: u64,
     /// Alerts raised.
     pub alerts: u64,
 }
@@ -200,6 +205,9 @@ impl Hunt {
                 }
             };
             self.stats.evaluated += 1;
+            if ev.time_from.fallback().is_some() {
+                self.stats.ingest_time += 1;
+            }
             let seq = (idx << LINE_BITS) | line;
             self.state
                 .apply(&self.rules, &self.force, seq, &ev, &mut out);
@@ -208,6 +216,7 @@ impl Hunt {
         self.state.drain(&self.rules, &self.force, &mut out);
         self.emit(&mut out, on_alert);
         self.stats.late = self.state.late_events();
+        self.stats.bad_values = self.state.bad_values();
         Ok(())
     }
 

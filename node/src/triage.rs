@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::{FutureExt, StreamExt};
+use nmc_shared::dead_letter::DeadLetterReason;
 use nmc_shared::subject::{self, DLQ_UNKNOWN, EVENTS_ALL, EVENTS_STREAM};
 use nmc_shared::{ForceId, force};
 use tracing::{info, warn};
@@ -17,11 +18,20 @@ use tracing::{info, warn};
 use crate::bus::{self, DeadLetter};
 use crate::context::NodeContext;
 
-/// Where an event on `subject` goes, if it must be dead-lettered.
-pub fn classify(
-    subject: &str,
-    onboarded: impl Fn(&ForceId) -> bool,
-) -> Option<(String, &'static str, String)> {
+/// Why and where an event is dead-lettered by triage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Dead-letter subject: the force's, or `nmc.dlq._unknown`.
+    pub to: String,
+    /// The reason code.
+    pub reason: DeadLetterReason,
+    /// What is wrong, for the `Nmc-Error` header.
+    pub error: String,
+}
+
+/// Where an event on `subject` goes, if it must be dead-lettered (`None`: a force actor owns
+/// it).
+pub fn classify(subject: &str, onboarded: impl Fn(&ForceId) -> bool) -> Option<Verdict> {
     let token = subject
         .strip_prefix("nmc.events.")
         .and_then(|rest| rest.split('.').next())
@@ -31,25 +41,32 @@ pub fn classify(
     if force.as_ref().is_ok_and(onboarded) {
         return None;
     }
+    let verdict = |to: String, reason, error| Some(Verdict { to, reason, error });
     if subject::split_events(subject).is_none() {
-        return Some((
+        return verdict(
             DLQ_UNKNOWN.to_owned(),
-            "bad_subject",
+            DeadLetterReason::BadSubject,
             format!("subject `{subject}` is not nmc.events.<force>.<source>"),
-        ));
+        );
     }
     match force {
-        Ok(f) if force::lookup(f.as_str()).is_some() => Some((
+        Ok(f) if force::lookup(f.as_str()).is_some() => verdict(
             subject::dlq(&f),
-            "force_not_onboarded",
-            format!("force `{f}` is a known force but is not onboarded on this cluster"),
-        )),
-        Ok(f) => Some((
+            DeadLetterReason::ForceNotOnboarded,
+            format!(
+                "force `{f}` is a known force but is not onboarded on this cluster: `nmc forces add {f}`"
+            ),
+        ),
+        Ok(f) => verdict(
             DLQ_UNKNOWN.to_owned(),
-            "unknown_force",
+            DeadLetterReason::UnknownForce,
             format!("`{f}` is not a force in the nmc registry"),
-        )),
-        Err(e) => Some((DLQ_UNKNOWN.to_owned(), "unknown_force", e.to_string())),
+        ),
+        Err(e) => verdict(
+            DLQ_UNKNOWN.to_owned(),
+            DeadLetterReason::UnknownForce,
+            e.to_string(),
+        ),
     }
 }
 
@@ -109,14 +126,14 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
                 .info()
                 .map_err(|e| anyhow::anyhow!("no JetStream metadata: {e}"))?
                 .stream_sequence;
-            if let Some((to, reason, error)) =
+            if let Some(Verdict { to, reason, error }) =
                 classify(m.subject.as_str(), |f| onboarded.contains_key(f))
             {
                 let full = stream
                     .get_raw_message(seq)
                     .await
                     .with_context(|| format!("fetching event {seq}"))?;
-                warn!(seq, subject = %m.subject, reason, "dead-lettering event of an unknown force");
+                warn!(seq, subject = %m.subject, %reason, "dead-lettering event of an unknown force");
                 dead.push(DeadLetter {
                     subject: to,
                     seq,
@@ -146,21 +163,19 @@ mod tests {
     fn classifies_subjects() {
         let kent = ForceId::new("kent").unwrap();
         let onboarded = |f: &ForceId| *f == kent;
-        assert!(classify("nmc.events.kent.entra_signin", onboarded).is_none());
-        let (to, reason, _) = classify("nmc.events.essex.entra_signin", onboarded).unwrap();
+        let verdict = |subject| classify(subject, onboarded).map(|v| (v.to, v.reason.as_str()));
+        assert_eq!(verdict("nmc.events.kent.entra_signin"), None);
         assert_eq!(
-            (to.as_str(), reason),
-            ("nmc.dlq.essex", "force_not_onboarded")
+            verdict("nmc.events.essex.entra_signin"),
+            Some(("nmc.dlq.essex".into(), "force_not_onboarded"))
         );
-        let (to, reason, _) = classify("nmc.events.atlantis.entra_signin", onboarded).unwrap();
-        assert_eq!((to.as_str(), reason), (DLQ_UNKNOWN, "unknown_force"));
-        let (to, reason, _) = classify("nmc.events.Kent.entra_signin", onboarded).unwrap();
-        assert_eq!((to.as_str(), reason), (DLQ_UNKNOWN, "unknown_force"));
-        assert!(
-            classify("nmc.events.kent.a.b", onboarded).is_none(),
-            "the actor handles it"
+        let unknown = Some((DLQ_UNKNOWN.into(), "unknown_force"));
+        assert_eq!(verdict("nmc.events.atlantis.entra_signin"), unknown);
+        assert_eq!(verdict("nmc.events.Kent.entra_signin"), unknown);
+        assert_eq!(verdict("nmc.events.kent.a.b"), None, "the actor handles it");
+        assert_eq!(
+            verdict("nmc.events.essex"),
+            Some((DLQ_UNKNOWN.into(), "bad_subject"))
         );
-        let (_, reason, _) = classify("nmc.events.essex", onboarded).unwrap();
-        assert_eq!(reason, "bad_subject");
     }
 }

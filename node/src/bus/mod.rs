@@ -10,13 +10,15 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use nmc_shared::dead_letter::DeadLetterReason;
 use nmc_shared::subject::{
     ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM, EVENTS_ALL, EVENTS_STREAM,
 };
 
 use crate::config::Config;
 
-/// Header naming the dead-letter reason code (`malformed_json`, `oversize`, ...).
+/// Header naming the dead-letter reason code ([`DeadLetterReason`]: `malformed_json`,
+/// `oversize`, ...).
 pub const H_REASON: &str = "Nmc-Reason";
 /// Header holding the human-readable dead-letter error.
 pub const H_ERROR: &str = "Nmc-Error";
@@ -138,8 +140,8 @@ pub struct DeadLetter {
     pub seq: u64,
     /// Subject the event arrived on.
     pub from_subject: String,
-    /// Stable reason code.
-    pub reason: &'static str,
+    /// Why (its code is the `Nmc-Reason` header: see `docs/dead-letters.md`).
+    pub reason: DeadLetterReason,
     /// Human-readable error.
     pub error: String,
     /// The original payload.
@@ -156,7 +158,7 @@ pub async fn publish_dead_letters(
     let mut acks = Vec::with_capacity(letters.len());
     for d in letters {
         let mut h = HeaderMap::new();
-        h.insert(H_REASON, d.reason);
+        h.insert(H_REASON, d.reason.as_str());
         // Header values are single-line.
         h.insert(H_ERROR, d.error.replace(['\r', '\n'], " ").as_str());
         h.insert(H_SUBJECT, d.from_subject.as_str());

@@ -52,6 +52,8 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
                     "lag": h.map(|h| h.status.lag),
                     "pending": h.map(|h| h.status.pending),
                     "late": h.map(|h| h.status.late),
+                    "bad_values": h.map(|h| h.status.bad_values),
+                    "ingest_time": h.map(|h| h.status.ingest_time),
                     "rule_pack": h.map(|h| h.status.rule_pack.clone()),
                 })
             })
@@ -73,13 +75,13 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
     }
     println!("\nforces ({}):", forces.len());
     println!(
-        "  {:<22} {:<17} {:<20} {:>8} {:>10} {:>8} {:>8} {:>6}  rules",
-        "force", "phase", "owner", "epoch", "cursor", "lag", "pending", "late"
+        "  {:<22} {:<17} {:<20} {:>8} {:>10} {:>8} {:>8} {:>6} {:>6} {:>7}  rules",
+        "force", "phase", "owner", "epoch", "cursor", "lag", "pending", "late", "badval", "ingest"
     );
     for (f, r) in &forces {
         match holders.get(f.as_str()) {
             Some(h) => println!(
-                "  {:<22} {:<17} {:<20} {:>8} {:>10} {:>8} {:>8} {:>6}  {}",
+                "  {:<22} {:<17} {:<20} {:>8} {:>10} {:>8} {:>8} {:>6} {:>6} {:>7}  {}",
                 f.as_str(),
                 format!("{:?}", r.phase),
                 h.node_id,
@@ -88,6 +90,8 @@ pub async fn run(cmd: ClusterCmd) -> Result<()> {
                 h.status.lag,
                 h.status.pending,
                 h.status.late,
+                h.status.bad_values,
+                h.status.ingest_time,
                 h.status.rule_pack
             ),
             None => println!(

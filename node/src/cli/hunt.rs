@@ -103,7 +103,7 @@ pub fn run(args: HuntArgs) -> Result<()> {
         eprint!("\r");
     }
     eprintln!(
-        "hunt: {} files, {} records, {} evaluated, {} alerts, {} unrecognised, {} bad, {} late, {:.2}s",
+        "hunt: {} files, {} records, {} evaluated, {} alerts, {} unrecognised, {} bad, {} late, {} bad values, {} timed by ingest time, {:.2}s",
         s.files,
         s.records,
         s.evaluated,
@@ -111,6 +111,8 @@ pub fn run(args: HuntArgs) -> Result<()> {
         s.undetected,
         s.bad,
         s.late,
+        s.bad_values,
+        s.ingest_time,
         started.elapsed().as_secs_f64()
     );
     Ok(())

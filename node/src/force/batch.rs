@@ -6,6 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
 use nmc_shared::correlate::ForceState;
+use nmc_shared::dead_letter::DeadLetterReason;
 use nmc_shared::event::Event;
 use nmc_shared::sigma::RuleSet;
 use nmc_shared::{ForceId, subject};
@@ -57,6 +58,9 @@ pub enum Outcome {
         dead: Vec<DeadLetter>,
         /// Events applied to state.
         applied: usize,
+        /// Of those, events whose time came from an ingest-time field (none of their source's
+        /// own time fields was present), and the last such field.
+        ingest_time: (usize, Option<&'static str>),
     },
     /// Evaluating the event at `seq` panicked; the in-memory state is no longer trustworthy.
     Panicked {
@@ -90,10 +94,11 @@ pub fn evaluate(
     let mut commit = BatchCommit::default();
     let mut dead = Vec::new();
     let mut applied = 0;
+    let mut ingest_time = (0, None);
     let mut alerts = Vec::new();
     let dlq = subject::dlq(force);
     for raw in raws {
-        let dead_letter = |reason: &'static str, error: String| DeadLetter {
+        let dead_letter = |reason: DeadLetterReason, error: String| DeadLetter {
             subject: dlq.clone(),
             seq: raw.seq,
             from_subject: raw.subject.clone(),
@@ -104,7 +109,7 @@ pub fn evaluate(
         commit.cursor = raw.seq;
         if let Some(p) = poison.filter(|p| p.seq == raw.seq && p.attempts >= s.max_attempts) {
             dead.push(dead_letter(
-                "evaluation_panic",
+                DeadLetterReason::EvaluationPanic,
                 format!(
                     "rule evaluation panicked {} times on this event: {}",
                     p.attempts, p.reason
@@ -116,17 +121,13 @@ pub fn evaluate(
         let source = match subject::parse_events(&raw.subject) {
             Ok((_, source)) => source,
             Err(e) => {
-                let reason = match e {
-                    subject::SubjectError::Source { .. } => "unknown_source",
-                    _ => "bad_subject",
-                };
-                dead.push(dead_letter(reason, e.to_string()));
+                dead.push(dead_letter(e.reason(), e.to_string()));
                 continue;
             }
         };
         if !s.phase.admits(source) {
             dead.push(dead_letter(
-                "source_not_in_phase",
+                DeadLetterReason::SourceNotInPhase,
                 format!(
                     "force `{force}` is onboarded for {:?} sources only; `{source}` events are not processed until `nmc forces set-phase {force} cloud_and_onprem`",
                     s.phase
@@ -137,13 +138,13 @@ pub fn evaluate(
         let event = match Event::parse(source, &raw.payload, s.max_event_bytes) {
             Ok(ev) => ev,
             Err(e) => {
-                dead.push(dead_letter(e.code(), e.to_string()));
+                dead.push(dead_letter(e.reason(), e.to_string()));
                 continue;
             }
         };
         if ev_too_far_ahead(&event, s) {
             dead.push(dead_letter(
-                "future_time",
+                DeadLetterReason::FutureTime,
                 format!(
                     "event time {} is more than {} s ahead of this node's clock; fix the source's clock or time field",
                     nmc_shared::time::format_ms(event.time_ms),
@@ -168,6 +169,9 @@ pub fn evaluate(
             };
         }
         applied += 1;
+        if let Some(field) = event.time_from.fallback() {
+            ingest_time = (ingest_time.0 + 1, Some(field));
+        }
         for (n, mut alert) in alerts.drain(before..).enumerate() {
             alert.node.clone_from(&s.node);
             alert.epoch = s.epoch;
@@ -189,6 +193,7 @@ pub fn evaluate(
         commit,
         dead,
         applied,
+        ingest_time,
     }
 }
 
@@ -262,6 +267,7 @@ mod tests {
                 commit,
                 dead,
                 applied,
+                ..
             } => (commit, dead, applied),
             Outcome::Panicked { seq, message } => panic!("panicked at {seq}: {message}"),
         }
@@ -333,7 +339,7 @@ mod tests {
             None,
             &far_future,
         ));
-        let reasons: Vec<(u64, &str)> = dead.iter().map(|d| (d.seq, d.reason)).collect();
+        let reasons: Vec<(u64, &str)> = dead.iter().map(|d| (d.seq, d.reason.as_str())).collect();
         assert_eq!(
             reasons,
             vec![
@@ -354,6 +360,48 @@ mod tests {
         );
         assert_eq!((applied, commit.cursor), (0, 7));
         assert!(commit.outbox.is_empty());
+    }
+
+    #[test]
+    fn events_without_their_own_time_field_take_the_ingest_time_and_are_counted() {
+        let (rules, force) = (rules(), ForceId::new("kent").unwrap());
+        let mut shipped: serde_json::Value = serde_json::from_slice(&signin(30, true)).unwrap();
+        // As shipped through Logstash: the source's own time fields gone, `@timestamp` set.
+        let own = shipped.as_object_mut().unwrap().remove("time").unwrap();
+        shipped["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("createdDateTime");
+        shipped["@timestamp"] = own;
+        let raws = [
+            raw(1, SIGNIN, &signin(0, true)),
+            raw(2, SIGNIN, &serde_json::to_vec(&shipped).unwrap()),
+        ];
+        match evaluate(
+            &force,
+            &rules,
+            &mut ForceState::new(),
+            &raws,
+            None,
+            &settings(),
+        ) {
+            Outcome::Done {
+                dead,
+                applied,
+                ingest_time,
+                commit,
+            } => {
+                assert!(dead.is_empty(), "{dead:?}");
+                assert_eq!(applied, 2);
+                assert_eq!(ingest_time, (1, Some("@timestamp")));
+                assert_eq!(
+                    commit.watermark_ms,
+                    T0 + 30_000,
+                    "the ingest time is the event time"
+                );
+            }
+            Outcome::Panicked { message, .. } => panic!("{message}"),
+        }
     }
 
     #[test]
@@ -405,7 +453,10 @@ mod tests {
             &s,
         ));
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].seq, dead[0].reason), (2, "evaluation_panic"));
+        assert_eq!(
+            (dead[0].seq, dead[0].reason),
+            (2, DeadLetterReason::EvaluationPanic)
+        );
         assert!(commit.clear_poison);
         assert_eq!(
             (applied, commit.cursor),

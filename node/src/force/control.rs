@@ -30,6 +30,11 @@ pub struct LeaseStatus {
     pub pending: u64,
     /// Events that arrived later than the allowed lateness, in total.
     pub late: u64,
+    /// Values correlations could not use (non-finite numbers, places off the globe), in total.
+    pub bad_values: u64,
+    /// Events whose event time came from an ingest-time field (`@timestamp`) because none of
+    /// their source's own time fields was present, since the force was acquired here.
+    pub ingest_time: u64,
     /// Rule pack the force runs.
     pub rule_pack: String,
 }

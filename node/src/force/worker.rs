@@ -68,6 +68,8 @@ pub struct Worker {
     outbox_inherited: bool,
     settings: EvalSettings,
     lag: u64,
+    /// Events applied with their ingest time as event time, since this worker opened.
+    ingest_time: u64,
 }
 
 impl Worker {
@@ -97,6 +99,8 @@ impl Worker {
             now_ms: 0,
         };
         control.report(|s| s.rule_pack.clone_from(&pack));
+        // Counted since the force was acquired here, across worker restarts.
+        let ingest_time = control.status().ingest_time;
         info!(
             %force,
             cursor,
@@ -120,6 +124,7 @@ impl Worker {
             outbox_inherited: outbox_pending,
             settings,
             lag: 0,
+            ingest_time,
         })
     }
 
@@ -212,11 +217,24 @@ impl Worker {
                 commit,
                 dead,
                 applied,
-            } => (commit, dead, applied),
+                ingest_time,
+            } => {
+                if let (n @ 1.., Some(field)) = ingest_time {
+                    self.ingest_time += n as u64;
+                    warn!(
+                        force = %self.force,
+                        events = n,
+                        field,
+                        total = self.ingest_time,
+                        "events without their source's time field: their ingest time was used as event time"
+                    );
+                }
+                (commit, dead, applied)
+            }
         };
         if !dead.is_empty() {
             for d in &dead {
-                warn!(force = %self.force, seq = d.seq, reason = d.reason, error = %d.error, "dead-lettering event");
+                warn!(force = %self.force, seq = d.seq, reason = %d.reason, error = %d.error, "dead-lettering event");
             }
             bus::publish_dead_letters(&self.ctx.js, &self.ctx.cfg.node_id, &dead).await?;
         }
@@ -234,12 +252,14 @@ impl Worker {
             self.poison = None;
         }
         let (pending, late) = (self.state.pending_events() as u64, self.state.late_events());
-        let lag = self.lag;
+        let (lag, bad_values, ingest_time) = (self.lag, self.state.bad_values(), self.ingest_time);
         self.control.report(|s| {
             s.cursor = cursor;
             s.lag = lag;
             s.pending = pending;
             s.late = late;
+            s.bad_values = bad_values;
+            s.ingest_time = ingest_time;
         });
         let late = self.state.late_events() - late_before;
         if late > 0 {
