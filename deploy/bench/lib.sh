@@ -1,14 +1,19 @@
-# Shared set-up of the benchmark scripts (sourced, not run): builds the release `nmc`, makes a
-# work directory removed on exit with every process started through `pids`, and starts
-# `nats-server` with JetStream on a free loopback port.
+# Shared set-up of the benchmark scripts (sourced, not run): builds the release `nmc` (or uses
+# the binary named by NMC_BENCH_BIN, to compare two builds with the same script), makes a work
+# directory removed on exit with every process started through `pids`, and starts `nats-server`
+# with JetStream on a free loopback port.
 #
 #   source "$(dirname "$0")/lib.sh"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 .ci/install-tools >/dev/null
 export PATH="$root/.ci/tools/venv/bin:$PATH"
-cargo build --quiet --release --bin nmc
-nmc="$root/target/release/nmc"
+if [ -n "${NMC_BENCH_BIN:-}" ]; then
+  nmc="$NMC_BENCH_BIN"
+else
+  cargo build --quiet --release --bin nmc
+  nmc="$root/target/release/nmc"
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
