@@ -26,6 +26,10 @@ fn legacy(t: i64, user: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault injection (NMC_FAULT_PANIC_FIELD) exists in debug builds only"
+)]
 async fn poison_event_is_retried_then_dead_lettered_and_state_survives() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -6,10 +6,11 @@
 # node count: drain events/s, the publish rate of the same run (baseline), and CPU ms per
 # 1,000 events summed over the nodes (from /proc/<pid>/stat).
 #
-#   deploy/bench/cluster.sh [EVENTS] [FORCES]
+#   deploy/bench/cluster.sh [EVENTS] [FORCES] [NODE COUNTS, default "1 2 3"]
 set -euo pipefail
 events=${1:-120000}
 nforces=${2:-6}
+counts=${3:-1 2 3}
 # shellcheck source=deploy/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 forces=$(force_list "$nforces")
@@ -17,7 +18,7 @@ tick=$(getconf CLK_TCK)
 
 cpu_ms() { awk -v t="$tick" '{ print ($14 + $15) * 1000 / t }' "/proc/$1/stat"; }
 
-for n in 1 2 3; do
+for n in $counts; do
   start_nats "$n"
   # One node to create streams and onboard the forces, stopped before the backlog is published.
   NMC_NODE_ID=setup NMC_DATA_DIR="$work/setup-$n" NMC_FORCES="$forces" NMC_RULES_DIRS=deploy/rules/bench \

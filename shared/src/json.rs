@@ -4,7 +4,9 @@
 use serde_json::Value;
 
 /// Reads a field: an exact top-level key first (flattened collectors use dotted keys), then a
-/// dotted path through nested objects.
+/// dotted path through nested objects. (Inlined: it runs for every field of every event, and
+/// across the module boundary the compiler stopped inlining it, at a cost of 2% of `nmc hunt`.)
+#[inline]
 pub fn get_field<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
     let obj = body.as_object()?;
     if let Some(v) = obj.get(path) {

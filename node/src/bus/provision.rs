@@ -73,11 +73,16 @@ pub async fn stream_config(js: &jetstream::Context, name: &str) -> Result<Option
 /// `have` with the limits a node owns applied: what [`ensure`] writes back if it differs.
 pub fn reconcile(have: &stream::Config, want: &Limits) -> stream::Config {
     let mut next = have.clone();
-    if let Some(age) = want.max_age {
-        next.max_age = age;
-    }
     if let Some(w) = want.duplicate_window {
         next.duplicate_window = w;
+    }
+    if let Some(age) = want.max_age {
+        next.max_age = age;
+        // The server refuses a duplicate window longer than the retention; KV buckets get one
+        // of min(2 min, TTL) when created, so a shorter TTL must shorten it too.
+        if !age.is_zero() && next.duplicate_window > age {
+            next.duplicate_window = age;
+        }
     }
     next.num_replicas = have.num_replicas.max(want.replicas);
     next
@@ -95,11 +100,20 @@ pub async fn ensure<F>(
 where
     F: AsyncFnOnce() -> Result<()>,
 {
-    let Some(have) = stream_config(js, name).await? else {
-        create().await.with_context(|| format!("creating {name}"))?;
-        return stream_config(js, name)
-            .await?
-            .with_context(|| format!("{name} vanished right after it was created"));
+    let have = match stream_config(js, name).await? {
+        Some(have) => have,
+        None => match create().await {
+            Ok(()) => {
+                return stream_config(js, name)
+                    .await?
+                    .with_context(|| format!("{name} vanished right after it was created"));
+            }
+            // Another node created it meanwhile (with its own settings): reconcile with it.
+            Err(e) => match stream_config(js, name).await? {
+                Some(have) => have,
+                None => return Err(e.context(format!("creating {name}"))),
+            },
+        },
     };
     if have.num_replicas > limits.replicas {
         tracing::info!(
@@ -245,5 +259,46 @@ mod tests {
             },
         );
         assert_eq!(same, next, "nothing to change: no update is sent");
+    }
+
+    #[test]
+    fn a_shorter_ttl_shortens_the_duplicate_window_with_it() {
+        // A KV bucket created with a 10 s TTL got a 10 s duplicate window from the server.
+        let have = stream::Config {
+            name: "KV_NMC_NODES".into(),
+            num_replicas: 1,
+            max_age: Duration::from_secs(10),
+            duplicate_window: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let want = Limits {
+            max_age: Some(Duration::from_secs(5)),
+            duplicate_window: None,
+            replicas: 1,
+        };
+        let next = reconcile(&have, &want);
+        assert_eq!(next.max_age, Duration::from_secs(5));
+        assert_eq!(
+            next.duplicate_window,
+            Duration::from_secs(5),
+            "else the server refuses"
+        );
+        let kept = stream::Config {
+            max_age: Duration::ZERO,
+            duplicate_window: Duration::from_secs(120),
+            ..have
+        };
+        let next = reconcile(
+            &kept,
+            &Limits {
+                max_age: Some(Duration::ZERO),
+                ..want
+            },
+        );
+        assert_eq!(
+            next.duplicate_window,
+            Duration::from_secs(120),
+            "no TTL, no limit"
+        );
     }
 }

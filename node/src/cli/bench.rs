@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -140,10 +140,7 @@ async fn listen(
     probes: usize,
 ) -> Result<(Arrivals, tokio::task::JoinHandle<()>)> {
     let arrivals: Arrivals = Rc::default();
-    let stream = js
-        .get_stream(ALERTS_STREAM)
-        .await
-        .context("NMC_ALERTS not found: start a node first")?;
+    let stream = crate::bus::provision::open_stream(js, ALERTS_STREAM).await?;
     let deliver = if from_start {
         DeliverPolicy::All
     } else {

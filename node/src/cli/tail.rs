@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use nmc_shared::ForceId;
@@ -51,10 +51,7 @@ pub async fn run(kind: Kind, args: TailArgs) -> Result<()> {
         (Kind::Dlq, Some(f)) => (DLQ_STREAM, nmc_shared::subject::dlq(f)),
         (Kind::Dlq, None) => (DLQ_STREAM, DLQ_ALL.to_owned()),
     };
-    let stream_handle = js
-        .get_stream(stream)
-        .await
-        .with_context(|| format!("stream {stream} not found: has a node started yet?"))?;
+    let stream_handle = bus::provision::open_stream(&js, stream).await?;
     let deliver = if args.all {
         DeliverPolicy::All
     } else {

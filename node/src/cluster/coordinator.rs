@@ -45,9 +45,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// parallel, without one force's slow export holding up the others or the coordinator.
 const CHECKPOINTS_AT_ONCE: usize = 8;
 
-/// How long a hand-off waits for a periodic checkpoint of the force that is being written, so
-/// that it never lands after (and over) the hand-off's newer one.
-const CHECKPOINT_SETTLE: Duration = Duration::from_secs(5);
+/// How long an actor has to answer a Snapshot or a Handoff (it answers between two batches):
+/// a stuck actor must not hold a checkpoint slot, or a hand-off, for ever.
+const ACTOR_ANSWER: Duration = Duration::from_secs(10);
 
 /// A force this node holds.
 struct Owned {
@@ -58,6 +58,9 @@ struct Owned {
     last_checkpoint: Instant,
     /// The periodic checkpoint being written, if any.
     checkpoint: Option<JoinHandle<()>>,
+    /// Held while a checkpoint of the force is taken and written: a hand-off's checkpoint is
+    /// written after any periodic one in flight, never overwritten by an older one.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Owned {
@@ -81,6 +84,8 @@ pub struct Coordinator {
     ctx: NodeContext,
     arbiters: Vec<Arbiter>,
     owned: BTreeMap<ForceId, Owned>,
+    /// Forces being handed off (each a task of its own): not taken again until it has ended.
+    leaving: BTreeMap<ForceId, JoinHandle<()>>,
     next_arbiter: usize,
     me: NodeInfo,
     heartbeat: Option<JoinHandle<()>>,
@@ -106,6 +111,7 @@ impl Coordinator {
             ctx,
             arbiters,
             owned: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             next_arbiter: 0,
             me,
             heartbeat: Some(heartbeat),
@@ -154,7 +160,8 @@ impl Coordinator {
             h.abort();
         }
         let forces: Vec<ForceId> = self.owned.keys().cloned().collect();
-        self.hand_off_all(forces, "shutdown").await;
+        self.hand_off_all(forces, "shutdown");
+        futures::future::join_all(std::mem::take(&mut self.leaving).into_values()).await;
         if let Err(e) = self.ctx.store.flush().await {
             warn!(error = %e, "final flush failed");
         }
@@ -170,8 +177,9 @@ impl Coordinator {
         }
     }
 
-    /// One look at the cluster. Nothing here waits on a force actor: hand-offs are the only
-    /// actor round trips, and they run concurrently; checkpoints run as tasks of their own.
+    /// One look at the cluster. Nothing here waits on a force actor: hand-offs and checkpoints
+    /// run as tasks of their own; only acquisitions (lease, checkpoint restore) are awaited,
+    /// concurrently, each force starting as soon as it is ready.
     async fn tick(&mut self) -> Result<()> {
         self.reap();
         let live: Vec<NodeWeight> = membership::live_nodes(&self.ctx.buckets.nodes)
@@ -191,19 +199,23 @@ impl Coordinator {
                 o.control.set_phase(*phase);
             }
         }
-        if !plan.hand_off.is_empty() {
-            self.hand_off_all(plan.hand_off, "rebalance").await;
-        }
-        if !plan.take.is_empty() {
-            self.take_all(plan.take).await;
+        self.hand_off_all(plan.hand_off, "rebalance");
+        let take: Vec<_> = plan
+            .take
+            .into_iter()
+            .filter(|(f, _)| !self.leaving.contains_key(f))
+            .collect();
+        if !take.is_empty() {
+            self.take_all(take).await;
         }
         self.start_checkpoints();
         Ok(())
     }
 
-    /// Forgets forces whose lease keeper gave up, and restarts actors whose task died outside
-    /// the caught evaluation path.
+    /// Forgets forces whose lease keeper gave up and hand-offs that have ended, and restarts
+    /// actors whose task died outside the caught evaluation path.
     fn reap(&mut self) {
+        self.leaving.retain(|_, h| !h.is_finished());
         self.owned.retain(|f, o| {
             let lost = o.control.is_revoked();
             if lost {
@@ -224,18 +236,21 @@ impl Coordinator {
         }
     }
 
-    /// Tries to acquire `forces` concurrently (lease, then state restore), and starts an actor
-    /// for each one acquired.
+    /// Tries to acquire `forces` concurrently (lease, then state restore), and starts each one
+    /// acquired as soon as it is ready: its lease keeper must not wait for the slowest restore.
     async fn take_all(&mut self, forces: Vec<(ForceId, OnboardingPhase)>) {
-        let jobs = forces.into_iter().map(|(f, phase)| {
-            let ctx = self.ctx.clone();
-            let node = self.me.node_id.clone();
-            async move {
-                let r = acquire(&ctx, &f, &node).await;
-                (f, phase, r)
-            }
-        });
-        for (f, phase, r) in futures::future::join_all(jobs).await {
+        let mut jobs: futures::stream::FuturesUnordered<_> = forces
+            .into_iter()
+            .map(|(f, phase)| {
+                let ctx = self.ctx.clone();
+                let node = self.me.node_id.clone();
+                async move {
+                    let r = acquire(&ctx, &f, &node).await;
+                    (f, phase, r)
+                }
+            })
+            .collect();
+        while let Some((f, phase, r)) = futures::StreamExt::next(&mut jobs).await {
             match r {
                 Ok(Some(a)) => self.start(f, phase, a),
                 Ok(None) => debug!(force = %f, "lease held elsewhere"),
@@ -279,19 +294,20 @@ impl Coordinator {
                 release: Some(tx),
                 last_checkpoint: Instant::now(),
                 checkpoint: None,
+                writing: Arc::default(),
             },
         );
     }
 
-    /// Hands off `forces` concurrently: stop each actor between commits, checkpoint, release.
-    async fn hand_off_all(&mut self, forces: Vec<ForceId>, why: &str) {
-        let mut jobs = Vec::new();
+    /// Starts handing off `forces`, each as a task of its own: stop the actor between commits,
+    /// checkpoint, release.
+    fn hand_off_all(&mut self, forces: Vec<ForceId>, why: &str) {
         for f in forces {
             if let Some(o) = self.owned.remove(&f) {
-                jobs.push(hand_off(self.ctx.clone(), f, o, why.to_owned()));
+                let task = actix::spawn(hand_off(self.ctx.clone(), f.clone(), o, why.to_owned()));
+                self.leaving.insert(f, task);
             }
         }
-        futures::future::join_all(jobs).await;
     }
 
     /// Starts the checkpoints that are due, each as a task of its own (the actor keeps
@@ -312,6 +328,7 @@ impl Coordinator {
                 f,
                 o.addr.clone(),
                 o.control.clone(),
+                o.writing.clone(),
                 self.checkpoint_slots.clone(),
             )));
         }
@@ -350,12 +367,25 @@ async fn restore(ctx: &NodeContext, force: &ForceId) -> Result<&'static str> {
     }
     let rules = ctx.rule_pack().rules;
     let f = force.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
+    let imported = tokio::task::spawn_blocking(move || -> Result<()> {
         let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
         fs.import(&f, &c, Some(&rules))
     })
     .await
-    .context("checkpoint import task")??;
+    .context("checkpoint import task")?;
+    if let Err(e) = imported {
+        // A checkpoint that cannot be used must not keep the force unowned: the local state is
+        // exact at its own cursor, and the replay from there costs time, not events (as long as
+        // NMC_EVENTS still holds them).
+        error!(
+            %force,
+            error = format!("{e:#}"),
+            local,
+            checkpoint = seq,
+            "checkpoint refused: continuing from the local state and replaying from its cursor"
+        );
+        return Ok("local (checkpoint refused)");
+    }
     ctx.store.flush().await?;
     info!(%force, from = local, to = seq, "state restored from the checkpoint");
     Ok("checkpoint")
@@ -368,34 +398,40 @@ async fn periodic_checkpoint(
     force: ForceId,
     addr: Addr<ForceActor>,
     control: Arc<ForceControl>,
+    writing: Arc<tokio::sync::Mutex<()>>,
     slots: Arc<Semaphore>,
 ) {
     let Ok(_slot) = slots.acquire_owned().await else {
         return;
     };
-    match addr.send(Snapshot).await {
-        Ok(Ok(c)) if control.valid() => {
+    let _writing = writing.lock().await;
+    // Handed off meanwhile: the hand-off wrote a newer checkpoint.
+    if !control.valid() {
+        return;
+    }
+    match tokio::time::timeout(ACTOR_ANSWER, addr.send(Snapshot)).await {
+        Ok(Ok(Ok(c))) if control.valid() => {
             match checkpoint::put(&ctx.buckets.checkpoints, &force, c.seq, &c.bytes).await {
                 Ok(()) => debug!(%force, seq = c.seq, "checkpoint written"),
                 Err(e) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
             }
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
-        Err(e) => warn!(%force, error = %e, "checkpoint failed: actor gone"),
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
+        Ok(Err(e)) => warn!(%force, error = %e, "checkpoint failed: actor gone"),
+        Err(_) => warn!(%force, "checkpoint skipped: the actor did not answer in time"),
     }
 }
 
 /// Stops one force's actor between commits, checkpoints it, and releases its lease.
 async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
     let started = Instant::now();
-    if let Some(h) = o.checkpoint.take()
-        && tokio::time::timeout(CHECKPOINT_SETTLE, h).await.is_err()
-    {
-        warn!(%force, "periodic checkpoint still running at hand-off");
-    }
-    match o.addr.send(Handoff).await {
-        Ok(Ok(Exported { seq, bytes })) if o.control.valid() => {
+    // After any periodic checkpoint of the force being written: ours is newer and lands last.
+    let writing = o.writing.clone();
+    let _writing = writing.lock().await;
+    match tokio::time::timeout(ACTOR_ANSWER, o.addr.send(Handoff)).await {
+        Err(_) => warn!(%force, "hand-off: the actor did not answer in time; no checkpoint"),
+        Ok(Ok(Ok(Exported { seq, bytes }))) if o.control.valid() => {
             if let Err(e) = ctx.store.flush().await {
                 warn!(%force, error = %e, "flush before hand-off failed");
             }
@@ -404,9 +440,9 @@ async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
                 Err(e) => warn!(%force, error = format!("{e:#}"), "hand-off checkpoint failed"),
             }
         }
-        Ok(Ok(_)) => warn!(%force, "lease past its deadline: no hand-off checkpoint"),
-        Ok(Err(e)) => warn!(%force, error = format!("{e:#}"), "hand-off export failed"),
-        Err(e) => warn!(%force, error = %e, "hand-off: actor gone"),
+        Ok(Ok(Ok(_))) => warn!(%force, "lease past its deadline: no hand-off checkpoint"),
+        Ok(Ok(Err(e))) => warn!(%force, error = format!("{e:#}"), "hand-off export failed"),
+        Ok(Err(e)) => warn!(%force, error = %e, "hand-off: actor gone"),
     }
     o.control.revoke();
     if let Some(tx) = o.release.take() {
@@ -431,6 +467,7 @@ async fn keep_lease(
     let force = lease.force().clone();
     loop {
         tokio::select! {
+            biased;
             r = &mut release => {
                 if r.is_ok() {
                     match lease.release().await {
@@ -443,6 +480,11 @@ async fn keep_lease(
             _ = tokio::time::sleep(every) => {}
         }
         if control.is_revoked() {
+            // Revoked by a hand-off (which asks for the release at once): release; revoked
+            // because the lease was lost: nothing to release.
+            if release.try_recv().is_ok() {
+                let _ = lease.release().await;
+            }
             return;
         }
         match lease.renew_with(control.status()).await {

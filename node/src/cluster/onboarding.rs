@@ -82,14 +82,38 @@ pub async fn list(kv: &kv::Store) -> Result<BTreeMap<ForceId, ForceRecord>> {
         .collect())
 }
 
-/// Every onboarded force with the revision of its record.
+/// Every onboarded force with the revision of its record. A malformed entry (not a force id,
+/// not a record) is skipped with a warning: one bad key must not hide every other force. A
+/// failure to read is an error (a partial list would hand forces off).
 async fn snapshot(kv: &kv::Store) -> Result<BTreeMap<ForceId, (ForceRecord, u64)>> {
     let keys: Vec<String> = kv.keys().await?.try_collect().await?;
     let mut forces = BTreeMap::new();
     for key in keys {
-        let force = ForceId::new(&key).with_context(|| format!("{} key `{key}`", kv.name))?;
-        if let Some(read) = read(kv, &force).await? {
-            forces.insert(force, read);
+        let Some(entry) = kv
+            .entry(&key)
+            .await
+            .with_context(|| format!("reading {key}"))?
+        else {
+            continue;
+        };
+        if entry.operation != Operation::Put {
+            continue;
+        }
+        match change(entry) {
+            Ok(ForceChange {
+                force,
+                record: Some(record),
+                revision,
+            }) => {
+                forces.insert(force, (record, revision));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(
+                bucket = %kv.name,
+                key,
+                error = format!("{e:#}"),
+                "ignoring a malformed NMC_FORCES entry"
+            ),
         }
     }
     Ok(forces)
@@ -142,19 +166,29 @@ async fn follow_once(kv: &kv::Store, tx: &watch::Sender<Onboarded>) -> Result<()
                 continue;
             }
         };
-        if forces
-            .get(&c.force)
-            .is_some_and(|(_, rev)| *rev >= c.revision)
-        {
-            continue;
+        if apply(&mut forces, c) {
+            publish(&forces);
         }
-        match c.record {
-            Some(r) => forces.insert(c.force, (r, c.revision)),
-            None => forces.remove(&c.force),
-        };
-        publish(&forces);
     }
     Ok(())
+}
+
+/// Applies one change to the followed forces unless what they hold is as new or newer (the
+/// full read may already have seen it); whether anything changed.
+fn apply(forces: &mut BTreeMap<ForceId, (ForceRecord, u64)>, c: ForceChange) -> bool {
+    if forces
+        .get(&c.force)
+        .is_some_and(|(_, rev)| *rev >= c.revision)
+    {
+        return false;
+    }
+    match c.record {
+        Some(r) => {
+            forces.insert(c.force, (r, c.revision));
+            true
+        }
+        None => forces.remove(&c.force).is_some(),
+    }
 }
 
 fn change(e: Entry) -> Result<ForceChange> {
@@ -189,4 +223,59 @@ fn encode(record: &ForceRecord) -> Result<Bytes> {
 
 fn decode(force: &ForceId, value: &[u8]) -> Result<ForceRecord> {
     serde_json::from_slice(value).with_context(|| format!("record of {force} is not valid JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phase: OnboardingPhase) -> ForceRecord {
+        ForceRecord {
+            phase,
+            weight: 1,
+            added_ms: 0,
+        }
+    }
+
+    fn put(f: &str, phase: OnboardingPhase, revision: u64) -> ForceChange {
+        ForceChange {
+            force: ForceId::new(f).unwrap(),
+            record: Some(record(phase)),
+            revision,
+        }
+    }
+
+    fn delete(f: &str, revision: u64) -> ForceChange {
+        ForceChange {
+            force: ForceId::new(f).unwrap(),
+            record: None,
+            revision,
+        }
+    }
+
+    #[test]
+    fn changes_older_than_what_the_read_saw_are_ignored() {
+        use OnboardingPhase::*;
+        let kent = ForceId::new("kent").unwrap();
+        // The full read saw kent at revision 10.
+        let mut forces = BTreeMap::from([(kent.clone(), (record(CloudAndOnprem), 10))]);
+        assert!(!apply(&mut forces, put("kent", Cloud, 9)), "a stale put");
+        assert!(
+            !apply(&mut forces, put("kent", Cloud, 10)),
+            "the same put again"
+        );
+        assert!(!apply(&mut forces, delete("kent", 8)), "a stale delete");
+        assert_eq!(forces[&kent].0.phase, CloudAndOnprem);
+        assert!(apply(&mut forces, put("kent", Cloud, 11)));
+        assert_eq!(forces[&kent], (record(Cloud), 11));
+        assert!(apply(&mut forces, delete("kent", 12)));
+        assert!(forces.is_empty());
+        assert!(!apply(&mut forces, delete("kent", 13)), "nothing to delete");
+        assert!(
+            apply(&mut forces, put("kent", Cloud, 14)),
+            "onboarded again"
+        );
+        assert!(apply(&mut forces, put("essex", Cloud, 15)));
+        assert_eq!(forces.len(), 2);
+    }
 }

@@ -79,6 +79,7 @@ impl Worker {
         let RulePack {
             rules,
             version: pack,
+            ..
         } = ctx.rule_pack();
         let state = store
             .load_state(&rules)?

@@ -22,6 +22,9 @@ pub struct RulePack {
     pub rules: Arc<RuleSet>,
     /// `pack-<n>` for a pushed pack, `local` for the node's own `rules_dirs`.
     pub version: String,
+    /// The pushed pack's revision (`n`), 0 for `local`: a pack is only ever replaced by a
+    /// newer one.
+    pub revision: u64,
 }
 
 impl RulePack {

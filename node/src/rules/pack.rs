@@ -47,6 +47,8 @@ pub struct PackRef {
 /// A pack in force: its version (revision of `current`) and reference.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Current {
+    /// The revision of `current`: it only grows, so a larger one is a newer pack.
+    pub revision: u64,
     /// Version: the revision of `current`, as text (`pack-<n>`).
     pub version: String,
     /// The reference.
@@ -137,6 +139,7 @@ pub async fn current(packs: &Packs) -> Result<Option<Current>> {
     let pack: PackRef =
         serde_json::from_slice(&e.value).context("reading the rule pack reference")?;
     Ok(Some(Current {
+        revision: e.revision,
         version: version(e.revision),
         pack,
     }))
@@ -165,6 +168,7 @@ pub async fn next_change(
         }
         let pack: PackRef = serde_json::from_slice(&e.value)?;
         return Ok(Some(Current {
+            revision: e.revision,
             version: version(e.revision),
             pack,
         }));

@@ -46,6 +46,7 @@ pub async fn initial(cfg: &Config, packs: &Packs) -> Result<RulePack> {
     Ok(RulePack {
         rules: Arc::new(rules),
         version: RulePack::LOCAL.into(),
+        revision: 0,
     })
 }
 
@@ -68,6 +69,7 @@ async fn compile(cfg: &Config, packs: &Packs, cur: &Current) -> Result<RulePack>
     Ok(RulePack {
         rules: Arc::new(set),
         version: cur.version.clone(),
+        revision: cur.revision,
     })
 }
 
@@ -103,10 +105,14 @@ pub async fn follow(cfg: Arc<Config>, packs: Packs, tx: watch::Sender<RulePack>)
     }
 }
 
-/// Makes `cur` the pack in force if it is new and compiles.
+/// Makes `cur` the pack in force if it is newer than the running one and compiles (a watch
+/// may deliver an older change after the read that started it saw a newer one).
 async fn apply(cfg: &Config, packs: &Packs, tx: &watch::Sender<RulePack>, cur: Current) {
-    let running = tx.borrow().version.clone();
-    if cur.version == running {
+    let (running, revision) = {
+        let p = tx.borrow();
+        (p.version.clone(), p.revision)
+    };
+    if cur.revision <= revision {
         return;
     }
     match compile(cfg, packs, &cur).await {

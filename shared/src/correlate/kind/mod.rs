@@ -30,8 +30,8 @@
 //! release before this form is read by `legacy.rs` and converted by [`KindState::from_legacy`].
 //!
 //! # Adding a kind
-//! 1. Add the variant to [`CorrelationKind`] and to [`CorrelationKind::ALL`] (a rule of a kind
-//!    missing from `ALL` is refused as an unknown type).
+//! 1. Add the variant to the `correlation_kinds!` list (which declares [`CorrelationKind`] and
+//!    [`CorrelationKind::ALL`] together).
 //! 2. Write `kind/<name>.rs`: its `KindSpec` static, its state type (`Default`, `newest`,
 //!    `is_empty`, `encode_into`, `decode` with a `TAG` not used by another file), its `step`.
 //! 3. Register it here: `mod <name>;`, a [`KindState`] variant with its `accessor!` line, and an
@@ -60,9 +60,25 @@ use crate::state::{RawWriter, StateError};
 pub(crate) use count::Measure;
 pub use silent_feed::MAX_BASELINE_PERIODS;
 
-/// Sigma correlation kinds, and nmc's detectors written as correlations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CorrelationKind {
+/// Declares [`CorrelationKind`] and [`CorrelationKind::ALL`] from one list, so that a kind
+/// cannot be left out of `ALL` (the parser knows kinds by name through it).
+macro_rules! correlation_kinds {
+    ($($(#[doc = $doc:literal])* $variant:ident,)+) => {
+        /// Sigma correlation kinds, and nmc's detectors written as correlations.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum CorrelationKind {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl CorrelationKind {
+            /// Every kind, in declaration order.
+            pub const ALL: [CorrelationKind; [$(stringify!($variant)),+].len()] =
+                [$(CorrelationKind::$variant),+];
+        }
+    };
+}
+
+correlation_kinds! {
     /// Count events per group.
     EventCount,
     /// Count distinct values of `field` per group.
@@ -86,20 +102,6 @@ pub enum CorrelationKind {
 }
 
 impl CorrelationKind {
-    /// Every kind: the parser knows a kind by its name through this list.
-    pub const ALL: [CorrelationKind; 10] = [
-        CorrelationKind::EventCount,
-        CorrelationKind::ValueCount,
-        CorrelationKind::Temporal,
-        CorrelationKind::TemporalOrdered,
-        CorrelationKind::ValueSum,
-        CorrelationKind::ValueAvg,
-        CorrelationKind::ValuePercentile,
-        CorrelationKind::NewTerm,
-        CorrelationKind::ImpossibleTravel,
-        CorrelationKind::SilentFeed,
-    ];
-
     /// What the kind is and takes (defined in the kind's file).
     pub fn spec(self) -> &'static KindSpec {
         match self {
