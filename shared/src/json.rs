@@ -56,7 +56,11 @@ mod tests {
         assert_eq!(get_field(&v, "a.z"), None);
         assert_eq!(get_field(&v, "missing"), None);
         assert_eq!(get_field(&v, "a.c"), Some(&json!({"d": "x"})));
-        assert_eq!(get_field(&v, "a."), None, "an empty last part names nothing");
+        assert_eq!(
+            get_field(&v, "a."),
+            None,
+            "an empty last part names nothing"
+        );
         assert_eq!(get_field(&v, ".a"), None);
         assert_eq!(get_field(&json!([1]), "a"), None, "not an object");
     }
