@@ -219,11 +219,13 @@ async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
     let seen = watch_alerts(js.clone());
     let publishing = load(js.clone(), plan(&TWELVE, 100), Duration::from_millis(60));
 
-    // Kill the node with the most forces once it is seen applying events.
+    // Kill the node with the most forces once it is seen applying events and one of its forces
+    // has a checkpoint with events in it (the new owner is to start from it).
     let victim = (0..3).max_by_key(|&i| per_node[i]).unwrap();
     let lost = owners_of(ids[victim], &owners);
     let lost_refs: Vec<&str> = lost.iter().map(String::as_str).collect();
     wait_applied_past(&js, &lost_refs, 0, Duration::from_secs(30)).await;
+    wait_checkpointed(&js, &lost_refs, Duration::from_secs(30)).await;
     let killed_at = Instant::now();
     nodes[victim].kill9();
     let survivors: Vec<&str> = ids

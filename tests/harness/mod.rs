@@ -692,3 +692,26 @@ pub async fn wait_applied_past(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until some force of `forces` has a checkpoint in `NMC_CHECKPOINTS` past sequence 0.
+/// Panics after `timeout`.
+pub async fn wait_checkpointed(js: &jetstream::Context, forces: &[&str], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(store) = js.get_object_store("NMC_CHECKPOINTS").await {
+            for f in forces {
+                let force = nmc_shared::ForceId::new(f).unwrap();
+                if let Ok(Some((seq, _))) = nmc_node::cluster::checkpoint::get(&store, &force).await
+                    && seq > 0
+                {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of {forces:?} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
