@@ -21,7 +21,7 @@ cpu_ms() { awk -v t="$tick" '{ print ($14 + $15) * 1000 / t }' "/proc/$1/stat"; 
 for n in $counts; do
   start_nats "$n"
   # One node to create streams and onboard the forces, stopped before the backlog is published.
-  NMC_NODE_ID=setup NMC_DATA_DIR="$work/setup-$n" NMC_FORCES="$forces" NMC_RULES_DIRS=deploy/rules/bench \
+  NMC_HTTP_LISTEN=127.0.0.1:0 NMC_NODE_ID=setup NMC_DATA_DIR="$work/setup-$n" NMC_FORCES="$forces" NMC_RULES_DIRS=deploy/rules/bench \
     "$nmc" node >"$work/setup-$n.log" 2>&1 &
   setup=$!
   for _ in $(seq 100); do grep -q "node running" "$work/setup-$n.log" && break; sleep 0.1; done
@@ -31,7 +31,7 @@ for n in $counts; do
   drain=$!
   node_pids=()
   for i in $(seq "$n"); do
-    NMC_NODE_ID="node-$i" NMC_DATA_DIR="$work/node-$n-$i" NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" \
+    NMC_HTTP_LISTEN=127.0.0.1:0 NMC_NODE_ID="node-$i" NMC_DATA_DIR="$work/node-$n-$i" NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" \
       NMC_WORKERS=1 NMC_LOG=warn "$nmc" node >"$work/node-$n-$i.log" 2>&1 &
     node_pids+=($!); pids+=($!)
   done

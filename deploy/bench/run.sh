@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 forces=$(force_list "$nforces")
 
 start_node() {
-  NMC_NODE_ID=bench NMC_DATA_DIR="$work/node-$1" NMC_FORCES="$forces" NMC_BATCH_SIZE="$batch" \
+  NMC_HTTP_LISTEN=127.0.0.1:0 NMC_NODE_ID=bench NMC_DATA_DIR="$work/node-$1" NMC_FORCES="$forces" NMC_BATCH_SIZE="$batch" \
     NMC_RULES_DIRS="deploy/rules/identity,deploy/rules/bench" NMC_LOG=info \
     "$nmc" node >>"$work/node-$1.log" 2>&1 &
   node_pid=$!

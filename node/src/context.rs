@@ -7,21 +7,19 @@
 //! latest value when they need it, or wait for the next change. Nothing here is refreshed as a
 //! side effect of something else.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use nmc_shared::ForceId;
-use nmc_shared::onboarding::ForceRecord;
 use tokio::sync::watch;
 
 use crate::cluster::Buckets;
 use crate::config::Config;
 use crate::rules::RulePack;
+use crate::status::NodeStatus;
 use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
 
-/// The onboarded forces and their records, as last read from `NMC_FORCES`.
-pub type Onboarded = Arc<BTreeMap<ForceId, ForceRecord>>;
+pub use crate::cluster::onboarding::Onboarded;
 
 /// The handles and facts every task of one node shares (cheap to clone: handles and channels).
 #[derive(Clone)]
@@ -38,6 +36,10 @@ pub struct NodeContext {
     pub rules: watch::Receiver<RulePack>,
     /// The onboarded forces.
     pub forces: watch::Receiver<Onboarded>,
+    /// What the node knows about itself (held forces, readiness).
+    pub status: Arc<NodeStatus>,
+    /// The node's instruments.
+    pub metrics: Arc<Metrics>,
 }
 
 impl NodeContext {

@@ -1,6 +1,8 @@
 //! `nmc-node`: the runtime of nmc and the `nmc` binary.
 //!
-//! - [`node`]: start-up and shutdown of `nmc node`; [`context`]: what a node's tasks share.
+//! - [`node`]: start-up and shutdown of `nmc node`; [`context`]: what a node's tasks share;
+//!   [`status`]: what a node knows about itself; [`http`]: its health, readiness, metrics and
+//!   status endpoints.
 //! - [`config`]: the node's configuration (a TOML file, `NMC_*` overrides).
 //! - [`bus`]: NATS and JetStream (connection, streams, readers, publishing; who may create
 //!   streams and buckets: [`bus::provision`]).
@@ -10,7 +12,8 @@
 //! - [`triage`]: dead-lettering events of forces that are not onboarded.
 //! - [`rules`]: rule files, rule packs and hot reload.
 //! - [`hunt`]: the offline engine of `nmc hunt`; [`synth`]: synthetic telemetry.
-//! - [`telemetry`]: logs and traces; [`clock`]: the wall clock, for records and input checks.
+//! - [`telemetry`]: logs, traces and metrics; [`clock`]: the wall clock, for records and input
+//!   checks.
 //! - [`cli`]: the command line, one module per command.
 
 pub mod bus;
@@ -20,9 +23,11 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod force;
+pub mod http;
 pub mod hunt;
 pub mod node;
 pub mod rules;
+pub mod status;
 pub mod store;
 pub mod synth;
 pub mod telemetry;

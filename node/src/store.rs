@@ -317,7 +317,8 @@ fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<
     Ok(())
 }
 
-fn outbox_key(seq: u64, n: u16) -> Vec<u8> {
+/// The outbox key of the `n`-th alert raised by the event at stream sequence `seq`.
+pub fn outbox_key(seq: u64, n: u16) -> Vec<u8> {
     [OUTBOX_PREFIX, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
 }
 

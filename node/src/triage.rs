@@ -134,6 +134,8 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
                     .await
                     .with_context(|| format!("fetching event {seq}"))?;
                 warn!(seq, subject = %m.subject, %reason, "dead-lettering event of an unknown force");
+                let label = to.strip_prefix("nmc.dlq.").unwrap_or("_unknown");
+                ctx.metrics.dead_lettered(label, reason, 1);
                 dead.push(DeadLetter {
                     subject: to,
                     seq,
@@ -151,6 +153,9 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
             m.ack()
                 .await
                 .map_err(|e| anyhow::anyhow!("acknowledging a triaged event: {e}"))?;
+        }
+        if let Some(Ok(info)) = batch.last().map(|m| m.info()) {
+            ctx.status.set_triage_backlog(info.pending);
         }
     }
 }

@@ -269,6 +269,8 @@ pub struct Node {
     log: PathBuf,
     /// Data directory (sled).
     pub data_dir: PathBuf,
+    /// `http://127.0.0.1:<port>`: its health, readiness, metrics and status endpoints.
+    pub http: String,
 }
 
 impl Node {
@@ -279,11 +281,14 @@ impl Node {
         let out = std::fs::File::create(&log).unwrap();
         let join = |v: &[String]| v.join(",");
         let rules: Vec<String> = spec.rules.iter().map(|p| p.display().to_string()).collect();
+        let http_port = free_port();
         let mut cmd = Command::new(nmc_bin());
         cmd.arg("node")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("NMC_LOG", "info")
+            // Readable when a test fails; the JSON format has tests of its own.
+            .env("NMC_LOG_FORMAT", "text")
             .env("NMC_NODE_ID", &spec.id)
             .env("NMC_NATS_URL", nats.nats_url())
             .env("NMC_DATA_DIR", data_dir)
@@ -291,6 +296,7 @@ impl Node {
             .env("NMC_TRIAGE", spec.triage.to_string())
             .env("NMC_RULES_DIRS", rules.join(","))
             .env("NMC_WORKERS", "2")
+            .env("NMC_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         for (k, v) in &spec.env {
@@ -301,6 +307,7 @@ impl Node {
             child,
             log,
             data_dir: data_dir.to_owned(),
+            http: format!("http://127.0.0.1:{http_port}"),
         }
     }
 

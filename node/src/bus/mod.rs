@@ -35,11 +35,33 @@ pub const H_MSG_ID: &str = "Nats-Msg-Id";
 /// `urls` is one server URL or several, comma-separated (the servers of a cluster: the client
 /// fails over between them).
 pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
+    connect_with_events(urls, name, |_| {}).await
+}
+
+/// [`connect`], calling `on_event` with every connection event (connected, disconnected, ...),
+/// each of which is also logged.
+pub async fn connect_with_events(
+    urls: &str,
+    name: &str,
+    on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
+) -> Result<async_nats::Client> {
     let servers = server_addrs(urls)?;
+    let on_event = std::sync::Arc::new(on_event);
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    other => tracing::warn!(event = %other, "NATS connection event"),
+                }
+                on_event(&event);
+            }
+        })
         .connect(servers)
         .await
         .with_context(|| format!("connecting to NATS at {urls}"))?;

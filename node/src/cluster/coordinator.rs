@@ -37,6 +37,8 @@ use super::membership::{self, Membership, NodeInfo};
 use super::plan::{self, CheckpointClock};
 use crate::context::NodeContext;
 use crate::force::{Exported, ForceActor, ForceControl, Handoff, Snapshot, spawn_force};
+use crate::status::Held;
+use crate::telemetry::metrics::LeaseChange;
 
 /// How often the coordinator looks at the cluster (and at once when the onboarded forces change).
 const TICK: Duration = Duration::from_millis(500);
@@ -97,12 +99,15 @@ impl Coordinator {
     pub async fn join(ctx: NodeContext, arbiters: Vec<Arbiter>) -> Result<Coordinator> {
         let me = NodeInfo::this_process(&ctx.cfg.node_id, ctx.cfg.weight);
         let m = Membership::join(&ctx.buckets.nodes, me.clone()).await?;
+        ctx.status.heartbeat_ok();
         let every = ctx.cfg.cluster().heartbeat_interval();
+        let status = ctx.status.clone();
         let heartbeat = actix::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = m.heartbeat().await {
-                    warn!(error = format!("{e:#}"), "heartbeat failed");
+                match m.heartbeat().await {
+                    Ok(()) => status.heartbeat_ok(),
+                    Err(e) => warn!(error = format!("{e:#}"), "heartbeat failed"),
                 }
             }
         });
@@ -216,22 +221,27 @@ impl Coordinator {
     /// actors whose task died outside the caught evaluation path.
     fn reap(&mut self) {
         self.leaving.retain(|_, h| !h.is_finished());
+        let ctx = &self.ctx;
         self.owned.retain(|f, o| {
             let lost = o.control.is_revoked();
             if lost {
                 error!(force = %f, "lease lost: force stopped on this node");
+                ctx.status.release(f);
+                ctx.metrics.lease(f, LeaseChange::Lost);
             }
             !lost
         });
         for (f, o) in &mut self.owned {
             if !o.addr.connected() {
                 error!(force = %f, "force actor died; starting a new one");
+                self.ctx.metrics.actor_restart(f);
                 o.addr = spawn_force(
                     self.ctx.clone(),
                     f.clone(),
                     o.control.clone(),
                     &self.arbiters[o.arbiter].handle(),
                 );
+                self.ctx.status.hold(f.clone(), held(&o.control, &o.addr));
             }
         }
     }
@@ -278,6 +288,8 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         let every = self.ctx.cfg.cluster().renew_interval();
         actix::spawn(keep_lease(a.lease, control.clone(), rx, every));
+        self.ctx.status.hold(force.clone(), held(&control, &addr));
+        self.ctx.metrics.lease(&force, LeaseChange::Acquired);
         info!(
             %force,
             epoch,
@@ -409,23 +421,58 @@ async fn periodic_checkpoint(
     if !control.valid() {
         return;
     }
-    match tokio::time::timeout(ACTOR_ANSWER, addr.send(Snapshot)).await {
+    let ok = match tokio::time::timeout(ACTOR_ANSWER, addr.send(Snapshot)).await {
         Ok(Ok(Ok(c))) if control.valid() => {
             match checkpoint::put(&ctx.buckets.checkpoints, &force, c.seq, &c.bytes).await {
-                Ok(()) => debug!(%force, seq = c.seq, "checkpoint written"),
-                Err(e) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
+                Ok(()) => {
+                    debug!(%force, seq = c.seq, "checkpoint written");
+                    checkpointed(&control, &c);
+                    true
+                }
+                Err(e) => {
+                    warn!(%force, error = format!("{e:#}"), "checkpoint failed");
+                    false
+                }
             }
         }
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => warn!(%force, error = format!("{e:#}"), "checkpoint failed"),
-        Ok(Err(e)) => warn!(%force, error = %e, "checkpoint failed: actor gone"),
-        Err(_) => warn!(%force, "checkpoint skipped: the actor did not answer in time"),
+        Ok(Ok(Ok(_))) => return,
+        Ok(Ok(Err(e))) => {
+            warn!(%force, error = format!("{e:#}"), "checkpoint failed");
+            false
+        }
+        Ok(Err(e)) => {
+            warn!(%force, error = %e, "checkpoint failed: actor gone");
+            false
+        }
+        Err(_) => {
+            warn!(%force, "checkpoint skipped: the actor did not answer in time");
+            false
+        }
+    };
+    ctx.metrics.checkpoint(&force, ok);
+}
+
+/// Records a written checkpoint in the force's stats (its age and the state's size).
+fn checkpointed(control: &ForceControl, c: &Exported) {
+    control.record(|s| {
+        s.checkpointed_at = Some(Instant::now());
+        s.store_bytes = c.bytes.len() as u64;
+    });
+}
+
+/// The status entry of a held force: its control and a probe of its actor.
+fn held(control: &Arc<ForceControl>, addr: &Addr<ForceActor>) -> Held {
+    let addr = addr.clone();
+    Held {
+        control: control.clone(),
+        alive: Box::new(move || addr.connected()),
     }
 }
 
 /// Stops one force's actor between commits, checkpoints it, and releases its lease.
 async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
     let started = Instant::now();
+    ctx.status.release(&force);
     // After any periodic checkpoint of the force being written: ours is newer and lands last.
     let writing = o.writing.clone();
     let _writing = writing.lock().await;
@@ -435,7 +482,9 @@ async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
             if let Err(e) = ctx.store.flush().await {
                 warn!(%force, error = %e, "flush before hand-off failed");
             }
-            match checkpoint::put(&ctx.buckets.checkpoints, &force, seq, &bytes).await {
+            let put = checkpoint::put(&ctx.buckets.checkpoints, &force, seq, &bytes).await;
+            ctx.metrics.checkpoint(&force, put.is_ok());
+            match put {
                 Ok(()) => info!(%force, seq, "checkpoint written for hand-off"),
                 Err(e) => warn!(%force, error = format!("{e:#}"), "hand-off checkpoint failed"),
             }
@@ -448,6 +497,7 @@ async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
     if let Some(tx) = o.release.take() {
         let _ = tx.send(());
     }
+    ctx.metrics.lease(&force, LeaseChange::Released);
     drop(o.addr);
     info!(
         %force,

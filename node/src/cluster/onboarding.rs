@@ -13,7 +13,9 @@ use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::context::Onboarded;
+/// The onboarded forces and their records, as last read from `NMC_FORCES` (what a node's
+/// follower publishes on its watch channel).
+pub type Onboarded = Arc<BTreeMap<ForceId, ForceRecord>>;
 
 /// One change to the onboarded forces.
 #[derive(Clone, Debug, PartialEq, Eq)]

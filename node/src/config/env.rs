@@ -15,6 +15,7 @@ use toml::{Table, Value};
 /// the defaults), by path.
 pub const MAP_VALUES: &[(&str, Kind)] = &[
     ("source_lateness_secs", Kind::Integer),
+    ("source_feed_silence_secs", Kind::Integer),
     ("placeholders", Kind::List),
 ];
 

@@ -69,6 +69,16 @@ pub struct Config {
     pub max_future_secs: u64,
     /// Values of `%name%` placeholders for Sigma's `expand` modifier (name without `%`).
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
+    /// Address of the node's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`,
+    /// `/api/v1/status`). Loopback by default: expose it deliberately (a pod's IP in
+    /// Kubernetes).
+    pub http_listen: String,
+    /// Seconds a feed (a force's source) may be silent before it counts as silent (exported as
+    /// `nmc_feed_silence_threshold_seconds`, which the "feed silent" alert compares with).
+    pub feed_silence_secs: u64,
+    /// Per-source overrides of `feed_silence_secs` (source kind -> seconds; e.g. CloudTrail
+    /// arrives in batches every few minutes: `aws_cloudtrail = 1800`).
+    pub source_feed_silence_secs: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for Config {
@@ -97,6 +107,9 @@ impl Default for Config {
             source_lateness_secs: Default::default(),
             max_future_secs: 900,
             placeholders: Default::default(),
+            http_listen: "127.0.0.1:9464".into(),
+            feed_silence_secs: 900,
+            source_feed_silence_secs: Default::default(),
         }
     }
 }
@@ -164,10 +177,21 @@ impl Config {
                 self.alerts_duplicate_window_secs
             );
         }
-        for k in self.source_lateness_secs.keys() {
-            if k.parse::<nmc_shared::SourceKind>().is_err() {
-                bail!("source_lateness_secs names `{k}`, which is not a source kind");
+        for (key, map) in [
+            ("source_lateness_secs", &self.source_lateness_secs),
+            ("source_feed_silence_secs", &self.source_feed_silence_secs),
+        ] {
+            for k in map.keys() {
+                if k.parse::<nmc_shared::SourceKind>().is_err() {
+                    bail!("{key} names `{k}`, which is not a source kind");
+                }
             }
+        }
+        if self.http_listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!(
+                "http_listen `{}` is not an address and port such as 127.0.0.1:9464 or 0.0.0.0:9464",
+                self.http_listen
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forces {
@@ -195,6 +219,14 @@ impl Config {
             .copied()
             .fold(self.lateness_secs, u64::max);
         i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// How long `source`'s feed may be silent, in seconds.
+    pub fn silence_threshold_secs(&self, source: nmc_shared::SourceKind) -> u64 {
+        self.source_feed_silence_secs
+            .get(source.as_str())
+            .copied()
+            .unwrap_or(self.feed_silence_secs)
     }
 
     /// Number of force-actor arbiters to start.

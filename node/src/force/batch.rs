@@ -9,10 +9,11 @@ use nmc_shared::correlate::ForceState;
 use nmc_shared::dead_letter::DeadLetterReason;
 use nmc_shared::event::Event;
 use nmc_shared::sigma::RuleSet;
-use nmc_shared::{ForceId, subject};
+use nmc_shared::{ForceId, Level, subject};
 
 use crate::bus::DeadLetter;
 use crate::store::{BatchCommit, OutboxEntry, Poison};
+use crate::telemetry::metrics::BatchStats;
 
 /// One message as read from `NMC_EVENTS`.
 #[derive(Debug, Clone)]
@@ -23,6 +24,10 @@ pub struct Raw {
     pub subject: String,
     /// Payload.
     pub payload: Bytes,
+    /// When the stream stored it (Unix ms): the event's ingest time.
+    pub ingest_ms: i64,
+    /// Its W3C `traceparent` header, if a collector set one.
+    pub traceparent: Option<String>,
 }
 
 /// Settings that shape evaluation.
@@ -48,20 +53,42 @@ pub struct EvalSettings {
     pub now_ms: i64,
 }
 
+/// An alert a batch raised, with what its latency is measured from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    /// Its outbox key: (sequence of the event that raised it, index within the event).
+    pub key: (u64, u16),
+    /// Its level.
+    pub level: Level,
+    /// Its rule's id.
+    pub rule: String,
+    /// Ingest time of the event that raised it (Unix ms).
+    pub ingest_ms: i64,
+    /// Event time of that event (Unix ms).
+    pub event_ms: i64,
+}
+
+/// A batch evaluated: write `commit` once `dead` letters are acknowledged.
+pub struct Evaluated {
+    /// The atomic sled write.
+    pub commit: BatchCommit,
+    /// Events to dead-letter first.
+    pub dead: Vec<DeadLetter>,
+    /// Events applied to state.
+    pub applied: usize,
+    /// Of those, events whose time came from an ingest-time field (none of their source's own
+    /// time fields was present), and the last such field.
+    pub ingest_time: (usize, Option<&'static str>),
+    /// What the batch did, per source, reason and level (for the metrics).
+    pub stats: BatchStats,
+    /// The alerts it raised, in outbox order.
+    pub raised: Vec<Raised>,
+}
+
 /// What a batch produced.
 pub enum Outcome {
-    /// The batch was evaluated: write `commit` once `dead` letters are acknowledged.
-    Done {
-        /// The atomic sled write.
-        commit: BatchCommit,
-        /// Events to dead-letter first.
-        dead: Vec<DeadLetter>,
-        /// Events applied to state.
-        applied: usize,
-        /// Of those, events whose time came from an ingest-time field (none of their source's
-        /// own time fields was present), and the last such field.
-        ingest_time: (usize, Option<&'static str>),
-    },
+    /// The batch was evaluated (boxed: it is large, and made once per batch).
+    Done(Box<Evaluated>),
     /// Evaluating the event at `seq` panicked; the in-memory state is no longer trustworthy.
     Panicked {
         /// The poison event's sequence.
@@ -95,9 +122,17 @@ pub fn evaluate(
     let mut dead = Vec::new();
     let mut applied = 0;
     let mut ingest_time = (0, None);
+    let mut stats = BatchStats::default();
+    let mut raised = Vec::new();
     let mut alerts = Vec::new();
     let dlq = subject::dlq(force);
     for raw in raws {
+        let per_source = stats
+            .sources
+            .entry(subject::parse_events(&raw.subject).ok().map(|(_, s)| s))
+            .or_default();
+        per_source.received += 1;
+        per_source.newest_ingest_ms = per_source.newest_ingest_ms.max(raw.ingest_ms);
         let dead_letter = |reason: DeadLetterReason, error: String| DeadLetter {
             subject: dlq.clone(),
             seq: raw.seq,
@@ -154,6 +189,7 @@ pub fn evaluate(
             continue;
         }
         let before = alerts.len();
+        let late = event.time_ms < state.frontier_ms();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Some(f) = &s.panic_field
                 && event.body.get(f).is_some()
@@ -169,14 +205,27 @@ pub fn evaluate(
             };
         }
         applied += 1;
+        let per_source = stats.sources.entry(Some(source)).or_default();
+        per_source.applied += 1;
+        per_source.late += u64::from(late);
+        per_source.newest_event_ms = per_source.newest_event_ms.max(event.time_ms);
         if let Some(field) = event.time_from.fallback() {
             ingest_time = (ingest_time.0 + 1, Some(field));
+            per_source.ingest_time += 1;
         }
         for (n, mut alert) in alerts.drain(before..).enumerate() {
             alert.node.clone_from(&s.node);
             alert.epoch = s.epoch;
             alert.rule_pack.clone_from(&s.rule_pack);
             let payload = serde_json::to_vec(&alert).expect("alerts serialize");
+            *stats.alerts.entry(alert.rule.level).or_default() += 1;
+            raised.push(Raised {
+                key: (raw.seq, n as u16),
+                level: alert.rule.level,
+                rule: alert.rule.id.clone(),
+                ingest_ms: raw.ingest_ms,
+                event_ms: event.time_ms,
+            });
             commit.outbox.push((
                 (raw.seq, n as u16),
                 OutboxEntry {
@@ -189,12 +238,17 @@ pub fn evaluate(
     }
     commit.watermark_ms = state.watermark_ms();
     commit.state = state.take_changes(rules);
-    Outcome::Done {
+    for d in &dead {
+        *stats.dead.entry(d.reason).or_default() += 1;
+    }
+    Outcome::Done(Box::new(Evaluated {
         commit,
         dead,
         applied,
         ingest_time,
-    }
+        stats,
+        raised,
+    }))
 }
 
 #[cfg(test)]
@@ -256,21 +310,23 @@ mod tests {
             seq,
             subject: subject.into(),
             payload: Bytes::copy_from_slice(payload),
+            ingest_ms: T0 + 600_000 + seq as i64,
+            traceparent: None,
         }
     }
 
     const SIGNIN: &str = "nmc.events.kent.entra_signin";
 
-    fn done(o: Outcome) -> (BatchCommit, Vec<DeadLetter>, usize) {
+    fn evaluated(o: Outcome) -> Evaluated {
         match o {
-            Outcome::Done {
-                commit,
-                dead,
-                applied,
-                ..
-            } => (commit, dead, applied),
+            Outcome::Done(e) => *e,
             Outcome::Panicked { seq, message } => panic!("panicked at {seq}: {message}"),
         }
+    }
+
+    fn done(o: Outcome) -> (BatchCommit, Vec<DeadLetter>, usize) {
+        let e = evaluated(o);
+        (e.commit, e.dead, e.applied)
     }
 
     #[test]
@@ -377,31 +433,24 @@ mod tests {
             raw(1, SIGNIN, &signin(0, true)),
             raw(2, SIGNIN, &serde_json::to_vec(&shipped).unwrap()),
         ];
-        match evaluate(
+        let e = evaluated(evaluate(
             &force,
             &rules,
             &mut ForceState::new(),
             &raws,
             None,
             &settings(),
-        ) {
-            Outcome::Done {
-                dead,
-                applied,
-                ingest_time,
-                commit,
-            } => {
-                assert!(dead.is_empty(), "{dead:?}");
-                assert_eq!(applied, 2);
-                assert_eq!(ingest_time, (1, Some("@timestamp")));
-                assert_eq!(
-                    commit.watermark_ms,
-                    T0 + 30_000,
-                    "the ingest time is the event time"
-                );
-            }
-            Outcome::Panicked { message, .. } => panic!("{message}"),
-        }
+        ));
+        assert!(e.dead.is_empty(), "{:?}", e.dead);
+        assert_eq!(e.applied, 2);
+        assert_eq!(e.ingest_time, (1, Some("@timestamp")));
+        assert_eq!(
+            e.commit.watermark_ms,
+            T0 + 30_000,
+            "the ingest time is the event time"
+        );
+        let s = e.stats.sources[&Some(nmc_shared::SourceKind::EntraSignin)];
+        assert_eq!((s.received, s.applied, s.ingest_time), (2, 2, 1));
     }
 
     #[test]
@@ -421,7 +470,7 @@ mod tests {
                 assert_eq!(seq, 2);
                 assert!(message.contains("boom"), "{message}");
             }
-            Outcome::Done { .. } => panic!("the fault injection must panic"),
+            Outcome::Done(_) => panic!("the fault injection must panic"),
         }
         // Not yet at the limit: evaluated (and panicking) again.
         let tried = Poison {

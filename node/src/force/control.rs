@@ -6,10 +6,12 @@
 //! whose lease ran out (frozen, partitioned, or just slow to renew) writes nothing more for the
 //! force even before the coordinator notices.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
+use nmc_shared::SourceKind;
 use nmc_shared::onboarding::OnboardingPhase;
 
 /// What a force reports about itself while a node holds it: published as the value of its
@@ -39,6 +41,33 @@ pub struct LeaseStatus {
     pub rule_pack: String,
 }
 
+/// What this node knows of a force it holds, for its metrics and `/api/v1/status` (local:
+/// never published to the cluster).
+#[derive(Clone, Debug)]
+pub struct ForceStats {
+    /// When this node acquired the force.
+    pub acquired_at: Instant,
+    /// Per source, the newest event read: its event time and when `NMC_EVENTS` stored it.
+    pub feeds: BTreeMap<SourceKind, Feed>,
+    /// Since when the force has had messages after its cursor (`None`: caught up).
+    pub lagging_since: Option<Instant>,
+    /// Alerts raised and not yet acknowledged by `NMC_ALERTS`.
+    pub outbox: u64,
+    /// When this node last wrote the force's checkpoint.
+    pub checkpointed_at: Option<Instant>,
+    /// Bytes of the force's state (keys and values) at that checkpoint.
+    pub store_bytes: u64,
+}
+
+/// The newest event of one feed (a force's source), in Unix milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Feed {
+    /// Its event time.
+    pub event_ms: i64,
+    /// When `NMC_EVENTS` stored it.
+    pub ingest_ms: i64,
+}
+
 /// Shared between a force's actor, its lease keeper and the coordinator.
 #[derive(Debug)]
 pub struct ForceControl {
@@ -47,6 +76,7 @@ pub struct ForceControl {
     deadline: Mutex<Instant>,
     phase: AtomicU8,
     status: Mutex<LeaseStatus>,
+    stats: Mutex<ForceStats>,
 }
 
 impl ForceControl {
@@ -58,6 +88,14 @@ impl ForceControl {
             deadline: Mutex::new(deadline),
             phase: AtomicU8::new(phase_code(phase)),
             status: Mutex::new(LeaseStatus::default()),
+            stats: Mutex::new(ForceStats {
+                acquired_at: Instant::now(),
+                feeds: BTreeMap::new(),
+                lagging_since: None,
+                outbox: 0,
+                checkpointed_at: None,
+                store_bytes: 0,
+            }),
         }
     }
 
@@ -117,6 +155,16 @@ impl ForceControl {
     /// Records the force's progress.
     pub fn report(&self, f: impl FnOnce(&mut LeaseStatus)) {
         f(&mut self.status.lock().expect("status lock"));
+    }
+
+    /// What this node knows of the force now.
+    pub fn stats(&self) -> ForceStats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Records what this node knows of the force.
+    pub fn record(&self, f: impl FnOnce(&mut ForceStats)) {
+        f(&mut self.stats.lock().expect("stats lock"));
     }
 }
 

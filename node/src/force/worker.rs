@@ -6,8 +6,9 @@
 //! removes what the alert stream acknowledged. The in-memory state always equals the committed
 //! state between steps; on any error the actor drops the worker and rebuilds it from sled.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::HeaderMap;
@@ -16,15 +17,20 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use nmc_shared::correlate::ForceState;
 use nmc_shared::sigma::RuleSet;
-use nmc_shared::{ForceId, subject};
+use nmc_shared::{ForceId, Level, subject};
+use opentelemetry::trace::TraceContextExt;
+use tracing::Instrument;
 use tracing::{debug, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::batch::{self, EvalSettings, Outcome, Raw};
+use super::batch::{self, EvalSettings, Evaluated, Outcome, Raised, Raw};
 use super::control::ForceControl;
 use crate::bus;
 use crate::context::NodeContext;
 use crate::rules::RulePack;
-use crate::store::{ForceStore, Poison};
+use crate::store::{self, ForceStore, OutboxEntry, Poison};
+use crate::telemetry::metrics::LatencyFrom;
+use crate::telemetry::trace_context;
 
 /// How long a step waits for the first message before returning to the actor's mailbox.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -70,6 +76,8 @@ pub struct Worker {
     lag: u64,
     /// Events applied with their ingest time as event time, since this worker opened.
     ingest_time: u64,
+    /// Alerts this worker raised and has not published yet, by outbox key.
+    in_flight: HashMap<Vec<u8>, Raised>,
 }
 
 impl Worker {
@@ -126,6 +134,7 @@ impl Worker {
             settings,
             lag: 0,
             ingest_time,
+            in_flight: HashMap::new(),
         })
     }
 
@@ -162,7 +171,7 @@ impl Worker {
             return Ok(Step::Reopen);
         }
         if self.outbox_pending {
-            self.publish_outbox().await?;
+            self.publish_outbox(None).await?;
         }
         if self.reader.is_none() {
             self.reader = Some(self.open_reader().await?);
@@ -171,7 +180,10 @@ impl Worker {
         let mut raws = Vec::new();
         let mut broken = false;
         match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
-            Err(_) => return Ok(Step::Idle),
+            Err(_) => {
+                self.caught_up();
+                return Ok(Step::Idle);
+            }
             Ok(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
             Ok(Some(Err(e))) => {
                 warn!(force = %self.force, error = %e, "reader failed; reopening from the cursor");
@@ -201,9 +213,43 @@ impl Worker {
         if raws.is_empty() {
             return Ok(Step::Idle);
         }
+        let span = tracing::info_span!(
+            "batch",
+            force = %self.force,
+            events = raws.len(),
+            applied = tracing::field::Empty,
+            alerts = tracing::field::Empty,
+            dead_letters = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        for sc in raws
+            .iter()
+            .filter_map(|r| r.traceparent.as_deref().and_then(trace_context::parse))
+        {
+            span.add_link(sc);
+        }
+        let sc = span.context().span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", sc.trace_id().to_string());
+        }
+        self.process(raws, trace_context::format(&sc))
+            .instrument(span)
+            .await
+    }
+
+    /// The force has no messages after its cursor.
+    fn caught_up(&mut self) {
+        self.lag = 0;
+        self.control.report(|s| s.lag = 0);
+        self.control.record(|s| s.lagging_since = None);
+    }
+
+    /// Evaluates and commits `raws`, under the batch span whose `traceparent` the alerts carry.
+    async fn process(&mut self, raws: Vec<Raw>, traceparent: Option<String>) -> Result<Step> {
+        let started = Instant::now();
         self.settings.now_ms = crate::clock::now_ms();
         self.settings.phase = self.control.phase();
-        let late_before = self.state.late_events();
+        let (late_before, bad_before) = (self.state.late_events(), self.state.bad_values());
         let outcome = batch::evaluate(
             &self.force,
             &self.rules,
@@ -212,27 +258,27 @@ impl Worker {
             self.poison.as_ref(),
             &self.settings,
         );
-        let (commit, dead, applied) = match outcome {
+        let Evaluated {
+            commit,
+            dead,
+            applied,
+            ingest_time,
+            stats,
+            raised,
+        } = match outcome {
             Outcome::Panicked { seq, message } => return Ok(Step::Panicked { seq, message }),
-            Outcome::Done {
-                commit,
-                dead,
-                applied,
-                ingest_time,
-            } => {
-                if let (n @ 1.., Some(field)) = ingest_time {
-                    self.ingest_time += n as u64;
-                    warn!(
-                        force = %self.force,
-                        events = n,
-                        field,
-                        total = self.ingest_time,
-                        "events without their source's time field: their ingest time was used as event time"
-                    );
-                }
-                (commit, dead, applied)
-            }
+            Outcome::Done(e) => *e,
         };
+        if let (n @ 1.., Some(field)) = ingest_time {
+            self.ingest_time += n as u64;
+            warn!(
+                force = %self.force,
+                events = n,
+                field,
+                total = self.ingest_time,
+                "events without their source's time field: their ingest time was used as event time"
+            );
+        }
         if !dead.is_empty() {
             for d in &dead {
                 warn!(force = %self.force, seq = d.seq, reason = %d.reason, error = %d.error, "dead-lettering event");
@@ -241,7 +287,6 @@ impl Worker {
         }
         let cursor = commit.cursor;
         let clear_poison = commit.clear_poison;
-        let raised = commit.outbox.len();
         if !self.control.valid() {
             warn!(force = %self.force, "lease past its deadline: batch not committed");
             return Ok(Step::Reopen);
@@ -262,6 +307,19 @@ impl Worker {
             s.bad_values = bad_values;
             s.ingest_time = ingest_time;
         });
+        self.control.record(|s| {
+            for (source, st) in &stats.sources {
+                let Some(source) = source else { continue };
+                let feed = s.feeds.entry(*source).or_default();
+                feed.event_ms = feed.event_ms.max(st.newest_event_ms);
+                feed.ingest_ms = feed.ingest_ms.max(st.newest_ingest_ms);
+            }
+            if lag == 0 {
+                s.lagging_since = None;
+            } else if s.lagging_since.is_none() {
+                s.lagging_since = Some(Instant::now());
+            }
+        });
         let late = self.state.late_events() - late_before;
         if late > 0 {
             warn!(
@@ -272,11 +330,30 @@ impl Worker {
                 "events arrived later than the allowed lateness; applied as they came"
             );
         }
-        debug!(force = %self.force, cursor, applied, raised, dead = dead.len(), pending = self.state.pending_events(), "batch committed");
-        if raised > 0 {
-            self.outbox_pending = true;
-            self.publish_outbox().await?;
+        let span = tracing::Span::current();
+        span.record("applied", applied);
+        span.record("alerts", raised.len());
+        span.record("dead_letters", dead.len());
+        debug!(force = %self.force, cursor, applied, raised = raised.len(), dead = dead.len(), pending = self.state.pending_events(), "batch committed");
+        for r in &raised {
+            self.ctx.metrics.alert_of_rule(&r.rule, r.level);
         }
+        let any_raised = !raised.is_empty();
+        self.in_flight.extend(
+            raised
+                .into_iter()
+                .map(|r| (store::outbox_key(r.key.0, r.key.1), r)),
+        );
+        if any_raised {
+            self.outbox_pending = true;
+            self.publish_outbox(traceparent.as_deref()).await?;
+        }
+        self.ctx.metrics.batch(
+            &self.force,
+            &stats,
+            self.state.bad_values() - bad_before,
+            started.elapsed(),
+        );
         Ok(Step::Committed { applied })
     }
 
@@ -298,16 +375,63 @@ impl Worker {
         }
     }
 
-    /// Publishes every outbox entry and removes the acknowledged ones.
-    async fn publish_outbox(&mut self) -> Result<()> {
+    /// Publishes every outbox entry and removes the acknowledged ones; entries raised by this
+    /// worker are counted and their latency recorded. `traceparent` names the batch span that
+    /// raised the new ones.
+    async fn publish_outbox(&mut self, traceparent: Option<&str>) -> Result<()> {
         if !self.control.valid() {
             anyhow::bail!("lease past its deadline: alerts not published");
         }
         let entries = self.store.outbox()?;
+        self.control.record(|s| s.outbox = entries.len() as u64);
+        match self.send(&entries, traceparent).await {
+            Ok(()) => {}
+            Err(e) => {
+                self.ctx.metrics.publish_failed(&self.force);
+                return Err(e);
+            }
+        }
+        let now = crate::clock::now_ms();
+        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
+        for (k, e) in &entries {
+            debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
+            let level = match self.in_flight.remove(k) {
+                Some(r) => {
+                    let m = &self.ctx.metrics;
+                    m.latency(LatencyFrom::Ingest, (now - r.ingest_ms) as f64 / 1000.0);
+                    m.latency(LatencyFrom::EventTime, (now - r.event_ms) as f64 / 1000.0);
+                    Some(r.level)
+                }
+                None => e.subject.rsplit('.').next().and_then(|l| l.parse().ok()),
+            };
+            if let Some(level) = level {
+                *per_level.entry(level).or_default() += 1;
+            }
+        }
+        for (level, n) in per_level {
+            self.ctx.metrics.published(&self.force, level, n);
+        }
+        self.store
+            .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
+        self.control.record(|s| s.outbox = 0);
+        self.outbox_pending = false;
+        self.outbox_inherited = false;
+        Ok(())
+    }
+
+    /// Publishes `entries` with their ids as `Nats-Msg-Id` and waits for every ack.
+    async fn send(
+        &self,
+        entries: &[(Vec<u8>, OutboxEntry)],
+        traceparent: Option<&str>,
+    ) -> Result<()> {
         let mut acks = Vec::with_capacity(entries.len());
-        for (_, e) in &entries {
+        for (_, e) in entries {
             let mut h = HeaderMap::new();
             h.insert(bus::H_MSG_ID, e.id.as_str());
+            if let Some(tp) = traceparent {
+                h.insert(trace_context::TRACEPARENT, tp);
+            }
             let payload = if self.outbox_inherited {
                 self.restamp(&e.payload)
             } else {
@@ -327,13 +451,6 @@ impl Worker {
         {
             ack.context("waiting for an alert ack")?;
         }
-        for (_, e) in &entries {
-            debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
-        }
-        self.store
-            .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
-        self.outbox_pending = false;
-        self.outbox_inherited = false;
         Ok(())
     }
 }
@@ -344,9 +461,17 @@ fn to_raw(m: async_nats::jetstream::Message, lag: &mut u64) -> Result<Raw> {
         .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
     let seq = info.stream_sequence;
     *lag = info.pending;
+    let ingest_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let traceparent = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(trace_context::TRACEPARENT))
+        .map(|v| v.as_str().to_owned());
     Ok(Raw {
         seq,
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
+        ingest_ms,
+        traceparent,
     })
 }

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use super::RulePack;
 use super::pack::{self, Current, Packs};
 use crate::config::Config;
+use crate::telemetry::metrics::Metrics;
 
 /// The rules a node starts with: the pack in force in the cluster, or its own `rules_dirs`
 /// when none was ever pushed (or the pushed one does not compile here).
@@ -73,8 +74,14 @@ async fn compile(cfg: &Config, packs: &Packs, cur: &Current) -> Result<RulePack>
     })
 }
 
-/// Follows `NMC_RULES` forever and publishes each new pack that compiles on `tx`.
-pub async fn follow(cfg: Arc<Config>, packs: Packs, tx: watch::Sender<RulePack>) {
+/// Follows `NMC_RULES` forever and publishes each new pack that compiles on `tx` (a refused
+/// one is counted in `metrics`).
+pub async fn follow(
+    cfg: Arc<Config>,
+    packs: Packs,
+    tx: watch::Sender<RulePack>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let mut watch = match packs.kv.watch(pack::CURRENT).await {
             Ok(w) => w,
@@ -86,11 +93,11 @@ pub async fn follow(cfg: Arc<Config>, packs: Packs, tx: watch::Sender<RulePack>)
         };
         // A pack pushed while the watch was down.
         if let Ok(Some(cur)) = pack::current(&packs).await {
-            apply(&cfg, &packs, &tx, cur).await;
+            apply(&cfg, &packs, &tx, &metrics, cur).await;
         }
         loop {
             match pack::next_change(&mut watch).await {
-                Ok(Some(cur)) => apply(&cfg, &packs, &tx, cur).await,
+                Ok(Some(cur)) => apply(&cfg, &packs, &tx, &metrics, cur).await,
                 Ok(None) => break,
                 Err(e) => {
                     warn!(
@@ -107,7 +114,13 @@ pub async fn follow(cfg: Arc<Config>, packs: Packs, tx: watch::Sender<RulePack>)
 
 /// Makes `cur` the pack in force if it is newer than the running one and compiles (a watch
 /// may deliver an older change after the read that started it saw a newer one).
-async fn apply(cfg: &Config, packs: &Packs, tx: &watch::Sender<RulePack>, cur: Current) {
+async fn apply(
+    cfg: &Config,
+    packs: &Packs,
+    tx: &watch::Sender<RulePack>,
+    metrics: &Metrics,
+    cur: Current,
+) {
     let (running, revision) = {
         let p = tx.borrow();
         (p.version.clone(), p.revision)
@@ -120,11 +133,14 @@ async fn apply(cfg: &Config, packs: &Packs, tx: &watch::Sender<RulePack>, cur: C
             info!(from = %running, to = %p.version, "rule pack hot-reloaded");
             tx.send_replace(p);
         }
-        Err(e) => error!(
-            version = %cur.version,
-            error = format!("{e:#}"),
-            running = %running,
-            "rule pack refused; the running pack stays in force"
-        ),
+        Err(e) => {
+            metrics.rulepack_refused();
+            error!(
+                version = %cur.version,
+                error = format!("{e:#}"),
+                running = %running,
+                "rule pack refused; the running pack stays in force"
+            )
+        }
     }
 }
