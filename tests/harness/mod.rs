@@ -121,6 +121,23 @@ impl Nats {
     pub async fn js(&self) -> jetstream::Context {
         jetstream::new(self.client().await)
     }
+
+    /// Stops the server (SIGKILL); [`Nats::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the server: `STOP` freezes it with its connections
+    /// open (requests time out instead of failing).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(ok.success(), "kill -{sig} nats-server failed");
+    }
 }
 
 impl Drop for Nats {
@@ -718,6 +735,179 @@ pub async fn wait_checkpointed(js: &jetstream::Context, forces: &[&str], timeout
         assert!(
             Instant::now() < deadline,
             "no checkpoint of {forces:?} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET url` over plain HTTP/1.1 (loopback test endpoints): the status code and the body.
+pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+/// Decodes a chunked HTTP body.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET url`, expecting JSON: the status code and the document.
+pub async fn http_json(url: &str) -> (u16, Value) {
+    let (code, body) = http_get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let v =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"));
+    (code, v)
+}
+
+/// A real Prometheus server (Debian's `prometheus`, installed by `.ci/install-tools`) on a free
+/// loopback port, with its storage in a temp dir; stopped on drop.
+pub struct Prometheus {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (`host:port` of nodes' HTTP endpoints) as job `nmc`
+    /// every second, evaluating `rule_files` every second.
+    pub async fn start(targets: &[String], rule_files: &[PathBuf]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = serde_json::json!({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "scrape_configs": [{
+                "job_name": "nmc",
+                "static_configs": [{"targets": targets}],
+            }],
+        });
+        // JSON is YAML.
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus not found on PATH: run `.ci/install-tools` (Debian's prometheus)");
+        let url = format!("http://127.0.0.1:{port}");
+        let p = Prometheus {
+            child,
+            url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(http_get(&format!("{}/-/ready", p.url)).await, Ok((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        p
+    }
+
+    /// Evaluates `promql` now: the API's `data.result` (an error names the expression).
+    pub async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let url = format!("{}/api/v1/query?query={}", self.url, urlencode(promql));
+        let (_, v) = http_json(&url).await;
+        if v["status"] != "success" {
+            return Err(format!("{promql}: {v}"));
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The alerts in `state` (`firing`, `pending`) now, by name.
+    pub async fn alerts(&self, state: &str) -> Vec<Value> {
+        let (_, v) = http_json(&format!("{}/api/v1/alerts", self.url)).await;
+        v["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == state)
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a query parameter.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Waits until the node's `/readyz` answers `want` (true: 200 ready); its last JSON.
+pub async fn wait_ready(node: &Node, want: bool, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok((code, body)) = http_get(&format!("{}/readyz", node.http)).await
+            && (code == 200) == want
+            && let Ok(v) = serde_json::from_str::<Value>(&body)
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz of {} never became {}",
+            node.http,
+            if want { "ready" } else { "unready" }
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

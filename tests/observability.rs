@@ -1,0 +1,378 @@
+//! A node observed as the SOC observes it: `/healthz` and `/readyz` through NATS outages and
+//! shutdown; a real Prometheus scraping real nodes, evaluating every expression of the
+//! dashboards and alerting rules, and the failure alerts firing for real; `/metrics` bounded
+//! with 43 forces and the SigmaHQ rules loaded.
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use serde_json::Value;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// The check named `name` in a `/readyz` document.
+fn check(v: &Value, name: &str) -> bool {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {v}"))["ok"]
+        .as_bool()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn readiness_follows_nats_and_shutdown_while_liveness_stays() {
+    let mut nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec {
+        id: "node-a".into(),
+        forces: vec!["kent".into(), "essex".into()],
+        rules: vec![rules_dir("identity")],
+        ..Default::default()
+    };
+    let mut node = Node::start(&nats, &dir.path().join("a"), &spec);
+    let ready = wait_ready(&node, true, Duration::from_secs(30)).await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    let (code, body) = http_get(&format!("{}/healthz", node.http)).await.unwrap();
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, status) = http_json(&format!("{}/api/v1/status", node.http)).await;
+    assert_eq!(code, 200);
+    assert_eq!(status["node"], "node-a");
+    let held: BTreeSet<&str> = status["forces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["force"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, BTreeSet::from(["essex", "kent"]), "{status}");
+
+    // NATS goes away: unready (the connection check says why), alive.
+    nats.kill();
+    let down = wait_ready(&node, false, Duration::from_secs(30)).await;
+    assert!(!check(&down, "nats"), "{down}");
+    let (code, _) = http_get(&format!("{}/healthz", node.http)).await.unwrap();
+    assert_eq!(code, 200, "liveness does not depend on NATS");
+    nats.restart(Duration::from_millis(200)).await;
+    let back = wait_ready(&node, true, Duration::from_secs(60)).await;
+    assert!(check(&back, "nats") && check(&back, "member"), "{back}");
+
+    // SIGTERM: unready while the node hands its forces off (NATS frozen, so the hand-off waits
+    // and the draining state can be seen), then it exits.
+    nats.signal("STOP");
+    node.signal("TERM");
+    let draining = wait_ready(&node, false, Duration::from_secs(10)).await;
+    assert!(!check(&draining, "not_draining"), "{draining}");
+    let (code, _) = http_get(&format!("{}/healthz", node.http)).await.unwrap();
+    assert_eq!(code, 200, "alive while draining");
+    nats.signal("CONT");
+    assert!(
+        node.wait_exit(Duration::from_secs(40)).await.is_some(),
+        "the node exits after its hand-offs"
+    );
+}
+
+/// Every PromQL expression of the dashboards and the alerting rules, with Grafana's variables
+/// substituted (`deploy/observability/promql.py`).
+fn expressions(force: &str) -> Vec<Value> {
+    let out = std::process::Command::new("python3")
+        .arg(repo("deploy/observability/promql.py"))
+        .args(["--force", force])
+        .output()
+        .expect("running promql.py");
+    assert!(
+        out.status.success(),
+        "promql.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until every alert of `names` is firing in `prom`; panics after `timeout`.
+async fn wait_firing(prom: &Prometheus, names: &[&str], timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let firing = prom.alerts("firing").await;
+        let have: BTreeSet<&str> = firing
+            .iter()
+            .filter_map(|a| a["labels"]["alertname"].as_str())
+            .collect();
+        if names.iter().all(|n| have.contains(n)) {
+            return firing;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts {names:?} not all firing within {timeout:?}; firing: {have:?}; pending: {:?}",
+            prom.alerts("pending").await
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn prometheus_evaluates_the_dashboards_and_the_alerts_fire_for_real() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let forces = ["kent", "essex", "cumbria", "surrey"];
+    let spec = |id: &str| NodeSpec {
+        id: id.into(),
+        forces: forces.iter().map(|f| f.to_string()).collect(),
+        triage: true,
+        rules: vec![rules_dir("identity")],
+        env: vec![
+            // Feeds count as silent after 5 s; a dead node's leases stay held for two minutes,
+            // so that its forces stay without an owner long enough to alert.
+            ("NMC_FEED_SILENCE_SECS".into(), "5".into()),
+            ("NMC_LEASE_TTL_SECS".into(), "120".into()),
+            ("NMC_CHECKPOINT_INTERVAL_SECS".into(), "2".into()),
+        ],
+    };
+    let ids = ["node-a", "node-b"];
+    let mut a = Node::start(&nats, &dir.path().join("a"), &spec(ids[0]));
+    let b = Node::start(&nats, &dir.path().join("b"), &spec(ids[1]));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(&forces, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(60)).await;
+    let host = |n: &Node| n.http.trim_start_matches("http://").to_owned();
+    let prom = Prometheus::start(
+        &[host(&a), host(&b)],
+        &[repo("deploy/observability/prometheus/alerts.yml")],
+    )
+    .await;
+
+    // Events that raise alerts in every force, a dead letter, an event of a force nobody
+    // onboarded (triage).
+    for f in forces {
+        let lines = scenario(f, 200, true, true, 2);
+        publish(&js, &format!("nmc.events.{f}.entra_signin"), &lines).await;
+    }
+    publish(
+        &js,
+        "nmc.events.kent.entra_signin",
+        &[b"{not json".to_vec()],
+    )
+    .await;
+    publish(&js, "nmc.events.essex.aws_cloudtrail", &[b"[]".to_vec()]).await;
+    publish(&js, "nmc.events.gwent.entra_signin", &[failure(1)]).await;
+    let want = 4 * 4 + 2;
+    wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.>",
+        want,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    // Several scrapes of nodes that have processed everything and checkpointed (rates need two
+    // samples; Prometheus starts scraping a few seconds after it is ready).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scrapes = prom
+            .query("min(count_over_time(up[1m])) >= 4")
+            .await
+            .unwrap_or_default();
+        if !scrapes.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape the nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let exprs = expressions("kent");
+    assert!(exprs.len() > 40, "{} expressions", exprs.len());
+    let mut empty = Vec::new();
+    for e in &exprs {
+        let expr = e["expr"].as_str().unwrap();
+        let result = prom
+            .query(expr)
+            .await
+            .unwrap_or_else(|err| panic!("{}: does not evaluate: {err}", e["source"]));
+        let must_return = matches!(e["kind"].as_str(), Some("panel" | "variable"));
+        if must_return && result.is_empty() {
+            empty.push(format!("{}: {expr}", e["source"]));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "expressions that return no series while nodes process events:\n{}",
+        empty.join("\n")
+    );
+
+    // Failures, for real: node a dies holding its leases, and the feeds stop.
+    let lost: Vec<&str> = forces
+        .iter()
+        .copied()
+        .filter(|f| owners[*f] == ids[0])
+        .collect();
+    assert!(!lost.is_empty(), "node a owns a force: {owners:?}");
+    a.kill9();
+    let firing = wait_firing(
+        &prom,
+        &["NmcForceWithoutOwner", "NmcFeedSilent"],
+        Duration::from_secs(150),
+    )
+    .await;
+    let unowned: BTreeSet<&str> = firing
+        .iter()
+        .filter(|f| f["labels"]["alertname"] == "NmcForceWithoutOwner")
+        .filter_map(|f| f["labels"]["force"].as_str())
+        .collect();
+    assert_eq!(
+        unowned,
+        lost.iter().copied().collect(),
+        "the dead node's forces"
+    );
+    assert!(
+        firing
+            .iter()
+            .any(|f| f["labels"]["alertname"] == "NmcFeedSilent"
+                && f["labels"]["source"] == "entra_signin"
+                && owners[f["labels"]["force"].as_str().unwrap()] == ids[1]),
+        "a feed of the surviving node's forces is silent: {firing:?}"
+    );
+    drop(b);
+}
+
+#[tokio::test]
+async fn metrics_stay_bounded_with_43_forces_and_the_sigmahq_rules() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let forces: Vec<String> = nmc_shared::force::FORCES
+        .iter()
+        .take(43)
+        .map(|f| f.id.to_owned())
+        .collect();
+    let spec = NodeSpec {
+        id: "node-a".into(),
+        forces: forces.clone(),
+        triage: true,
+        rules: [
+            sigma_rules(),
+            vec![rules_dir("identity"), rules_dir("cloud")],
+        ]
+        .concat(),
+        env: vec![(
+            "NMC_CONFIG".into(),
+            placeholders_config(dir.path()).display().to_string(),
+        )],
+    };
+    let node = Node::start(&nats, &dir.path().join("a"), &spec);
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    wait_ready(&node, true, Duration::from_secs(60)).await;
+    // Every force gets sign-ins with attacks, CloudTrail records, bad input and late events.
+    let cloudtrail: Vec<Vec<u8>> = std::fs::read_to_string(repo(
+        "tests/data/stratus/aws.persistence.iam-create-admin-user.json",
+    ))
+    .ok()
+    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    .and_then(|v| v.as_array().cloned())
+    .unwrap_or_default()
+    .iter()
+    .map(|r| serde_json::to_vec(r).unwrap())
+    .collect();
+    assert!(!cloudtrail.is_empty());
+    for f in &forces {
+        publish(
+            &js,
+            &format!("nmc.events.{f}.entra_signin"),
+            &scenario(f, 20, true, true, 1),
+        )
+        .await;
+        publish(&js, &format!("nmc.events.{f}.aws_cloudtrail"), &cloudtrail).await;
+        publish(
+            &js,
+            &format!("nmc.events.{f}.entra_signin"),
+            &[b"{not json".to_vec(), b"[1]".to_vec(), clock(1)],
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (series, text) = loop {
+        let (code, text) = http_get(&format!("{}/metrics", node.http)).await.unwrap();
+        assert_eq!(code, 200);
+        let applied = text
+            .lines()
+            .filter(|l| l.starts_with("nmc_events_applied_total{"))
+            .count();
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        if applied >= 2 * forces.len() {
+            break (series, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {applied} applied series: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("/metrics with 43 forces: {series} series");
+    assert!(series < 20_000, "{series} series");
+    for name in [
+        "nmc_events_received_total",
+        "nmc_events_dead_lettered_total",
+        "nmc_alerts_raised_total",
+        "nmc_alerts_rule_total",
+        "nmc_force_lag",
+        "nmc_feed_last_ingest_time_seconds",
+        "nmc_batch_duration_seconds_bucket",
+        "nmc_rules_loaded",
+    ] {
+        assert!(text.contains(&format!("\n{name}{{")), "{name} missing");
+    }
+    let forces_seen: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("nmc_force_owned{"))
+        .filter_map(|l| l.split("force=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(forces_seen.len(), 43);
+}
+
+/// A node configuration file with the example placeholder values (the SigmaHQ rules that use
+/// `expand` need them).
+fn placeholders_config(dir: &Path) -> PathBuf {
+    let example = std::fs::read_to_string(repo("deploy/placeholders.example.toml")).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, format!("[placeholders]\n{example}")).unwrap();
+    file
+}
+
+/// The SigmaHQ rules: the whole corpus when it is on this machine (`$NMC_SIGMA_DIR`, or the
+/// workplace's datasets), else the regression subset kept in the repository.
+fn sigma_rules() -> Vec<PathBuf> {
+    let root = std::env::var("NMC_SIGMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo("../shared/datasets/sigma"));
+    let whole: Vec<PathBuf> = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.is_dir())
+        .collect();
+    if whole.is_empty() {
+        eprintln!(
+            "SigmaHQ corpus not found at {}: the repository's subset",
+            root.display()
+        );
+        vec![repo("tests/data/sigma/rules")]
+    } else {
+        whole
+    }
+}
