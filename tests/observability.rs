@@ -376,3 +376,276 @@ fn sigma_rules() -> Vec<PathBuf> {
         whole
     }
 }
+
+/// The tests' OTLP receiver (`tests/otlp_receiver.py`: HTTP/protobuf and gRPC, decoded with the
+/// official protobuf definitions), writing every request it gets as a JSON line.
+struct OtlpReceiver {
+    child: std::process::Child,
+    out: PathBuf,
+    http: u16,
+    grpc: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OtlpReceiver {
+    fn start() -> OtlpReceiver {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("otlp.jsonl");
+        let (http, grpc) = (free_port(), free_port());
+        let mut child = std::process::Command::new("python3")
+            .arg(repo("tests/otlp_receiver.py"))
+            .arg(&out)
+            .args([http.to_string(), grpc.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 (the venv of .ci/install-tools) on PATH");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the OTLP receiver did not start");
+        OtlpReceiver {
+            child,
+            out,
+            http,
+            grpc,
+            _dir: dir,
+        }
+    }
+
+    /// Every request received so far for `signal` (`metrics`, `traces`).
+    fn requests(&self, signal: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["signal"] == signal)
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of attribute `key` in an OTLP attribute list, as text.
+fn attr<'a>(attrs: &'a Value, key: &str) -> Option<&'a Value> {
+    attrs.as_array()?.iter().find(|a| a["key"] == key).map(|a| {
+        let v = &a["value"];
+        v.get("stringValue")
+            .or_else(|| v.get("intValue"))
+            .unwrap_or(v)
+    })
+}
+
+/// Every span of every traces request.
+fn spans(requests: &[Value]) -> Vec<Value> {
+    requests
+        .iter()
+        .flat_map(|r| {
+            r["body"]["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Metrics and traces over OTLP with `protocol` (`http/protobuf` or `grpc`): the batch span
+/// links to the events' `traceparent`, the alert carries the batch span's, `nmc alerts tail`
+/// shows its trace id, the JSON logs carry it, and the metrics arrive with their attributes.
+async fn otlp_end_to_end(protocol: &str) {
+    let receiver = OtlpReceiver::start();
+    let port = if protocol == "grpc" {
+        receiver.grpc
+    } else {
+        receiver.http
+    };
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec {
+        id: "node-otlp".into(),
+        forces: vec!["kent".into()],
+        rules: vec![rules_dir("identity")],
+        env: vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "1000".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+            ("OTEL_SERVICE_NAME".into(), "nmc-test".into()),
+            ("NMC_LOG_FORMAT".into(), "json".into()),
+        ],
+        ..Default::default()
+    };
+    let node = Node::start(&nats, &dir.path().join("n"), &spec);
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    wait_ready(&node, true, Duration::from_secs(30)).await;
+
+    // Legacy-protocol sign-ins alert at once; a collector traced them, and one payload is bad.
+    let event_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let event_span = "00f067aa0ba902b7";
+    let mut lines = scenario("kent", 10, false, false, 2);
+    lines.push(b"{not json".to_vec());
+    for l in lines {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            format!("00-{event_trace}-{event_span}-01").as_str(),
+        );
+        js.publish_with_headers("nmc.events.kent.entra_signin", h, l.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let alerts = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.kent.>",
+        2,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    let tp = alerts[0]
+        .header("traceparent")
+        .expect("the alert carries the batch's traceparent")
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    let (trace, span) = (parts[1].to_owned(), parts[2].to_owned());
+
+    // The batch span arrives, linked to the event's context.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let batch = loop {
+        if let Some(s) = spans(&receiver.requests("traces"))
+            .into_iter()
+            .find(|s| s["spanId"] == span.as_str())
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span {span} over OTLP ({protocol})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(batch["traceId"], trace.as_str());
+    assert_eq!(batch["name"], "batch");
+    assert_eq!(
+        attr(&batch["attributes"], "force"),
+        Some(&Value::from("kent"))
+    );
+    assert!(
+        batch["links"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l["traceId"] == event_trace && l["spanId"] == event_span)),
+        "the batch span links to the event's traceparent: {batch}"
+    );
+    assert!(
+        receiver
+            .requests("traces")
+            .iter()
+            .all(|r| r["transport"] == if protocol == "grpc" { "grpc" } else { "http" })
+    );
+
+    // Metrics, with their attributes and the node's resource.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let requests = receiver.requests("metrics");
+        let received = requests.iter().any(|r| {
+            r["body"]["resourceMetrics"].as_array().is_some_and(|rms| {
+                rms.iter().any(|rm| {
+                    attr(&rm["resource"]["attributes"], "service.instance.id")
+                        == Some(&Value::from("node-otlp"))
+                        && attr(&rm["resource"]["attributes"], "service.name")
+                            == Some(&Value::from("nmc-test"))
+                        && rm["scopeMetrics"].as_array().is_some_and(|sms| {
+                            sms.iter()
+                                .flat_map(|sm| {
+                                    sm["metrics"].as_array().cloned().unwrap_or_default()
+                                })
+                                .any(|m| {
+                                    m["name"] == "nmc.events.received"
+                                        && m["sum"]["dataPoints"].as_array().is_some_and(|dps| {
+                                            dps.iter().any(|dp| {
+                                                attr(&dp["attributes"], "force")
+                                                    == Some(&Value::from("kent"))
+                                                    && attr(&dp["attributes"], "source")
+                                                        == Some(&Value::from("entra_signin"))
+                                            })
+                                        })
+                                })
+                        })
+                })
+            })
+        });
+        if received {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no nmc.events.received{{force=kent}} over OTLP ({protocol})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // `nmc alerts tail` shows the batch's trace id.
+    let out = std::process::Command::new(nmc_bin())
+        .args(["alerts", "tail", "--all", "--idle", "1", "--force", "kent"])
+        .env("NMC_NATS_URL", &nats.url)
+        .output()
+        .unwrap();
+    let tailed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!tailed.is_empty());
+    assert!(
+        tailed.iter().any(|a| a["trace_id"] == trace.as_str()),
+        "{tailed:?}"
+    );
+
+    // JSON logs: every line one object; the dead letter's line names the force and its trace.
+    let log = node.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["node"] == "node-otlp" && l["level"].is_string())
+    );
+    let traced: Vec<String> = spans(&receiver.requests("traces"))
+        .iter()
+        .filter_map(|s| s["traceId"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "dead-lettering event"
+            && l["force"] == "kent"
+            && l["trace_id"]
+                .as_str()
+                .is_some_and(|t| traced.iter().any(|x| x == t))),
+        "the dead letter's log line carries force and a batch trace id"
+    );
+}
+
+#[tokio::test]
+async fn otlp_over_http_protobuf() {
+    otlp_end_to_end("http/protobuf").await;
+}
+
+#[tokio::test]
+async fn otlp_over_grpc() {
+    otlp_end_to_end("grpc").await;
+}

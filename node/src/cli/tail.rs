@@ -1,4 +1,5 @@
-//! `nmc alerts tail` and `nmc dlq tail`: follow a stream, one JSON line per message.
+//! `nmc alerts tail` and `nmc dlq tail`: follow a stream, one JSON line per message (an alert
+//! with the `trace_id` of the batch that raised it; a dead letter with its reason and origin).
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use super::NatsArgs;
 use crate::bus;
+use crate::telemetry::trace_context;
 
 /// Arguments of the tail commands.
 #[derive(Debug, clap::Args)]
@@ -72,7 +74,25 @@ pub async fn run(kind: Kind, args: TailArgs) -> Result<()> {
         let Some(m) = next else { break };
         let m = m?;
         let line = match kind {
-            Kind::Alerts => String::from_utf8_lossy(&m.payload).into_owned(),
+            // The alert as published, with the trace id of the batch that raised it (from its
+            // `traceparent` header) to look the batch up in the tracing backend.
+            Kind::Alerts => {
+                let trace_id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(trace_context::TRACEPARENT))
+                    .and_then(|tp| trace_context::trace_id(tp.as_str()));
+                match (
+                    serde_json::from_slice::<serde_json::Value>(&m.payload),
+                    trace_id,
+                ) {
+                    (Ok(serde_json::Value::Object(mut alert)), Some(id)) => {
+                        alert.insert("trace_id".into(), id.into());
+                        serde_json::Value::Object(alert).to_string()
+                    }
+                    _ => String::from_utf8_lossy(&m.payload).into_owned(),
+                }
+            }
             Kind::Dlq => {
                 let h = |k: &str| {
                     m.headers
