@@ -102,6 +102,7 @@ impl Actor for ForceActor {
 impl Supervised for ForceActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         warn!(force = %self.force, "force actor restarting from sled");
+        self.ctx.metrics.actor_restart(&self.force);
         self.worker = None;
     }
 }
