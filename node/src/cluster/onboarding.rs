@@ -56,18 +56,28 @@ pub async fn remove(kv: &kv::Store, force: &ForceId) -> Result<()> {
 
 /// Moves an onboarded `force` to `phase` (compare-and-set, retried on a concurrent change).
 pub async fn set_phase(kv: &kv::Store, force: &ForceId, phase: OnboardingPhase) -> Result<()> {
+    update(kv, force, |r| r.phase = phase).await
+}
+
+/// Changes an onboarded `force`'s record with `change` (compare-and-set, retried on a
+/// concurrent change).
+pub async fn update(
+    kv: &kv::Store,
+    force: &ForceId,
+    change: impl Fn(&mut ForceRecord),
+) -> Result<()> {
     for _ in 0..5 {
         let Some((mut record, revision)) = read(kv, force).await? else {
             bail!("force {force} is not onboarded");
         };
-        record.phase = phase;
+        change(&mut record);
         match kv.update(force.as_str(), encode(&record)?, revision).await {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(e).with_context(|| format!("setting the phase of {force}")),
+            Err(e) => return Err(e).with_context(|| format!("updating {force}")),
         }
     }
-    bail!("force {force} kept changing while its phase was being set")
+    bail!("force {force} kept changing while it was being updated")
 }
 
 /// The record of `force`, if onboarded.
