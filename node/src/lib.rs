@@ -16,6 +16,7 @@
 //!   checks.
 //! - [`cli`]: the command line, one module per command.
 
+pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod clock;
@@ -23,10 +24,12 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod force;
+pub mod forces_file;
 pub mod http;
 pub mod hunt;
 pub mod node;
 pub mod rules;
+pub mod secret;
 pub mod status;
 pub mod store;
 pub mod synth;

@@ -35,8 +35,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let store = Store::open(&cfg.data_dir)?;
     let metrics_slot: Arc<OnceLock<Arc<Metrics>>> = Arc::default();
     let slot = metrics_slot.clone();
-    let client = bus::connect_with_events(
-        &cfg.nats_url,
+    let client = bus::connect(
+        &bus::NatsConnect::from(&*cfg),
         &format!("nmc-node {}", cfg.node_id),
         move |event| {
             if let async_nats::Event::Connected = event
@@ -65,7 +65,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     ));
     let installed = metrics::install(&cfg, status.clone())?;
     let _ = metrics_slot.set(installed.metrics.clone());
-    let web = http::serve(&cfg.http_listen, status.clone(), installed.registry.clone())?;
+    let web = http::serve(
+        &http::HttpSettings::from(&*cfg),
+        status.clone(),
+        installed.registry.clone(),
+    )?;
 
     let (buckets, packs) = provision(&js, &cfg).await;
     status.set_provisioned();

@@ -72,20 +72,36 @@ pub struct Nats {
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     store: TempDir,
+    /// Extra server arguments (a configuration file).
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server on a free port with a fresh store directory.
     pub async fn start() -> Nats {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Starts a server whose configuration file `dir/nats-server.conf` holds `config`
+    /// (authorization, TLS, ...): the port, JetStream and its store come from the command line
+    /// as for [`Nats::start`]. nats-server resolves `include` paths relative to that file.
+    pub async fn start_with_config(dir: &Path, config: &str) -> Nats {
+        let path = dir.join("nats-server.conf");
+        std::fs::write(&path, config).unwrap();
+        Self::start_with(vec!["-c".into(), path.display().to_string()]).await
+    }
+
+    async fn start_with(args: Vec<String>) -> Nats {
         let store = tempfile::tempdir().expect("temp dir");
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn_server(port, store.path(), &[]).await {
+            if let Some(child) = spawn_server(port, store.path(), &args).await {
                 return Nats {
                     child,
                     port,
                     url: format!("nats://127.0.0.1:{port}"),
                     store,
+                    args,
                 };
             }
         }
@@ -99,7 +115,7 @@ impl Nats {
         let _ = self.child.wait();
         tokio::time::sleep(down_for).await;
         for _ in 0..50 {
-            if let Some(child) = spawn_server(self.port, self.store.path(), &[]).await {
+            if let Some(child) = spawn_server(self.port, self.store.path(), &self.args).await {
                 self.child = child;
                 return;
             }

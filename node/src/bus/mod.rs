@@ -1,7 +1,10 @@
 //! NATS and JetStream: connection, the streams nmc needs, ordered readers, and the publish paths
 //! (dead letters, pipelined publishing). Who may create streams and buckets: [`provision`].
 
+pub mod connect;
 pub mod provision;
+
+pub use connect::{NatsConnect, connect};
 
 use std::time::Duration;
 
@@ -30,60 +33,6 @@ pub const H_SEQ: &str = "Nmc-Seq";
 pub const H_NODE: &str = "Nmc-Node";
 /// JetStream de-duplication header.
 pub const H_MSG_ID: &str = "Nats-Msg-Id";
-
-/// Connects to NATS with a client name, retrying the first connection until it succeeds.
-/// `urls` is one server URL or several, comma-separated (the servers of a cluster: the client
-/// fails over between them).
-pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
-    connect_with_events(urls, name, |_| {}).await
-}
-
-/// [`connect`], calling `on_event` with every connection event (connected, disconnected, ...),
-/// each of which is also logged.
-pub async fn connect_with_events(
-    urls: &str,
-    name: &str,
-    on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
-) -> Result<async_nats::Client> {
-    let servers = server_addrs(urls)?;
-    let on_event = std::sync::Arc::new(on_event);
-    let client = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .event_callback(move |event| {
-            let on_event = on_event.clone();
-            async move {
-                match &event {
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    other => tracing::warn!(event = %other, "NATS connection event"),
-                }
-                on_event(&event);
-            }
-        })
-        .connect(servers)
-        .await
-        .with_context(|| format!("connecting to NATS at {urls}"))?;
-    Ok(client)
-}
-
-/// The server addresses of a comma-separated list of URLs.
-fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>> {
-    let servers: Vec<async_nats::ServerAddr> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| {
-            u.parse()
-                .with_context(|| format!("`{u}` is not a NATS server URL"))
-        })
-        .collect::<Result<_>>()?;
-    if servers.is_empty() {
-        bail!("no NATS server URL given");
-    }
-    Ok(servers)
-}
 
 /// The stream configurations a node requires.
 pub fn stream_configs(cfg: &Config) -> [stream::Config; 3] {
@@ -261,20 +210,5 @@ impl<T: 'static> Pipelined<T> {
             done(r.context("publish not acknowledged")?, t);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_lists_are_comma_separated() {
-        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
-        let three = server_addrs("nats://a:4222, nats://b:4222,nats://c:4222").unwrap();
-        assert_eq!(three.len(), 3);
-        assert!(server_addrs("").is_err());
-        let e = server_addrs("nats://a:4222,nats://b:port").unwrap_err();
-        assert!(format!("{e:#}").contains("nats://b:port"), "{e:#}");
     }
 }

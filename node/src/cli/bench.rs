@@ -175,7 +175,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("need at least one force and one event");
     }
     let started = Instant::now();
-    let client = bus::connect(&args.nats.url, "nmc bench").await?;
+    let client = args.nats.connect("nmc bench").await?;
     let js = jetstream::new(client);
     let plan = plan(&args)?;
     let total = plan.len();

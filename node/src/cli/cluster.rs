@@ -26,7 +26,7 @@ pub enum ClusterCmd {
 /// Runs `nmc cluster ...`.
 pub async fn run(cmd: ClusterCmd) -> Result<()> {
     let ClusterCmd::Status { json, nats } = cmd;
-    let client = crate::bus::connect(&nats.url, "nmc cluster status").await?;
+    let client = nats.connect("nmc cluster status").await?;
     let js = jetstream::new(client);
     let b = cluster::open_buckets(&js)
         .await

@@ -8,6 +8,7 @@ use nmc_shared::onboarding::OnboardingPhase;
 
 use super::NatsArgs;
 use crate::cluster::{self, onboarding};
+use crate::forces_file::{self, Change, ForcesFile};
 
 /// `nmc forces ...`
 #[derive(Debug, clap::Subcommand)]
@@ -45,6 +46,21 @@ pub enum ForcesCmd {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Make the onboarded forces match a forces file: add, update and, with --prune, remove.
+    /// Idempotent: applying the same file again changes nothing.
+    Apply {
+        /// The forces file (YAML: `forces:` with `id`, `phase`, `weight`).
+        file: std::path::PathBuf,
+        /// Also offboard onboarded forces that the file does not list.
+        #[arg(long)]
+        prune: bool,
+        /// Print the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
     /// List onboarded forces and their phases (JSON lines with --json).
     List {
         /// One JSON object per line.
@@ -75,7 +91,7 @@ impl From<PhaseArg> for OnboardingPhase {
 }
 
 async fn buckets(nats: &NatsArgs) -> Result<cluster::Buckets> {
-    let client = crate::bus::connect(&nats.url, "nmc forces").await?;
+    let client = nats.connect("nmc forces").await?;
     let js = jetstream::new(client);
     cluster::open_buckets(&js)
         .await
@@ -110,6 +126,42 @@ pub async fn run(cmd: ForcesCmd) -> Result<()> {
             let b = buckets(&nats).await?;
             onboarding::set_phase(&b.forces, &force, phase.into()).await?;
             println!("{force} now in phase {:?}", OnboardingPhase::from(phase));
+        }
+        ForcesCmd::Apply {
+            file,
+            prune,
+            dry_run,
+            nats,
+        } => {
+            let wanted = ForcesFile::read(&file)?;
+            let b = buckets(&nats).await?;
+            let changes = forces_file::plan(&onboarding::list(&b.forces).await?, &wanted, prune);
+            for c in &changes {
+                println!("{c}");
+                if dry_run {
+                    continue;
+                }
+                match c {
+                    Change::Add(e) => {
+                        onboarding::add(&b.forces, &e.id, e.phase, e.weight).await?;
+                    }
+                    Change::Update { id, to, .. } => {
+                        let (phase, weight) = *to;
+                        onboarding::update(&b.forces, id, |r| {
+                            r.phase = phase;
+                            r.weight = weight;
+                        })
+                        .await?;
+                    }
+                    Change::Remove(id) => onboarding::remove(&b.forces, id).await?,
+                }
+            }
+            let verb = if dry_run { "would change" } else { "changed" };
+            println!(
+                "{} forces in the file, {} {verb}",
+                wanted.forces.len(),
+                changes.len()
+            );
         }
         ForcesCmd::List { json, nats } => {
             let b = buckets(&nats).await?;

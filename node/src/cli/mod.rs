@@ -1,5 +1,6 @@
 //! The `nmc` command line: one binary for the node and its tools.
 
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod forces;
@@ -29,16 +30,76 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-/// NATS connection options shared by the client commands.
+/// NATS connection options shared by the client commands: a configuration file (the node's
+/// format: its `nats_*` keys and `require_tls`), overridden by `NMC_*` variables, overridden by
+/// these options. Passwords and tokens come from the file or `NMC_NATS_PASSWORD` /
+/// `NMC_NATS_TOKEN` only: a command line is visible to every user of the machine.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(
-        long = "nats",
-        env = "NMC_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub url: String,
+    /// NATS server URL(s), comma-separated [default: the configuration's `nats_url`,
+    /// nats://127.0.0.1:4222].
+    #[arg(long = "nats", env = "NMC_NATS_URL")]
+    pub url: Option<String>,
+    /// Configuration file to read the NATS settings from.
+    #[arg(long, env = "NMC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS `.creds` file.
+    #[arg(long, env = "NMC_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey seed (as `nmc auth nats-config` writes).
+    #[arg(long, env = "NMC_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user (its password from `NMC_NATS_PASSWORD` or the configuration file).
+    #[arg(long, env = "NMC_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// PEM file of the CA that signs the NATS servers' certificates.
+    #[arg(long, env = "NMC_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (with --nats-tls-key).
+    #[arg(long, env = "NMC_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "NMC_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS (also `require_tls` in the file, `NMC_REQUIRE_TLS`).
+    #[arg(long)]
+    pub require_tls: bool,
+    /// Prefix of reply subjects: a restricted identity's own (`nmc auth nats-config` says which).
+    #[arg(long, env = "NMC_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
+}
+
+impl NatsArgs {
+    /// The connection settings: file, then `NMC_*` variables, then options.
+    pub fn settings(&self) -> Result<crate::bus::NatsConnect> {
+        let mut n = crate::bus::NatsConnect::from(&Config::load(self.config.as_deref())?);
+        if let Some(u) = &self.url {
+            n.urls = u.clone();
+        }
+        let set = |slot: &mut Option<PathBuf>, v: &Option<PathBuf>| {
+            if v.is_some() {
+                *slot = v.clone();
+            }
+        };
+        set(&mut n.creds, &self.nats_creds);
+        set(&mut n.nkey, &self.nats_nkey);
+        set(&mut n.tls_ca, &self.nats_tls_ca);
+        set(&mut n.tls_cert, &self.nats_tls_cert);
+        set(&mut n.tls_key, &self.nats_tls_key);
+        if self.nats_user.is_some() {
+            n.user = self.nats_user.clone();
+        }
+        if self.nats_inbox_prefix.is_some() {
+            n.inbox_prefix = self.nats_inbox_prefix.clone();
+        }
+        n.require_tls |= self.require_tls;
+        Ok(n)
+    }
+
+    /// Connects as the client `name` with these settings.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
+        crate::bus::connect(&self.settings()?, name, |_| {}).await
+    }
 }
 
 /// Subcommands.
@@ -88,6 +149,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
     },
+    /// Identities and credentials on the bus.
+    Auth {
+        /// What to generate.
+        #[command(subcommand)]
+        cmd: auth::AuthCmd,
+    },
     /// Sigma rules.
     Rules {
         /// What to do with rules.
@@ -98,6 +165,8 @@ pub enum Cmd {
 
 /// `nmc rules ...`
 #[derive(Debug, Subcommand)]
+// Parsed once per process: boxing the larger arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum RulesCmd {
     /// Parse and compile rules; print each failure and a summary line.
     Check(rules_check::CheckArgs),
@@ -154,6 +223,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::State { cmd } => state::run(cmd),
         Cmd::Forces { cmd } => on_actix(forces::run(cmd)),
         Cmd::Cluster { cmd } => on_actix(cluster::run(cmd)),
+        Cmd::Auth { cmd } => on_actix(auth::run(cmd)),
         Cmd::Rules {
             cmd: RulesCmd::Push(a),
         } => on_actix(rules_push::run(a)),

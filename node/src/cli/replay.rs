@@ -10,7 +10,7 @@ use bytes::Bytes;
 use nmc_shared::{ForceId, SourceKind, subject};
 
 use super::NatsArgs;
-use crate::bus::{self, Pipelined};
+use crate::bus::Pipelined;
 
 /// Arguments of `nmc replay`.
 #[derive(Debug, clap::Args)]
@@ -81,7 +81,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Runs `nmc replay`.
 pub async fn run(args: ReplayArgs) -> Result<()> {
-    let client = bus::connect(&args.nats.url, "nmc replay").await?;
+    let client = args.nats.connect("nmc replay").await?;
     let js = jetstream::new(client);
     let mut pipe = Pipelined::new(js, args.max_in_flight);
     let mut acked = 0u64;

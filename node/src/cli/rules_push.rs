@@ -40,7 +40,7 @@ pub async fn run(args: PushArgs) -> Result<()> {
             errors.len()
         );
     }
-    let client = crate::bus::connect(&args.nats.url, "nmc rules push").await?;
+    let client = args.nats.connect("nmc rules push").await?;
     let js = jetstream::new(client);
     let packs = pack::open(&js).await?;
     let by = format!(

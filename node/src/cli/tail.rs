@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use nmc_shared::ForceId;
@@ -43,23 +43,68 @@ pub enum Kind {
     Dlq,
 }
 
+/// A push reader of `filter` on `stream` that a force's alert reader is allowed to open: no
+/// stream info, no pull requests, a named consumer whose filter travels in the create
+/// subject (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`, which the server checks
+/// against the request and `nmc auth nats-config` permits per force), delivered to this
+/// client's own inbox.
+async fn filtered_reader(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    stream: &str,
+    filter: String,
+    deliver_policy: DeliverPolicy,
+) -> Result<jetstream::consumer::push::Ordered> {
+    let inbox = client.new_inbox();
+    let name = format!("tail_{}", inbox.rsplit('.').next().unwrap_or("0"));
+    let consumer = js
+        .get_stream_no_info(stream)
+        .await
+        .with_context(|| format!("opening stream {stream}"))?
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: inbox,
+            name: Some(name),
+            filter_subject: filter.clone(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await;
+    let consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => {
+            if let jetstream::stream::ConsumerErrorKind::JetStream(js_err) = e.kind()
+                && js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            {
+                return Err(bus::provision::Missing {
+                    what: "stream",
+                    name: stream.to_owned(),
+                }
+                .into());
+            }
+            return Err(e).with_context(|| {
+                format!("reading {filter} from {stream} (may this identity read it?)")
+            });
+        }
+    };
+    Ok(consumer.messages().await?)
+}
+
 /// Runs a tail command.
 pub async fn run(kind: Kind, args: TailArgs) -> Result<()> {
-    let client = bus::connect(&args.nats.url, "nmc tail").await?;
-    let js = jetstream::new(client);
+    let client = args.nats.connect("nmc tail").await?;
+    let js = jetstream::new(client.clone());
     let (stream, filter) = match (kind, &args.force) {
         (Kind::Alerts, Some(f)) => (ALERTS_STREAM, nmc_shared::subject::alerts_of(f)),
         (Kind::Alerts, None) => (ALERTS_STREAM, ALERTS_ALL.to_owned()),
         (Kind::Dlq, Some(f)) => (DLQ_STREAM, nmc_shared::subject::dlq(f)),
         (Kind::Dlq, None) => (DLQ_STREAM, DLQ_ALL.to_owned()),
     };
-    let stream_handle = bus::provision::open_stream(&js, stream).await?;
     let deliver = if args.all {
         DeliverPolicy::All
     } else {
         DeliverPolicy::New
     };
-    let mut msgs = bus::ordered_reader(&stream_handle, filter, deliver, false).await?;
+    let mut msgs = filtered_reader(&client, &js, stream, filter, deliver).await?;
     let idle = args.idle.map(Duration::from_secs_f64);
     let mut seen = 0u64;
     let stdout = std::io::stdout();

@@ -5,6 +5,8 @@
 
 pub mod env;
 
+pub use crate::secret::Secret;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +21,28 @@ pub struct Config {
     pub node_id: String,
     /// NATS server URL(s), comma-separated.
     pub nats_url: String,
+    /// NATS `.creds` file (user JWT and nkey seed); empty: none. One credential at most of
+    /// `nats_creds`, `nats_nkey`, `nats_user` + `nats_password`, `nats_token`.
+    pub nats_creds: PathBuf,
+    /// File holding this identity's nkey seed (`nmc auth nats-config` writes them); empty: none.
+    pub nats_nkey: PathBuf,
+    /// NATS user name (with `nats_password`); empty: none.
+    pub nats_user: String,
+    /// NATS password of `nats_user` (best given as `NMC_NATS_PASSWORD` from a secret).
+    pub nats_password: Secret,
+    /// NATS token (best given as `NMC_NATS_TOKEN` from a secret); empty: none.
+    pub nats_token: Secret,
+    /// PEM file of the CA(s) that sign the NATS servers' certificates; empty: the system's.
+    pub nats_tls_ca: PathBuf,
+    /// PEM client certificate for NATS servers that verify clients; empty: none.
+    pub nats_tls_cert: PathBuf,
+    /// PEM private key of `nats_tls_cert`.
+    pub nats_tls_key: PathBuf,
+    /// Refuse to talk to NATS without TLS.
+    pub require_tls: bool,
+    /// Prefix of reply subjects (`_INBOX` when empty). `nmc auth nats-config` gives restricted
+    /// identities their own (`_INBOX_<identity>`), the only one they may subscribe to.
+    pub nats_inbox_prefix: String,
     /// Directory of the node's sled database.
     pub data_dir: PathBuf,
     /// Directories of Sigma rule files (`.yml`/`.yaml`, searched recursively).
@@ -73,6 +97,13 @@ pub struct Config {
     /// `/api/v1/status`). Loopback by default: expose it deliberately (a pod's IP in
     /// Kubernetes).
     pub http_listen: String,
+    /// PEM certificate chain for the HTTP endpoints: HTTPS when set (with `http_tls_key`).
+    pub http_tls_cert: PathBuf,
+    /// PEM private key of `http_tls_cert`.
+    pub http_tls_key: PathBuf,
+    /// Bearer token that `/api/v1/*` requires (best given as `NMC_HTTP_API_TOKEN` from a
+    /// secret); empty: open. `/healthz`, `/readyz` and `/metrics` stay open.
+    pub http_api_token: Secret,
     /// Seconds a feed (a force's source) may be silent before it counts as silent (exported as
     /// `nmc_feed_silence_threshold_seconds`, which the "feed silent" alert compares with).
     pub feed_silence_secs: u64,
@@ -86,6 +117,16 @@ impl Default for Config {
         Config {
             node_id: default_node_id(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: PathBuf::new(),
+            nats_nkey: PathBuf::new(),
+            nats_user: String::new(),
+            nats_password: Secret::default(),
+            nats_token: Secret::default(),
+            nats_tls_ca: PathBuf::new(),
+            nats_tls_cert: PathBuf::new(),
+            nats_tls_key: PathBuf::new(),
+            require_tls: false,
+            nats_inbox_prefix: String::new(),
             data_dir: PathBuf::from("nmc-data"),
             rules_dirs: Vec::new(),
             forces: Vec::new(),
@@ -108,6 +149,9 @@ impl Default for Config {
             max_future_secs: 900,
             placeholders: Default::default(),
             http_listen: "127.0.0.1:9464".into(),
+            http_tls_cert: PathBuf::new(),
+            http_tls_key: PathBuf::new(),
+            http_api_token: Secret::default(),
             feed_silence_secs: 900,
             source_feed_silence_secs: Default::default(),
         }
@@ -192,6 +236,9 @@ impl Config {
                 "http_listen `{}` is not an address and port such as 127.0.0.1:9464 or 0.0.0.0:9464",
                 self.http_listen
             );
+        }
+        if self.http_tls_cert.as_os_str().is_empty() != self.http_tls_key.as_os_str().is_empty() {
+            bail!("http_tls_cert and http_tls_key go together: set both, or neither");
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forces {
