@@ -217,12 +217,36 @@ async fn each_identity_is_confined_to_its_role_and_force() {
     let again = ok(&["forces", "apply", forces.to_str().unwrap()], &admin).await;
     assert!(again.contains("2 forces in the file, 0 changed"), "{again}");
 
-    // Each collector publishes its own force's events (acknowledged by JetStream).
-    for force in ["kent", "essex"] {
-        let (client, _) = creds.client(&nats, &format!("collector-{force}")).await;
-        let js = jetstream::new(client);
-        publish(&js, &format!("nmc.events.{force}.entra_signin"), &burst()).await;
-    }
+    // Each collector publishes its own force's events (acknowledged by JetStream): kent's
+    // with a client of its own, essex's with `nmc replay`.
+    let (client, _) = creds.client(&nats, "collector-kent").await;
+    publish(
+        &jetstream::new(client),
+        "nmc.events.kent.entra_signin",
+        &burst(),
+    )
+    .await;
+    let file = dir.path().join("essex.entra_signin.jsonl");
+    let mut lines = burst().join(&b'\n');
+    lines.push(b'\n');
+    std::fs::write(&file, lines).unwrap();
+    let replayed = nmc(
+        &["replay", file.to_str().unwrap()],
+        &creds.env(&nats, "collector-essex"),
+    )
+    .await;
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success(), "{said}");
+    assert!(said.contains("13 acknowledged"), "{said}");
+    let refused = nmc(
+        &["replay", "--force", "kent", file.to_str().unwrap()],
+        &creds.env(&nats, "collector-essex"),
+    )
+    .await;
+    assert!(
+        !refused.status.success(),
+        "essex's collector published as kent"
+    );
 
     // Kent's collector cannot publish as essex, nor read alerts.
     let (kent_collector, kent_errors) = creds.client(&nats, "collector-kent").await;
