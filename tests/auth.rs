@@ -187,10 +187,14 @@ fn burst() -> Vec<Vec<u8>> {
 }
 
 fn node_spec(creds: &Creds, nats: &Nats, id: &str) -> NodeSpec {
+    let mut env = creds.env(nats, "node");
+    // Checkpoints (the object store) within the test, too.
+    env.push(("NMC_CHECKPOINT_INTERVAL_SECS".into(), "2".into()));
     NodeSpec {
         id: id.into(),
+        triage: true,
         rules: vec![rules_dir("identity")],
-        env: creds.env(nats, "node"),
+        env,
         ..Default::default()
     }
 }
@@ -294,6 +298,10 @@ async fn each_identity_is_confined_to_its_role_and_force() {
         .await;
         assert_eq!(alerts(&got), expected, "alerts of {force}");
     }
+
+    // The node checkpoints both forces to the object store with its identity.
+    wait_checkpointed(&admin_js, &["kent"], Duration::from_secs(30)).await;
+    wait_checkpointed(&admin_js, &["essex"], Duration::from_secs(30)).await;
 
     // Kent's reader reads kent's alerts with `nmc alerts tail`, and nothing else.
     let reader = creds.env(&nats, "reader-kent");
