@@ -5,13 +5,14 @@
 
 mod harness;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use futures::StreamExt;
+use harness::load::{Events, assert_exact, plan};
 use harness::*;
 
 const TWELVE: [&str; 12] = [
@@ -29,8 +30,6 @@ const TWELVE: [&str; 12] = [
     "gwent",
 ];
 
-type Events = BTreeMap<String, Vec<(u64, String, Vec<u8>)>>;
-
 /// Node settings of these tests: short checkpoints so that hand-offs go through them.
 fn spec(id: &str, forces: &[&str]) -> NodeSpec {
     NodeSpec {
@@ -43,20 +42,6 @@ fn spec(id: &str, forces: &[&str]) -> NodeSpec {
             ("NMC_WORKERS".into(), "1".into()),
         ],
     }
-}
-
-/// Synthetic sign-ins per force (attacks in some), as JSON lines.
-fn plan(forces: &[&str], normal: usize) -> Vec<(String, Vec<Vec<u8>>)> {
-    forces
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            (
-                f.to_string(),
-                scenario(f, normal, i % 3 == 0, i % 3 == 1, 10),
-            )
-        })
-        .collect()
 }
 
 /// Publishes the plan round-robin, one event per force every `every`, in the background;
@@ -124,38 +109,6 @@ fn watch_alerts(js: jetstream::Context) -> Seen {
         }
     });
     seen
-}
-
-/// Each force's alerts equal one uninterrupted run's; no alert id twice in the stream.
-async fn assert_exact(js: &jetstream::Context, events: &Events) {
-    let rules = vec![rules_dir("identity")];
-    let mut total = 0;
-    for (force, evs) in events {
-        let want = expected_alerts(&rules, force, evs);
-        total += want.len();
-        let got = wait_for(
-            js,
-            "NMC_ALERTS",
-            &format!("nmc.alerts.{force}.>"),
-            want.len(),
-            Duration::from_secs(90),
-            Duration::from_millis(500),
-        )
-        .await;
-        let mut got = alerts(&got);
-        let mut want = want;
-        got.sort_by_key(|a| a.id);
-        want.sort_by_key(|a| a.id);
-        assert_eq!(got, want, "alerts of {force}");
-    }
-    assert!(total > 20, "the scenario raises alerts ({total})");
-    let all = read_all(js, "NMC_ALERTS", "nmc.alerts.>").await;
-    let ids: BTreeSet<String> = all
-        .iter()
-        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), all.len(), "no alert id twice");
-    assert_eq!(all.len(), total, "no other alert");
 }
 
 /// Per force, epochs never go back in stream order: nothing was emitted under a stale lease.

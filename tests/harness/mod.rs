@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -189,7 +191,9 @@ pub struct NatsCluster {
     pub ports: Vec<u16>,
     /// Every server's client URL, comma-separated (what `nats_url` takes).
     pub url: String,
-    _stores: TempDir,
+    /// Each server's arguments (name, cluster, routes), to restart it as it was.
+    args: Vec<Vec<String>>,
+    stores: TempDir,
 }
 
 impl NatsCluster {
@@ -204,11 +208,12 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut servers = Vec::new();
+        let mut all_args = Vec::new();
         for i in 0..n {
             let store = stores.path().join(format!("s{i}"));
-            let args = [
+            let args = vec![
                 "-n".to_owned(),
-                format!("nmc-test-{i}"),
+                Self::server_name(i),
                 "--cluster_name".to_owned(),
                 "nmc-test".to_owned(),
                 "--cluster".to_owned(),
@@ -220,6 +225,7 @@ impl NatsCluster {
                 .await
                 .unwrap_or_else(|| panic!("cluster server {i} did not start on port {}", ports[i]));
             servers.push(child);
+            all_args.push(args);
         }
         let url = ports
             .iter()
@@ -230,7 +236,8 @@ impl NatsCluster {
             servers,
             ports,
             url,
-            _stores: stores,
+            args: all_args,
+            stores,
         };
         let js = cluster.js().await;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,6 +249,56 @@ impl NatsCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         cluster
+    }
+
+    /// The server name of server `i` (what stream info names leaders and replicas by).
+    pub fn server_name(i: usize) -> String {
+        format!("nmc-test-{i}")
+    }
+
+    /// Index of the server named `name`.
+    pub fn index_of(name: &str) -> usize {
+        name.strip_prefix("nmc-test-")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not a test cluster server"))
+    }
+
+    /// Kills server `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+    }
+
+    /// Stops server `i` gracefully (SIGTERM: it hands its leaderships over) and waits for it.
+    pub fn stop(&mut self, i: usize) {
+        self.signal(i, "TERM");
+        let _ = self.servers[i].wait();
+    }
+
+    /// Starts server `i` again on its port, store and routes.
+    pub async fn restart(&mut self, i: usize) {
+        let store = self.stores.path().join(format!("s{i}"));
+        for _ in 0..50 {
+            if let Some(child) = spawn_server(self.ports[i], &store, &self.args[i]).await {
+                self.servers[i] = child;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "cluster server {i} did not restart on port {}",
+            self.ports[i]
+        );
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`) to server `i`.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.servers[i].id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(ok.success(), "kill -{sig} server {i} failed");
     }
 
     /// A JetStream context through any of the servers.
