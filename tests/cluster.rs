@@ -398,6 +398,125 @@ async fn scale_out_from_one_to_three_and_back_under_load() {
     first.kill9();
 }
 
+/// A StatefulSet rollout: each node in turn gets SIGTERM (it hands its forces off), is started
+/// again on its volume, and the next goes only once it is ready. Under load, nothing is lost
+/// or doubled; the time each step takes is printed (`docs/benchmarks.md`).
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let forces = &TWELVE[..9];
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let owners = desired_owners(forces, &ids);
+    wait_owners(&js, &owners, Duration::from_secs(30)).await;
+    let seen = watch_alerts(js.clone());
+    let publishing = load(js.clone(), plan(forces, 120), Duration::from_millis(60));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let rollout = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let step = Instant::now();
+        nodes[i].signal("TERM");
+        let st = nodes[i]
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .expect("exits within the grace");
+        assert!(st.success(), "{id}: clean exit: {st:?}");
+        let down = step.elapsed();
+        nodes[i] = Node::start(&nats, &dir.path().join(id), &spec(id, forces));
+        wait_ready(&nodes[i], true, Duration::from_secs(60)).await;
+        wait_owners(&js, &owners, Duration::from_secs(30)).await;
+        eprintln!(
+            "rolling restart {id}: exited in {} ms, back and owning its forces after {} ms",
+            down.as_millis(),
+            step.elapsed().as_millis()
+        );
+    }
+    eprintln!(
+        "rolling restart of 3 nodes: {} ms in all",
+        rollout.elapsed().as_millis()
+    );
+    let events = publishing.await.unwrap();
+    assert_exact(&js, &events).await;
+    assert_epochs_monotonic(&seen);
+}
+
+/// Forces phased in: two nodes with ten forces; the other 33 territorial forces onboarded with
+/// `nmc forces apply`; a third node added. Every force ends up with its rendezvous owner, and
+/// no node holds more than twice its fair share (the bound `docs/cluster.md` states).
+#[tokio::test]
+async fn forces_phased_in_with_apply_and_a_third_node_are_all_owned_and_spread() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let territorial: Vec<&str> = nmc_shared::force::FORCES
+        .iter()
+        .filter(|f| f.kind == nmc_shared::force::ForceKind::Territorial)
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(territorial.len(), 43);
+    let first_ten = &territorial[..10];
+    let two = ["node-1", "node-2"];
+    let mut nodes: Vec<Node> = two
+        .iter()
+        .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, first_ten)))
+        .collect();
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    wait_owners(
+        &js,
+        &desired_owners(first_ten, &two),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let file = dir.path().join("forces.yaml");
+    let mut text = String::from("forces:\n");
+    for f in &territorial {
+        text.push_str(&format!("  - {{ id: {f}, phase: cloud }}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = nmc(&nats, &["forces", "apply", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    // The ten were onboarded by the nodes in phase cloud_and_onprem: the file moves them to cloud.
+    assert!(said.contains("43 forces in the file, 43 changed"), "{said}");
+    wait_owners(
+        &js,
+        &desired_owners(&territorial, &two),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let three = ["node-1", "node-2", "node-3"];
+    nodes.push(Node::start(
+        &nats,
+        &dir.path().join("node-3"),
+        &spec("node-3", first_ten),
+    ));
+    let want = desired_owners(&territorial, &three);
+    wait_owners(&js, &want, Duration::from_secs(60)).await;
+    let held = lease_holders(&js).await;
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &territorial {
+        *per_node.entry(held[*f].as_str()).or_default() += 1;
+    }
+    eprintln!("43 forces over 3 nodes: {per_node:?}");
+    assert_eq!(per_node.len(), 3, "every node holds forces: {per_node:?}");
+    let fair = territorial.len() as f64 / 3.0;
+    assert!(
+        per_node.values().all(|&n| (n as f64) <= 2.0 * fair),
+        "a node holds more than twice its fair share: {per_node:?}"
+    );
+    let again = nmc(&nats, &["forces", "apply", file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 changed"));
+}
+
 /// Writes a rule pack directory: the identity rules plus `extra` files.
 fn pack_dir(root: &Path, name: &str, extra: &[(&str, &str)]) -> PathBuf {
     let d = root.join(name);
