@@ -181,8 +181,11 @@ mod tests {
             .map(|i| (format!("f{i}.yml"), "x".repeat(MAX_RULE_FILE_BYTES)))
             .collect();
         let e = check_limits(&many).unwrap_err().to_string();
-        assert!(e.contains("67108864") && e.contains("f15.yml"), "{e}");
-        assert!(check_limits(&many[..15]).is_ok());
+        assert!(e.contains("67108864") && e.contains("f16.yml"), "{e}");
+        assert!(
+            check_limits(&many[..16]).is_ok(),
+            "exactly 64 MiB is allowed"
+        );
     }
 
     #[test]
