@@ -74,7 +74,8 @@ pub fn for_each_record(path: &Path, mut f: impl FnMut(u64, Result<Value, String>
             }
             f(
                 i as u64 + 1,
-                serde_json::from_slice(&line).map_err(|e| e.to_string()),
+                // As strict as a node: duplicate keys and deep nesting are refused.
+                nmc_shared::json::parse_strict(&line).map_err(|e| e.to_string()),
             );
         }
         return Ok(());

@@ -209,6 +209,16 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The parse as it was before the strict reader (no duplicate-key or depth check): the
+    // baseline of `parse_only_baseline`'s cost in the same run.
+    g.bench_function("parse_lax_serde_value", |b| {
+        b.iter(|| {
+            for (s, bytes) in &raw {
+                let v: Value = serde_json::from_slice(bytes).unwrap();
+                black_box(Event::from_value(*s, v).unwrap());
+            }
+        })
+    });
     g.bench_function("detect_100_rules", |b| {
         b.iter(|| {
             events

@@ -82,6 +82,21 @@ dead_letter_reasons! {
     /// The subject's force token names no registered force.
     UnknownForce => "unknown_force",
         "the subject's force token is not a force in the nmc registry";
+    /// The payload is not UTF-8.
+    InvalidUtf8 => "invalid_utf8",
+        "the payload is not UTF-8 text";
+    /// An object of the payload names the same key twice.
+    DuplicateKey => "duplicate_key",
+        "an object in the payload names the same key twice (readers disagree on which counts)";
+    /// Arrays and objects nested deeper than the limit.
+    TooDeep => "too_deep",
+        "the payload nests arrays and objects deeper than 64 levels";
+    /// The message's NATS headers are larger than `max_header_bytes`.
+    OversizeHeaders => "oversize_headers",
+        "the message's NATS headers are larger than the node's max_header_bytes";
+    /// The event time is further in the past than `max_past_secs`.
+    PastTime => "past_time",
+        "the event time is more than max_past_secs behind the node's clock";
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -141,6 +156,11 @@ mod tests {
                 "evaluation_panic",
                 "force_not_onboarded",
                 "unknown_force",
+                "invalid_utf8",
+                "duplicate_key",
+                "too_deep",
+                "oversize_headers",
+                "past_time",
             ],
             "codes are a contract: add reasons, never rename them"
         );

@@ -69,6 +69,15 @@ pub enum BadInput {
     /// The payload is not JSON.
     #[error("payload is not valid JSON: {0}")]
     MalformedJson(String),
+    /// The payload is not UTF-8.
+    #[error("{0}")]
+    InvalidUtf8(json::StrictError),
+    /// An object of the payload names a key twice.
+    #[error("{0}")]
+    DuplicateKey(json::StrictError),
+    /// The payload nests arrays and objects deeper than [`json::MAX_DEPTH`].
+    #[error("{0}")]
+    TooDeep(json::StrictError),
     /// The payload is JSON but not an object.
     #[error("payload is a JSON {0}, expected one JSON object per event")]
     NotAnObject(&'static str),
@@ -96,6 +105,9 @@ impl BadInput {
         match self {
             BadInput::Oversize { .. } => DeadLetterReason::Oversize,
             BadInput::MalformedJson(_) => DeadLetterReason::MalformedJson,
+            BadInput::InvalidUtf8(_) => DeadLetterReason::InvalidUtf8,
+            BadInput::DuplicateKey(_) => DeadLetterReason::DuplicateKey,
+            BadInput::TooDeep(_) => DeadLetterReason::TooDeep,
             BadInput::NotAnObject(_) => DeadLetterReason::NotAnObject,
             BadInput::MissingTime { .. } => DeadLetterReason::MissingTime,
             BadInput::BadTime { .. } => DeadLetterReason::BadTime,
@@ -109,7 +121,10 @@ impl BadInput {
 }
 
 impl Event {
-    /// Parses one raw payload of `source`, enforcing `max_bytes` and extracting event time.
+    /// Parses one raw payload of `source`, enforcing `max_bytes` and extracting event time. The
+    /// JSON is read strictly ([`json::parse_strict`]): an object with a duplicate key, nesting
+    /// deeper than [`json::MAX_DEPTH`] and bytes that are not UTF-8 are refused with their own
+    /// reasons.
     pub fn parse(source: SourceKind, payload: &[u8], max_bytes: usize) -> Result<Event, BadInput> {
         if payload.len() > max_bytes {
             return Err(BadInput::Oversize {
@@ -117,8 +132,12 @@ impl Event {
                 max: max_bytes,
             });
         }
-        let body: Value =
-            serde_json::from_slice(payload).map_err(|e| BadInput::MalformedJson(e.to_string()))?;
+        let body = json::parse_strict(payload).map_err(|e| match e {
+            json::StrictError::Malformed(m) => BadInput::MalformedJson(m),
+            e @ json::StrictError::InvalidUtf8 { .. } => BadInput::InvalidUtf8(e),
+            e @ json::StrictError::DuplicateKey { .. } => BadInput::DuplicateKey(e),
+            e @ json::StrictError::TooDeep { .. } => BadInput::TooDeep(e),
+        })?;
         Event::from_value(source, body)
     }
 

@@ -91,6 +91,15 @@ pub struct Config {
     /// Events stamped further than this many seconds in the future (by this node's clock) are
     /// dead-lettered as `future_time`: one bad clock must not push a force's event time ahead.
     pub max_future_secs: u64,
+    /// Events stamped further than this many seconds in the past (by this node's clock) are
+    /// dead-lettered as `past_time`; 0 turns the check off (the default: backfills and replays
+    /// of old samples are legitimate). Events before 2000-01-01 are always `bad_time`.
+    pub max_past_secs: u64,
+    /// Largest total size, in bytes, of an event message's NATS headers (names and values);
+    /// an event with larger headers is dead-lettered as `oversize_headers` without its headers
+    /// being read or copied. Collectors set a `traceparent` and perhaps a message id: 8 KiB is
+    /// ample.
+    pub max_header_bytes: usize,
     /// Values of `%name%` placeholders for Sigma's `expand` modifier (name without `%`).
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
     /// Address of the node's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`,
@@ -147,6 +156,8 @@ impl Default for Config {
             lateness_secs: 300,
             source_lateness_secs: Default::default(),
             max_future_secs: 900,
+            max_past_secs: 0,
+            max_header_bytes: 8 * 1024,
             placeholders: Default::default(),
             http_listen: "127.0.0.1:9464".into(),
             http_tls_cert: PathBuf::new(),

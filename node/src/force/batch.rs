@@ -26,8 +26,10 @@ pub struct Raw {
     pub payload: Bytes,
     /// When the stream stored it (Unix ms): the event's ingest time.
     pub ingest_ms: i64,
-    /// Its W3C `traceparent` header, if a collector set one.
+    /// Its W3C `traceparent` header, if a collector set one (not read from oversize headers).
     pub traceparent: Option<String>,
+    /// Total size of its NATS headers (names and values), in bytes.
+    pub header_bytes: usize,
 }
 
 /// Settings that shape evaluation.
@@ -49,6 +51,10 @@ pub struct EvalSettings {
     pub panic_field: Option<String>,
     /// Events stamped further ahead of `now_ms` are dead-lettered (`future_time`).
     pub max_future_ms: i64,
+    /// Events stamped further behind `now_ms` are dead-lettered (`past_time`); 0: no limit.
+    pub max_past_ms: i64,
+    /// Messages whose headers are larger are dead-lettered (`oversize_headers`).
+    pub max_header_bytes: usize,
     /// The node's clock when the batch was read.
     pub now_ms: i64,
 }
@@ -109,6 +115,10 @@ fn ev_too_far_ahead(ev: &Event, s: &EvalSettings) -> bool {
     s.now_ms > 0 && ev.time_ms > s.now_ms.saturating_add(s.max_future_ms)
 }
 
+fn ev_too_far_behind(ev: &Event, s: &EvalSettings) -> bool {
+    s.now_ms > 0 && s.max_past_ms > 0 && ev.time_ms < s.now_ms.saturating_sub(s.max_past_ms)
+}
+
 /// Evaluates `raws` (in stream order) for `force`, mutating `state`.
 pub fn evaluate(
     force: &ForceId,
@@ -160,6 +170,16 @@ pub fn evaluate(
                 continue;
             }
         };
+        if raw.header_bytes > s.max_header_bytes {
+            dead.push(dead_letter(
+                DeadLetterReason::OversizeHeaders,
+                format!(
+                    "NATS headers of {} bytes exceed the limit of {} bytes (nmc `max_header_bytes`); they were not read",
+                    raw.header_bytes, s.max_header_bytes
+                ),
+            ));
+            continue;
+        }
         if !s.phase.admits(source) {
             dead.push(dead_letter(
                 DeadLetterReason::SourceNotInPhase,
@@ -184,6 +204,17 @@ pub fn evaluate(
                     "event time {} is more than {} s ahead of this node's clock; fix the source's clock or time field",
                     nmc_shared::time::format_ms(event.time_ms),
                     s.max_future_ms / 1000
+                ),
+            ));
+            continue;
+        }
+        if ev_too_far_behind(&event, s) {
+            dead.push(dead_letter(
+                DeadLetterReason::PastTime,
+                format!(
+                    "event time {} is more than {} s behind this node's clock (nmc `max_past_secs`); fix the source's clock, or raise the limit for a backfill",
+                    nmc_shared::time::format_ms(event.time_ms),
+                    s.max_past_ms / 1000
                 ),
             ));
             continue;
@@ -285,6 +316,8 @@ mod tests {
             max_attempts: 3,
             panic_field: None,
             max_future_ms: 900_000,
+            max_past_ms: 0,
+            max_header_bytes: 8192,
             now_ms: T0 + 3_600_000,
         }
     }
@@ -312,6 +345,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
             ingest_ms: T0 + 600_000 + seq as i64,
             traceparent: None,
+            header_bytes: 0,
         }
     }
 

@@ -105,6 +105,9 @@ impl Worker {
             panic_field: super::fault::panic_field(),
             max_future_ms: i64::try_from(ctx.cfg.max_future_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            max_past_ms: i64::try_from(ctx.cfg.max_past_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            max_header_bytes: ctx.cfg.max_header_bytes,
             now_ms: 0,
         };
         control.report(|s| s.rule_pack.clone_from(&pack));
@@ -184,7 +187,7 @@ impl Worker {
                 self.caught_up();
                 return Ok(Step::Idle);
             }
-            Ok(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
+            Ok(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag, self.settings.max_header_bytes)?),
             Ok(Some(Err(e))) => {
                 warn!(force = %self.force, error = %e, "reader failed; reopening from the cursor");
                 self.reader = None;
@@ -197,7 +200,9 @@ impl Worker {
         }
         while raws.len() < self.ctx.cfg.batch_size {
             match reader.next().now_or_never() {
-                Some(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag)?),
+                Some(Some(Ok(m))) => {
+                    raws.push(to_raw(m, &mut self.lag, self.settings.max_header_bytes)?)
+                }
                 Some(Some(Err(_)) | None) => {
                     broken = true;
                     break;
@@ -455,23 +460,47 @@ impl Worker {
     }
 }
 
-fn to_raw(m: async_nats::jetstream::Message, lag: &mut u64) -> Result<Raw> {
+/// Total size of a message's headers: every name and value (what the publisher sent, less the
+/// framing).
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|v| name.len() + v.as_str().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn to_raw(
+    m: async_nats::jetstream::Message,
+    lag: &mut u64,
+    max_header_bytes: usize,
+) -> Result<Raw> {
     let info = m
         .info()
         .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
     let seq = info.stream_sequence;
     *lag = info.pending;
     let ingest_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let header_bytes = m.headers.as_ref().map_or(0, header_bytes);
+    // Oversize headers are dead-lettered unread; a traceparent is 55 bytes.
     let traceparent = m
         .headers
         .as_ref()
+        .filter(|_| header_bytes <= max_header_bytes)
         .and_then(|h| h.get(trace_context::TRACEPARENT))
-        .map(|v| v.as_str().to_owned());
+        .map(|v| v.as_str())
+        .filter(|v| v.len() <= 256)
+        .map(str::to_owned);
     Ok(Raw {
         seq,
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         ingest_ms,
         traceparent,
+        header_bytes,
     })
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nmc_shared::sigma::{Placeholders, RuleDoc, RuleError, RuleSet, parse_rules};
+use nmc_shared::sigma::{Placeholders, RuleDoc, RuleError, RuleErrorKind, RuleSet, parse_rules};
 
 /// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order.
 pub fn rule_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -31,25 +31,87 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Largest rule file, in bytes. The largest SigmaHQ rule file (a list of vulnerable driver
+/// hashes) is 290 KB.
+pub const MAX_RULE_FILE_BYTES: usize = 4 << 20;
+/// Largest rule pack (all its files' texts together), in bytes. All of SigmaHQ's rules are
+/// 5.5 MB.
+pub const MAX_PACK_BYTES: usize = 64 << 20;
+/// Most rule documents in one pack (SigmaHQ has about 3,700).
+pub const MAX_PACK_RULES: usize = 20_000;
+
 /// The rule files under `dirs` as (path, text), skipping YAML files that hold no Sigma
-/// documents.
+/// documents. A file over [`MAX_RULE_FILE_BYTES`], or files over [`MAX_PACK_BYTES`] in all, are
+/// an error that names the file and the limit (nothing is read past the limit).
 pub fn read_texts(dirs: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    use std::io::Read;
     let mut out = Vec::new();
+    let mut total = 0usize;
     for f in rule_files(dirs)? {
-        let text = std::fs::read_to_string(&f)
+        let mut text = String::new();
+        std::fs::File::open(&f)
+            .and_then(|file| {
+                file.take(MAX_RULE_FILE_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
             .with_context(|| format!("reading rule file {}", f.display()))?;
+        let name = f.display().to_string();
+        check_file(&name, text.len())?;
         if looks_like_rules(&text) {
-            out.push((f.display().to_string(), text));
+            total += text.len();
+            check_total(total, &name)?;
+            out.push((name, text));
         }
     }
     Ok(out)
 }
 
+fn check_file(name: &str, len: usize) -> Result<()> {
+    if len > MAX_RULE_FILE_BYTES {
+        anyhow::bail!(
+            "rule file {name} is larger than {MAX_RULE_FILE_BYTES} bytes, nmc's limit for one rule file: refused (split it)"
+        );
+    }
+    Ok(())
+}
+
+fn check_total(total: usize, at: &str) -> Result<()> {
+    if total > MAX_PACK_BYTES {
+        anyhow::bail!(
+            "rule files reach {total} bytes at {at}, over {MAX_PACK_BYTES} bytes, nmc's limit for one rule pack: refused"
+        );
+    }
+    Ok(())
+}
+
+/// Checks a pack's files (as pushed, or as fetched by a node: it may not come from `nmc rules
+/// push`) against [`MAX_RULE_FILE_BYTES`] and [`MAX_PACK_BYTES`].
+pub fn check_limits(files: &[(String, String)]) -> Result<()> {
+    let mut total = 0usize;
+    for (name, text) in files {
+        check_file(name, text.len())?;
+        total += text.len();
+        check_total(total, name)?;
+    }
+    Ok(())
+}
+
 /// Rule documents parsed from (origin, text) pairs, and the documents that failed to parse.
+/// Past [`MAX_PACK_RULES`] documents the rest is not parsed, and that is an error.
 pub fn parse_texts(files: &[(String, String)]) -> (Vec<RuleDoc>, Vec<RuleError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for (origin, text) in files {
+        if docs.len() + errors.len() >= MAX_PACK_RULES {
+            errors.push(RuleError {
+                origin: origin.clone(),
+                id: None,
+                kind: RuleErrorKind::Invalid(format!(
+                    "more than {MAX_PACK_RULES} rule documents, nmc's limit for one rule pack: this file and the ones after it are not loaded"
+                )),
+            });
+            break;
+        }
         for r in parse_rules(origin, text) {
             match r {
                 Ok(doc) => docs.push(doc),
@@ -99,6 +161,48 @@ pub fn load_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversize_files_and_packs_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yml");
+        let mut text =
+            String::from("title: x\nid: x\ndetection:\n  sel:\n    a: b\n  condition: sel\n");
+        text.push_str(&format!("# {}\n", "x".repeat(MAX_RULE_FILE_BYTES)));
+        std::fs::write(&big, &text).unwrap();
+        let e = read_texts(&[dir.path().to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.yml") && e.contains("4194304 bytes"), "{e}");
+        let files = vec![("a.yml".to_string(), text)];
+        let e = check_limits(&files).unwrap_err().to_string();
+        assert!(e.contains("a.yml") && e.contains("4194304"), "{e}");
+        let many: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("f{i}.yml"), "x".repeat(MAX_RULE_FILE_BYTES)))
+            .collect();
+        let e = check_limits(&many).unwrap_err().to_string();
+        assert!(e.contains("67108864") && e.contains("f16.yml"), "{e}");
+        assert!(
+            check_limits(&many[..16]).is_ok(),
+            "exactly 64 MiB is allowed"
+        );
+    }
+
+    #[test]
+    fn rule_count_is_bounded() {
+        let doc = "title: x\nid: x\nlogsource: {product: azure, service: signinlogs}\ndetection:\n  sel:\n    a: b\n  condition: sel\n---\n";
+        let files: Vec<(String, String)> = (0..3)
+            .map(|i| (format!("f{i}.yml"), doc.repeat(MAX_PACK_RULES / 2)))
+            .collect();
+        let (docs, errors) = parse_texts(&files);
+        assert_eq!(docs.len(), MAX_PACK_RULES);
+        assert_eq!(errors.len(), 1);
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with("f2.yml") && e.contains("20000 rule documents"),
+            "{e}"
+        );
+    }
 
     /// The rules nmc ships (identity, cloud and bench) all load and compile.
     #[test]

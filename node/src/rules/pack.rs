@@ -145,16 +145,39 @@ pub async fn current(packs: &Packs) -> Result<Option<Current>> {
     }))
 }
 
-/// Downloads a pack's files.
+/// Largest stored pack object: its files' texts ([`super::files::MAX_PACK_BYTES`]) as JSON
+/// strings, where escaping can double some characters.
+pub const MAX_PACK_OBJECT_BYTES: usize = 2 * super::files::MAX_PACK_BYTES + (1 << 20);
+
+/// Downloads a pack's files, refusing (without reading it all) a pack over the size limits:
+/// a pack may have been stored by something other than `nmc rules push`.
 pub async fn fetch(packs: &Packs, r: &PackRef) -> Result<PackFiles> {
-    let mut obj = packs
+    let obj = packs
         .objects
         .get(r.object.as_str())
         .await
         .with_context(|| format!("fetching rule pack {}", r.object))?;
+    if obj.info.size > MAX_PACK_OBJECT_BYTES {
+        bail!(
+            "rule pack {} is {} bytes, over {MAX_PACK_OBJECT_BYTES} bytes, nmc's limit for a stored pack: refused",
+            r.object,
+            obj.info.size
+        );
+    }
     let mut bytes = Vec::new();
-    obj.read_to_end(&mut bytes).await?;
-    serde_json::from_slice(&bytes).with_context(|| format!("decoding rule pack {}", r.object))
+    obj.take(MAX_PACK_OBJECT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() > MAX_PACK_OBJECT_BYTES {
+        bail!(
+            "rule pack {} is over {MAX_PACK_OBJECT_BYTES} bytes, nmc's limit for a stored pack: refused",
+            r.object
+        );
+    }
+    let files: PackFiles = serde_json::from_slice(&bytes)
+        .with_context(|| format!("decoding rule pack {}", r.object))?;
+    super::files::check_limits(&files.files).with_context(|| format!("rule pack {}", r.object))?;
+    Ok(files)
 }
 
 /// Waits for the next change of `current` and returns it (None: the watch ended).

@@ -354,6 +354,20 @@ fn parse_mods(modifiers: &[String]) -> Result<Mods, RuleErrorKind> {
     Ok(m)
 }
 
+/// Largest compiled program of one `|re` regular expression, in bytes (the regex crate's
+/// `size_limit`). Matching is linear in the input whatever the pattern (no backtracking), so a
+/// pathological regex shows at compile time, as a huge program: refused with an error.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 22;
+/// Largest lazy-DFA cache of one regex, in bytes (the regex crate's `dfa_size_limit`): bounds
+/// the memory crafted input can make a regex use; past it the engine falls back to a slower
+/// linear one.
+pub const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
+/// Deepest nesting of groups and repetitions in one regex.
+pub const REGEX_NEST_LIMIT: u32 = 100;
+/// Most strings one value may expand to through `%placeholder%` combinations (each
+/// placeholder multiplies by its number of values).
+pub const MAX_EXPANSIONS: usize = 10_000;
+
 /// Expands `%name%` placeholders into every combination of their values.
 fn expand_placeholders(s: &str, ph: &Placeholders) -> Result<Vec<String>, RuleErrorKind> {
     let mut out = vec![String::new()];
@@ -367,6 +381,11 @@ fn expand_placeholders(s: &str, ph: &Placeholders) -> Result<Vec<String>, RuleEr
             .get(name)
             .ok_or_else(|| RuleErrorKind::Placeholder(name.to_owned()))?;
         let prefix = &rest[..start];
+        if out.len().saturating_mul(values.len()) > MAX_EXPANSIONS {
+            return Err(invalid(format!(
+                "`%{name}%` placeholders expand this value to more than {MAX_EXPANSIONS} strings, nmc's limit"
+            )));
+        }
         out = out
             .iter()
             .flat_map(|o| values.iter().map(move |v| format!("{o}{prefix}{v}")))
@@ -572,12 +591,20 @@ fn compile_inner(
             .case_insensitive(m.re_flags.case_insensitive)
             .multi_line(m.re_flags.multi_line)
             .dot_matches_new_line(m.re_flags.dot_matches_new_line)
-            .size_limit(1 << 22)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
+            .nest_limit(REGEX_NEST_LIMIT)
             .build()
-            .map_err(|e| {
-                RuleErrorKind::Unsupported(format!(
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => invalid(format!(
+                    "regular expression compiles to more than {limit} bytes, nmc's limit for one regex: refused as pathological (large counted repetitions such as `(a{{1000}}){{1000}}` multiply); simplify it"
+                )),
+                e if e.to_string().contains("maximum number of nested") => invalid(format!(
+                    "regular expression nests deeper than {REGEX_NEST_LIMIT} levels, nmc's limit: refused as pathological: {e}"
+                )),
+                e => RuleErrorKind::Unsupported(format!(
                     "regular expression not accepted by the regex engine: {e}"
-                ))
+                )),
             })?;
         return Ok(vec![ValueMatcher::Regex(re, m.re_flags)]);
     }
@@ -1019,6 +1046,45 @@ mod tests {
         let e = compile_value(&s("(unclosed"), &["re".into()], &Placeholders::new()).unwrap_err();
         assert!(matches!(e, RuleErrorKind::Unsupported(_)));
         assert!(compile_value(&s("x"), &["i".into()], &Placeholders::new()).is_err());
+    }
+
+    #[test]
+    fn pathological_regexes_and_expansions_are_refused() {
+        let ph = Placeholders::new();
+        let re = |p: &str| compile_value(&s(p), &["re".into()], &ph);
+        for bomb in [
+            r"(a{1000}){1000}",
+            r"\w{1000}{1000}",
+            r"((((.*){100}){100}){100})",
+        ] {
+            let e = re(bomb).unwrap_err();
+            assert!(matches!(e, RuleErrorKind::Invalid(_)), "{bomb}: {e}");
+            assert!(e.to_string().contains("4194304 bytes"), "{e}");
+        }
+        let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
+        let e = re(&deep).unwrap_err();
+        assert!(matches!(e, RuleErrorKind::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("100 levels"), "{e}");
+        // A regex at the limits of good taste still compiles, and matching stays linear.
+        let m = re(r"(a|aa)*b").unwrap();
+        let long = "a".repeat(200_000);
+        let started = std::time::Instant::now();
+        assert!(!m[0].matches(Some(&json!(long)), &Ev(json!({}))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+        let ph: Placeholders = [(
+            "p".to_string(),
+            (0..10).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )]
+        .into();
+        let e = compile_value(&s(&"%p%".repeat(5)), &["expand".into()], &ph).unwrap_err();
+        assert!(e.to_string().contains("10000 strings"), "{e}");
+        assert_eq!(
+            compile_value(&s(&"%p%".repeat(4)), &["expand".into()], &ph)
+                .unwrap()
+                .len(),
+            10_000
+        );
     }
 
     #[test]

@@ -177,8 +177,27 @@ fn unsupported(msg: impl Into<String>) -> RuleErrorKind {
     RuleErrorKind::Unsupported(msg.into())
 }
 
-/// Parses every document of a Sigma YAML file. `file` names the origin in errors.
+/// Most YAML values (scalars, sequences and mappings, counted after aliases are expanded) one
+/// rule file may hold. The largest SigmaHQ rule file (a list of vulnerable driver hashes,
+/// 290 KB) holds about 30,000; a "billion laughs" file of anchors and aliases expands to
+/// billions from a few hundred bytes.
+pub const MAX_YAML_VALUES: usize = 250_000;
+
+/// Parses every document of a Sigma YAML file. `file` names the origin in errors. A file whose
+/// anchors and aliases expand to more than [`MAX_YAML_VALUES`] values is refused whole.
 pub fn parse_rules(file: &str, text: &str) -> Vec<Result<RuleDoc, RuleError>> {
+    // Without `&` there is no anchor, so no alias to expand: the file's size bounds its values.
+    if text.contains('&')
+        && let Err(n) = expansion::check(text, MAX_YAML_VALUES)
+    {
+        return vec![Err(err(
+            &format!("{file}#{n}"),
+            None,
+            invalid(format!(
+                "YAML anchors and aliases expand to more than {MAX_YAML_VALUES} values (a YAML bomb?), nmc's limit for one rule file; the file is refused"
+            )),
+        ))];
+    }
     let mut out = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = format!("{file}#{}", i + 1);
@@ -197,6 +216,120 @@ pub fn parse_rules(file: &str, text: &str) -> Vec<Result<RuleDoc, RuleError>> {
         }
     }
     out
+}
+
+/// Counting a YAML file's values as a reader would see them (aliases expanded), without
+/// building them, and stopping at a budget.
+mod expansion {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess};
+
+    /// `Err(n)`: document `n` (1-based) took the count over `max`. Other YAML errors are left
+    /// to the real parse, which reports them.
+    pub(super) fn check(text: &str, max: usize) -> Result<(), usize> {
+        let left = Cell::new(max);
+        let over = Cell::new(false);
+        for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+            let r = Count {
+                left: &left,
+                over: &over,
+            }
+            .deserialize(doc);
+            if over.get() {
+                return Err(i + 1);
+            }
+            if r.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    #[derive(Clone, Copy)]
+    struct Count<'a> {
+        left: &'a Cell<usize>,
+        over: &'a Cell<bool>,
+    }
+
+    impl Count<'_> {
+        fn tick<E: de::Error>(self) -> Result<(), E> {
+            match self.left.get().checked_sub(1) {
+                Some(n) => {
+                    self.left.set(n);
+                    Ok(())
+                }
+                None => {
+                    self.over.set(true);
+                    Err(E::custom("too many YAML values"))
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> de::Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_none<E: de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            self.tick()?;
+            self.deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while seq.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while map.next_key_seed(self)?.is_some() {
+                map.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+            // A tagged value (`!tag value`).
+            self.tick()?;
+            let ((), v) = data.variant_seed(self)?;
+            v.newtype_variant_seed(self)
+        }
+    }
 }
 
 /// Splits a rule with a deprecated in-rule aggregation into the equivalent pair: a silent
@@ -736,6 +869,57 @@ level: high
         assert_eq!(c.timespan_ms, 600_000);
         assert_eq!(c.condition, vec![(CmpOp::Gte, 10.0)]);
         assert_eq!(docs[1].origin, "x.yml#2");
+    }
+
+    #[test]
+    fn yaml_bombs_are_refused_and_anchors_still_work() {
+        // Billion laughs: nine levels of ten aliases each.
+        let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        bomb.push_str(RULES.split("---").next().unwrap());
+        let started = std::time::Instant::now();
+        let r = parse_rules("bomb.yml", &bomb);
+        assert_eq!(r.len(), 1);
+        let e = r[0].as_ref().unwrap_err();
+        assert!(matches!(e.kind, RuleErrorKind::Invalid(_)), "{e}");
+        let msg = e.to_string();
+        assert!(msg.starts_with("bomb.yml#1"), "{msg}");
+        // serde_norway's alias-jump limit or nmc's value budget, whichever trips first.
+        assert!(
+            msg.contains("250000 values") || msg.contains("repetition limit exceeded"),
+            "{msg}"
+        );
+        // Quadratic, not exponential: one anchor of 2,000 values referenced 2,000 times
+        // (serde_norway's own limit, 100 alias jumps per event, lets it through).
+        let list: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+        let quad = format!(
+            "x: &x [{}]\ny: [{}]\n",
+            list.join(", "),
+            vec!["*x"; 2000].join(", ")
+        );
+        let r = parse_rules("quad.yml", &quad);
+        assert!(
+            r[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("YAML anchors"),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // Plain anchors and aliases in a rule are fine.
+        let ok = RULES.replacen(
+            "resultType: 50126",
+            "resultType: &code 50126\n        alsoCode: *code",
+            1,
+        );
+        assert!(ok.contains('&'));
+        let docs: Vec<_> = parse_rules("ok.yml", &ok).into_iter().collect();
+        assert!(docs.iter().all(Result::is_ok), "{docs:?}");
     }
 
     #[test]
