@@ -34,3 +34,27 @@ start_nats() {
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
   export NMC_NATS_URL="nats://127.0.0.1:$port"
 }
+
+# Starts three clustered nats-servers (stores in $work/nats-NAME-{0,1,2}); sets NMC_NATS_URL to
+# all three and nats_pids; waits until JetStream has a meta leader.
+start_nats_cluster() {
+  local ports=() routes=() route_urls urls i
+  for i in 0 1 2; do
+    ports+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+    routes+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+  done
+  route_urls=$(printf 'nats://127.0.0.1:%s,' "${routes[@]}"); route_urls=${route_urls%,}
+  nats_pids=()
+  for i in 0 1 2; do
+    nats-server -a 127.0.0.1 -p "${ports[$i]}" -js -sd "$work/nats-$1-$i" -n "bench-$i" \
+      --cluster_name bench --cluster "nats://127.0.0.1:${routes[$i]}" --routes "$route_urls" \
+      >"$work/nats-$1-$i.log" 2>&1 &
+    nats_pids+=($!); pids+=($!)
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"${ports[$i]}") 2>/dev/null && break; sleep 0.1; done
+  done
+  for _ in $(seq 100); do grep -q "JetStream cluster new metadata leader\|is the new metadata leader\|Self is new JetStream cluster metadata leader" "$work"/nats-"$1"-*.log && break; sleep 0.2; done
+  urls=$(printf 'nats://127.0.0.1:%s,' "${ports[@]}")
+  export NMC_NATS_URL=${urls%,}
+}
