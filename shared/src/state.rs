@@ -81,6 +81,14 @@ pub(crate) fn decode_part<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize
         .map_err(|e| StateError::Decode(e.to_string()))
 }
 
+/// `anchor - back`: a time persisted relative to an anchor. Out of `i64`'s range only in
+/// corrupt state, which is then refused (found by fuzzing: unchecked, it overflowed).
+pub(crate) fn time_before(anchor: i64, back: i64) -> Result<i64, StateError> {
+    anchor
+        .checked_sub(back)
+        .ok_or_else(|| StateError::Decode(format!("a time {back} ms before {anchor} overflows")))
+}
+
 /// Writes values in the layout [`encode`] gives them (bincode's standard configuration:
 /// little-endian, varint integers and lengths), by hand. For the correlation groups persisted
 /// with every batch, where serde's per-field calls showed in profiles; tested byte for byte

@@ -96,7 +96,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Legacy, StateError> {
         })
     })?;
     let anchor = w.anchor;
-    let abs = |d: i64| anchor - d;
+    let abs = |d: i64| state::time_before(anchor, d);
     Ok(Legacy {
         counts: Counts::from_wire(
             anchor,
@@ -107,19 +107,23 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Legacy, StateError> {
                 values: w.values,
                 evidence: w.evidence,
             },
-        ),
+        )?,
         steps: w
             .steps
             .iter()
-            .map(|s| s.map(|(d, seq)| Seen { t: abs(d), seq }))
-            .collect(),
+            .map(|s| {
+                s.map(|(d, seq)| abs(d).map(|t| Seen { t, seq }))
+                    .transpose()
+            })
+            .collect::<Result<_, StateError>>()?,
         suppress_until: w.suppress_until.map(|u| anchor.saturating_add(u)),
         suppressed: w.suppressed,
         seen: w.seen.into_iter().collect(),
-        since: w.since.map(abs),
+        since: w.since.map(abs).transpose()?,
         last_place: w
             .last_place
-            .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            .map(|(d, seq, lat, lon)| abs(d).map(|t| (Seen { t, seq }, lat, lon)))
+            .transpose()?,
         rate: w.rate,
     })
 }

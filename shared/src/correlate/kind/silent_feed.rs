@@ -151,7 +151,10 @@ impl Watch {
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<Watch, StateError> {
         let (w, _) = state::decode_part::<Wire>(bytes)?;
         Ok(Watch {
-            last: w.last.map(|(d, seq)| Seen { t: anchor - d, seq }),
+            last: w
+                .last
+                .map(|(d, seq)| state::time_before(anchor, d).map(|t| Seen { t, seq }))
+                .transpose()?,
             silent: w.silent,
             rate: w.rate.map(Box::new),
         })
