@@ -95,6 +95,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Legacy, StateError> {
             rate: None,
         })
     })?;
+    if w.rate.as_ref().is_some_and(|r| !r.plausible()) {
+        return Err(StateError::Decode(
+            "a rate watch's periods are out of range".into(),
+        ));
+    }
     let anchor = w.anchor;
     let abs = |d: i64| state::time_before(anchor, d);
     Ok(Legacy {
