@@ -17,6 +17,8 @@ pub mod correlate;
 pub mod dead_letter;
 pub mod event;
 pub mod force;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 pub mod mapping;
 pub mod onboarding;

@@ -49,16 +49,44 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
     if version != STATE_VERSION {
         return Err(StateError::Version(version));
     }
-    bincode::serde::decode_from_slice(rest, config())
-        .map(|(v, _)| v)
-        .map_err(|e| StateError::Decode(e.to_string()))
+    decode_part(rest).map(|(v, _)| v)
 }
 
 /// Decodes a value written in the layout of [`encode`] at the start of `bytes`, which hold no
 /// version tag (a part of a value whose tag was read before): the value and the bytes it took.
+///
+/// bincode allocates a string or byte vector of the length its prefix claims before reading
+/// it: under bincode's default (no limit), a few corrupt bytes claiming terabytes abort the
+/// process on the allocation (found by fuzzing, `shared/fuzz`). A byte limit makes bincode
+/// refuse claims beyond it first; the limit is the smallest of 64 KiB, 1 MiB, 16 MiB, 256 MiB
+/// or 4 GiB that holds `bytes` (a value's strings and byte vectors cannot be longer than the
+/// bytes they are read from), so a corrupt value allocates at most 16 times its own size. The
+/// limit does not change the encoding.
 pub(crate) fn decode_part<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), StateError> {
+    macro_rules! limited {
+        ($($limit:expr),+) => {
+            $(
+                if bytes.len() <= $limit {
+                    return bincode::serde::decode_from_slice(
+                        bytes,
+                        config().with_limit::<{ $limit }>(),
+                    )
+                    .map_err(|e| StateError::Decode(e.to_string()));
+                }
+            )+
+        };
+    }
+    limited!(1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32);
     bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| StateError::Decode(e.to_string()))
+}
+
+/// `anchor - back`: a time persisted relative to an anchor. Out of `i64`'s range only in
+/// corrupt state, which is then refused (found by fuzzing: unchecked, it overflowed).
+pub(crate) fn time_before(anchor: i64, back: i64) -> Result<i64, StateError> {
+    anchor
+        .checked_sub(back)
+        .ok_or_else(|| StateError::Decode(format!("a time {back} ms before {anchor} overflows")))
 }
 
 /// Writes values in the layout [`encode`] gives them (bincode's standard configuration:
@@ -216,6 +244,34 @@ mod tests {
             decode::<String>(&[STATE_VERSION, 200]),
             Err(StateError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn lengths_beyond_the_bytes_are_refused_before_allocating() {
+        // A string and a byte vector claiming 2^40 bytes (varint 253: eight bytes follow):
+        // without a limit bincode allocates that much first, and the allocation aborts.
+        let mut huge = vec![STATE_VERSION, 253];
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.extend_from_slice(b"abc");
+        assert!(matches!(
+            decode::<String>(&huge),
+            Err(StateError::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<Vec<u8>>(&huge),
+            Err(StateError::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<(String, String)>(&huge),
+            Err(StateError::Decode(_))
+        ));
+        // A claim within the bytes still decodes, on either side of a limit step.
+        for len in [0, 10, (1 << 16) - 2, (1 << 16) + 5, (1 << 20) + 1] {
+            let s = "x".repeat(len);
+            assert_eq!(decode::<String>(&encode(&s)).unwrap(), s);
+            let pair = (s.clone(), vec![7u8; len]);
+            assert_eq!(decode::<(String, Vec<u8>)>(&encode(&pair)).unwrap(), pair);
+        }
     }
 }
 

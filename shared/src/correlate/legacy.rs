@@ -95,8 +95,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Legacy, StateError> {
             rate: None,
         })
     })?;
+    if w.rate.as_ref().is_some_and(|r| !r.plausible()) {
+        return Err(StateError::Decode(
+            "a rate watch's periods are out of range".into(),
+        ));
+    }
     let anchor = w.anchor;
-    let abs = |d: i64| anchor - d;
+    let abs = |d: i64| state::time_before(anchor, d);
     Ok(Legacy {
         counts: Counts::from_wire(
             anchor,
@@ -107,19 +112,23 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Legacy, StateError> {
                 values: w.values,
                 evidence: w.evidence,
             },
-        ),
+        )?,
         steps: w
             .steps
             .iter()
-            .map(|s| s.map(|(d, seq)| Seen { t: abs(d), seq }))
-            .collect(),
+            .map(|s| {
+                s.map(|(d, seq)| abs(d).map(|t| Seen { t, seq }))
+                    .transpose()
+            })
+            .collect::<Result<_, StateError>>()?,
         suppress_until: w.suppress_until.map(|u| anchor.saturating_add(u)),
         suppressed: w.suppressed,
         seen: w.seen.into_iter().collect(),
-        since: w.since.map(abs),
+        since: w.since.map(abs).transpose()?,
         last_place: w
             .last_place
-            .map(|(d, seq, lat, lon)| (Seen { t: abs(d), seq }, lat, lon)),
+            .map(|(d, seq, lat, lon)| abs(d).map(|t| (Seen { t, seq }, lat, lon)))
+            .transpose()?,
         rate: w.rate,
     })
 }

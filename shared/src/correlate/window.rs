@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::seen::Seen;
-use crate::state::RawWriter;
+use crate::state::{self, RawWriter, StateError};
 
 /// How many buckets a count window is cut into.
 pub const BUCKETS_PER_WINDOW: i64 = 20;
@@ -380,18 +380,24 @@ impl Counts {
         }
     }
 
-    /// Rebuilds a window from its persisted form relative to `anchor`.
-    pub fn from_wire(anchor: i64, w: CountsWire) -> Counts {
+    /// Rebuilds a window from its persisted form relative to `anchor`; numbers that put a time
+    /// out of `i64`'s range are corrupt state.
+    pub fn from_wire(anchor: i64, w: CountsWire) -> Result<Counts, StateError> {
         let width = w.width.max(1);
         let top = anchor.div_euclid(width);
+        let overflow = || StateError::Decode("a window's bucket time overflows".into());
         let buckets: Vec<Bucket> = w
             .buckets
             .iter()
-            .map(|&(back, n, off)| Bucket {
-                first_t: (top - back) * width + off,
-                n,
+            .map(|&(back, n, off)| {
+                let first_t = top
+                    .checked_sub(back)
+                    .and_then(|b| b.checked_mul(width))
+                    .and_then(|t| t.checked_add(off))
+                    .ok_or_else(overflow)?;
+                Ok(Bucket { first_t, n })
             })
-            .collect();
+            .collect::<Result<_, StateError>>()?;
         let sums = if w.sums.is_empty() {
             Vec::new()
         } else {
@@ -404,30 +410,32 @@ impl Counts {
             .evidence
             .iter()
             .map(|&(d, ds)| {
-                prev += ds;
-                Seen {
-                    t: anchor - d,
+                prev = prev.wrapping_add(ds);
+                Ok(Seen {
+                    t: state::time_before(anchor, d)?,
                     seq: prev as u64,
-                }
+                })
             })
-            .collect();
-        Counts {
+            .collect::<Result<_, StateError>>()?;
+        let values = w
+            .values
+            .into_iter()
+            .map(|(v, slots)| {
+                let slots = slots
+                    .into_iter()
+                    .map(|(b, n)| Ok((top.checked_sub(b).ok_or_else(overflow)?, n)))
+                    .collect::<Result<_, StateError>>()?;
+                Ok((v.into_boxed_str(), slots))
+            })
+            .collect::<Result<_, StateError>>()?;
+        Ok(Counts {
             width: w.width,
             newest: if buckets.is_empty() { NO_TIME } else { anchor },
             buckets,
             sums,
-            values: w
-                .values
-                .into_iter()
-                .map(|(v, slots)| {
-                    (
-                        v.into_boxed_str(),
-                        slots.into_iter().map(|(b, n)| (top - b, n)).collect(),
-                    )
-                })
-                .collect(),
+            values,
             evidence,
-        }
+        })
     }
 }
 
@@ -439,6 +447,30 @@ mod tests {
 
     fn seen(t: i64, seq: u64) -> Seen {
         Seen { t, seq }
+    }
+
+    #[test]
+    fn corrupt_wire_numbers_are_refused_not_overflowed() {
+        let anchor = 1_800_000_000_000;
+        let wire = |buckets, values, evidence| CountsWire {
+            width: 30_000,
+            buckets,
+            sums: Vec::new(),
+            values,
+            evidence,
+        };
+        // Each would overflow rebuilding a time (found by the state fuzz target).
+        let bad = [
+            wire(vec![(i64::MIN, 1, 0)], vec![], vec![]),
+            wire(vec![(-(1 << 50), 1, 0)], vec![], vec![]),
+            wire(vec![(0, 1, i64::MAX)], vec![], vec![]),
+            wire(vec![], vec![("x".into(), vec![(i64::MIN, 1)])], vec![]),
+            wire(vec![], vec![], vec![(i64::MIN, 1)]),
+        ];
+        for w in bad {
+            assert!(Counts::from_wire(anchor, w).is_err());
+        }
+        assert!(Counts::from_wire(anchor, wire(vec![(2, 1, 5)], vec![], vec![(10, 1)])).is_ok());
     }
 
     #[test]
@@ -507,7 +539,7 @@ mod tests {
             bytes,
             "encode_into writes the wire's bytes"
         );
-        let back = Counts::from_wire(anchor, c.to_wire(anchor));
+        let back = Counts::from_wire(anchor, c.to_wire(anchor)).unwrap();
         assert_eq!(back, c);
         assert_eq!(back.tally(Some("x")).same, 40);
         assert!(bytes.len() < 200, "{} bytes", bytes.len());

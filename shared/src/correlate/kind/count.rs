@@ -130,7 +130,7 @@ impl CountState {
     /// Reads what [`CountState::encode_into`] wrote.
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<CountState, StateError> {
         let (wire, _) = state::decode_part::<CountsWire>(bytes)?;
-        Ok(CountState(Counts::from_wire(anchor, wire)))
+        Ok(CountState(Counts::from_wire(anchor, wire)?))
     }
 
     /// The window of a group persisted in the legacy form.

@@ -82,9 +82,13 @@ impl LastPlace {
     /// Reads what [`LastPlace::encode_into`] wrote.
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<LastPlace, StateError> {
         let (Wire(place), _) = state::decode_part::<Wire>(bytes)?;
-        Ok(LastPlace(place.map(|(d, seq, lat, lon)| {
-            (Seen { t: anchor - d, seq }, lat, lon)
-        })))
+        let place = place
+            .map(|(d, seq, lat, lon)| {
+                let t = state::time_before(anchor, d)?;
+                Ok::<_, StateError>((Seen { t, seq }, lat, lon))
+            })
+            .transpose()?;
+        Ok(LastPlace(place))
     }
 
     /// The last place of a group persisted in the legacy form.

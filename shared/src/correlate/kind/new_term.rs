@@ -92,9 +92,13 @@ impl Baseline {
     /// Reads what [`Baseline::encode_into`] wrote.
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<Baseline, StateError> {
         let (w, _) = state::decode_part::<Wire>(bytes)?;
+        let at = |d| state::time_before(anchor, d);
         Ok(Baseline {
-            latest: w.latest.map(|(d, seq)| Seen { t: anchor - d, seq }),
-            since: w.since.map(|d| anchor - d),
+            latest: w
+                .latest
+                .map(|(d, seq)| at(d).map(|t| Seen { t, seq }))
+                .transpose()?,
+            since: w.since.map(at).transpose()?,
             seen: w.seen.into_iter().collect(),
         })
     }

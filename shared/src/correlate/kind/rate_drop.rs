@@ -47,7 +47,18 @@ pub(crate) struct RateDrop {
     pub evidence: Vec<Seen>,
 }
 
+/// Periods are event times divided by a timespan of at least 1 ms, so within this bound; a
+/// persisted watch with periods beyond it is corrupt (and its arithmetic could overflow).
+const PERIOD_LIMIT: i64 = 1 << 50;
+
 impl RateWatch {
+    /// Whether a watch read from persisted state has periods a watch can have: checked when it
+    /// is read, so that corrupt state is refused rather than judged (found by fuzzing).
+    pub fn plausible(&self) -> bool {
+        let ok = |p: i64| (-PERIOD_LIMIT..=PERIOD_LIMIT).contains(&p);
+        ok(self.base) && ok(self.first) && ok(self.next) && self.open.iter().all(|o| ok(o.0))
+    }
+
     /// A watch starting with the feed's first event, in period `period`.
     pub fn new(period: i64) -> RateWatch {
         RateWatch {
@@ -105,6 +116,20 @@ impl RateWatch {
         let mut drops = Vec::new();
         while self.next < until {
             let k = self.next;
+            if k < self.base {
+                // Before the kept counts: no events and an empty baseline, so nothing to
+                // judge up to `base`. Judging never leaves `next` below `base`; state read from
+                // elsewhere can, and stepping through such a gap one period at a time could
+                // take forever (found by fuzzing).
+                let to = self.base.min(until);
+                let skipped = self.open.iter().filter(|o| o.0 < to).map(|o| o.2).max();
+                self.open.retain(|o| o.0 >= to);
+                if skipped.is_some() {
+                    self.last = skipped;
+                }
+                self.next = to;
+                continue;
+            }
             let last_events = self
                 .counts
                 .iter()
@@ -226,5 +251,27 @@ mod tests {
         w.count(1_000_000, at(1));
         assert_eq!(w.count_of(1_000_000), 1);
         assert!(w.counts.len() <= 5);
+    }
+
+    #[test]
+    fn a_watch_read_with_its_next_period_far_before_its_counts_is_judged_at_once() {
+        // Never written by judging (it leaves `next` at or after `base`), but read from
+        // corrupt state: a trillion periods to step through one by one (found by fuzzing).
+        let mut w = RateWatch::new(0);
+        w.count(0, at(5));
+        w.base = 1_000_000_000_000;
+        w.counts = VecDeque::from([3, 3, 3]);
+        w.open.push((7, at(7_000), at(7_001)));
+        let drops = w.judge(1_000_000_000_010, 2, 0.5);
+        assert_eq!(w.next(), 1_000_000_000_010);
+        assert_eq!(drops.len(), 1, "the drop after the counts: {drops:?}");
+        assert_eq!(
+            w.last,
+            Some(at(7_001)),
+            "a skipped open period's last event"
+        );
+        assert!(w.plausible());
+        w.next = i64::MAX;
+        assert!(!w.plausible());
     }
 }

@@ -118,12 +118,14 @@ impl Steps {
     /// Reads what [`Steps::encode_into`] wrote.
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<Steps, StateError> {
         let (Wire(steps), _) = state::decode_part::<Wire>(bytes)?;
-        Ok(Steps(
-            steps
-                .into_iter()
-                .map(|s| s.map(|(d, seq)| Seen { t: anchor - d, seq }))
-                .collect(),
-        ))
+        let steps = steps
+            .into_iter()
+            .map(|s| {
+                s.map(|(d, seq)| state::time_before(anchor, d).map(|t| Seen { t, seq }))
+                    .transpose()
+            })
+            .collect::<Result<_, StateError>>()?;
+        Ok(Steps(steps))
     }
 
     /// The steps of a group persisted in the legacy form.

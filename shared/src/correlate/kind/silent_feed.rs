@@ -150,8 +150,16 @@ impl Watch {
     /// Reads what [`Watch::encode_into`] wrote.
     pub fn decode(anchor: i64, bytes: &[u8]) -> Result<Watch, StateError> {
         let (w, _) = state::decode_part::<Wire>(bytes)?;
+        if w.rate.as_ref().is_some_and(|r| !r.plausible()) {
+            return Err(StateError::Decode(
+                "a rate watch's periods are out of range".into(),
+            ));
+        }
         Ok(Watch {
-            last: w.last.map(|(d, seq)| Seen { t: anchor - d, seq }),
+            last: w
+                .last
+                .map(|(d, seq)| state::time_before(anchor, d).map(|t| Seen { t, seq }))
+                .transpose()?,
             silent: w.silent,
             rate: w.rate.map(Box::new),
         })
