@@ -220,6 +220,20 @@ async fn each_identity_is_confined_to_its_role_and_force() {
     );
     let again = ok(&["forces", "apply", forces.to_str().unwrap()], &admin).await;
     assert!(again.contains("2 forces in the file, 0 changed"), "{again}");
+    // The admin also pushes rule packs and reads the cluster's status; a collector cannot
+    // onboard forces.
+    ok(
+        &["rules", "push", rules_dir("identity").to_str().unwrap()],
+        &admin,
+    )
+    .await;
+    let status = ok(&["cluster", "status"], &admin).await;
+    assert!(status.contains("n1"), "{status}");
+    fails(
+        &["forces", "apply", forces.to_str().unwrap()],
+        &creds.env(&nats, "collector-kent"),
+    )
+    .await;
 
     // Each collector publishes its own force's events (acknowledged by JetStream): kent's
     // with a client of its own, essex's with `nmc replay`.
