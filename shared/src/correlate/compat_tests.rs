@@ -13,66 +13,8 @@ use crate::sigma::parse_rules;
 use crate::source::SourceKind;
 use serde_json::json;
 
-const RULES: &str = r#"
-title: failed
-id: d_fail
-logsource: {product: azure, service: signinlogs}
-detection: {s: {resultType: 50126}, condition: s}
----
-title: success
-id: d_ok
-logsource: {product: azure, service: signinlogs}
-detection: {s: {resultType: 0}, condition: s}
----
-title: any aws
-id: d_aws
-logsource: {product: aws, service: cloudtrail}
-detection: {s: {eventName|exists: true}, condition: s}
----
-title: count
-id: c_count
-correlation: {type: event_count, rules: d_fail, group-by: [user], timespan: 10m, condition: {gte: 3}}
----
-title: distinct users
-id: c_vcount
-correlation: {type: value_count, rules: d_fail, group-by: [ip], timespan: 30m, condition: {gte: 3, field: user}}
----
-title: sum
-id: c_sum
-correlation: {type: value_sum, rules: d_ok, group-by: [user], timespan: 1h, condition: {gte: 2000, field: bytes}}
----
-title: avg
-id: c_avg
-correlation: {type: value_avg, rules: d_ok, group-by: [user], timespan: 1h, condition: {gte: 700, field: bytes}}
----
-title: rare app
-id: c_pct
-correlation: {type: value_percentile, rules: d_ok, group-by: [user], timespan: 1h, condition: {lte: 34, field: app}}
----
-title: both
-id: c_temporal
-correlation: {type: temporal, rules: [d_fail, d_ok], group-by: [user], timespan: 10m}
----
-title: count then success
-id: c_ordered
-correlation: {type: temporal_ordered, rules: [c_count, d_ok], group-by: [user], timespan: 20m, generate: true}
----
-title: new country
-id: c_new
-correlation: {type: new_term, rules: d_ok, group-by: [user], field: country, learning: 1h}
----
-title: travel
-id: c_travel
-correlation: {type: impossible_travel, rules: d_ok, group-by: [user], latitude: lat, longitude: lon}
----
-title: aws silent
-id: c_silent
-correlation: {type: silent_feed, rules: d_aws, timespan: 30m}
----
-title: sign-ins drop
-id: c_rate
-correlation: {type: silent_feed, rules: d_ok, timespan: 10m, below: 30%, baseline: 1h}
-"#;
+/// Correlations of every kind (shared with the fuzz targets, which feed them the same way).
+const RULES: &str = crate::fuzzing::CORRELATION_RULES;
 
 pub(super) fn rules() -> RuleSet {
     let docs = parse_rules("compat.yml", RULES)
