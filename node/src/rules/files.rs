@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nmc_shared::sigma::{Placeholders, RuleDoc, RuleError, RuleErrorKind, RuleSet, parse_rules};
 
-/// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order.
+/// Every `.yml`/`.yaml` file under `dirs` (recursively), sorted for a stable load order. Entries
+/// whose names start with `.` are skipped inside directories: a Kubernetes ConfigMap or Secret
+/// volume holds each file three times (`x.yml`, `..data/x.yml`, `..<timestamp>/x.yml`), and
+/// editors and VCS leave hidden files; a path given explicitly is always read.
 pub fn rule_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for d in dirs {
@@ -21,7 +24,11 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         return Ok(());
     }
     for entry in std::fs::read_dir(p)? {
-        let path = entry?.path();
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
         if path.is_dir() {
             collect(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
@@ -215,5 +222,21 @@ mod tests {
             "{}",
             set.correlations().len()
         );
+    }
+
+    /// A ConfigMap volume's layout (`..data` and a timestamped folder beside symlinks to them)
+    /// yields each rule file once.
+    #[test]
+    fn hidden_entries_such_as_configmap_volumes_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = dir.path().join("..2026_11_30_12_00_00.000000001");
+        std::fs::create_dir(&stamp).unwrap();
+        std::fs::write(stamp.join("a.yml"), "title: a\n").unwrap();
+        std::os::unix::fs::symlink(&stamp, dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("..data/a.yml"), dir.path().join("a.yml"))
+            .unwrap();
+        std::fs::write(dir.path().join(".hidden.yml"), "title: h\n").unwrap();
+        let files = rule_files(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(files, vec![dir.path().join("a.yml")]);
     }
 }
