@@ -159,6 +159,9 @@ async fn secured(dir: &Path, forces: &[&str]) -> (Nats, Creds) {
             out.to_str().unwrap(),
             "--forces-file",
             file.to_str().unwrap(),
+            // One identity per node (revocable alone) for the node the tests start.
+            "--nodes",
+            "n1",
         ],
         &[],
     )
@@ -187,7 +190,7 @@ fn burst() -> Vec<Vec<u8>> {
 }
 
 fn node_spec(creds: &Creds, nats: &Nats, id: &str) -> NodeSpec {
-    let mut env = creds.env(nats, "node");
+    let mut env = creds.env(nats, "node-n1");
     // Checkpoints (the object store) within the test, too.
     env.push(("NMC_CHECKPOINT_INTERVAL_SECS".into(), "2".into()));
     NodeSpec {
@@ -428,7 +431,8 @@ async fn each_identity_is_confined_to_its_role_and_force() {
     }
 
     // Onboarding surrey and regenerating: surrey's identities are new, nobody else's changed.
-    let before: Vec<(String, String)> = ["admin", "node", "collector-kent", "reader-essex"]
+    // Regenerating without --nodes keeps the per-node identity already there.
+    let before: Vec<(String, String)> = ["admin", "node-n1", "collector-kent", "reader-essex"]
         .iter()
         .map(|i| (i.to_string(), creds.seed(i)))
         .collect();
@@ -451,6 +455,7 @@ async fn each_identity_is_confined_to_its_role_and_force() {
     for (identity, seed) in before {
         assert_eq!(creds.seed(&identity), seed, "{identity} kept its seed");
     }
+    assert!(!creds.seed_file("node").exists(), "no shared node identity");
     nats.signal("HUP");
     let js = loop {
         // The reload is asynchronous: surrey's collector gets in once it is done.

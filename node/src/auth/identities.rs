@@ -15,8 +15,9 @@ pub enum Role {
     /// The cluster's administrator: onboarding, rule packs, cluster status, every tail.
     Admin,
     /// A cluster node: reads every force's events, writes alerts and dead letters, uses the
-    /// coordination buckets and the checkpoint object store.
-    Node,
+    /// coordination buckets and the checkpoint object store. One identity shared by every node
+    /// (`None`), or one per node id, revocable one by one.
+    Node(Option<String>),
     /// A force's collector: publishes that force's events, nothing else.
     Collector(ForceId),
     /// A force's alert reader: reads that force's alerts, nothing else.
@@ -30,6 +31,22 @@ pub struct Identity {
     pub role: Role,
 }
 
+/// Checks a node id for use as an identity name (and seed file name): letters, digits, `-`
+/// and `_`, as StatefulSet pod names are.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 63
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "node id `{id}` must be 1 to 63 letters, digits, `-` or `_` (a pod name such as nmc-0)"
+        ));
+    }
+    Ok(())
+}
+
 /// Subjects an identity may publish and subscribe to (allow lists: everything else is denied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permissions {
@@ -40,13 +57,25 @@ pub struct Permissions {
 }
 
 impl Identity {
-    /// The identities of a cluster with `forces`: admin, node, then each force's collector and
-    /// reader, in a stable order.
-    pub fn of_cluster<'a>(forces: impl IntoIterator<Item = &'a ForceId>) -> Vec<Identity> {
-        let mut all = vec![
-            Identity { role: Role::Admin },
-            Identity { role: Role::Node },
-        ];
+    /// The identities of a cluster with `forces` and `nodes` (node ids; none: one node identity
+    /// shared by all): admin, the node identities, then each force's collector and reader, in a
+    /// stable order.
+    pub fn of_cluster<'a>(
+        forces: impl IntoIterator<Item = &'a ForceId>,
+        nodes: &[String],
+    ) -> Vec<Identity> {
+        let mut all = vec![Identity { role: Role::Admin }];
+        if nodes.is_empty() {
+            all.push(Identity {
+                role: Role::Node(None),
+            });
+        }
+        let mut nodes: Vec<&String> = nodes.iter().collect();
+        nodes.sort();
+        nodes.dedup();
+        all.extend(nodes.into_iter().map(|n| Identity {
+            role: Role::Node(Some(n.clone())),
+        }));
         let mut forces: Vec<&ForceId> = forces.into_iter().collect();
         forces.sort();
         forces.dedup();
@@ -66,7 +95,8 @@ impl Identity {
     pub fn name(&self) -> String {
         match &self.role {
             Role::Admin => "admin".into(),
-            Role::Node => "node".into(),
+            Role::Node(None) => "node".into(),
+            Role::Node(Some(id)) => format!("node-{id}"),
             Role::Collector(f) => format!("collector-{f}"),
             Role::Reader(f) => format!("reader-{f}"),
         }
@@ -76,7 +106,7 @@ impl Identity {
     pub fn force(&self) -> Option<&ForceId> {
         match &self.role {
             Role::Collector(f) | Role::Reader(f) => Some(f),
-            Role::Admin | Role::Node => None,
+            Role::Admin | Role::Node(_) => None,
         }
     }
 
@@ -101,7 +131,7 @@ impl Identity {
             },
             // As the admin, plus alerts and dead letters to publish. Events are read through
             // JetStream consumers delivered to the node's inbox, so no event subscription.
-            Role::Node => Permissions {
+            Role::Node(_) => Permissions {
                 publish: v(&[
                     "$JS.API.>",
                     "$JS.ACK.>",
@@ -142,7 +172,7 @@ mod tests {
     #[test]
     fn force_identities_are_confined_to_their_force() {
         let kent = ForceId::new("kent").unwrap();
-        let ids = Identity::of_cluster([&kent, &kent]);
+        let ids = Identity::of_cluster([&kent, &kent], &[]);
         let names: Vec<String> = ids.iter().map(Identity::name).collect();
         assert_eq!(names, ["admin", "node", "collector-kent", "reader-kent"]);
         let collector = &ids[2].permissions();
@@ -160,6 +190,21 @@ mod tests {
             reader.subscribe,
             ["nmc.alerts.kent.>", "_INBOX_reader-kent.>"]
         );
+        let per_node = Identity::of_cluster([&kent], &["nmc-1".into(), "nmc-0".into()]);
+        let names: Vec<String> = per_node.iter().map(Identity::name).collect();
+        assert_eq!(
+            names,
+            [
+                "admin",
+                "node-nmc-0",
+                "node-nmc-1",
+                "collector-kent",
+                "reader-kent"
+            ]
+        );
+        assert_eq!(per_node[1].permissions(), ids[1].permissions());
+        assert!(check_node_id("nmc-0").is_ok());
+        assert!(check_node_id("a.b").is_err() && check_node_id("").is_err());
         for id in &ids {
             let p = id.permissions();
             assert!(

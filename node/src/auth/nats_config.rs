@@ -20,6 +20,26 @@ pub const CONF_FILE: &str = "nats-auth.conf";
 /// File name of the list of identities (JSON) in the output folder.
 pub const LIST_FILE: &str = "identities.json";
 
+/// The node ids of the per-node identities whose seeds are in `dir` (`node-<id>.nk`): what
+/// a regeneration keeps when no node list is given. Empty when the folder holds the shared
+/// `node.nk` or nothing.
+pub fn existing_nodes(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("node-")
+                .and_then(|n| n.strip_suffix(".nk"))
+                .map(str::to_owned)
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
 /// What one generation did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -199,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("auth");
         let two = forces(&["kent", "essex"]);
-        let first = generate(&out, "NMC", &Identity::of_cluster(&two)).unwrap();
+        let first = generate(&out, "NMC", &Identity::of_cluster(&two, &[])).unwrap();
         assert_eq!(first.created.len(), 6);
         let seed = |n: &str| std::fs::read_to_string(out.join(format!("{n}.nk"))).unwrap();
         let kent_before = seed("collector-kent");
@@ -214,7 +234,7 @@ mod tests {
         }
 
         let three = forces(&["kent", "surrey"]);
-        let second = generate(&out, "NMC", &Identity::of_cluster(&three)).unwrap();
+        let second = generate(&out, "NMC", &Identity::of_cluster(&three, &[])).unwrap();
         assert_eq!(second.created, ["collector-surrey", "reader-surrey"]);
         assert_eq!(second.revoked, ["collector-essex", "reader-essex"]);
         assert_eq!(seed("collector-kent"), kent_before);
@@ -242,7 +262,7 @@ mod tests {
     fn a_damaged_seed_is_an_error_not_a_silent_new_key() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.nk"), "garbage").unwrap();
-        let e = generate(dir.path(), "NMC", &Identity::of_cluster(&[])).unwrap_err();
+        let e = generate(dir.path(), "NMC", &Identity::of_cluster(&[], &[])).unwrap_err();
         assert!(format!("{e:#}").contains("node.nk holds no valid nkey seed"));
         assert!(generate(dir.path(), "bad name", &[]).is_err());
     }

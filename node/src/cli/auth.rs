@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream;
 
 use super::NatsArgs;
-use crate::auth::identities::Identity;
+use crate::auth::identities::{self, Identity};
 use crate::auth::nats_config;
 use crate::cluster::{self, onboarding};
 use crate::forces_file::ForcesFile;
@@ -32,6 +32,11 @@ pub struct NatsConfigArgs {
     /// NATS account the identities belong to.
     #[arg(long, default_value = "NMC")]
     account: String,
+    /// One node identity per node id (comma-separated, e.g. the pods nmc-0,nmc-1,nmc-2), each
+    /// revocable alone, instead of one identity shared by every node. Without it, the per-node
+    /// identities already in the folder are kept (none: the shared `node`).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Option<Vec<String>>,
     /// Take the forces from this forces file instead of the cluster's onboarded forces.
     #[arg(long)]
     forces_file: Option<PathBuf>,
@@ -53,7 +58,14 @@ pub async fn run(cmd: AuthCmd) -> Result<()> {
             onboarding::list(&b.forces).await?.into_keys().collect()
         }
     };
-    let identities = Identity::of_cluster(&forces);
+    let nodes = match a.nodes {
+        Some(nodes) => nodes,
+        None => nats_config::existing_nodes(&a.out),
+    };
+    for n in &nodes {
+        identities::check_node_id(n).map_err(anyhow::Error::msg)?;
+    }
+    let identities = Identity::of_cluster(&forces, &nodes);
     let done = nats_config::generate(&a.out, &a.account, &identities)?;
     for n in &done.created {
         println!("+ {n}");
