@@ -294,6 +294,8 @@ async fn nodes_run_the_configuration_the_chart_renders() {
         .arg(&auth)
         .arg("--forces-file")
         .arg(base.join("forces.yaml"))
+        // The chart's values give each pod its own identity.
+        .args(["--nodes", "nmc-0,nmc-1"])
         .output()
         .unwrap();
     assert!(
@@ -305,13 +307,16 @@ async fn nodes_run_the_configuration_the_chart_renders() {
     let seed = |id: &str| std::fs::read_to_string(auth.join(format!("{id}.nk"))).unwrap();
     let api_token = "chart-test-api-token-5f1c";
     let secrets: Secrets = [
-        ("nmc-nats-node", "node.nk", seed("node")),
+        ("nmc-nats-node", "node-nmc-0.nk", seed("node-nmc-0")),
+        ("nmc-nats-node", "node-nmc-1.nk", seed("node-nmc-1")),
         ("nmc-nats-admin", "admin.nk", seed("admin")),
         ("nmc-http-api", "token", api_token.to_owned()),
     ]
     .into_iter()
-    .map(|(s, k, v)| (s.to_owned(), BTreeMap::from([(k.to_owned(), v)])))
-    .collect();
+    .fold(Secrets::new(), |mut all, (s, k, v)| {
+        all.entry(s.to_owned()).or_default().insert(k.to_owned(), v);
+        all
+    });
     // The image's /usr/share/nmc/rules: what the Dockerfile copies there.
     let bundled = base.join("bundled-rules");
     std::fs::create_dir_all(&bundled).unwrap();

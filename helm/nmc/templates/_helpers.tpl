@@ -130,7 +130,12 @@ app.kubernetes.io/part-of: nmc
 {{- $ctx := index . 1 -}}
 {{- if $auth.nkey.existingSecret }}
 - name: NMC_NATS_NKEY
+{{- if $auth.nkey.perNode }}
+  # Each pod its own seed (`nmc auth nats-config --nodes <pod names>`); NMC_NODE_ID is set above.
+  value: /etc/nmc-secrets/nats-nkey/node-$(NMC_NODE_ID).nk
+{{- else }}
   value: /etc/nmc-secrets/nats-nkey/{{ $auth.nkey.key }}
+{{- end }}
 {{- end }}
 {{- if $auth.creds.existingSecret }}
 - name: NMC_NATS_CREDS
@@ -177,7 +182,9 @@ app.kubernetes.io/part-of: nmc
   secret:
     secretName: {{ $auth.nkey.existingSecret }}
     defaultMode: 0440
+    {{- if not $auth.nkey.perNode }}
     items: [{key: {{ $auth.nkey.key | quote }}, path: {{ $auth.nkey.key | quote }}}]
+    {{- end }}
 {{- end }}
 {{- if $auth.creds.existingSecret }}
 - name: nats-creds
