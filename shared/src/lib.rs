@@ -20,6 +20,7 @@ pub mod force;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;
+pub mod lifecycle;
 pub mod mapping;
 pub mod onboarding;
 pub mod rendezvous;
