@@ -108,24 +108,17 @@ pub enum Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::Add(e) => write!(f, "+ {} ({}, weight {})", e.id, phase(e.phase), e.weight),
+            Change::Add(e) => write!(f, "+ {} ({}, weight {})", e.id, e.phase.as_str(), e.weight),
             Change::Update { id, from, to } => write!(
                 f,
                 "~ {id} ({}, weight {} -> {}, weight {})",
-                phase(from.0),
+                from.0.as_str(),
                 from.1,
-                phase(to.0),
+                to.0.as_str(),
                 to.1
             ),
             Change::Remove(id) => write!(f, "- {id}"),
         }
-    }
-}
-
-fn phase(p: OnboardingPhase) -> &'static str {
-    match p {
-        OnboardingPhase::Cloud => "cloud",
-        OnboardingPhase::CloudAndOnprem => "cloud_and_onprem",
     }
 }
 

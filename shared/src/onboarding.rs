@@ -17,6 +17,14 @@ pub enum OnboardingPhase {
 }
 
 impl OnboardingPhase {
+    /// Its name as configuration, files and metrics spell it (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnboardingPhase::Cloud => "cloud",
+            OnboardingPhase::CloudAndOnprem => "cloud_and_onprem",
+        }
+    }
+
     /// Whether a force in this phase accepts events of `source`.
     pub fn admits(self, source: SourceKind) -> bool {
         match self {
@@ -67,6 +75,12 @@ mod tests {
             json,
             r#"{"phase":"cloud_and_onprem","weight":3,"added_ms":1793606400000}"#
         );
+        for p in [OnboardingPhase::Cloud, OnboardingPhase::CloudAndOnprem] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
         assert_eq!(serde_json::from_str::<ForceRecord>(&json).unwrap(), r);
         assert!(
             serde_json::from_str::<ForceRecord>(r#"{"phase":"onprem","weight":1,"added_ms":0}"#)

@@ -27,6 +27,16 @@ pub fn free_port() -> u16 {
         .expect("binding a loopback port")
 }
 
+/// Sends signal `sig` (`STOP`, `CONT`, `TERM`, `HUP`, ...) to `child`.
+fn send_signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill");
+    assert!(ok.success(), "kill -{sig} {} failed", child.id());
+}
+
 /// Waits until `child` listens on `port`; false if it exited (e.g. the port was taken meanwhile).
 async fn wait_listening(port: u16, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -149,12 +159,7 @@ impl Nats {
     /// Sends a signal (`STOP`, `CONT`) to the server: `STOP` freezes it with its connections
     /// open (requests time out instead of failing).
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(ok.success(), "kill -{sig} nats-server failed");
+        send_signal(&self.child, sig);
     }
 }
 
@@ -293,12 +298,7 @@ impl NatsCluster {
 
     /// Sends a signal (`STOP`, `CONT`, `TERM`) to server `i`.
     pub fn signal(&self, i: usize, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.servers[i].id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(ok.success(), "kill -{sig} server {i} failed");
+        send_signal(&self.servers[i], sig);
     }
 
     /// A JetStream context through any of the servers.
@@ -409,12 +409,7 @@ impl Node {
 
     /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the process.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(ok.success(), "kill -{sig} failed");
+        send_signal(&self.child, sig);
     }
 
     /// Waits up to `timeout` for the process to exit; its exit status if it did.

@@ -472,11 +472,10 @@ fn gauges(meter: &Meter, cfg: &Config, status: Arc<NodeStatus>) -> Vec<Observabl
         "1 per onboarded force (the cluster's list, as this node sees it).",
         Box::new(|st, o| {
             for (f, r) in st.forces.borrow().iter() {
-                let phase = match r.phase {
-                    nmc_shared::onboarding::OnboardingPhase::Cloud => "cloud",
-                    nmc_shared::onboarding::OnboardingPhase::CloudAndOnprem => "cloud_and_onprem",
-                };
-                o(1.0, &[force_kv(f), KeyValue::new("phase", phase)]);
+                o(
+                    1.0,
+                    &[force_kv(f), KeyValue::new("phase", r.phase.as_str())],
+                );
             }
         }),
     );
