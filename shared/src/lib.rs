@@ -10,9 +10,12 @@
 //! fields in them, [`sigma`] parses and compiles rules, [`correlate`] holds the per-force state
 //! machines, [`alert`] is the output record and [`state`] the versioned encoding of persisted
 //! state. [`dead_letter`] names why an event is set aside, [`onboarding`] says which sources a
-//! force's onboarding phase admits and [`rendezvous`] which node should own a force.
+//! force's onboarding phase admits and [`rendezvous`] which node should own a force. After an alert
+//! is raised: [`lifecycle`] (its states and audit entries), [`contact`] (who is told, when) and
+//! [`minimise`] (which evidence fields a message may carry).
 
 pub mod alert;
+pub mod contact;
 pub mod correlate;
 pub mod dead_letter;
 pub mod event;
@@ -22,6 +25,7 @@ pub mod fuzzing;
 pub mod json;
 pub mod lifecycle;
 pub mod mapping;
+pub mod minimise;
 pub mod onboarding;
 pub mod rendezvous;
 pub mod sigma;

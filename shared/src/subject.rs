@@ -17,6 +17,15 @@ pub const EVENTS_ALL: &str = "nmc.events.>";
 pub const ALERTS_ALL: &str = "nmc.alerts.>";
 /// Subjects captured by [`DLQ_STREAM`].
 pub const DLQ_ALL: &str = "nmc.dlq.>";
+/// JetStream stream holding the audit trail of alert lifecycle actions (`nmc.audit.>`).
+pub const AUDIT_STREAM: &str = "NMC_AUDIT";
+/// Subjects captured by [`AUDIT_STREAM`].
+pub const AUDIT_ALL: &str = "nmc.audit.>";
+/// Subjects of failed notification deliveries (`nmc.notify.failed.<force>`), captured by
+/// [`NOTIFY_STREAM`].
+pub const NOTIFY_ALL: &str = "nmc.notify.>";
+/// JetStream stream holding failed-delivery records.
+pub const NOTIFY_STREAM: &str = "NMC_NOTIFY";
 /// Dead-letter subject for events whose subject names no valid or onboarded force.
 pub const DLQ_UNKNOWN: &str = "nmc.dlq._unknown";
 
@@ -38,6 +47,16 @@ pub fn alerts(force: &ForceId, level: Level) -> String {
 /// The filter that selects all alerts of one force.
 pub fn alerts_of(force: &ForceId) -> String {
     format!("nmc.alerts.{force}.>")
+}
+
+/// The audit subject of a force's alert lifecycle actions.
+pub fn audit(force: &ForceId) -> String {
+    format!("nmc.audit.{force}")
+}
+
+/// The subject a failed delivery of one of `force`'s alerts is published to.
+pub fn notify_failed(force: &ForceId) -> String {
+    format!("nmc.notify.failed.{force}")
 }
 
 /// The dead-letter subject of a force.
