@@ -7,6 +7,14 @@
 //!   - id: kent
 //!     phase: cloud            # or cloud_and_onprem
 //!     weight: 2               # relative size, default 1
+//!     contacts:               # optional: when present, the force's contacts become exactly these
+//!       - name: soc-lead
+//!         role: SOC lead
+//!         channels: [{type: email, to: soc@kent.police.example}]
+//!         min_level: medium
+//! duty_contacts:              # optional: the centre's national duty contacts, likewise
+//!   - name: ncsoc-duty
+//!     channels: [{type: email, to: duty@ncsoc.example}]
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +22,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use nmc_shared::ForceId;
+use nmc_shared::contact::Contact;
 use nmc_shared::onboarding::{ForceRecord, OnboardingPhase};
 use serde::Deserialize;
 
@@ -26,6 +35,9 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub struct ForcesFile {
     /// The forces that must be onboarded, each once.
     pub forces: Vec<ForceEntry>,
+    /// The national duty contacts, when the file manages them.
+    #[serde(default)]
+    pub duty_contacts: Option<Vec<Contact>>,
 }
 
 /// One force of a forces file.
@@ -39,6 +51,9 @@ pub struct ForceEntry {
     /// Relative size of the force (placement weight), at least 1.
     #[serde(default = "one")]
     pub weight: u32,
+    /// The force's contacts, when the file manages them (absent: left as they are).
+    #[serde(default)]
+    pub contacts: Option<Vec<Contact>>,
 }
 
 fn one() -> u32 {
@@ -77,6 +92,13 @@ impl ForcesFile {
             if f.weight == 0 {
                 bail!("`{}` has weight 0: weights are at least 1", f.id);
             }
+            if let Some(list) = &f.contacts {
+                crate::contacts::check_list(list)
+                    .with_context(|| format!("the contacts of `{}`", f.id))?;
+            }
+        }
+        if let Some(list) = &file.duty_contacts {
+            crate::contacts::check_list(list).context("the duty contacts")?;
         }
         Ok(file)
     }
@@ -84,6 +106,23 @@ impl ForcesFile {
     /// The forces listed.
     pub fn ids(&self) -> BTreeSet<ForceId> {
         self.forces.iter().map(|f| f.id.clone()).collect()
+    }
+
+    /// The contact lists the file manages: (scope, contacts).
+    pub fn contact_lists(&self) -> Vec<(crate::contacts::Scope, &[Contact])> {
+        let mut out: Vec<(crate::contacts::Scope, &[Contact])> = self
+            .forces
+            .iter()
+            .filter_map(|f| {
+                f.contacts
+                    .as_deref()
+                    .map(|c| (crate::contacts::Scope::Force(f.id.clone()), c))
+            })
+            .collect();
+        if let Some(d) = &self.duty_contacts {
+            out.push((crate::contacts::Scope::National, d));
+        }
+        out
     }
 }
 

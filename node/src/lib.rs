@@ -10,24 +10,29 @@
 //! - [`cluster`]: membership, leases, the coordinator and its decisions, checkpoints, onboarding.
 //! - [`force`]: the supervised force actor, its worker and the pure evaluation of a batch.
 //! - [`triage`]: dead-lettering events of forces that are not onboarded.
+//! - [`notify`]: alerts to force contacts (delivery, retries, digests, escalation);
+//!   [`contacts`]: who they are; [`alert_state`]: each alert's lifecycle and audit trail.
 //! - [`rules`]: rule files, rule packs and hot reload.
 //! - [`hunt`]: the offline engine of `nmc hunt`; [`synth`]: synthetic telemetry.
 //! - [`telemetry`]: logs, traces and metrics; [`clock`]: the wall clock, for records and input
 //!   checks.
 //! - [`cli`]: the command line, one module per command.
 
+pub mod alert_state;
 pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod contacts;
 pub mod context;
 pub mod force;
 pub mod forces_file;
 pub mod http;
 pub mod hunt;
 pub mod node;
+pub mod notify;
 pub mod rules;
 pub mod secret;
 pub mod status;

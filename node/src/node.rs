@@ -26,7 +26,7 @@ use crate::rules::{RulePack, pack, reload};
 use crate::status::NodeStatus;
 use crate::store::Store;
 use crate::telemetry::metrics::{self, Metrics};
-use crate::{bus, http, telemetry, triage};
+use crate::{bus, http, notify, telemetry, triage};
 
 /// Runs a node until it is told to stop.
 pub async fn run(cfg: Config) -> Result<()> {
@@ -103,6 +103,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         arbiters[0].spawn(triage::run(ctx.clone()));
         info!("triage of unknown forces started");
     }
+    if cfg.notify {
+        let notifier =
+            notify::Notifier::new(&ctx.js, &cfg.notifications, Some(installed.metrics.clone()))
+                .await
+                .context("setting up notifications ([notifications] in the configuration)")?;
+        actix::spawn(notifier.run());
+        info!("notification of force contacts started");
+    }
     let coordinator = Coordinator::join(ctx.clone(), arbiters).await?;
     info!(node = %cfg.node_id, rules = %ctx.rules_version(), "node running");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -141,6 +149,9 @@ async fn provision(js: &jetstream::Context, cfg: &Config) -> (Buckets, pack::Pac
             let packs = pack::ensure(js, cfg.stream_replicas)
                 .await
                 .context("preparing the rule-pack buckets")?;
+            notify::ensure(js, cfg)
+                .await
+                .context("preparing the contact, lifecycle and delivery buckets")?;
             anyhow::Ok((buckets, packs))
         };
         match attempt.await {

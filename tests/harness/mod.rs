@@ -6,6 +6,11 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod pki;
+pub mod receivers;
+
+#[allow(unused_imports)]
+pub use pki::Pki;
 
 use std::io::Read;
 use std::net::TcpListener;

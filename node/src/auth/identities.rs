@@ -122,11 +122,19 @@ impl Identity {
             |id: &Identity| format!("{}.>", id.inbox_prefix().expect("a force identity"));
         let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
         match &self.role {
-            // The JetStream API, the KV and object-store subjects, acks and flow control, and
-            // the default inbox for replies. No event or alert subject: an admin reads through
-            // JetStream consumers and writes nothing a node would process.
+            // The JetStream API, the KV and object-store subjects, acks and flow control, the
+            // audit trail (`nmc alerts ack` and friends), and the default inbox for replies. No
+            // event or alert subject: an admin reads through JetStream consumers and writes
+            // nothing a node would process.
             Role::Admin => Permissions {
-                publish: v(&["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>"]),
+                publish: v(&[
+                    "$JS.API.>",
+                    "$JS.ACK.>",
+                    "$JS.FC.>",
+                    "$KV.>",
+                    "$O.>",
+                    nmc_shared::subject::AUDIT_ALL,
+                ]),
                 subscribe: v(&["_INBOX.>"]),
             },
             // As the admin, plus alerts and dead letters to publish. Events are read through
@@ -140,6 +148,8 @@ impl Identity {
                     "$O.>",
                     nmc_shared::subject::ALERTS_ALL,
                     DLQ_ALL,
+                    nmc_shared::subject::AUDIT_ALL,
+                    nmc_shared::subject::NOTIFY_ALL,
                 ]),
                 subscribe: v(&["_INBOX.>"]),
             },

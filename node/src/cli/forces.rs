@@ -162,6 +162,30 @@ pub async fn run(cmd: ForcesCmd) -> Result<()> {
                 wanted.forces.len(),
                 changes.len()
             );
+            let lists = wanted.contact_lists();
+            if !lists.is_empty() {
+                let client = nats.connect("nmc forces").await?;
+                let directory = crate::contacts::open(&jetstream::new(client)).await?;
+                let mut changed = 0;
+                for (scope, want) in lists {
+                    let mut sorted = want.to_vec();
+                    sorted.sort_by(|a, b| (a.tier, &a.name).cmp(&(b.tier, &b.name)));
+                    if directory.list(&scope).await? == sorted {
+                        continue;
+                    }
+                    changed += 1;
+                    println!("~ contacts of {scope} ({} contacts)", want.len());
+                    if !dry_run {
+                        directory
+                            .update(&scope, |l| {
+                                *l = want.to_vec();
+                                Ok(())
+                            })
+                            .await?;
+                    }
+                }
+                println!("contact lists: {changed} {verb}");
+            }
         }
         ForcesCmd::List { json, nats } => {
             let b = buckets(&nats).await?;

@@ -1,8 +1,10 @@
 //! The `nmc` command line: one binary for the node and its tools.
 
+pub mod alert_actions;
 pub mod auth;
 pub mod bench;
 pub mod cluster;
+pub mod contacts;
 pub mod forces;
 pub mod generate;
 pub mod hunt;
@@ -155,6 +157,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: auth::AuthCmd,
     },
+    /// Force contacts and national duty contacts (who is told of alerts).
+    Contacts {
+        /// What to do with contacts.
+        #[command(subcommand)]
+        cmd: contacts::ContactsCmd,
+    },
     /// Sigma rules.
     Rules {
         /// What to do with rules.
@@ -176,9 +184,44 @@ pub enum RulesCmd {
 
 /// `nmc alerts ...`
 #[derive(Debug, Subcommand)]
+// Parsed once per process: boxing the larger arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AlertsCmd {
     /// Print alerts as they arrive, one JSON line each.
     Tail(tail::TailArgs),
+    /// Acknowledge an alert (stops its escalation).
+    Ack(alert_actions::Target),
+    /// Assign an alert to somebody to investigate (acknowledges it).
+    Assign {
+        /// The alert and who acts.
+        #[command(flatten)]
+        target: alert_actions::Target,
+        /// Who investigates.
+        #[arg(long)]
+        to: String,
+    },
+    /// Close an alert with its outcome (acknowledges it).
+    Close {
+        /// The alert and who acts.
+        #[command(flatten)]
+        target: alert_actions::Target,
+        /// What it turned out to be.
+        #[arg(long, value_enum)]
+        outcome: alert_actions::OutcomeArg,
+    },
+    /// Open a closed alert again.
+    Reopen(alert_actions::Target),
+    /// Print an alert's state, audit trail and delivery records.
+    Show {
+        /// Alert id.
+        id: uuid::Uuid,
+        /// The alert's force.
+        #[arg(long)]
+        force: nmc_shared::ForceId,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
 }
 
 /// `nmc dlq ...`
@@ -208,9 +251,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Config::load(config.as_deref()).and_then(|cfg| on_actix(crate::node::run(cfg)))
         }
         Cmd::Replay(a) => on_actix(replay::run(a)),
-        Cmd::Alerts {
-            cmd: AlertsCmd::Tail(a),
-        } => on_actix(tail::run(tail::Kind::Alerts, a)),
+        Cmd::Alerts { cmd } => on_actix(async move {
+            use nmc_shared::lifecycle::Action;
+            match cmd {
+                AlertsCmd::Tail(a) => tail::run(tail::Kind::Alerts, a).await,
+                AlertsCmd::Ack(t) => alert_actions::act(t, Action::Acknowledge).await,
+                AlertsCmd::Assign { target, to } => {
+                    alert_actions::act(target, Action::Assign { to }).await
+                }
+                AlertsCmd::Close { target, outcome } => {
+                    alert_actions::act(
+                        target,
+                        Action::Close {
+                            outcome: outcome.into(),
+                        },
+                    )
+                    .await
+                }
+                AlertsCmd::Reopen(t) => alert_actions::act(t, Action::Reopen).await,
+                AlertsCmd::Show { id, force, nats } => alert_actions::show(id, force, nats).await,
+            }
+        }),
         Cmd::Dlq {
             cmd: DlqCmd::Tail(a),
         } => on_actix(tail::run(tail::Kind::Dlq, a)),
@@ -222,6 +283,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Hunt(a) => hunt::run(a),
         Cmd::State { cmd } => state::run(cmd),
         Cmd::Forces { cmd } => on_actix(forces::run(cmd)),
+        Cmd::Contacts { cmd } => on_actix(contacts::run(cmd)),
         Cmd::Cluster { cmd } => on_actix(cluster::run(cmd)),
         Cmd::Auth { cmd } => on_actix(auth::run(cmd)),
         Cmd::Rules {

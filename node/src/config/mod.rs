@@ -4,6 +4,9 @@
 //! Telemetry is configured by the standard `OTEL_*` variables instead (see `telemetry`).
 
 pub mod env;
+pub mod notifications;
+
+pub use notifications::{NotifyConfig, SmtpTls};
 
 pub use crate::secret::Secret;
 
@@ -54,6 +57,11 @@ pub struct Config {
     /// Whether this node takes part in triage: dead-lettering events of forces that are not
     /// onboarded (a shared durable consumer: any number of nodes may do it).
     pub triage: bool,
+    /// Whether this node delivers alerts to force contacts (a shared durable consumer on
+    /// `NMC_ALERTS`: any number of nodes may do it), as `[notifications]` says.
+    pub notify: bool,
+    /// How notifications are delivered (nodes with `notify = true`).
+    pub notifications: NotifyConfig,
     /// Relative capacity of this node for force assignment (rendezvous weight).
     pub weight: u32,
     /// Seconds after its last heartbeat that a node counts as gone.
@@ -140,6 +148,8 @@ impl Default for Config {
             rules_dirs: Vec::new(),
             forces: Vec::new(),
             triage: true,
+            notify: false,
+            notifications: NotifyConfig::default(),
             weight: 1,
             node_ttl_secs: 5,
             lease_ttl_secs: 5,
@@ -251,6 +261,7 @@ impl Config {
         if self.http_tls_cert.as_os_str().is_empty() != self.http_tls_key.as_os_str().is_empty() {
             bail!("http_tls_cert and http_tls_key go together: set both, or neither");
         }
+        self.notifications.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forces {
             if !seen.insert(f) {

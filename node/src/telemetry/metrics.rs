@@ -98,6 +98,9 @@ pub struct Metrics {
     actor_restarts: Counter<u64>,
     rulepacks_refused: Counter<u64>,
     nats_reconnects: Counter<u64>,
+    deliveries: Counter<u64>,
+    delivery_latency: Histogram<f64>,
+    escalations: Counter<u64>,
     _gauges: Vec<ObservableGauge<f64>>,
 }
 
@@ -235,6 +238,22 @@ impl Metrics {
                 "nmc.alerts.publish_failures",
                 "{failure}",
                 "Outbox publishes that failed (retried from sled).",
+            ),
+            deliveries: counter(
+                "nmc.notify.deliveries",
+                "{delivery}",
+                "Notification deliveries by channel and outcome (sent, failed, digested).",
+            ),
+            delivery_latency: meter
+                .f64_histogram("nmc.notify.latency")
+                .with_unit("s")
+                .with_description("Alert raised (window end) to a provider accepting its message, first tier only.")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            escalations: counter(
+                "nmc.notify.escalations",
+                "{escalation}",
+                "Alerts escalated to the next tier, by reason (unacknowledged, unreached).",
             ),
             alert_latency: meter
                 .f64_histogram("nmc.alert.latency")
@@ -375,6 +394,29 @@ impl Metrics {
     /// Counts a refused rule pack.
     pub fn rulepack_refused(&self) {
         self.rulepacks_refused.add(1, &[]);
+    }
+
+    /// Counts a delivery of `force`'s alert over `channel` with `outcome`.
+    pub fn delivery(&self, force: &ForceId, channel: &'static str, outcome: &'static str) {
+        self.deliveries.add(
+            1,
+            &[
+                force_kv(force),
+                KeyValue::new("channel", channel),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    /// Records how long after it was raised an alert's first message was accepted.
+    pub fn delivery_latency(&self, secs: f64) {
+        self.delivery_latency.record(secs.max(0.0), &[]);
+    }
+
+    /// Counts an escalation of `force`'s alert to the next tier.
+    pub fn escalation(&self, force: &ForceId, reason: &'static str) {
+        self.escalations
+            .add(1, &[force_kv(force), KeyValue::new("reason", reason)]);
     }
 
     /// Counts a NATS reconnection.
