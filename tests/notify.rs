@@ -909,3 +909,102 @@ async fn a_burst_is_held_to_the_message_limit_with_criticals_at_once_and_the_res
         "criticals never wait for a digest"
     );
 }
+
+/// Alert-to-delivery latency (alert published to the receiving server), steady and in a burst.
+/// A measurement, not a check: run it with
+/// `cargo nextest run -p nmc-node --test notify --run-ignored only --no-capture notify_latency`;
+/// the figures are in docs/benchmarks.md.
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn notify_latency() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Webhook::start(dir.path(), "itsm", SECRET, 0);
+    let secrets = secrets(dir.path());
+    let _n = notifier(
+        &nats,
+        dir.path(),
+        "notify-a",
+        notify_env(&secrets, None, &[]),
+    );
+    let js = nats.js().await;
+    wait_provisioned(&js).await;
+    nmc_ok(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "kent",
+            "--name",
+            "itsm",
+            "--webhook",
+            &hook.url("/kent"),
+            "--webhook-secret",
+            "kent-itsm",
+            "--max-per-minute",
+            "100000",
+            "--min-level",
+            "low",
+        ],
+    );
+    // Warm-up: the consumer exists and the first connections are made.
+    publish_alerts(&js, &[alert(Level::High, 999_999)]).await;
+    hook.wait_ok(1, Duration::from_secs(20)).await;
+
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let mut sent_at: BTreeMap<String, i64> = BTreeMap::new();
+    // Steady: 20 alerts a second for 30 seconds.
+    for i in 0..600 {
+        let a = alert(Level::High, i);
+        sent_at.insert(a.id.to_string(), now_ms());
+        publish_alerts(&js, &[a]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hook.wait_ok(601, Duration::from_secs(60)).await;
+    // Burst: 1,000 at once.
+    let burst: Vec<Alert> = (10_000..11_000).map(|i| alert(Level::High, i)).collect();
+    let t = now_ms();
+    for a in &burst {
+        sent_at.insert(a.id.to_string(), t);
+    }
+    publish_alerts(&js, &burst).await;
+    let reqs = hook.wait_ok(1601, Duration::from_secs(120)).await;
+    let mut steady = Vec::new();
+    let mut bursty = Vec::new();
+    for r in reqs.iter().filter(|r| r["status"] == 200) {
+        let key = r["idempotency_key"].as_str().unwrap();
+        if let Some(at) = sent_at.get(key) {
+            let ms = r["received_ms"].as_i64().unwrap() - at;
+            if burst.iter().any(|a| a.id.to_string() == key) {
+                bursty.push(ms);
+            } else {
+                steady.push(ms);
+            }
+        }
+    }
+    let pct = |v: &mut Vec<i64>, p: f64| {
+        v.sort_unstable();
+        v[((v.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(v.len() - 1)]
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "steady_alerts": steady.len(),
+            "steady_p50_ms": pct(&mut steady, 0.50),
+            "steady_p99_ms": pct(&mut steady, 0.99),
+            "burst_alerts": bursty.len(),
+            "burst_p50_ms": pct(&mut bursty, 0.50),
+            "burst_p99_ms": pct(&mut bursty, 0.99),
+        })
+    );
+    assert_eq!(steady.len(), 600);
+    assert_eq!(bursty.len(), 1000);
+}

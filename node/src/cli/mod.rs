@@ -245,6 +245,9 @@ impl Cmd {
 /// Runs one command line: every command is dispatched here, once. Commands that talk to NATS
 /// run on an actix system (the node's actors need one; the tools share the set-up).
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // One TLS crypto provider for the whole process (ring): the HTTP clients built by
+    // dependencies (the OTLP exporter's reqwest) take the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let telemetry = crate::telemetry::init(cli.cmd.default_log_filter())?;
     let done = match cli.cmd {
         Cmd::Node { config } => {

@@ -112,6 +112,11 @@ pub struct Notifier {
     poster: Poster,
     templates: templates::Templates,
     metrics: Option<Arc<Metrics>>,
+    /// `NMC_EVENTS`, where evidence is fetched from.
+    events: stream::Stream,
+    /// Alerts being delivered by this node: a redelivery of one of them (its keep-alive came
+    /// too late) is left to the delivery under way, which acknowledges it.
+    in_flight: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 impl Notifier {
@@ -134,6 +139,8 @@ impl Notifier {
             poster: Poster::new(cfg)?,
             templates: templates::Templates::load(&cfg.templates_dir)?,
             metrics,
+            events: provision::open_stream(js, EVENTS_STREAM).await?,
+            in_flight: Default::default(),
         }))
     }
 
@@ -219,6 +226,14 @@ impl Notifier {
                 return;
             }
         };
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(alert.id)
+        {
+            return;
+        }
         let published_ms = msg
             .info()
             .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -232,6 +247,10 @@ impl Notifier {
         });
         let result = self.deliver(&alert, published_ms).await;
         keepalive.abort();
+        self.in_flight
+            .lock()
+            .expect("in-flight set")
+            .remove(&alert.id);
         match result {
             Ok(()) => {
                 if let Err(e) = msg.ack().await {
@@ -615,9 +634,6 @@ impl Notifier {
 
     /// The alert's first evidence events, fetched from `NMC_EVENTS` while retained.
     async fn evidence(&self, alert: &Alert) -> Vec<Fetched> {
-        let Ok(stream) = self.js.get_stream(EVENTS_STREAM).await else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
         for e in alert
             .evidence
@@ -625,7 +641,7 @@ impl Notifier {
             .filter(|e| e.seq > 0)
             .take(message::MAX_EVIDENCE_SHOWN)
         {
-            let Ok(raw) = stream.get_raw_message(e.seq).await else {
+            let Ok(raw) = self.events.get_raw_message(e.seq).await else {
                 continue;
             };
             let Ok((force, source)) = subject::parse_events(&raw.subject) else {
