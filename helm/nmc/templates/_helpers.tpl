@@ -84,6 +84,20 @@ app.kubernetes.io/part-of: nmc
 {{- $_ := set $cfg "require_tls" .Values.nats.tls.requireTls -}}
 {{- $_ := set $cfg "data_dir" "/var/lib/nmc" -}}
 {{- $_ := set $cfg "http_listen" (printf "0.0.0.0:%d" (int64 .Values.http.port)) -}}
+{{- $_ := set $cfg "notify" .Values.notify.enabled -}}
+{{- if .Values.notify.enabled -}}
+{{- $n := deepCopy .Values.notify.settings -}}
+{{- if .Values.notify.smtpCa.existingSecret -}}
+{{- $_ := set $n "smtp_tls_ca" (printf "/etc/nmc-secrets/smtp-ca/%s" .Values.notify.smtpCa.key) -}}
+{{- end -}}
+{{- if .Values.notify.webhookSecrets.existingSecret -}}
+{{- $_ := set $n "secrets_dir" "/etc/nmc-secrets/webhooks" -}}
+{{- end -}}
+{{- if or .Values.notify.templates.configMap .Values.notify.templates.perForce -}}
+{{- $_ := set $n "templates_dir" "/etc/nmc-templates" -}}
+{{- end -}}
+{{- $_ := set $cfg "notifications" $n -}}
+{{- end -}}
 # nmc node configuration rendered by the nmc chart ({{ .Chart.Version }}). node_id comes from the
 # pod name (NMC_NODE_ID); credentials, TLS files and tokens from NMC_* variables.
 {{- range $k := keys $cfg | sortAlpha }}
