@@ -807,6 +807,122 @@ async fn an_unacknowledged_alert_escalates_to_the_next_tier_then_the_duty_contac
 }
 
 #[tokio::test]
+async fn a_delivery_that_fails_is_published_and_escalates_at_once_whatever_the_level() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver knows another secret: every signature is wrong, a permanent 401.
+    let itsm = Webhook::start(dir.path(), "itsm", "a-different-secret-0123456789", 0);
+    let chat = Webhook::start(dir.path(), "chat", SECRET, 0);
+    let secrets = secrets(dir.path());
+    let _n = notifier(
+        &nats,
+        dir.path(),
+        "notify-a",
+        notify_env(&secrets, None, &[]),
+    );
+    let js = nats.js().await;
+    wait_provisioned(&js).await;
+    nmc_ok(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "kent",
+            "--name",
+            "itsm",
+            "--webhook",
+            &itsm.url("/kent"),
+            "--webhook-secret",
+            "kent-itsm",
+        ],
+    );
+    nmc_ok(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "kent",
+            "--name",
+            "iso",
+            "--tier",
+            "2",
+            "--teams",
+            &chat.url("/chat/iso"),
+        ],
+    );
+    // Bad contact data is refused, saying what is wrong.
+    let bad = nmc(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "kent",
+            "--name",
+            "x",
+            "--email",
+            "not-an-address",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not an e-mail address"),
+        "{bad:?}"
+    );
+    let bad = nmc(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "atlantis",
+            "--name",
+            "x",
+            "--email",
+            "a@b.example",
+        ],
+    );
+    assert!(!bad.status.success());
+
+    let a = alert(Level::Medium, 7);
+    publish_alerts(&js, std::slice::from_ref(&a)).await;
+    // Tier 2 is told at once (a medium alert does not wait for an ack timeout when tier 1
+    // could not be reached), after the single refused attempt.
+    let got = chat.wait_ok(1, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().filter(|r| r["status"] == 200).count(), 1);
+    let refused = itsm.requests();
+    assert_eq!(refused.len(), 1, "a 401 is not retried: {refused:?}");
+    assert_eq!(refused[0]["verdict"], "bad_signature");
+    let failed = wait_for(
+        &js,
+        "NMC_NOTIFY",
+        "nmc.notify.failed.kent",
+        1,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(failed.len(), 1);
+    let f = failed[0].json();
+    assert_eq!(f["alert"], a.id.to_string());
+    assert_eq!(f["contact"], "itsm");
+    assert_eq!(f["record"]["status"], "failed");
+    assert!(
+        f["record"]["attempts"][0]["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 401"),
+        "{f}"
+    );
+    assert!(
+        !f.to_string().contains("/kent"),
+        "the URL's path is not in the record: {f}"
+    );
+}
+
+#[tokio::test]
 async fn a_burst_is_held_to_the_message_limit_with_criticals_at_once_and_the_rest_in_digests() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -988,6 +1104,29 @@ async fn notify_latency() {
             }
         }
     }
+    // The floor: the same receiver taking 1,000 signed posts straight from here over eight
+    // keep-alive connections (it writes and fsyncs a line per request), in the same run.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let floor_started = Instant::now();
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(8) {
+        futures::future::join_all(chunk.iter().map(|i| {
+            let ts = now_ms() / 1000;
+            let body = serde_json::to_vec(&serde_json::json!({"type": "floor", "n": i})).unwrap();
+            let sig = nmc_node::notify::webhook::sign(SECRET.as_bytes(), ts, &body);
+            client
+                .post(hook.url("/floor"))
+                .header("Nmc-Timestamp", ts.to_string())
+                .header("Nmc-Signature", sig)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+        }))
+        .await
+        .into_iter()
+        .for_each(|r| assert_eq!(r.unwrap().status().as_u16(), 200));
+    }
+    let floor_ms = floor_started.elapsed().as_millis() as i64;
     let pct = |v: &mut Vec<i64>, p: f64| {
         v.sort_unstable();
         v[((v.len() as f64 * p).ceil() as usize)
@@ -1003,6 +1142,8 @@ async fn notify_latency() {
             "burst_alerts": bursty.len(),
             "burst_p50_ms": pct(&mut bursty, 0.50),
             "burst_p99_ms": pct(&mut bursty, 0.99),
+            "receiver_floor_1000_ms": floor_ms,
+            "burst_p99_over_floor": pct(&mut bursty, 0.99) as f64 / floor_ms as f64,
         })
     );
     assert_eq!(steady.len(), 600);
