@@ -597,6 +597,70 @@ async fn deliveries_retry_through_a_failing_webhook_and_two_minutes_without_smtp
 }
 
 #[tokio::test]
+async fn an_outage_longer_than_the_retry_budget_delays_the_alert_but_does_not_drop_it() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut smtp = Smtp::start(dir.path(), None, None);
+    let secrets = secrets(dir.path());
+    let mut env = notify_env(&secrets, None, &[("NMC_NOTIFICATIONS__ATTEMPTS", "2")]);
+    env.extend([
+        (
+            "NMC_NOTIFICATIONS__SMTP_HOST".to_string(),
+            "127.0.0.1".to_string(),
+        ),
+        ("NMC_NOTIFICATIONS__SMTP_PORT".into(), smtp.port.to_string()),
+        ("NMC_NOTIFICATIONS__SMTP_TLS".into(), "none".into()),
+    ]);
+    let _n = notifier(&nats, dir.path(), "notify-a", env);
+    let js = nats.js().await;
+    wait_provisioned(&js).await;
+    nmc_ok(
+        &nats,
+        &[
+            "contacts",
+            "add",
+            "--force",
+            "kent",
+            "--name",
+            "soc",
+            "--email",
+            "soc@kent.police.example",
+        ],
+    );
+    smtp.stop();
+    let a = alert(Level::High, 3);
+    publish_alerts(&js, std::slice::from_ref(&a)).await;
+    // Two attempts a second or so apart, then the delivery fails (and is published as failed);
+    // nobody was told, so the alert comes round again and is sent once the server is back.
+    let failed = wait_for(
+        &js,
+        "NMC_NOTIFY",
+        "nmc.notify.failed.kent",
+        1,
+        Duration::from_secs(20),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(failed.len(), 1, "the failed round is published");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    smtp.restart();
+    let mails = smtp.wait(1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.mails().len(), 1, "delivered once: {mails:?}");
+    let shown: Value = serde_json::from_str(&nmc_ok(
+        &nats,
+        &["alerts", "show", &a.id.to_string(), "--force", "kent"],
+    ))
+    .unwrap();
+    let d = &shown["deliveries"][0]["record"];
+    assert_eq!(d["status"], "sent");
+    assert!(
+        d["attempt_count"].as_u64().unwrap() >= 3,
+        "the earlier round's attempts are kept: {d}"
+    );
+}
+
+#[tokio::test]
 async fn a_notifier_killed_mid_delivery_leaves_its_alerts_to_another_and_none_is_sent_twice() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();

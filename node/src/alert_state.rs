@@ -118,6 +118,14 @@ impl AlertStates {
         }
     }
 
+    /// Every change to a record from now on (the notifier's acknowledgement watch).
+    pub async fn watch(&self) -> Result<kv::Watch> {
+        self.kv
+            .watch_all()
+            .await
+            .context("watching the alert states")
+    }
+
     /// Whether somebody has acknowledged the alert.
     pub async fn is_acknowledged(&self, force: &ForceId, alert: Uuid) -> Result<bool> {
         Ok(self
@@ -146,8 +154,15 @@ impl AlertStates {
             };
             let (next, entry) = current.apply(alert, force, action, by, at_ms, note)?;
             let value = Bytes::from(serde_json::to_vec(&next)?);
-            let Ok(new_revision) = self.kv.update(key(force, alert), value, revision).await else {
-                continue; // Somebody else acted meanwhile: decide again on the new state.
+            let new_revision = match self.kv.update(key(force, alert), value, revision).await {
+                Ok(r) => r,
+                // The update may have been applied with its reply lost: then the record is
+                // ours and the audit entry must still follow. Otherwise somebody else acted
+                // meanwhile: decide again on the new state.
+                Err(_) => match self.get(force, alert).await? {
+                    Some((now, r)) if now == next => r,
+                    _ => continue,
+                },
             };
             let mut headers = HeaderMap::new();
             headers.insert(H_MSG_ID, format!("{alert}-{new_revision}").as_str());

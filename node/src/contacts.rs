@@ -99,9 +99,20 @@ impl Directory {
         }
     }
 
-    /// The contacts of `scope`, for delivery.
+    /// The contacts of `scope`, for delivery: each checked again (a contact written around
+    /// the commands is skipped, with a warning, rather than used).
     pub async fn list(&self, scope: &Scope) -> Result<Vec<Contact>> {
-        Ok(self.get(scope).await?.0)
+        let (list, _) = self.get(scope).await?;
+        Ok(list
+            .into_iter()
+            .filter(|c| match c.validate() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(contact = %c.name, %scope, error = %e, "skipping an invalid contact");
+                    false
+                }
+            })
+            .collect())
     }
 
     /// Applies `change` to the list of `scope` with compare-and-set (retried if somebody else
@@ -120,7 +131,8 @@ impl Directory {
                 Some(r) => self.kv.update(scope.key(), value, r).await.is_ok(),
                 None => self.kv.create(scope.key(), value).await.is_ok(),
             };
-            if done {
+            // A lost reply to an applied write looks like a conflict: the stored list says.
+            if done || self.get(scope).await?.0 == list {
                 return Ok(list);
             }
         }

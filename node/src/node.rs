@@ -104,10 +104,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         info!("triage of unknown forces started");
     }
     if cfg.notify {
-        let notifier =
-            notify::Notifier::new(&ctx.js, &cfg.notifications, Some(installed.metrics.clone()))
-                .await
-                .context("setting up notifications ([notifications] in the configuration)")?;
+        let notifier = notify::Notifier::new(
+            &ctx.js,
+            &cfg.notifications,
+            &cfg.node_id,
+            Some(ctx.buckets.nodes.clone()),
+            Some(installed.metrics.clone()),
+        )
+        .await
+        .context("setting up notifications ([notifications] in the configuration)")?;
         actix::spawn(notifier.run());
         info!("notification of force contacts started");
     }

@@ -233,6 +233,21 @@ impl Contact {
         Ok(())
     }
 
+    /// The contact with every webhook URL shown as scheme and host only (for listings: an
+    /// incoming-webhook URL is a credential).
+    pub fn redacted(&self) -> Contact {
+        let mut c = self.clone();
+        for ch in &mut c.channels {
+            match ch {
+                Channel::Email { .. } => {}
+                Channel::Webhook { url, .. } | Channel::Teams { url } | Channel::Slack { url } => {
+                    *url = redact_url(url);
+                }
+            }
+        }
+        c
+    }
+
     /// Whether this contact is told of an alert of `level` at `now_ms` (Unix ms): at or above
     /// `min_level`, and outside working hours at or above `out_of_hours_level`; critical
     /// alerts always.
@@ -545,6 +560,12 @@ mod tests {
             url: "https://hooks.slack.com/services/T000/B000/XXXXSECRET".into(),
         };
         assert_eq!(c.display_target(), "https://hooks.slack.com/…");
+        let listed = Contact {
+            channels: vec![c.clone()],
+            ..contact()
+        }
+        .redacted();
+        assert!(!format!("{listed:?}").contains("SECRET"));
         assert_eq!(c.id(), c.clone().id(), "stable");
         assert!(c.id().starts_with("slack-"));
     }

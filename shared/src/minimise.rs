@@ -107,6 +107,12 @@ pub fn key_fields(source: SourceKind, body: &Value) -> Vec<(&'static str, String
         .collect()
 }
 
+/// A value as messages may carry it: control characters dropped, at most
+/// [`MAX_VALUE_CHARS`] characters (then `…`).
+pub fn clip(s: &str) -> String {
+    cut(s)
+}
+
 fn cut(s: &str) -> String {
     let clean: String = s.chars().filter(|c| !c.is_control()).collect();
     if clean.chars().count() <= MAX_VALUE_CHARS {

@@ -253,7 +253,11 @@ pub async fn run(cmd: ContactsCmd) -> Result<()> {
                 };
                 for c in list {
                     if json {
-                        println!("{}", serde_json::json!({"scope": owner, "contact": c}));
+                        // Incoming-webhook URLs are credentials: scheme and host only.
+                        println!(
+                            "{}",
+                            serde_json::json!({"scope": owner, "contact": c.redacted()})
+                        );
                     } else {
                         let targets: Vec<String> = c
                             .channels
@@ -278,9 +282,16 @@ pub async fn run(cmd: ContactsCmd) -> Result<()> {
             let Some(contact) = d.list(&scope).await?.into_iter().find(|c| c.name == name) else {
                 bail!("{scope} has no contact `{name}`");
             };
-            let notifier = crate::notify::Notifier::new(&js, &cfg.notifications, None).await?;
+            let notifier = crate::notify::Notifier::new(
+                &js,
+                &cfg.notifications,
+                "nmc-contacts-test",
+                None,
+                None,
+            )
+            .await?;
             let mut failed = 0;
-            for (channel, result) in notifier.test_contact(&contact).await {
+            for (channel, result) in notifier.test_contact(&scope, &contact).await {
                 match result {
                     Ok(sent) => println!("{channel}: sent ({})", sent.response),
                     Err(f) => {

@@ -419,6 +419,36 @@ mod tests {
     }
 
     #[test]
+    fn notification_settings_are_checked() {
+        let ok = Config::load_with_env(
+            None,
+            env(&[
+                ("NMC_NOTIFY", "true"),
+                ("NMC_NOTIFICATIONS__SMTP_HOST", "smtp.example"),
+                ("NMC_NOTIFICATIONS__FROM", "nmc@ncsoc.example"),
+            ]),
+        )
+        .unwrap();
+        assert!(ok.notify);
+        assert_eq!(ok.notifications.smtp_host, "smtp.example");
+        let err = |pairs: &[(&str, &str)]| {
+            format!("{:#}", Config::load_with_env(None, env(pairs)).unwrap_err())
+        };
+        assert!(
+            err(&[
+                ("NMC_NOTIFICATIONS__SMTP_HOST", "smtp.example"),
+                ("NMC_NOTIFICATIONS__SMTP_TLS", "none")
+            ])
+            .contains("only allowed to a relay on 127.0.0.1")
+        );
+        assert!(
+            err(&[("NMC_NOTIFICATIONS__BACKFILL_SECS", "99999999999")]).contains("backfill_secs")
+        );
+        assert!(err(&[("NMC_NOTIFICATIONS__SMTP_USER", "nmc")]).contains("go together"));
+        assert!(err(&[("NMC_NOTIFICATIONS__ATTEMPTS", "0")]).contains("attempts"));
+    }
+
+    #[test]
     fn the_file_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("n.toml");

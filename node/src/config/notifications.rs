@@ -65,8 +65,9 @@ pub struct NotifyConfig {
     pub max_per_minute: u32,
     /// Seconds between digests.
     pub digest_interval_secs: u64,
-    /// Alerts in delivery at once on this node (held ones included: escalation waits and
-    /// digests hold their alert until done).
+    /// Alerts in delivery at once in the whole cluster (the shared consumer's
+    /// `max_ack_pending`; held ones included: escalation waits and digests hold their alert
+    /// until done). When it is reached, new alerts wait until held ones finish.
     pub max_in_flight: usize,
     /// When the notify consumer is first created, alerts raised up to this many seconds
     /// before are still delivered (older history is not sent).
@@ -99,7 +100,7 @@ impl Default for NotifyConfig {
             ack_timeout_critical_secs: 15 * 60,
             max_per_minute: 10,
             digest_interval_secs: 300,
-            max_in_flight: 2000,
+            max_in_flight: 20_000,
             backfill_secs: 3600,
             delivery_records_days: 30,
             audit_days: 400,
@@ -121,6 +122,27 @@ impl NotifyConfig {
         }
         if self.max_in_flight == 0 || self.attempt_timeout_secs == 0 {
             bail!("notifications.max_in_flight and attempt_timeout_secs must be at least 1");
+        }
+        let limits: [(&str, u64, u64); 6] = [
+            ("backfill_secs", self.backfill_secs, 30 * 86_400),
+            (
+                "ack_timeout_high_secs",
+                self.ack_timeout_high_secs,
+                7 * 86_400,
+            ),
+            (
+                "ack_timeout_critical_secs",
+                self.ack_timeout_critical_secs,
+                7 * 86_400,
+            ),
+            ("digest_interval_secs", self.digest_interval_secs, 86_400),
+            ("backoff_max_ms", self.backoff_max_ms, 3_600_000),
+            ("attempt_timeout_secs", self.attempt_timeout_secs, 600),
+        ];
+        for (key, value, max) in limits {
+            if value > max {
+                bail!("notifications.{key} = {value} is more than the {max} allowed");
+            }
         }
         if self.smtp_tls == SmtpTls::None
             && !self.smtp_host.is_empty()

@@ -98,6 +98,10 @@ pub struct Record {
     /// The digest that carried it, if it went in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// For a failed delivery: whether the last failure was permanent (a transient one is tried
+    /// again when its alert reached nobody and comes round again).
+    #[serde(default)]
+    pub permanent: bool,
 }
 
 impl Record {
@@ -111,6 +115,7 @@ impl Record {
             attempt_count: 0,
             sent_ms: None,
             digest: None,
+            permanent: false,
         }
     }
 
@@ -190,7 +195,7 @@ impl Deliveries {
             .kv
             .keys()
             .await?
-            .try_filter(|k| futures::future::ready(k.starts_with(prefix)))
+            .try_filter(|k| futures::future::ready(k.starts_with(prefix) && !k.ends_with(".claim")))
             .try_collect()
             .await?;
         let mut out = Vec::new();
@@ -200,6 +205,84 @@ impl Deliveries {
             }
         }
         Ok(out)
+    }
+}
+
+/// A notifier's claim on delivering one alert: the node, valid while that node is a live
+/// member of the cluster (its key in `NMC_NODES`, which expires a node TTL after it stops).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    node: String,
+}
+
+impl Deliveries {
+    /// Claims the delivery of an alert for `node` (key `<force>.<alert>.claim`): `Ok`, or the
+    /// live node that holds it (a redelivery while another notifier is still at it: that one
+    /// acknowledges the alert when done; if it dies, its claim dies with its membership).
+    /// `live`: the cluster's `NMC_NODES` bucket.
+    pub async fn claim(
+        &self,
+        prefix: &str,
+        node: &str,
+        live: &kv::Store,
+    ) -> Result<Result<(), String>> {
+        let key = format!("{prefix}.claim");
+        let value = Bytes::from(
+            serde_json::to_vec(&Claim {
+                node: node.to_owned(),
+            })
+            .expect("JSON"),
+        );
+        for _ in 0..10 {
+            match self
+                .kv
+                .entry(&key)
+                .await
+                .context("reading a delivery claim")?
+            {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    if let Ok(c) = serde_json::from_slice::<Claim>(&e.value)
+                        && c.node != node
+                        && live
+                            .get(&c.node)
+                            .await
+                            .context("reading cluster membership")?
+                            .is_some()
+                    {
+                        return Ok(Err(c.node));
+                    }
+                    if self
+                        .kv
+                        .update(&key, value.clone(), e.revision)
+                        .await
+                        .is_ok()
+                    {
+                        return Ok(Ok(()));
+                    }
+                }
+                Some(e) => {
+                    if self
+                        .kv
+                        .update(&key, value.clone(), e.revision)
+                        .await
+                        .is_ok()
+                    {
+                        return Ok(Ok(()));
+                    }
+                }
+                None => {
+                    if self.kv.create(&key, value.clone()).await.is_ok() {
+                        return Ok(Ok(()));
+                    }
+                }
+            }
+        }
+        anyhow::bail!("the delivery claim {key} kept changing")
+    }
+
+    /// Gives a claim up (the alert is done, or will come round again).
+    pub async fn release(&self, prefix: &str) {
+        let _ = self.kv.purge(format!("{prefix}.claim")).await;
     }
 }
 
@@ -230,9 +313,10 @@ pub fn random() -> u64 {
     h.finish()
 }
 
-/// Attempts `send` until it succeeds, fails permanently or the retry budget is spent,
-/// storing the record after every attempt. Returns the final record (status `Sent` or
-/// `Failed`).
+/// Attempts `send` until it succeeds, fails permanently or this round's retry budget
+/// (`attempts`) is spent, storing the record after every attempt; the record's earlier
+/// attempts (a previous round, another notifier) are kept. Returns the final record (status
+/// `Sent` or `Failed`).
 pub async fn attempt<F, Fut>(
     cfg: &NotifyConfig,
     records: &Deliveries,
@@ -245,17 +329,16 @@ where
     Fut: std::future::Future<Output = Result<Sent, Failure>>,
 {
     record.status = Status::Sending;
+    let mut made = 0;
     loop {
+        made += 1;
         let result = send().await;
         let at_ms = crate::clock::now_ms();
         let (ok, response, give_up) = match &result {
             Ok(s) => (true, s.response.clone(), false),
-            Err(f) => (
-                false,
-                f.reason.clone(),
-                f.permanent || record.attempt_count + 1 >= cfg.attempts,
-            ),
+            Err(f) => (false, f.reason.clone(), f.permanent || made >= cfg.attempts),
         };
+        record.permanent = matches!(&result, Err(f) if f.permanent);
         record.push(Attempt {
             at_ms,
             ok,
@@ -273,7 +356,7 @@ where
         if record.status != Status::Sending {
             return record;
         }
-        tokio::time::sleep(backoff(cfg, record.attempt_count, random())).await;
+        tokio::time::sleep(backoff(cfg, made, random())).await;
     }
 }
 

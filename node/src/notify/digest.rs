@@ -94,12 +94,22 @@ impl RateLimiter {
     }
 }
 
+/// A digest that no channel accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct NotSent {
+    /// Every channel failed for good (else one may come back).
+    pub permanent: bool,
+}
+
+/// When a queued alert's digest went out (`Ok(sent at, digest id)`), or that it did not.
+pub type Outcome = Result<(i64, String), NotSent>;
+
 /// An alert waiting for a contact's digest.
 pub struct Queued {
     /// The alert.
     pub view: AlertView,
-    /// Told when the digest went out (`Ok(sent at, digest id)`) or could not (`Err(why)`).
-    pub done: oneshot::Sender<Result<(i64, String), String>>,
+    /// Told when the digest went out or could not.
+    pub done: oneshot::Sender<Outcome>,
 }
 
 /// A contact's waiting alerts, keyed by (force, contact name).
@@ -118,7 +128,7 @@ impl DigestQueue {
         force: &str,
         contact: &Contact,
         view: AlertView,
-    ) -> oneshot::Receiver<Result<(i64, String), String>> {
+    ) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         let mut w = self.waiting.lock().expect("digest queue");
         let slot = w
@@ -128,7 +138,7 @@ impl DigestQueue {
         // The same alert twice (a redelivery while queued): one entry, both told.
         if let Some(pos) = slot.1.iter().position(|q| q.view.id == view.id) {
             let old = std::mem::replace(&mut slot.1[pos], Queued { view, done: tx });
-            let _ = old.done.send(Err("superseded by a redelivery".into()));
+            let _ = old.done.send(Err(NotSent { permanent: false }));
         } else {
             slot.1.push(Queued { view, done: tx });
         }

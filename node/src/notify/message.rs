@@ -125,8 +125,8 @@ impl AlertView {
                 .group
                 .iter()
                 .map(|(k, v)| Field {
-                    name: k.clone(),
-                    value: v.clone(),
+                    name: minimise::clip(k),
+                    value: minimise::clip(v),
                 })
                 .collect(),
             count: alert.count,

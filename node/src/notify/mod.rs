@@ -19,6 +19,7 @@
 //!
 //! Failed deliveries are published to `nmc.notify.failed.<force>` (stream `NMC_NOTIFY`).
 
+pub mod acks;
 pub mod delivery;
 pub mod digest;
 pub mod email;
@@ -60,8 +61,11 @@ use webhook::{Post, Poster};
 pub const NOTIFY_CONSUMER: &str = "nmc-notify";
 /// How often a held alert's message is marked in progress (the consumer's ack wait is 30 s).
 const KEEPALIVE: Duration = Duration::from_secs(10);
-/// How often an escalation wait looks at the alert's state.
-const ACK_POLL: Duration = Duration::from_secs(1);
+/// How often an escalation wait reads the alert's state even without a change seen by the
+/// acknowledgement watch (in case the watch lagged).
+const ACK_POLL: Duration = Duration::from_secs(30);
+/// Most alerts in one digest message (Teams cards and Slack messages have size limits).
+const DIGEST_MAX: usize = 16;
 
 /// Creates what notification and the alert lifecycle need (nodes only, whatever their roles:
 /// `nmc alerts ack` and `nmc contacts` must work on any cluster).
@@ -102,6 +106,10 @@ pub async fn ensure(js: &jetstream::Context, cfg: &Config) -> Result<()> {
 /// Everything a notify node delivers with.
 pub struct Notifier {
     cfg: NotifyConfig,
+    node: String,
+    /// `NMC_NODES`: whose claims are alive (none for `nmc contacts test`).
+    live: Option<async_nats::jetstream::kv::Store>,
+    acks: Arc<acks::AckWatch>,
     js: jetstream::Context,
     directory: Directory,
     states: AlertStates,
@@ -125,10 +133,15 @@ impl Notifier {
     pub async fn new(
         js: &jetstream::Context,
         cfg: &NotifyConfig,
+        node: &str,
+        live: Option<async_nats::jetstream::kv::Store>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Arc<Notifier>> {
         Ok(Arc::new(Notifier {
             cfg: cfg.clone(),
+            node: node.to_owned(),
+            live,
+            acks: Arc::default(),
             js: js.clone(),
             directory: contacts::open(js).await?,
             states: alert_state::open(js).await?,
@@ -155,14 +168,27 @@ impl Notifier {
     /// records or retries: what each channel answered.
     pub async fn test_contact(
         &self,
+        scope: &Scope,
         c: &Contact,
     ) -> Vec<(String, Result<delivery::Sent, delivery::Failure>)> {
-        let view = sample::alert_view();
+        let mut view = sample::alert_view();
+        let run = now_ms();
+        // Each test its own id, so a receiver that drops repeats does not drop the next test.
+        view.id = uuid::Uuid::new_v5(
+            &nmc_shared::alert::ALERT_NAMESPACE,
+            format!("test/{scope}/{}/{run}", c.name).as_bytes(),
+        )
+        .to_string();
+        if let Scope::Force(f) = scope {
+            view.force = f.to_string();
+            view.force_name = nmc_shared::force::lookup(f.as_str())
+                .map_or_else(|| f.to_string(), |i| i.name.to_string());
+        }
         let what = What::Alert(&view);
         let mut out = Vec::new();
         for ch in &c.channels {
             let label = format!("{} {}", ch.kind(), ch.display_target());
-            let key = format!("test.{}.{}", c.name, ch.id());
+            let key = format!("test.{run}.{}.{}", c.name, ch.id());
             let result = match self.render(&what, c, ch, &key) {
                 Ok(Rendered::Email(mail)) => self.mailer.send(&mail).await,
                 Ok(Rendered::Post(post)) => self.poster.post(&post, now_ms() / 1000).await,
@@ -176,6 +202,7 @@ impl Notifier {
     /// Delivers alerts forever (restarting the consumer after errors), with the digest timer.
     pub async fn run(self: Arc<Self>) {
         tokio::task::spawn_local(self.clone().digests_forever());
+        tokio::task::spawn_local(self.acks.clone().follow(self.states.clone()));
         loop {
             if let Err(e) = self.clone().consume().await {
                 warn!(
@@ -191,7 +218,8 @@ impl Notifier {
         let stream = self.js.get_stream(ALERTS_STREAM).await?;
         let start = time::OffsetDateTime::now_utc()
             - time::Duration::seconds(self.cfg.backfill_secs.min(i64::MAX as u64) as i64);
-        let consumer = stream
+        let want = i64::try_from(self.cfg.max_in_flight).unwrap_or(i64::MAX);
+        let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 NOTIFY_CONSUMER,
                 pull::Config {
@@ -201,12 +229,23 @@ impl Notifier {
                     deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
-                    max_ack_pending: i64::try_from(self.cfg.max_in_flight).unwrap_or(i64::MAX),
+                    max_ack_pending: want,
                     ..Default::default()
                 },
             )
             .await
             .context("creating the notify consumer")?;
+        // The consumer is shared: its in-flight bound is the configuration's, whichever node
+        // created it (the rest of its settings stay as created).
+        let have = consumer.info().await?.config.clone();
+        if have.max_ack_pending != want {
+            let mut next = have;
+            next.max_ack_pending = want;
+            stream
+                .update_consumer(next)
+                .await
+                .context("updating the notify consumer's max_in_flight")?;
+        }
         let mut messages = consumer.messages().await?;
         info!("notifier reading alerts");
         while let Some(m) = messages.next().await {
@@ -238,27 +277,55 @@ impl Notifier {
             .info()
             .map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or_else(|_| now_ms());
+        let _done = InFlight(&self.in_flight, alert.id);
+        // Another notifier may still be at this alert (its keep-alive came too late): it
+        // acknowledges it when done; if it dies, its claim dies with its cluster membership.
+        let prefix = format!("{}.{}", alert.force, alert.id);
+        if let Some(live) = &self.live {
+            match self.records.claim(&prefix, &self.node, live).await {
+                Ok(Ok(())) => {}
+                Ok(Err(holder)) => {
+                    info!(alert = %alert.id, holder, "alert in delivery on another notifier; left to it");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    warn!(alert = %alert.id, error = format!("{e:#}"), "claiming an alert failed; retrying in 5s");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
+                    return;
+                }
+            }
+        }
         let held = msg.clone();
-        let keepalive = tokio::task::spawn_local(async move {
+        let _keepalive = AbortOnDrop(tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(KEEPALIVE).await;
                 let _ = held.ack_with(AckKind::Progress).await;
             }
-        });
+        }));
         let result = self.deliver(&alert, published_ms).await;
-        keepalive.abort();
-        self.in_flight
-            .lock()
-            .expect("in-flight set")
-            .remove(&alert.id);
         match result {
-            Ok(()) => {
+            Ok(Done::Told | Done::Unreachable) => {
+                self.records.release(&prefix).await;
                 if let Err(e) = msg.ack().await {
                     warn!(alert = %alert.id, error = %e, "acknowledging a delivered alert failed (it will be redelivered; sent messages are not sent again)");
                 }
             }
+            Ok(Done::RetryLater) => {
+                // Nobody could be told and some channel may come back: the whole alert again.
+                let wait =
+                    Duration::from_millis(self.cfg.backoff_max_ms).max(Duration::from_secs(30));
+                warn!(alert = %alert.id, retry_in_s = wait.as_secs(), "no contact could be reached (channels down); the alert is delivered again later");
+                self.records.release(&prefix).await;
+                let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+            }
             Err(e) => {
                 warn!(alert = %alert.id, error = format!("{e:#}"), "delivering an alert failed; retrying in 5s");
+                self.records.release(&prefix).await;
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                     .await;
@@ -268,7 +335,7 @@ impl Notifier {
 
     /// Tells the tiers of the alert's force, then the national duty contacts, as the module
     /// documentation says.
-    async fn deliver(&self, alert: &Alert, published_ms: i64) -> Result<()> {
+    async fn deliver(&self, alert: &Alert, published_ms: i64) -> Result<Done> {
         let force = &alert.force;
         self.states
             .record_new(force, alert.id, published_ms)
@@ -285,41 +352,70 @@ impl Notifier {
         }
         let level = alert.rule.level;
         let mut reached: Option<i64> = None;
+        let mut transient = false;
         for (i, tier) in tiers.iter().enumerate() {
             if i > 0 {
                 if let Some(at) = reached {
                     // The previous tier was reached: only high and critical alerts escalate,
                     // after their level's ack timeout, if nobody acknowledged them.
                     let Some(timeout) = self.cfg.ack_timeout(level) else {
-                        return Ok(());
+                        return Ok(Done::Told);
                     };
-                    let due = at + timeout.as_millis() as i64;
+                    let due =
+                        at.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
                     if self.acknowledged_by(force, alert, due).await? {
-                        return Ok(());
+                        return Ok(Done::Told);
                     }
                     self.count(|m| m.escalation(force, "unacknowledged"));
                 } else {
                     if self.states.is_acknowledged(force, alert.id).await? {
-                        return Ok(());
+                        return Ok(Done::Told);
                     }
                     self.count(|m| m.escalation(force, "unreached"));
                 }
                 info!(alert = %alert.id, force = %force, tier = i + 1, "escalating");
             }
+            // Who receives it now, and whoever was already told or is being told (a
+            // redelivery decides on the records, not on the clock alone).
             let now = now_ms();
-            let eligible: Vec<&Contact> = tier.iter().filter(|c| c.receives(level, now)).collect();
+            let mut eligible = Vec::new();
+            for c in tier {
+                if c.receives(level, now) || self.has_records(alert, c).await {
+                    eligible.push(c);
+                }
+            }
             let results = futures::future::join_all(
                 eligible
                     .iter()
                     .map(|c| self.deliver_to_contact(alert, &view, c, published_ms, i == 0)),
             )
             .await;
-            reached = results.into_iter().flatten().max();
+            reached = results.iter().filter_map(|r| r.sent).max();
+            transient |= results.iter().any(|r| r.transient_failure);
         }
         if reached.is_none() {
-            warn!(alert = %alert.id, force = %force, level = %level, "no contact could be told of this alert (none receives it now, or every delivery failed): it waits in the queue");
+            if transient {
+                return Ok(Done::RetryLater);
+            }
+            warn!(alert = %alert.id, force = %force, level = %level, "no contact could be told of this alert (none receives it now, or every delivery failed for good): it waits in the queue");
+            return Ok(Done::Unreachable);
         }
-        Ok(())
+        Ok(Done::Told)
+    }
+
+    /// Whether any delivery of the alert to `c` was recorded.
+    async fn has_records(&self, alert: &Alert, c: &Contact) -> bool {
+        let (force, id) = (alert.force.as_str(), alert.id.to_string());
+        for ch in &c.channels {
+            if let Ok(Some(_)) = self
+                .records
+                .get(&delivery::key(force, &id, &c.name, &ch.id()))
+                .await
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Waits until `due_ms` for an acknowledgement; `true` as soon as there is one.
@@ -329,16 +425,27 @@ impl Notifier {
         alert: &Alert,
         due_ms: i64,
     ) -> Result<bool> {
-        loop {
-            if self.states.is_acknowledged(force, alert.id).await? {
-                return Ok(true);
+        let key = alert_state::key(force, alert.id);
+        let wake = self.acks.register(&key);
+        let result = async {
+            loop {
+                if self.states.is_acknowledged(force, alert.id).await? {
+                    return Ok(true);
+                }
+                let left = due_ms - now_ms();
+                if left <= 0 {
+                    return Ok(false);
+                }
+                let nap = ACK_POLL.min(Duration::from_millis(left as u64));
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(nap) => {}
+                }
             }
-            let left = due_ms - now_ms();
-            if left <= 0 {
-                return Ok(false);
-            }
-            tokio::time::sleep(ACK_POLL.min(Duration::from_millis(left as u64))).await;
         }
+        .await;
+        self.acks.forget(&key);
+        result
     }
 
     /// Tells one contact on all their channels; when one of them accepted it (`None`: none).
@@ -349,7 +456,7 @@ impl Notifier {
         c: &Contact,
         published_ms: i64,
         first_tier: bool,
-    ) -> Option<i64> {
+    ) -> Reach {
         let force = alert.force.as_str();
         let id = alert.id.to_string();
         let mut sent: Option<i64> = None;
@@ -358,19 +465,24 @@ impl Notifier {
             let key = delivery::key(force, &id, &c.name, &ch.id());
             match self.records.get(&key).await {
                 Ok(Some(r)) if r.status == Status::Sent => sent = sent.max(r.sent_ms),
-                Ok(Some(r)) if r.status == Status::Failed => {}
-                Ok(_) => pending.push((ch, key)),
+                // Failed for good: not again. A transient failure is tried again when the
+                // alert comes round again (it reached nobody).
+                Ok(Some(r)) if r.status == Status::Failed && r.permanent => {}
+                Ok(r) => pending.push((ch, key, r)),
                 Err(e) => {
                     warn!(
                         error = format!("{e:#}"),
                         key, "delivery record unreadable; sending"
                     );
-                    pending.push((ch, key));
+                    pending.push((ch, key, None));
                 }
             }
         }
         if pending.is_empty() {
-            return sent;
+            return Reach {
+                sent,
+                transient_failure: false,
+            };
         }
         let limit = c.max_per_minute.unwrap_or(self.cfg.max_per_minute);
         let direct = alert.rule.level == Level::Critical
@@ -380,47 +492,66 @@ impl Notifier {
                 .await
                 .unwrap_or(true);
         if !direct {
-            for (ch, key) in &pending {
-                let mut r = Record::new(ch.kind(), ch.display_target());
+            for (ch, key, old) in &pending {
+                let mut r = old
+                    .clone()
+                    .unwrap_or_else(|| Record::new(ch.kind(), ch.display_target()));
                 r.status = Status::Digest;
                 let _ = self.records.put(key, &r).await;
                 self.count(|m| m.delivery(&alert.force, ch.kind(), "digested"));
             }
             return match self.digests.push(force, c, view.clone()).await {
-                Ok(Ok((at, _))) => sent.max(Some(at)),
-                _ => sent,
+                Ok(Ok((at, _))) => Reach {
+                    sent: sent.max(Some(at)),
+                    transient_failure: false,
+                },
+                Ok(Err(why)) => Reach {
+                    sent,
+                    transient_failure: !why.permanent,
+                },
+                Err(_) => Reach {
+                    sent,
+                    transient_failure: true,
+                },
             };
         }
         let results = futures::future::join_all(
             pending
-                .iter()
-                .map(|(ch, key)| self.send_alert(alert, view, c, ch, key)),
+                .into_iter()
+                .map(|(ch, key, old)| self.send_alert(alert, view, c, ch, key, old)),
         )
         .await;
-        let now_sent = results.into_iter().flatten().max();
+        let now_sent = results.iter().filter_map(|r| r.sent_ms).max();
         if let Some(at) = now_sent
             && first_tier
         {
             self.count(|m| m.delivery_latency((at - published_ms) as f64 / 1000.0));
         }
-        sent.max(now_sent)
+        Reach {
+            sent: sent.max(now_sent),
+            transient_failure: results
+                .iter()
+                .any(|r| r.status == Status::Failed && !r.permanent),
+        }
     }
 
-    /// One alert to one channel of one contact, with retries; when it was accepted.
+    /// One alert to one channel of one contact, with retries (continuing the record of an
+    /// earlier round or notifier); the final record.
     async fn send_alert(
         &self,
         alert: &Alert,
         view: &AlertView,
         c: &Contact,
         ch: &Channel,
-        key: &str,
-    ) -> Option<i64> {
+        key: String,
+        old: Option<Record>,
+    ) -> Record {
         let what = What::Alert(view);
-        let record = Record::new(ch.kind(), ch.display_target());
-        let done = self.send(&what, c, ch, key, record).await;
+        let record = old.unwrap_or_else(|| Record::new(ch.kind(), ch.display_target()));
+        let done = self.send(&what, c, ch, &key, record).await;
         self.finish(&alert.force, &alert.id.to_string(), c, ch, &done)
             .await;
-        done.sent_ms
+        done
     }
 
     /// Renders and sends one message on `ch`, with retries; the final record.
@@ -539,9 +670,9 @@ impl Notifier {
             Channel::Webhook { url, secret } => {
                 let summary = self.templates.render(force, summary, &ctx)?;
                 let body = match what {
-                    What::Alert(v) => webhook::generic(v, &summary),
+                    What::Alert(v) => webhook::generic(v, &summary, &c.name),
                     What::Digest { id, force, views } => {
-                        webhook::generic_digest(id, force, views, &summary)
+                        webhook::generic_digest(id, force, views, &summary, &c.name)
                     }
                 };
                 post(url, body, Some(self.secret(secret)?))
@@ -674,43 +805,100 @@ impl Notifier {
         }
     }
 
-    /// One digest to one contact on all channels; then each alert's own records follow it.
+    /// The digests of one contact: messages of at most [`DIGEST_MAX`] alerts, on all channels
+    /// at once; each alert's own record follows each channel as soon as it is done.
     async fn send_digest(&self, force: String, c: Contact, queued: Vec<digest::Queued>) {
-        let views: Vec<AlertView> = queued.iter().map(|q| q.view.clone()).collect();
-        let id = digest::digest_id(&force, &c.name, &views);
-        let what = What::Digest {
-            id: id.clone(),
-            force: &force,
-            views: &views,
-        };
         let Ok(force_id) = nmc_shared::ForceId::new(&force) else {
             return;
         };
-        let mut outcomes = Vec::new();
-        for ch in &c.channels {
-            let key = delivery::key(&force, &format!("digest-{id}"), &c.name, &ch.id());
-            let mut record = Record::new(ch.kind(), ch.display_target());
-            record.digest = Some(id.clone());
-            let done = self.send(&what, &c, ch, &key, record).await;
-            self.finish(&force_id, &format!("digest-{id}"), &c, ch, &done)
-                .await;
-            outcomes.push((ch, done));
+        let mut queued = queued;
+        while !queued.is_empty() {
+            let rest = queued.split_off(queued.len().min(DIGEST_MAX));
+            let chunk = std::mem::replace(&mut queued, rest);
+            self.send_digest_chunk(&force_id, &c, chunk).await;
         }
-        let sent_at = outcomes.iter().filter_map(|(_, r)| r.sent_ms).max();
-        for q in queued {
-            for (ch, done) in &outcomes {
-                let key = delivery::key(&force, &q.view.id, &c.name, &ch.id());
-                let mut r = done.clone();
-                r.digest = Some(id.clone());
-                if let Err(e) = self.records.put(&key, &r).await {
-                    warn!(error = format!("{e:#}"), key, "delivery record not stored");
+    }
+
+    async fn send_digest_chunk(
+        &self,
+        force: &nmc_shared::ForceId,
+        c: &Contact,
+        queued: Vec<digest::Queued>,
+    ) {
+        let views: Vec<AlertView> = queued.iter().map(|q| q.view.clone()).collect();
+        let id = digest::digest_id(force.as_str(), &c.name, &views);
+        let what = What::Digest {
+            id: id.clone(),
+            force: force.as_str(),
+            views: &views,
+        };
+        let outcomes = futures::future::join_all(c.channels.iter().map(|ch| {
+            let (what, id, views) = (&what, &id, &views);
+            async move {
+                let key = delivery::key(force.as_str(), &format!("digest-{id}"), &c.name, &ch.id());
+                let mut record = Record::new(ch.kind(), ch.display_target());
+                record.digest = Some(id.clone());
+                let done = self.send(what, c, ch, &key, record).await;
+                self.finish(force, &format!("digest-{id}"), c, ch, &done)
+                    .await;
+                for v in views {
+                    let key = delivery::key(force.as_str(), &v.id, &c.name, &ch.id());
+                    if let Err(e) = self.records.put(&key, &done).await {
+                        warn!(error = format!("{e:#}"), key, "delivery record not stored");
+                    }
                 }
+                done
             }
+        }))
+        .await;
+        let sent_at = outcomes.iter().filter_map(|r| r.sent_ms).max();
+        let permanent = outcomes.iter().all(|r| r.permanent);
+        for q in queued {
             let _ = q.done.send(match sent_at {
                 Some(at) => Ok((at, id.clone())),
-                None => Err("the digest could not be delivered".into()),
+                None => Err(digest::NotSent { permanent }),
             });
         }
+    }
+}
+
+/// How one alert's delivery ended.
+enum Done {
+    /// Somebody was told (and escalation, if any, is over).
+    Told,
+    /// Nobody receives it now, or every delivery failed for good: it waits in the queue.
+    Unreachable,
+    /// Nobody could be told, and a channel that failed may come back: deliver it again later.
+    RetryLater,
+}
+
+/// What telling one contact came to.
+struct Reach {
+    /// When a channel accepted it.
+    sent: Option<i64>,
+    /// A channel failed in a way that may pass.
+    transient_failure: bool,
+}
+
+/// Removes an alert from the in-flight set when its handling ends (however it ends).
+struct InFlight<'a>(
+    &'a std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    uuid::Uuid,
+);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("in-flight set").remove(&self.1);
+    }
+}
+
+/// Stops a task when dropped (a keep-alive must not outlive its alert's handling, even after a
+/// panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -145,31 +145,46 @@ fn add_pem(roots: &mut rustls::RootCertStore, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The signed webhook body of one alert: the view (minimised evidence included) and the
-/// rendered summary.
-pub fn generic(alert: &AlertView, summary: &str) -> Value {
+/// The signed webhook body of one alert for `contact`: the view (minimised evidence
+/// included) and the rendered summary. The contact's name makes two contacts that share a URL
+/// and secret get different bodies, hence different signatures.
+pub fn generic(alert: &AlertView, summary: &str, contact: &str) -> Value {
     json!({
         "type": "nmc.alert",
+        "contact": contact,
         "summary": summary.trim(),
         "alert": alert,
     })
 }
 
-/// The signed webhook body of a digest.
-pub fn generic_digest(id: &str, force: &str, alerts: &[AlertView], summary: &str) -> Value {
+/// The signed webhook body of a digest for `contact`.
+pub fn generic_digest(
+    id: &str,
+    force: &str,
+    alerts: &[AlertView],
+    summary: &str,
+    contact: &str,
+) -> Value {
     json!({
         "type": "nmc.digest",
         "id": id,
         "force": force,
+        "contact": contact,
         "summary": summary.trim(),
         "alerts": alerts,
     })
 }
 
+/// Text for a Teams TextBlock or fact: Adaptive Cards render a markdown subset, so the link
+/// syntax of values an attacker may choose (a user name in a failed sign-in) is broken up.
+fn teams_text(s: &str) -> String {
+    s.replace("](", "] (").replace('[', "［").replace(']', "］")
+}
+
 /// A Teams message: one Adaptive Card 1.4 with the facts and a button to the console.
 pub fn teams(alerts: &[AlertView], heading: &str) -> Value {
     let mut body = vec![json!({
-        "type": "TextBlock", "text": heading.trim(), "weight": "Bolder", "size": "Medium", "wrap": true
+        "type": "TextBlock", "text": teams_text(heading.trim()), "weight": "Bolder", "size": "Medium", "wrap": true
     })];
     for a in alerts {
         let mut facts = vec![
@@ -181,12 +196,12 @@ pub fn teams(alerts: &[AlertView], heading: &str) -> Value {
         facts.extend(
             a.group
                 .iter()
-                .map(|f| json!({"title": f.name, "value": f.value})),
+                .map(|f| json!({"title": teams_text(&f.name), "value": teams_text(&f.value)})),
         );
-        body.push(json!({"type": "TextBlock", "text": a.title, "weight": "Bolder", "wrap": true, "separator": true}));
+        body.push(json!({"type": "TextBlock", "text": teams_text(&a.title), "weight": "Bolder", "wrap": true, "separator": true}));
         body.push(json!({"type": "FactSet", "facts": facts}));
         if alerts.len() == 1 && !a.mitigation.is_empty() {
-            body.push(json!({"type": "TextBlock", "text": format!("What to do: {}", a.mitigation), "wrap": true}));
+            body.push(json!({"type": "TextBlock", "text": teams_text(&format!("What to do: {}", a.mitigation)), "wrap": true}));
         }
     }
     let mut card = json!({
@@ -242,7 +257,7 @@ pub fn slack(alerts: &[AlertView], heading: &str) -> Value {
     if alerts.len() > 16 {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("and {} more in the console", alerts.len() - 16)}]}));
     }
-    json!({"text": cut(heading.trim(), 3000), "blocks": blocks})
+    json!({"text": cut(&escape_mrkdwn(heading.trim()), 3000), "blocks": blocks})
 }
 
 /// Slack's mrkdwn control characters, escaped as Slack documents (`&`, `<`, `>`).
@@ -267,5 +282,45 @@ mod tests {
             sign(b"Jefe", 0, b"what do ya want for nothing?"),
             "v1=37f471929915ccd2cbbe79feb84ffcff4f2bb25e15fc41c2506687331ae179cc"
         );
+    }
+
+    #[test]
+    fn attacker_chosen_values_cannot_become_links_or_mentions() {
+        let mut v = super::super::sample::alert_view();
+        v.group = vec![super::super::message::Field {
+            name: "user".into(),
+            value: "[Reset your password](https://evil.example)".into(),
+        }];
+        let card = teams(
+            std::slice::from_ref(&v),
+            "<!channel> [x](https://evil.example)",
+        )
+        .to_string();
+        assert!(!card.contains("](https://evil"), "{card}");
+        let msg = slack(
+            std::slice::from_ref(&v),
+            "<!channel> <https://evil.example|x>",
+        );
+        let text = msg["text"].as_str().unwrap();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        // Header blocks are plain_text (never parsed); every mrkdwn text is escaped.
+        fn mrkdwn(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if m.get("type") == Some(&json!("mrkdwn")) {
+                        out.push(m["text"].as_str().unwrap_or("").to_owned());
+                    }
+                    m.values().for_each(|x| mrkdwn(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| mrkdwn(x, out)),
+                _ => {}
+            }
+        }
+        let mut texts = Vec::new();
+        mrkdwn(&msg, &mut texts);
+        assert!(!texts.is_empty());
+        for t in texts {
+            assert!(!t.contains("<!") && !t.contains("<https://evil"), "{t}");
+        }
     }
 }
