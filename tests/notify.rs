@@ -12,9 +12,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use harness::alerts::{alert, publish_alerts};
 use harness::receivers::{Smtp, Webhook};
 use harness::*;
-use nmc_shared::alert::{Alert, Level, RuleRef};
+use nmc_shared::alert::{Alert, Level};
 use serde_json::Value;
 
 const SECRET: &str = "kent-itsm-signing-secret-0123456789";
@@ -87,63 +88,6 @@ fn secrets(dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(&s).unwrap();
     std::fs::write(s.join("kent-itsm"), SECRET).unwrap();
     s
-}
-
-/// A synthetic alert of kent at `level` (what a node publishes), number `n`.
-fn alert(level: Level, n: u64) -> Alert {
-    let id = uuid::Uuid::new_v5(
-        &nmc_shared::alert::ALERT_NAMESPACE,
-        format!("test-{level}-{n}").as_bytes(),
-    );
-    Alert {
-        id,
-        force: nmc_shared::ForceId::new("kent").unwrap(),
-        rule: RuleRef {
-            id: "test-rule".into(),
-            title: format!("Test rule {level}"),
-            level,
-            tags: vec!["attack.t1110.003".into()],
-            kind: "detection".into(),
-            description: "A test alert.".into(),
-            mitigation: "Reset the password.".into(),
-            falsepositives: vec![],
-            references: vec![],
-        },
-        group: BTreeMap::new(),
-        window_start: "2026-11-30T10:00:00Z".into(),
-        window_end: "2026-11-30T10:00:00Z".into(),
-        count: 1,
-        first_seen: "2026-11-30T10:00:00Z".into(),
-        last_seen: "2026-11-30T10:00:00Z".into(),
-        distinct: None,
-        measured: None,
-        suppressed: 0,
-        evidence: vec![],
-        node: "test".into(),
-        epoch: 1,
-        rule_pack: "test".into(),
-    }
-}
-
-/// Publishes alerts as a node does (subject of force and level, message id = alert id).
-async fn publish_alerts(js: &jetstream::Context, alerts: &[Alert]) {
-    let mut acks = Vec::new();
-    for a in alerts {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", a.id.to_string().as_str());
-        acks.push(
-            js.publish_with_headers(
-                nmc_shared::subject::alerts(&a.force, a.rule.level),
-                h,
-                serde_json::to_vec(a).unwrap().into(),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
 }
 
 /// A node that only notifies (no forces of its own to process).

@@ -12,6 +12,7 @@
 //! - [`triage`]: dead-lettering events of forces that are not onboarded.
 //! - [`notify`]: alerts to force contacts (delivery, retries, digests, escalation);
 //!   [`contacts`]: who they are; [`alert_state`]: each alert's lifecycle and audit trail.
+//! - [`console`]: the analyst console's index of alerts and states.
 //! - [`rules`]: rule files, rule packs and hot reload.
 //! - [`hunt`]: the offline engine of `nmc hunt`; [`synth`]: synthetic telemetry.
 //! - [`telemetry`]: logs, traces and metrics; [`clock`]: the wall clock, for records and input
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod contacts;
 pub mod context;
 pub mod force;

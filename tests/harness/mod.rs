@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod load;
 pub mod pki;
 pub mod receivers;
