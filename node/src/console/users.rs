@@ -66,7 +66,7 @@ impl Users {
     /// name takes as long as a wrong password.
     pub fn check(&self, name: &str, password: &str) -> Option<&User> {
         let user = self.users.iter().find(|u| u.name == name);
-        let hash = user.map_or_else(|| dummy(), |u| u.password_hash.as_str());
+        let hash = user.map_or_else(dummy, |u| u.password_hash.as_str());
         let ok = argon2::Argon2::default()
             .verify_password(password.as_bytes(), hash)
             .is_ok();
