@@ -66,7 +66,10 @@ impl Users {
     /// name takes as long as a wrong password.
     pub fn check(&self, name: &str, password: &str) -> Option<&User> {
         let user = self.users.iter().find(|u| u.name == name);
-        let hash = user.map_or_else(dummy, |u| u.password_hash.as_str());
+        let hash: &str = match user {
+            Some(u) => &u.password_hash,
+            None => dummy(),
+        };
         let ok = argon2::Argon2::default()
             .verify_password(password.as_bytes(), hash)
             .is_ok();
