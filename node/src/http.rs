@@ -103,7 +103,7 @@ pub fn serve(
 }
 
 /// The TLS configuration of a PEM certificate chain and key (rustls, ring provider).
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
+pub(crate) fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)

@@ -163,6 +163,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: contacts::ContactsCmd,
     },
+    /// The analyst console: a web server over the alerts, their evidence and lifecycle.
+    Console {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ConsoleCmd,
+    },
     /// Sigma rules.
     Rules {
         /// What to do with rules.
@@ -224,6 +230,19 @@ pub enum AlertsCmd {
     },
 }
 
+/// `nmc console ...`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCmd {
+    /// Serve the console (the file's `[console]` table and `nats_*` keys).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short, env = "NMC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print an argon2id hash of a password read from standard input (for the users file).
+    HashPassword,
+}
+
 /// `nmc dlq ...`
 #[derive(Debug, Subcommand)]
 pub enum DlqCmd {
@@ -236,7 +255,10 @@ impl Cmd {
     /// a tool only what goes wrong.
     fn default_log_filter(&self) -> &'static str {
         match self {
-            Cmd::Node { .. } => "info",
+            Cmd::Node { .. }
+            | Cmd::Console {
+                cmd: ConsoleCmd::Serve { .. },
+            } => "info",
             _ => "warn",
         }
     }
@@ -287,6 +309,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::State { cmd } => state::run(cmd),
         Cmd::Forces { cmd } => on_actix(forces::run(cmd)),
         Cmd::Contacts { cmd } => on_actix(contacts::run(cmd)),
+        Cmd::Console {
+            cmd: ConsoleCmd::Serve { config },
+        } => Config::load(config.as_deref())
+            .and_then(|cfg| on_actix(crate::console::server::run(cfg))),
+        Cmd::Console {
+            cmd: ConsoleCmd::HashPassword,
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!("no password on standard input");
+            }
+            println!("{}", crate::console::users::hash_password(password)?);
+            Ok(())
+        }
         Cmd::Cluster { cmd } => on_actix(cluster::run(cmd)),
         Cmd::Auth { cmd } => on_actix(auth::run(cmd)),
         Cmd::Rules {

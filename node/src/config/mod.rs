@@ -3,9 +3,11 @@
 //!
 //! Telemetry is configured by the standard `OTEL_*` variables instead (see `telemetry`).
 
+pub mod console;
 pub mod env;
 pub mod notifications;
 
+pub use console::ConsoleConfig;
 pub use notifications::{NotifyConfig, SmtpTls};
 
 pub use crate::secret::Secret;
@@ -62,6 +64,8 @@ pub struct Config {
     pub notify: bool,
     /// How notifications are delivered (nodes with `notify = true`).
     pub notifications: NotifyConfig,
+    /// How `nmc console` serves the analyst console.
+    pub console: ConsoleConfig,
     /// Relative capacity of this node for force assignment (rendezvous weight).
     pub weight: u32,
     /// Seconds after its last heartbeat that a node counts as gone.
@@ -150,6 +154,7 @@ impl Default for Config {
             triage: true,
             notify: false,
             notifications: NotifyConfig::default(),
+            console: ConsoleConfig::default(),
             weight: 1,
             node_ttl_secs: 5,
             lease_ttl_secs: 5,
@@ -262,6 +267,7 @@ impl Config {
             bail!("http_tls_cert and http_tls_key go together: set both, or neither");
         }
         self.notifications.validate()?;
+        self.console.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.forces {
             if !seen.insert(f) {

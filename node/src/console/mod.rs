@@ -5,7 +5,9 @@
 //! OpenID Connect sign-in and the pages build on these.
 
 pub mod access;
+pub mod api;
 pub mod follow;
 pub mod index;
+pub mod server;
 pub mod session;
 pub mod users;

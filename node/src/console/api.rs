@@ -1,0 +1,277 @@
+//! The console's JSON API. Every handler takes the signed-in [`Principal`] from the session
+//! cookie (401 without a valid one) and asks the index with the principal's scope, so another
+//! force's alert is not found (404) rather than forbidden; every state change also needs the
+//! session's CSRF token in `X-CSRF-Token` (403 without it).
+
+use std::sync::Arc;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use nmc_shared::ForceId;
+use nmc_shared::alert::Level;
+use nmc_shared::lifecycle::{Action, State};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::access::{Principal, RoleMapping};
+use super::index::{AlertIndex, Query};
+use super::session::{COOKIE, CSRF_HEADER, Session, Sessions, csrf_ok};
+use super::users::Users;
+use crate::alert_state::AlertStates;
+use crate::clock::now_ms;
+
+/// What the handlers share.
+pub struct Shared {
+    /// The index.
+    pub index: AlertIndex,
+    /// Lifecycle records and audit trail.
+    pub states: AlertStates,
+    /// Session signing.
+    pub sessions: Sessions,
+    /// Local users (if configured).
+    pub users: Option<Users>,
+    /// Groups to roles.
+    pub roles: RoleMapping,
+}
+
+/// An API error: status and a message that says what to do.
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": message}))
+}
+
+/// The signed-in session of a request.
+pub struct Authed(pub Session);
+
+impl FromRequest for Authed {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Authed, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let shared = req
+            .app_data::<web::Data<Arc<Shared>>>()
+            .expect("shared state");
+        let session = req
+            .cookie(COOKIE)
+            .and_then(|c| shared.sessions.open(c.value(), now_ms()));
+        std::future::ready(match session {
+            Some(s) => Ok(Authed(s)),
+            None => Err(actix_web::error::InternalError::from_response(
+                "no session",
+                error(StatusCode::UNAUTHORIZED, "sign in first (POST /api/login)"),
+            )
+            .into()),
+        })
+    }
+}
+
+/// The refusal of a state change without the session's CSRF token (`None`: it has it).
+fn check_csrf(req: &HttpRequest, s: &Session) -> Option<HttpResponse> {
+    let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    (!csrf_ok(s, presented)).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "missing or wrong X-CSRF-Token: send the token of GET /api/session",
+        )
+    })
+}
+
+/// `POST /api/login` body.
+#[derive(Deserialize)]
+pub struct Login {
+    user: String,
+    password: String,
+}
+
+/// Signs in with the local users file.
+pub async fn login(shared: web::Data<Arc<Shared>>, body: web::Json<Login>) -> HttpResponse {
+    let Some(users) = &shared.users else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "local sign-in is not configured (console.users_file)",
+        );
+    };
+    let users = users.clone();
+    let (name, password) = (body.user.clone(), body.password.clone());
+    // argon2 is deliberately slow: off the async threads.
+    let found = web::block(move || users.check(&name, &password).cloned())
+        .await
+        .ok()
+        .flatten();
+    let who = found.and_then(|u| shared.roles.principal(&u.name, &u.groups));
+    let Some(who) = who else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password, or no role in the console",
+        );
+    };
+    let session = shared.sessions.start(who, now_ms());
+    let cookie = Cookie::build(COOKIE, shared.sessions.seal(&session))
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::milliseconds(
+            shared.sessions.ttl_ms,
+        ))
+        .finish();
+    HttpResponse::Ok()
+        .cookie(cookie)
+        .json(json!({"who": session.who, "csrf": session.csrf}))
+}
+
+/// Signs out (the cookie is removed).
+pub async fn logout(req: HttpRequest, Authed(s): Authed) -> HttpResponse {
+    if let Some(refused) = check_csrf(&req, &s) {
+        return refused;
+    }
+    let mut gone = Cookie::build(COOKIE, "").path("/").finish();
+    gone.make_removal();
+    HttpResponse::Ok()
+        .cookie(gone)
+        .json(json!({"signed_out": true}))
+}
+
+/// Who is signed in, and the CSRF token.
+pub async fn session(Authed(s): Authed) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"who": s.who, "csrf": s.csrf, "expires_ms": s.exp_ms}))
+}
+
+/// `GET /api/alerts` query.
+#[derive(Deserialize, Default)]
+pub struct AlertsQuery {
+    force: Option<String>,
+    level: Option<String>,
+    state: Option<String>,
+    rule: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    q: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+fn list<T>(
+    v: &Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    v.as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse)
+        .collect()
+}
+
+/// A page of the alerts the principal may see, newest first.
+pub async fn alerts(
+    shared: web::Data<Arc<Shared>>,
+    Authed(s): Authed,
+    q: web::Query<AlertsQuery>,
+) -> HttpResponse {
+    let parsed = (|| -> Result<Query, String> {
+        Ok(Query {
+            forces: list(&q.force, |f| ForceId::new(f).map_err(|e| e.to_string()))?,
+            levels: list(&q.level, |l| l.parse::<Level>())?,
+            states: list(&q.state, |st| {
+                serde_json::from_value::<State>(json!(st)).map_err(|_| {
+                    format!("unknown state `{st}`: new, acknowledged, investigating or closed")
+                })
+            })?,
+            rule: q.rule.clone(),
+            from_ms: q.from_ms,
+            to_ms: q.to_ms,
+            text: q.q.clone(),
+            before: q.before,
+            limit: q.limit.unwrap_or(50),
+        })
+    })();
+    let query = match parsed {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    match shared.index.query(&query, &s.who.scope()) {
+        Ok(page) => HttpResponse::Ok().json(page),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    }
+}
+
+/// One alert with its audit trail (404 if the principal may not see it).
+pub async fn alert(
+    shared: web::Data<Arc<Shared>>,
+    Authed(s): Authed,
+    id: web::Path<Uuid>,
+) -> HttpResponse {
+    let entry = match shared.index.get(*id, &s.who.scope()) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    };
+    let audit = shared
+        .states
+        .audit_trail(&entry.alert.force, entry.alert.id)
+        .await
+        .unwrap_or_default();
+    HttpResponse::Ok().json(json!({"entry": entry, "audit": audit}))
+}
+
+/// `POST /api/alerts/{id}/actions` body: an action (`{"action": "acknowledge"}`,
+/// `{"action": "close", "outcome": "benign"}`, ...) and an optional note.
+#[derive(Deserialize)]
+pub struct ActionBody {
+    #[serde(flatten)]
+    action: Action,
+    note: Option<String>,
+}
+
+/// Takes a lifecycle action on an alert the principal may see, as them.
+pub async fn act(
+    req: HttpRequest,
+    shared: web::Data<Arc<Shared>>,
+    Authed(s): Authed,
+    id: web::Path<Uuid>,
+    body: web::Json<ActionBody>,
+) -> HttpResponse {
+    if let Some(refused) = check_csrf(&req, &s) {
+        return refused;
+    }
+    let entry = match shared.index.get(*id, &s.who.scope()) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    };
+    let who: &Principal = &s.who;
+    // An alert no notifier recorded yet is new: record it, then act.
+    if let Err(e) = shared
+        .states
+        .record_new(&entry.alert.force, entry.alert.id, entry.published_ms)
+        .await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"));
+    }
+    match shared
+        .states
+        .act(
+            &entry.alert.force,
+            entry.alert.id,
+            &body.action,
+            &who.user,
+            body.note.as_deref(),
+            now_ms(),
+        )
+        .await
+    {
+        Ok((state, _)) => {
+            let _ = shared.index.set_state(entry.alert.id, &state);
+            HttpResponse::Ok().json(json!({"lifecycle": state}))
+        }
+        Err(e) => error(StatusCode::CONFLICT, &format!("{e:#}")),
+    }
+}
+
+/// Liveness.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
