@@ -322,3 +322,185 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
             .contains("nmc_session=;")
     );
 }
+
+/// Reads server-sent events from `resp` for `window`: the (event, data) pairs.
+async fn read_events(mut resp: reqwest::Response, window: Duration) -> Vec<(String, Value)> {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, resp.chunk()).await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text.split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((event.to_owned(), serde_json::from_str(data).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn live_updates_and_evidence_respect_the_force_too() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _node = Node::start(
+        &nats,
+        &dir.path().join("node"),
+        &NodeSpec {
+            id: "node-a".into(),
+            ..Default::default()
+        },
+    );
+    let js = nats.js().await;
+    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    // Evidence in NMC_EVENTS: one event of each force.
+    let kent_seq = publish(&js, "nmc.events.kent.entra_signin", &[failure(1)]).await[0];
+    let essex_seq = publish(&js, "nmc.events.essex.entra_signin", &[failure(2)]).await[0];
+    let mut kent_alert = alert_of("kent", Level::High, 1);
+    // A record that (wrongly) names another force's event too: it is never shown.
+    kent_alert.evidence = vec![
+        nmc_shared::alert::EvidenceRef {
+            seq: kent_seq,
+            time: "2026-11-02T08:00:05Z".into(),
+            file: None,
+            line: None,
+        },
+        nmc_shared::alert::EvidenceRef {
+            seq: essex_seq,
+            time: "2026-11-02T08:00:10Z".into(),
+            file: None,
+            line: None,
+        },
+        nmc_shared::alert::EvidenceRef {
+            seq: 999_999,
+            time: "2026-11-01T00:00:00Z".into(),
+            file: None,
+            line: None,
+        },
+    ];
+    let mut essex_alert = alert_of("essex", Level::High, 2);
+    essex_alert.evidence = vec![nmc_shared::alert::EvidenceRef {
+        seq: essex_seq,
+        time: "2026-11-02T08:00:10Z".into(),
+        file: None,
+        line: None,
+    }];
+    publish_alerts(&js, &[kent_alert.clone(), essex_alert.clone()]).await;
+    let console = start_console(&nats, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        http_get(&format!("{}/healthz", console.url)).await,
+        Ok((200, _))
+    ) {
+        assert!(Instant::now() < deadline, "console did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let analyst = Client::login(&console.url, "analyst@ncsoc.example", "analyst-pass").await;
+    let kent = Client::login(&console.url, "soc@kent.example", "kent-pass").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while analyst
+        .get(&format!("/api/alerts/{}", essex_alert.id))
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "not indexed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Evidence: the alert's own force's events, the rest marked as no longer retained.
+    let (status, ev) = kent
+        .get(&format!("/api/alerts/{}/evidence", kent_alert.id))
+        .await;
+    assert_eq!(status, 200, "{ev}");
+    let items = ev["evidence"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{ev}");
+    assert_eq!(items[0]["seq"], kent_seq);
+    assert_eq!(
+        items[0]["event"]["properties"]["userPrincipalName"],
+        "bob.smith@kent.police.uk"
+    );
+    assert_eq!(items[1]["retained"], false);
+    assert!(
+        !ev.to_string().contains(&format!("\"seq\":{essex_seq}")),
+        "no other force's event"
+    );
+    assert_eq!(
+        kent.get(&format!("/api/alerts/{}/evidence", essex_alert.id))
+            .await
+            .0,
+        404
+    );
+    let (_, ev) = analyst
+        .get(&format!("/api/alerts/{}/evidence", essex_alert.id))
+        .await;
+    assert_eq!(ev["evidence"][0]["seq"], essex_seq);
+
+    // Live: each stream carries what its principal may see, within 2 seconds.
+    let open = |c: &Client| {
+        c.http
+            .get(format!("{}/api/stream", c.base))
+            .header("Cookie", c.cookie.clone().unwrap())
+            .send()
+    };
+    let kent_stream = open(&kent).await.unwrap();
+    let analyst_stream = open(&analyst).await.unwrap();
+    assert_eq!(kent_stream.status().as_u16(), 200);
+    assert_eq!(Client::new(&console.url).get("/api/stream").await.0, 401);
+    let started = Instant::now();
+    let kent_reader = tokio::spawn(read_events(kent_stream, Duration::from_secs(4)));
+    let analyst_reader = tokio::spawn(read_events(analyst_stream, Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_kent = alert_of("kent", Level::Critical, 3);
+    let new_essex = alert_of("essex", Level::Critical, 4);
+    publish_alerts(&js, &[new_essex.clone(), new_kent.clone()]).await;
+    let (status, _, _) = analyst
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/alerts/{}/actions", essex_alert.id),
+            Some(json!({"action": "acknowledge"})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let kent_saw = kent_reader.await.unwrap();
+    let analyst_saw = analyst_reader.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let ids = |evs: &[(String, Value)], kind: &str| -> Vec<String> {
+        evs.iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, d)| {
+                d["entry"]["alert"]["id"]
+                    .as_str()
+                    .or(d["id"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(&kent_saw, "alert"),
+        [new_kent.id.to_string()],
+        "kent's stream: {kent_saw:?}"
+    );
+    assert!(
+        ids(&kent_saw, "state").is_empty(),
+        "essex's state change is not on kent's stream"
+    );
+    let mut both = ids(&analyst_saw, "alert");
+    both.sort();
+    let mut want = vec![new_kent.id.to_string(), new_essex.id.to_string()];
+    want.sort();
+    assert_eq!(both, want);
+    // The record created at the first action, then the acknowledgement.
+    let states: Vec<&Value> = analyst_saw
+        .iter()
+        .filter(|(k, _)| k == "state")
+        .map(|(_, d)| d)
+        .collect();
+    assert!(
+        states.iter().all(|d| d["id"] == essex_alert.id.to_string()),
+        "{states:?}"
+    );
+    assert_eq!(states.last().unwrap()["state"]["state"], "acknowledged");
+}

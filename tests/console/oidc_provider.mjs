@@ -30,7 +30,7 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) fail('--port P (1-65535
 if (!args.config) fail('--config FILE is required');
 let config;
 try { config = JSON.parse(readFileSync(args.config, 'utf8')); } catch (e) { fail(`cannot read config: ${e.message}`); }
-if (!Array.isArray(config.clients) || !Array.isArray(config.accounts)) fail('config needs "clients" and "accounts" arrays');
+if (!Array.isArray(config?.clients) || !Array.isArray(config?.accounts)) fail('config needs "clients" and "accounts" arrays');
 for (const a of config.accounts) {
   if (typeof a.sub !== 'string' || typeof a.password !== 'string') fail('each account needs string "sub" and "password"');
   if (a.groups !== undefined && !(Array.isArray(a.groups) && a.groups.every((g) => typeof g === 'string'))) {

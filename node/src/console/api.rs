@@ -34,6 +34,8 @@ pub struct Shared {
     pub users: Option<Users>,
     /// Groups to roles.
     pub roles: RoleMapping,
+    /// `NMC_EVENTS`, where evidence is read from.
+    pub events: async_nats::jetstream::stream::Stream,
 }
 
 /// An API error: status and a message that says what to do.
@@ -269,6 +271,86 @@ pub async fn act(
         }
         Err(e) => error(StatusCode::CONFLICT, &format!("{e:#}")),
     }
+}
+
+/// The evidence events of an alert the principal may see, read from `NMC_EVENTS` by sequence
+/// while retained (only events of the alert's own force, whatever the record says).
+pub async fn evidence(
+    shared: web::Data<Arc<Shared>>,
+    Authed(s): Authed,
+    id: web::Path<Uuid>,
+) -> HttpResponse {
+    let entry = match shared.index.get(*id, &s.who.scope()) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    };
+    let mut out = Vec::new();
+    for ev in &entry.alert.evidence {
+        let fetched = if ev.seq == 0 {
+            None
+        } else {
+            shared.events.get_raw_message(ev.seq).await.ok()
+        };
+        let item = match fetched {
+            Some(raw) => match nmc_shared::subject::parse_events(&raw.subject) {
+                Ok((force, source)) if force == entry.alert.force => json!({
+                    "seq": ev.seq,
+                    "time": ev.time,
+                    "source": source,
+                    "retained": true,
+                    "event": serde_json::from_slice::<serde_json::Value>(&raw.payload)
+                        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&raw.payload))),
+                }),
+                _ => continue,
+            },
+            None => json!({"seq": ev.seq, "time": ev.time, "retained": false}),
+        };
+        out.push(item);
+    }
+    HttpResponse::Ok().json(json!({"alert": entry.alert.id, "evidence": out}))
+}
+
+/// Server-sent events: every new alert and lifecycle change the principal may see, as it
+/// happens (`event: alert` / `event: state`, JSON data), with a comment every 15 s to keep
+/// proxies from closing the stream.
+pub async fn stream(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpResponse {
+    use futures::StreamExt;
+    let who = s.who;
+    let changes = shared.index.subscribe();
+    let events = futures::stream::unfold(changes, move |mut rx| {
+        let who = who.clone();
+        async move {
+            loop {
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()).await;
+                let chunk = match next {
+                    Err(_) => ": keep-alive\n\n".to_owned(),
+                    Ok(Ok(change)) => {
+                        if !who.sees(change.force()) {
+                            continue;
+                        }
+                        let kind = match &change {
+                            super::index::Change::Alert { .. } => "alert",
+                            super::index::Change::State { .. } => "state",
+                        };
+                        let data = serde_json::to_string(&change).unwrap_or_default();
+                        format!("event: {kind}\ndata: {data}\n\n")
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                        format!("event: lagged\ndata: {{\"missed\": {n}}}\n\n")
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+                };
+                return Some((Ok::<_, actix_web::Error>(bytes::Bytes::from(chunk)), rx));
+            }
+        }
+    })
+    .boxed_local();
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events)
 }
 
 /// Liveness.

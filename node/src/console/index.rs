@@ -95,9 +95,40 @@ pub struct Page {
     pub next: Option<u64>,
 }
 
+/// A change to the index, for live views.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// An alert was indexed.
+    Alert {
+        /// It.
+        entry: Box<Entry>,
+    },
+    /// An alert's lifecycle changed.
+    State {
+        /// The alert.
+        id: Uuid,
+        /// Its force.
+        force: ForceId,
+        /// Its new lifecycle.
+        state: Lifecycle,
+    },
+}
+
+impl Change {
+    /// The force it concerns.
+    pub fn force(&self) -> &ForceId {
+        match self {
+            Change::Alert { entry } => &entry.alert.force,
+            Change::State { force, .. } => force,
+        }
+    }
+}
+
 /// The index.
 #[derive(Clone)]
 pub struct AlertIndex {
+    changes: tokio::sync::broadcast::Sender<Change>,
     alerts: sled::Tree,
     states: sled::Tree,
     by_id: sled::Tree,
@@ -138,6 +169,7 @@ impl AlertIndex {
                 )
             })?;
         Ok(AlertIndex {
+            changes: tokio::sync::broadcast::channel(1024).0,
             alerts: db.open_tree("alerts")?,
             states: db.open_tree("states")?,
             by_id: db.open_tree("by_id")?,
@@ -171,12 +203,34 @@ impl AlertIndex {
         if seq > self.last_seq()? {
             self.meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
         }
+        if self.changes.receiver_count() > 0
+            && let Some(bytes) = self.alerts.get(seq.to_be_bytes())?
+        {
+            let _ = self.changes.send(Change::Alert {
+                entry: Box::new(self.entry(&bytes)?),
+            });
+        }
         Ok(())
+    }
+
+    /// Every change from now on (a receiver that falls 1,024 changes behind is told it lagged).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Records an alert's lifecycle (before or after its alert is indexed).
     pub fn set_state(&self, id: Uuid, state: &Lifecycle) -> Result<()> {
-        self.states.insert(id.as_bytes(), encode(state)?)?;
+        let old = self.states.insert(id.as_bytes(), encode(state)?)?;
+        if self.changes.receiver_count() > 0
+            && old.as_deref() != Some(encode(state)?.as_slice())
+            && let Some(e) = self.get(id, &Scope::All)?
+        {
+            let _ = self.changes.send(Change::State {
+                id,
+                force: e.alert.force,
+                state: state.clone(),
+            });
+        }
         Ok(())
     }
 

@@ -49,6 +49,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         sessions: Sessions::new(&key, (c.session_ttl_secs * 1000) as i64),
         users,
         roles: c.roles.clone(),
+        events: crate::bus::provision::open_stream(&js, nmc_shared::subject::EVENTS_STREAM).await?,
     }));
     let server = HttpServer::new(move || {
         App::new()
@@ -61,6 +62,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             .route("/api/alerts", web::get().to(api::alerts))
             .route("/api/alerts/{id}", web::get().to(api::alert))
             .route("/api/alerts/{id}/actions", web::post().to(api::act))
+            .route("/api/alerts/{id}/evidence", web::get().to(api::evidence))
+            .route("/api/stream", web::get().to(api::stream))
     })
     .workers(2)
     .shutdown_timeout(5);
