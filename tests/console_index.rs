@@ -148,3 +148,111 @@ async fn the_index_follows_the_streams_is_scoped_per_force_and_is_rebuilt_the_sa
     assert_eq!(everything(&rebuilt, &Scope::All), all);
     assert_eq!(everything(&rebuilt, &kent), mine);
 }
+
+/// Query times of the index with 100,000 alerts over 43 forces (the console's performance goal
+/// is < 200 ms at the server, p99, for the first page, a filtered page and a detail). A
+/// measurement, not a check: run it with
+/// `cargo nextest run --cargo-profile release -p nmc-node --test console_index --run-ignored only --no-capture index_query_times`.
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn index_query_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = AlertIndex::open(dir.path()).unwrap();
+    let forces: Vec<&str> = nmc_shared::force::FORCES
+        .iter()
+        .map(|f| f.id)
+        .take(43)
+        .collect();
+    let levels = [
+        Level::Low,
+        Level::Medium,
+        Level::Medium,
+        Level::High,
+        Level::Critical,
+    ];
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..100_000u64 {
+        let mut a = alert_of(forces[(n % 43) as usize], levels[(n % 5) as usize], n);
+        a.group.insert(
+            "IPAddress".into(),
+            format!("198.51.{}.{}", n / 256 % 256, n % 256),
+        );
+        ids.push(a.id);
+        index.put_alert(n + 1, n as i64 * 1000, a).unwrap();
+    }
+    let fill_s = started.elapsed().as_secs_f64();
+    let time = |f: &dyn Fn()| {
+        let mut v: Vec<f64> = (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[99], v[197])
+    };
+    let kent = Scope::Forces(vec![nmc_shared::ForceId::new("kent").unwrap()]);
+    let first = time(&|| {
+        index
+            .query(
+                &Query {
+                    limit: 50,
+                    ..Default::default()
+                },
+                &Scope::All,
+            )
+            .unwrap();
+    });
+    let first_force = time(&|| {
+        index
+            .query(
+                &Query {
+                    limit: 50,
+                    ..Default::default()
+                },
+                &kent,
+            )
+            .unwrap();
+    });
+    let filtered = time(&|| {
+        index
+            .query(
+                &Query {
+                    levels: vec![Level::Critical],
+                    text: Some("198.51.7".into()),
+                    limit: 50,
+                    ..Default::default()
+                },
+                &Scope::All,
+            )
+            .unwrap();
+    });
+    let rare = time(&|| {
+        index
+            .query(
+                &Query {
+                    text: Some("198.51.200.13".into()),
+                    limit: 50,
+                    ..Default::default()
+                },
+                &Scope::All,
+            )
+            .unwrap();
+    });
+    let detail = time(&|| {
+        index.get(ids[54_321], &Scope::All).unwrap().unwrap();
+    });
+    println!(
+        "{}",
+        serde_json::json!({
+            "alerts": 100_000, "fill_s": fill_s,
+            "first_page_p50_ms": first.0, "first_page_p99_ms": first.1,
+            "force_first_page_p50_ms": first_force.0, "force_first_page_p99_ms": first_force.1,
+            "filtered_page_p50_ms": filtered.0, "filtered_page_p99_ms": filtered.1,
+            "rare_text_whole_index_p50_ms": rare.0, "rare_text_whole_index_p99_ms": rare.1,
+            "detail_p50_ms": detail.0, "detail_p99_ms": detail.1,
+        })
+    );
+}

@@ -6,6 +6,8 @@
 //! - `alerts`:   stream sequence (u64 big-endian) → the alert and when it was stored (JSON)
 //! - `states`:   alert id (16 bytes) → its [`Lifecycle`] (JSON), whether or not the alert
 //!   is indexed yet (the stream and the bucket are read independently)
+//! - `summary`:  stream sequence → what queries filter on (level, time, rule, the words searched),
+//!   bincode: scans read these, not whole alerts
 //! - `by_id`:    alert id (16 bytes) → stream sequence
 //! - `by_force`: `<force>\0<sequence>` → () (a force's alerts, newest last)
 //! - `meta`:     `last_seq` → the last stream sequence indexed
@@ -44,6 +46,50 @@ struct Stored {
     seq: u64,
     published_ms: i64,
     alert: Alert,
+}
+
+/// What a query filters on, kept small so that a scan of the whole index stays fast.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Summary {
+    level: Level,
+    published_ms: i64,
+    id: [u8; 16],
+    rule_id: String,
+    title: String,
+    /// Lowercase title, rule id, alert id and group values: what `text` searches.
+    hay: String,
+}
+
+impl Summary {
+    fn of(a: &Alert, published_ms: i64) -> Summary {
+        let hay = format!(
+            "{} {} {} {}",
+            a.rule.title,
+            a.rule.id,
+            a.id,
+            a.group.values().cloned().collect::<Vec<_>>().join(" ")
+        )
+        .to_lowercase();
+        Summary {
+            level: a.rule.level,
+            published_ms,
+            id: *a.id.as_bytes(),
+            rule_id: a.rule.id.clone(),
+            title: a.rule.title.clone(),
+            hay,
+        }
+    }
+}
+
+fn bin<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    Ok(bincode::serde::encode_to_vec(
+        v,
+        bincode::config::standard(),
+    )?)
+}
+
+fn unbin<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+    Ok(bincode::serde::decode_from_slice(b, bincode::config::standard())?.0)
 }
 
 impl Entry {
@@ -130,6 +176,7 @@ impl Change {
 pub struct AlertIndex {
     changes: tokio::sync::broadcast::Sender<Change>,
     alerts: sled::Tree,
+    summary: sled::Tree,
     states: sled::Tree,
     by_id: sled::Tree,
     by_force: sled::Tree,
@@ -171,6 +218,7 @@ impl AlertIndex {
         Ok(AlertIndex {
             changes: tokio::sync::broadcast::channel(1024).0,
             alerts: db.open_tree("alerts")?,
+            summary: db.open_tree("summary")?,
             states: db.open_tree("states")?,
             by_id: db.open_tree("by_id")?,
             by_force: db.open_tree("by_force")?,
@@ -192,6 +240,8 @@ impl AlertIndex {
     pub fn put_alert(&self, seq: u64, published_ms: i64, alert: Alert) -> Result<()> {
         let force = alert.force.clone();
         let id = alert.id;
+        self.summary
+            .insert(seq.to_be_bytes(), bin(&Summary::of(&alert, published_ms))?)?;
         let stored = Stored {
             seq,
             published_ms,
@@ -285,40 +335,35 @@ impl AlertIndex {
             .split_whitespace()
             .map(str::to_lowercase)
             .collect();
-        let matches = |e: &Entry| {
-            (q.levels.is_empty() || q.levels.contains(&e.alert.rule.level))
-                && (q.states.is_empty() || q.states.contains(&e.current()))
+        let states = &self.states;
+        let matches = |sm: &Summary| -> Result<bool> {
+            let cheap = (q.levels.is_empty() || q.levels.contains(&sm.level))
                 && q.rule
                     .as_ref()
-                    .is_none_or(|r| *r == e.alert.rule.id || *r == e.alert.rule.title)
-                && q.from_ms.is_none_or(|t| e.published_ms >= t)
-                && q.to_ms.is_none_or(|t| e.published_ms < t)
-                && (words.is_empty() || {
-                    let hay = format!(
-                        "{} {} {} {}",
-                        e.alert.rule.title,
-                        e.alert.rule.id,
-                        e.alert.id,
-                        e.alert
-                            .group
-                            .values()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
-                    .to_lowercase();
-                    words.iter().all(|w| hay.contains(w))
-                })
+                    .is_none_or(|r| *r == sm.rule_id || *r == sm.title)
+                && q.from_ms.is_none_or(|t| sm.published_ms >= t)
+                && q.to_ms.is_none_or(|t| sm.published_ms < t)
+                && words.iter().all(|w| sm.hay.contains(w.as_str()));
+            if !cheap || q.states.is_empty() {
+                return Ok(cheap);
+            }
+            let state = states
+                .get(sm.id)?
+                .map(|b| decode::<Lifecycle>(&b))
+                .transpose()?
+                .map_or(State::New, |l| l.state);
+            Ok(q.states.contains(&state))
         };
         let before = q.before.unwrap_or(u64::MAX);
         let mut entries = Vec::with_capacity(limit + 1);
         match forces {
             None => {
-                for kv in self.alerts.range(..before.to_be_bytes()).rev() {
-                    let (_, v) = kv?;
-                    let e = self.entry(&v)?;
-                    if matches(&e) {
-                        entries.push(e);
+                for kv in self.summary.range(..before.to_be_bytes()).rev() {
+                    let (k, v) = kv?;
+                    if matches(&unbin(&v)?)?
+                        && let Some(bytes) = self.alerts.get(&k)?
+                    {
+                        entries.push(self.entry(&bytes)?);
                         if entries.len() > limit {
                             break;
                         }
@@ -351,11 +396,11 @@ impl AlertIndex {
                     }
                     let Some((i, seq)) = best else { break };
                     walks[i].next().transpose()?;
-                    if let Some(v) = self.alerts.get(seq.to_be_bytes())? {
-                        let e = self.entry(&v)?;
-                        if matches(&e) {
-                            entries.push(e);
-                        }
+                    if let Some(sm) = self.summary.get(seq.to_be_bytes())?
+                        && matches(&unbin(&sm)?)?
+                        && let Some(bytes) = self.alerts.get(seq.to_be_bytes())?
+                    {
+                        entries.push(self.entry(&bytes)?);
                     }
                 }
             }
