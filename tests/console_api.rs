@@ -161,6 +161,7 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
         &dir.path().join("node"),
         &NodeSpec {
             id: "node-a".into(),
+            forces: vec!["kent".into(), "essex".into()],
             ..Default::default()
         },
     );
@@ -307,6 +308,55 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
     let (_, closed) = analyst.get("/api/alerts?state=closed").await;
     assert_eq!(closed["entries"].as_array().unwrap().len(), 1);
     assert_eq!(analyst.get("/api/alerts?state=done").await.0, 400);
+
+    // The overview: the onboarded forces the principal may see, with their open alerts.
+    let (status, ov) = analyst.get("/api/overview").await;
+    assert_eq!(status, 200, "{ov}");
+    let rows = ov["forces"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{ov}");
+    let kent_row = rows.iter().find(|r| r["force"] == "kent").unwrap();
+    assert_eq!(kent_row["phase"], "cloud_and_onprem");
+    assert!(kent_row["owner"].is_string(), "{ov}");
+    let open: u64 = kent_row["open_alerts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(open, 9, "10 kent alerts, one closed: {ov}");
+    let (_, ov) = kent.get("/api/overview").await;
+    let rows = ov["forces"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "kent's contact sees kent's row only: {ov}");
+    assert_eq!(rows[0]["force"], "kent");
+
+    // The OpenAPI document describes every route the server has (and no other).
+    let (status, doc) = anonymous.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    let documented: std::collections::BTreeSet<String> =
+        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let server = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/server.rs"),
+    )
+    .unwrap();
+    let routed: std::collections::BTreeSet<String> = server
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\""))
+        .map(|l| l.split('"').next().unwrap().to_string())
+        .collect();
+    assert_eq!(documented, routed);
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let check = Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("python3 with openapi-spec-validator (.ci/requirements.txt)");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     // Signing out ends the session in the browser (the cookie is removed).
     let (status, _, headers) = kent

@@ -36,6 +36,8 @@ pub struct Shared {
     pub roles: RoleMapping,
     /// `NMC_EVENTS`, where evidence is read from.
     pub events: async_nats::jetstream::stream::Stream,
+    /// The coordination buckets (onboarded forces, leases with their holders' reports).
+    pub buckets: crate::cluster::Buckets,
 }
 
 /// An API error: status and a message that says what to do.
@@ -351,6 +353,48 @@ pub async fn stream(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpRe
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .streaming(events)
+}
+
+/// The forces the principal may see: phase, weight, owner node, lease epoch, lag and pending
+/// events as the owner last reported, and open (not closed) alerts by level.
+pub async fn overview(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpResponse {
+    let forces = match crate::cluster::onboarding::list(&shared.buckets.forces).await {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
+    };
+    let holders = crate::cluster::lease::holders(&shared.buckets.leases)
+        .await
+        .unwrap_or_default();
+    let open = match shared.index.open_counts(&s.who.scope()) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    };
+    let rows: Vec<_> = forces
+        .iter()
+        .filter(|(f, _)| s.who.sees(f))
+        .map(|(f, r)| {
+            let h = holders.get(f.as_str());
+            json!({
+                "force": f,
+                "name": nmc_shared::force::lookup(f.as_str()).map(|i| i.name),
+                "phase": r.phase.as_str(),
+                "weight": r.weight,
+                "owner": h.map(|h| h.node_id.clone()),
+                "epoch": h.map(|h| h.status.epoch),
+                "lag": h.map(|h| h.status.lag),
+                "pending": h.map(|h| h.status.pending),
+                "open_alerts": open.get(f).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"forces": rows}))
+}
+
+/// The OpenAPI document of this API (node/src/console/openapi.json).
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(include_str!("openapi.json"))
 }
 
 /// Liveness.

@@ -414,6 +414,42 @@ impl AlertIndex {
         Ok(Page { entries, next })
     }
 
+    /// Alerts not closed, per force and level, of what `scope` may see (a scan of the
+    /// summaries and states: tens of milliseconds at 100,000 alerts).
+    pub fn open_counts(
+        &self,
+        scope: &Scope,
+    ) -> Result<std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>>> {
+        let mut out: std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>> =
+            Default::default();
+        for kv in self.by_force.iter() {
+            let (k, _) = kv?;
+            let Some(split) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let Ok(force) = ForceId::new(&String::from_utf8_lossy(&k[..split])) else {
+                continue;
+            };
+            if !allowed(scope, &force) {
+                continue;
+            }
+            let Some(sm) = self.summary.get(&k[split + 1..])? else {
+                continue;
+            };
+            let sm: Summary = unbin(&sm)?;
+            let closed = self
+                .states
+                .get(sm.id)?
+                .map(|b| decode::<Lifecycle>(&b))
+                .transpose()?
+                .is_some_and(|l| l.state == State::Closed);
+            if !closed {
+                *out.entry(force).or_default().entry(sm.level).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Alerts indexed.
     pub fn len(&self) -> usize {
         self.alerts.len()

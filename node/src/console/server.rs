@@ -50,12 +50,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         users,
         roles: c.roles.clone(),
         events: crate::bus::provision::open_stream(&js, nmc_shared::subject::EVENTS_STREAM).await?,
+        buckets: crate::cluster::open_buckets(&js)
+            .await
+            .context("opening the coordination buckets")?,
     }));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(shared.clone())
             .app_data(web::JsonConfig::default().limit(64 * 1024))
             .route("/healthz", web::get().to(api::healthz))
+            .route("/api/openapi.json", web::get().to(api::openapi))
             .route("/api/login", web::post().to(api::login))
             .route("/api/logout", web::post().to(api::logout))
             .route("/api/session", web::get().to(api::session))
@@ -64,6 +68,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .route("/api/alerts/{id}/actions", web::post().to(api::act))
             .route("/api/alerts/{id}/evidence", web::get().to(api::evidence))
             .route("/api/stream", web::get().to(api::stream))
+            .route("/api/overview", web::get().to(api::overview))
     })
     .workers(2)
     .shutdown_timeout(5);
