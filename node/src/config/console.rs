@@ -31,6 +31,42 @@ pub struct ConsoleConfig {
     pub users_file: PathBuf,
     /// How identity groups become roles.
     pub roles: RoleMapping,
+    /// Sign-in with an OpenID Connect provider (when `issuer_url` is set).
+    pub oidc: OidcConfig,
+}
+
+/// The console's OpenID Connect client registration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`);
+    /// empty: no OpenID Connect sign-in.
+    pub issuer_url: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    /// Its client secret (best as `NMC_CONSOLE__OIDC__CLIENT_SECRET` from a secret).
+    pub client_secret: Secret,
+    /// The console's callback URL as registered: `https://<console>/auth/callback`.
+    pub redirect_url: String,
+    /// Scopes asked for (`openid` always); the ID token's `groups` claim gives the roles.
+    pub scopes: Vec<String>,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer_url: String::new(),
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            redirect_url: String::new(),
+            scopes: vec![
+                "openid".into(),
+                "email".into(),
+                "profile".into(),
+                "groups".into(),
+            ],
+        }
+    }
 }
 
 impl Default for ConsoleConfig {
@@ -44,6 +80,7 @@ impl Default for ConsoleConfig {
             session_ttl_secs: 8 * 3600,
             users_file: PathBuf::new(),
             roles: RoleMapping::default(),
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -62,6 +99,14 @@ impl ConsoleConfig {
         }
         if !self.session_key.is_empty() && self.session_key.expose().len() < 32 {
             bail!("console.session_key must be at least 32 bytes (a long random string)");
+        }
+        let o = &self.oidc;
+        if !o.issuer_url.is_empty()
+            && (o.client_id.is_empty() || o.client_secret.is_empty() || o.redirect_url.is_empty())
+        {
+            bail!(
+                "console.oidc needs client_id, client_secret and redirect_url with its issuer_url"
+            );
         }
         if self.session_ttl_secs == 0 || self.session_ttl_secs > 7 * 86_400 {
             bail!("console.session_ttl_secs must be between 1 and 604800 (a week)");

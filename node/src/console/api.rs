@@ -38,6 +38,130 @@ pub struct Shared {
     pub events: async_nats::jetstream::stream::Stream,
     /// The coordination buckets (onboarded forces, leases with their holders' reports).
     pub buckets: crate::cluster::Buckets,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<super::oidc::Oidc>,
+}
+
+/// Cookie of an OpenID Connect sign-in in progress (state, nonce, PKCE verifier).
+const OIDC_COOKIE: &str = "nmc_oidc";
+
+/// The session cookie of a new session for `who`, and the session.
+fn session_cookie(shared: &Shared, who: Principal) -> (Cookie<'static>, Session) {
+    let session = shared.sessions.start(who, now_ms());
+    let cookie = Cookie::build(COOKIE, shared.sessions.seal(&session))
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::milliseconds(
+            shared.sessions.ttl_ms,
+        ))
+        .finish();
+    (cookie, session)
+}
+
+/// `GET /auth/login`: to the identity provider.
+pub async fn oidc_login(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let Some(oidc) = &shared.oidc else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OpenID Connect sign-in is not configured (console.oidc)",
+        );
+    };
+    match oidc.start(now_ms()).await {
+        Ok((url, pending)) => {
+            // Lax, not Strict: the provider's redirect back is a cross-site navigation.
+            let cookie = Cookie::build(OIDC_COOKIE, shared.sessions.seal_value(&pending))
+                .path("/auth")
+                .http_only(true)
+                .secure(true)
+                .same_site(SameSite::Lax)
+                .max_age(actix_web::cookie::time::Duration::minutes(10))
+                .finish();
+            HttpResponse::SeeOther()
+                .cookie(cookie)
+                .insert_header(("Location", url))
+                .finish()
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "OpenID Connect sign-in could not start"
+            );
+            error(
+                StatusCode::BAD_GATEWAY,
+                "the identity provider cannot be reached: try again shortly",
+            )
+        }
+    }
+}
+
+/// `GET /auth/callback` query.
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /auth/callback`: back from the identity provider.
+pub async fn oidc_callback(
+    req: HttpRequest,
+    shared: web::Data<Arc<Shared>>,
+    q: web::Query<Callback>,
+) -> HttpResponse {
+    let Some(oidc) = &shared.oidc else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "OpenID Connect sign-in is not configured",
+        );
+    };
+    if let Some(e) = &q.error {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            &format!("the identity provider refused: {e}"),
+        );
+    }
+    let pending: Option<super::oidc::Pending> = req
+        .cookie(OIDC_COOKIE)
+        .and_then(|c| shared.sessions.open_value(c.value()))
+        .filter(|p: &super::oidc::Pending| p.exp_ms > now_ms());
+    let (Some(pending), Some(code), Some(state)) = (pending, &q.code, &q.state) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no sign-in in progress from this browser: start again at /auth/login",
+        );
+    };
+    if !crate::secret::Secret::new(pending.state.clone()).matches(state.as_bytes()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the state does not match this browser's sign-in: start again at /auth/login",
+        );
+    }
+    let identity = match oidc.finish(&pending, code).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "OpenID Connect sign-in refused");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "the sign-in could not be verified",
+            );
+        }
+    };
+    let Some(who) = shared.roles.principal(&identity.user, &identity.groups) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "signed in, but no console role: ask for an nmc group",
+        );
+    };
+    let (cookie, _) = session_cookie(&shared, who);
+    let mut gone = Cookie::build(OIDC_COOKIE, "").path("/auth").finish();
+    gone.make_removal();
+    HttpResponse::SeeOther()
+        .cookie(cookie)
+        .cookie(gone)
+        .insert_header(("Location", "/"))
+        .finish()
 }
 
 /// An API error: status and a message that says what to do.
@@ -110,16 +234,7 @@ pub async fn login(shared: web::Data<Arc<Shared>>, body: web::Json<Login>) -> Ht
             "wrong user name or password, or no role in the console",
         );
     };
-    let session = shared.sessions.start(who, now_ms());
-    let cookie = Cookie::build(COOKIE, shared.sessions.seal(&session))
-        .path("/")
-        .http_only(true)
-        .secure(true)
-        .same_site(SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::milliseconds(
-            shared.sessions.ttl_ms,
-        ))
-        .finish();
+    let (cookie, session) = session_cookie(&shared, who);
     HttpResponse::Ok()
         .cookie(cookie)
         .json(json!({"who": session.who, "csrf": session.csrf}))

@@ -8,6 +8,7 @@ pub mod access;
 pub mod api;
 pub mod follow;
 pub mod index;
+pub mod oidc;
 pub mod server;
 pub mod session;
 pub mod users;

@@ -50,6 +50,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         users,
         roles: c.roles.clone(),
         events: crate::bus::provision::open_stream(&js, nmc_shared::subject::EVENTS_STREAM).await?,
+        oidc: if c.oidc.issuer_url.is_empty() {
+            None
+        } else {
+            Some(super::oidc::Oidc::new(c.oidc.clone())?)
+        },
         buckets: crate::cluster::open_buckets(&js)
             .await
             .context("opening the coordination buckets")?,
@@ -69,6 +74,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             .route("/api/alerts/{id}/evidence", web::get().to(api::evidence))
             .route("/api/stream", web::get().to(api::stream))
             .route("/api/overview", web::get().to(api::overview))
+            .route("/auth/login", web::get().to(api::oidc_login))
+            .route("/auth/callback", web::get().to(api::oidc_callback))
     })
     .workers(2)
     .shutdown_timeout(5);

@@ -56,18 +56,28 @@ impl Sessions {
 
     /// The cookie value of `s`: `<payload>.<signature>`, both base64url.
     pub fn seal(&self, s: &Session) -> String {
-        let payload = B64.encode(serde_json::to_vec(s).expect("JSON"));
-        let tag = ring::hmac::sign(&self.key, payload.as_bytes());
-        format!("{payload}.{}", B64.encode(tag.as_ref()))
+        self.seal_value(s)
     }
 
     /// The session of a cookie value, if it is signed by this key and not expired.
     pub fn open(&self, value: &str, now_ms: i64) -> Option<Session> {
+        let s: Session = self.open_value(value)?;
+        (s.exp_ms > now_ms).then_some(s)
+    }
+
+    /// Any value sealed like a session (the OpenID Connect sign-in in progress).
+    pub fn seal_value<T: Serialize>(&self, v: &T) -> String {
+        let payload = B64.encode(serde_json::to_vec(v).expect("JSON"));
+        let tag = ring::hmac::sign(&self.key, payload.as_bytes());
+        format!("{payload}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// A value sealed by [`Sessions::seal_value`] with this key, untampered.
+    pub fn open_value<T: serde::de::DeserializeOwned>(&self, value: &str) -> Option<T> {
         let (payload, tag) = value.split_once('.')?;
         let tag = B64.decode(tag).ok()?;
         ring::hmac::verify(&self.key, payload.as_bytes(), &tag).ok()?;
-        let s: Session = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
-        (s.exp_ms > now_ms).then_some(s)
+        serde_json::from_slice(&B64.decode(payload).ok()?).ok()
     }
 }
 
