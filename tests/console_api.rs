@@ -182,18 +182,7 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
         .collect();
     publish_alerts(&js, &alerts).await;
     let console = start_console(&nats, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok((200, _)) = http_get(&format!("{}/healthz", console.url)).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "console did not start: {}",
-            std::fs::read_to_string(dir.path().join("console.err")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_http_ok(&format!("{}/healthz", console.url), "the console").await;
     let kent_alert = alerts[0].id.to_string();
     let essex_alert = alerts[1].id.to_string();
 
@@ -437,14 +426,7 @@ async fn live_updates_and_evidence_respect_the_force_too() {
     }];
     publish_alerts(&js, &[kent_alert.clone(), essex_alert.clone()]).await;
     let console = start_console(&nats, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        http_get(&format!("{}/healthz", console.url)).await,
-        Ok((200, _))
-    ) {
-        assert!(Instant::now() < deadline, "console did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_http_ok(&format!("{}/healthz", console.url), "the console").await;
     let analyst = Client::login(&console.url, "analyst@ncsoc.example", "analyst-pass").await;
     let kent = Client::login(&console.url, "soc@kent.example", "kent-pass").await;
     let deadline = Instant::now() + Duration::from_secs(20);

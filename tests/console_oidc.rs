@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use harness::*;
 use serde_json::{Value, json};
@@ -231,11 +230,7 @@ async fn sign_in_with_openid_connect_maps_groups_to_roles_and_refuses_the_rest()
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(http_get(&format!("{console}/healthz")).await, Ok((200, _))) {
-        assert!(Instant::now() < deadline, "console did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_http_ok(&format!("{console}/healthz"), "the console").await;
     let log = || std::fs::read_to_string(dir.path().join("console.err")).unwrap_or_default();
 
     // Kent's contact: signed in, a Kent-only session.

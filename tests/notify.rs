@@ -82,6 +82,25 @@ fn notify_env(
     env
 }
 
+/// Adds kent's contact `name` with a signed webhook to `url` (secret `kent-itsm`) and `extra`
+/// options.
+fn add_webhook_contact(nats: &Nats, name: &str, url: &str, extra: &[&str]) {
+    let mut args = vec![
+        "contacts",
+        "add",
+        "--force",
+        "kent",
+        "--name",
+        name,
+        "--webhook",
+        url,
+        "--webhook-secret",
+        "kent-itsm",
+    ];
+    args.extend_from_slice(extra);
+    nmc_ok(nats, &args);
+}
+
 /// A directory with the webhook signing secret `kent-itsm`.
 fn secrets(dir: &Path) -> std::path::PathBuf {
     let s = dir.join("secrets");
@@ -449,21 +468,7 @@ async fn deliveries_retry_through_a_failing_webhook_and_two_minutes_without_smtp
     );
     let js = nats.js().await;
     wait_provisioned(&js).await;
-    nmc_ok(
-        &nats,
-        &[
-            "contacts",
-            "add",
-            "--force",
-            "kent",
-            "--name",
-            "itsm",
-            "--webhook",
-            &hook.url("/kent"),
-            "--webhook-secret",
-            "kent-itsm",
-        ],
-    );
+    add_webhook_contact(&nats, "itsm", &hook.url("/kent"), &[]);
     nmc_ok(
         &nats,
         &[
@@ -627,21 +632,7 @@ async fn a_notifier_killed_mid_delivery_leaves_its_alerts_to_another_and_none_is
     let mut a = notifier(&nats, dir.path(), "notify-a", env(&[]));
     let js = nats.js().await;
     wait_provisioned(&js).await;
-    nmc_ok(
-        &nats,
-        &[
-            "contacts",
-            "add",
-            "--force",
-            "kent",
-            "--name",
-            "itsm",
-            "--webhook",
-            &hook.url("/kent"),
-            "--webhook-secret",
-            "kent-itsm",
-        ],
-    );
+    add_webhook_contact(&nats, "itsm", &hook.url("/kent"), &[]);
     nmc_ok(
         &nats,
         &[
@@ -830,21 +821,7 @@ async fn a_delivery_that_fails_is_published_and_escalates_at_once_whatever_the_l
     );
     let js = nats.js().await;
     wait_provisioned(&js).await;
-    nmc_ok(
-        &nats,
-        &[
-            "contacts",
-            "add",
-            "--force",
-            "kent",
-            "--name",
-            "itsm",
-            "--webhook",
-            &itsm.url("/kent"),
-            "--webhook-secret",
-            "kent-itsm",
-        ],
-    );
+    add_webhook_contact(&nats, "itsm", &itsm.url("/kent"), &[]);
     nmc_ok(
         &nats,
         &[
@@ -948,24 +925,11 @@ async fn a_burst_is_held_to_the_message_limit_with_criticals_at_once_and_the_res
     );
     let js = nats.js().await;
     wait_provisioned(&js).await;
-    nmc_ok(
+    add_webhook_contact(
         &nats,
-        &[
-            "contacts",
-            "add",
-            "--force",
-            "kent",
-            "--name",
-            "itsm",
-            "--webhook",
-            &hook.url("/kent"),
-            "--webhook-secret",
-            "kent-itsm",
-            "--max-per-minute",
-            "10",
-            "--min-level",
-            "low",
-        ],
+        "itsm",
+        &hook.url("/kent"),
+        &["--max-per-minute", "10", "--min-level", "low"],
     );
 
     let mut alerts: Vec<Alert> = (0..950).map(|i| alert(Level::Medium, i)).collect();
@@ -1053,24 +1017,11 @@ async fn notify_latency() {
     );
     let js = nats.js().await;
     wait_provisioned(&js).await;
-    nmc_ok(
+    add_webhook_contact(
         &nats,
-        &[
-            "contacts",
-            "add",
-            "--force",
-            "kent",
-            "--name",
-            "itsm",
-            "--webhook",
-            &hook.url("/kent"),
-            "--webhook-secret",
-            "kent-itsm",
-            "--max-per-minute",
-            "100000",
-            "--min-level",
-            "low",
-        ],
+        "itsm",
+        &hook.url("/kent"),
+        &["--max-per-minute", "100000", "--min-level", "low"],
     );
     // Warm-up: the consumer exists and the first connections are made.
     publish_alerts(&js, &[alert(Level::High, 999_999)]).await;

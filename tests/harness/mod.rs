@@ -875,6 +875,16 @@ fn unchunk(mut body: &str) -> String {
     out
 }
 
+/// Waits until `GET url` answers 200 (a process's health endpoint); panics after 30 s with
+/// `what`.
+pub async fn wait_http_ok(url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(url).await, Ok((200, _))) {
+        assert!(Instant::now() < deadline, "{what} did not start: {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET url`, expecting JSON: the status code and the document.
 pub async fn http_json(url: &str) -> (u16, Value) {
     let (code, body) = http_get(url)

@@ -56,6 +56,10 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
+/// The JetStream API, acks, flow control, KV and object-store subjects: what the admin and the
+/// nodes publish to use JetStream.
+const JETSTREAM: &[&str] = &["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>"];
+
 impl Identity {
     /// The identities of a cluster with `forces` and `nodes` (node ids; none: one node identity
     /// shared by all): admin, the node identities, then each force's collector and reader, in a
@@ -127,30 +131,22 @@ impl Identity {
             // event or alert subject: an admin reads through JetStream consumers and writes
             // nothing a node would process.
             Role::Admin => Permissions {
-                publish: v(&[
-                    "$JS.API.>",
-                    "$JS.ACK.>",
-                    "$JS.FC.>",
-                    "$KV.>",
-                    "$O.>",
-                    nmc_shared::subject::AUDIT_ALL,
-                ]),
+                publish: v(&[JETSTREAM, &[nmc_shared::subject::AUDIT_ALL]].concat()),
                 subscribe: v(&["_INBOX.>"]),
             },
             // As the admin, plus alerts and dead letters to publish. Events are read through
             // JetStream consumers delivered to the node's inbox, so no event subscription.
             Role::Node(_) => Permissions {
                 publish: v(&[
-                    "$JS.API.>",
-                    "$JS.ACK.>",
-                    "$JS.FC.>",
-                    "$KV.>",
-                    "$O.>",
-                    nmc_shared::subject::ALERTS_ALL,
-                    DLQ_ALL,
-                    nmc_shared::subject::AUDIT_ALL,
-                    nmc_shared::subject::NOTIFY_ALL,
-                ]),
+                    JETSTREAM,
+                    &[
+                        nmc_shared::subject::ALERTS_ALL,
+                        DLQ_ALL,
+                        nmc_shared::subject::AUDIT_ALL,
+                        nmc_shared::subject::NOTIFY_ALL,
+                    ],
+                ]
+                .concat()),
                 subscribe: v(&["_INBOX.>"]),
             },
             Role::Collector(f) => Permissions {

@@ -205,6 +205,23 @@ fn check_csrf(req: &HttpRequest, s: &Session) -> Option<HttpResponse> {
     })
 }
 
+/// Alert `id` if the session's principal may see it; otherwise 404, the same as an id that
+/// does not exist.
+fn visible(
+    shared: &Shared,
+    s: &Session,
+    id: Uuid,
+) -> Result<super::index::Entry, Box<HttpResponse>> {
+    match shared.index.get(id, &s.who.scope()) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(Box::new(error(StatusCode::NOT_FOUND, "no such alert"))),
+        Err(e) => Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("{e:#}"),
+        ))),
+    }
+}
+
 /// `POST /api/login` body.
 #[derive(Deserialize)]
 pub struct Login {
@@ -323,10 +340,9 @@ pub async fn alert(
     Authed(s): Authed,
     id: web::Path<Uuid>,
 ) -> HttpResponse {
-    let entry = match shared.index.get(*id, &s.who.scope()) {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    let entry = match visible(&shared, &s, *id) {
+        Ok(e) => e,
+        Err(refused) => return *refused,
     };
     let audit = shared
         .states
@@ -356,10 +372,9 @@ pub async fn act(
     if let Some(refused) = check_csrf(&req, &s) {
         return refused;
     }
-    let entry = match shared.index.get(*id, &s.who.scope()) {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    let entry = match visible(&shared, &s, *id) {
+        Ok(e) => e,
+        Err(refused) => return *refused,
     };
     let who: &Principal = &s.who;
     // An alert no notifier recorded yet is new: record it, then act.
@@ -397,10 +412,9 @@ pub async fn evidence(
     Authed(s): Authed,
     id: web::Path<Uuid>,
 ) -> HttpResponse {
-    let entry = match shared.index.get(*id, &s.who.scope()) {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such alert"),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    let entry = match visible(&shared, &s, *id) {
+        Ok(e) => e,
+        Err(refused) => return *refused,
     };
     let mut out = Vec::new();
     for ev in &entry.alert.evidence {
