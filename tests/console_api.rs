@@ -39,10 +39,11 @@ fn start_console(nats: &Nats, dir: &Path) -> Console {
     std::fs::write(
         &users,
         format!(
-            "users:\n  - name: analyst@ncsoc.example\n    password_hash: \"{}\"\n    groups: [nmc-analyst]\n  - name: soc@kent.example\n    password_hash: \"{}\"\n    groups: [nmc-force-kent]\n  - name: nobody@ncsoc.example\n    password_hash: \"{}\"\n    groups: [staff]\n",
+            "users:\n  - name: analyst@ncsoc.example\n    password_hash: \"{}\"\n    groups: [nmc-analyst]\n  - name: soc@kent.example\n    password_hash: \"{}\"\n    groups: [nmc-force-kent]\n  - name: nobody@ncsoc.example\n    password_hash: \"{}\"\n    groups: [staff]\n  - name: admin@ncsoc.example\n    password_hash: \"{}\"\n    groups: [nmc-admin]\n",
             hash("analyst-pass"),
             hash("kent-pass"),
-            hash("nobody-pass")
+            hash("nobody-pass"),
+            hash("admin-pass")
         ),
     )
     .unwrap();
@@ -124,6 +125,52 @@ impl Client {
     async fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self.send(reqwest::Method::GET, path, None, false).await;
         (s, v)
+    }
+
+    /// Posts a form as a browser would (the session's CSRF token in the `csrf` field when
+    /// `csrf`): status, location and body.
+    async fn form(&self, path: &str, fields: &[(&str, &str)], csrf: bool) -> (u16, String, String) {
+        let mut body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
+        if csrf && let Some(t) = &self.csrf {
+            body.push(format!("csrf={}", urlencode(t)));
+        }
+        let mut req = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.join("&"));
+        if let Some(c) = &self.cookie {
+            req = req.header("Cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, location, resp.text().await.unwrap())
+    }
+
+    /// A page: status, its headers and HTML (redirects not followed).
+    async fn page(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut req = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("Cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.unwrap())
     }
 
     async fn login(base: &str, user: &str, password: &str) -> Client {
@@ -328,11 +375,15 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
     )
     .unwrap();
     let routed: std::collections::BTreeSet<String> = server
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix(".route(\""))
-        .map(|l| l.split('"').next().unwrap().to_string())
+        .split(".route(")
+        .skip(1)
+        .map(|r| r.split('"').nth(1).unwrap().to_string())
+        .filter(|p| p.starts_with("/api/") || p.starts_with("/auth/") || p == "/healthz")
         .collect();
-    assert_eq!(documented, routed);
+    assert_eq!(
+        documented, routed,
+        "the API's routes (pages are not part of it)"
+    );
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
     let check = Command::new("python3")
@@ -535,4 +586,248 @@ async fn live_updates_and_evidence_respect_the_force_too() {
         "{states:?}"
     );
     assert_eq!(states.last().unwrap()["state"]["state"], "acknowledged");
+}
+
+#[tokio::test]
+async fn pages_and_administration_enforce_the_same_access_and_csrf() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _node = Node::start(
+        &nats,
+        &dir.path().join("node"),
+        &NodeSpec {
+            id: "node-a".into(),
+            forces: vec!["kent".into(), "essex".into()],
+            ..Default::default()
+        },
+    );
+    let js = nats.js().await;
+    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let alerts: Vec<_> = (0..6)
+        .map(|n| alert_of(["kent", "essex"][(n % 2) as usize], Level::High, n))
+        .collect();
+    publish_alerts(&js, &alerts).await;
+    let console = start_console(&nats, dir.path());
+    wait_http_ok(&format!("{}/healthz", console.url), "the console").await;
+    let (kent_alert, essex_alert) = (alerts[0].id.to_string(), alerts[1].id.to_string());
+
+    // Signed out: every page leads to the sign-in page, which is locked down by its headers.
+    let anonymous = Client::new(&console.url);
+    for path in [
+        "/",
+        "/alerts",
+        &format!("/alerts/{kent_alert}"),
+        "/rules",
+        "/admin",
+    ] {
+        let (status, headers, _) = anonymous.page(path).await;
+        assert_eq!(
+            (status, headers.get("location").unwrap().to_str().unwrap()),
+            (303, "/login"),
+            "{path}"
+        );
+    }
+    let (status, headers, login) = anonymous.page("/login").await;
+    assert_eq!(status, 200);
+    assert!(login.contains("<label for=\"password\">"), "{login}");
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(headers.get("x-frame-options").unwrap(), "DENY");
+    let (status, _, _) = anonymous
+        .form(
+            "/login",
+            &[("user", "soc@kent.example"), ("password", "wrong")],
+            false,
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, to, _) = anonymous
+        .form(
+            "/login",
+            &[("user", "soc@kent.example"), ("password", "kent-pass")],
+            false,
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/"));
+
+    // Kent's contact, through the pages: kent's alerts and row only.
+    let kent = Client::login(&console.url, "soc@kent.example", "kent-pass").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, queue) = kent.page("/alerts").await;
+        assert_eq!(status, 200);
+        if queue.matches("data-alert=").count() == 3 {
+            assert!(queue.contains(&kent_alert) && !queue.contains(&essex_alert));
+            break;
+        }
+        assert!(Instant::now() < deadline, "index incomplete: {queue}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, _, asked) = kent.page("/alerts?force=essex").await;
+    assert!(!asked.contains(&essex_alert) && asked.contains("No alert matches"));
+    let (_, _, rows) = kent.page("/alerts/rows?level=high").await;
+    assert_eq!(rows.matches("data-alert=").count(), 3);
+    assert_eq!(kent.page(&format!("/alerts/{essex_alert}")).await.0, 404);
+    assert_eq!(
+        kent.page(&format!("/alerts/{essex_alert}/lifecycle"))
+            .await
+            .0,
+        404
+    );
+    let (status, _, detail) = kent.page(&format!("/alerts/{kent_alert}")).await;
+    assert_eq!(status, 200);
+    assert!(detail.contains(&alerts[0].rule.title), "{detail}");
+    let (_, _, overview) = kent.page("/").await;
+    assert!(
+        overview.contains("data-force=\"kent\"") && !overview.contains("data-force=\"essex\""),
+        "{overview}"
+    );
+    let (_, _, table) = kent.page("/overview/table").await;
+    assert!(!table.contains("data-force=\"essex\""));
+    assert_eq!(kent.page("/admin").await.0, 403);
+
+    // Actions from the page: only with the form's token, only on their force's alerts.
+    let act = format!("/alerts/{kent_alert}/act");
+    assert_eq!(
+        kent.form(&act, &[("action", "acknowledge")], false).await.0,
+        403
+    );
+    let (status, to, body) = kent
+        .form(&act, &[("action", "acknowledge"), ("note", "on it")], true)
+        .await;
+    assert_eq!(status, 303, "{body}");
+    assert!(to.starts_with(&format!("/alerts/{kent_alert}")));
+    let (_, detail) = kent.get(&format!("/api/alerts/{kent_alert}")).await;
+    assert_eq!(detail["entry"]["state"]["state"], "acknowledged");
+    assert_eq!(detail["audit"][0]["note"], "on it");
+    let (_, _, lifecycle) = kent.page(&format!("/alerts/{kent_alert}/lifecycle")).await;
+    assert!(lifecycle.contains("on it") && lifecycle.contains("soc@kent.example"));
+    assert_eq!(
+        kent.form(
+            &format!("/alerts/{essex_alert}/act"),
+            &[("action", "acknowledge")],
+            true
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Administration: administrators only, through the pages and the API alike.
+    let analyst = Client::login(&console.url, "analyst@ncsoc.example", "analyst-pass").await;
+    let admin = Client::login(&console.url, "admin@ncsoc.example", "admin-pass").await;
+    let onboard = [("force", "surrey"), ("phase", "cloud"), ("weight", "2")];
+    for who in [&kent, &analyst] {
+        assert_eq!(who.form("/admin/onboard", &onboard, true).await.0, 403);
+        let (status, _, _) = who
+            .send(
+                reqwest::Method::POST,
+                "/api/forces",
+                Some(json!({"force": "surrey", "phase": "cloud"})),
+                true,
+            )
+            .await;
+        assert_eq!(status, 403);
+        assert_eq!(who.get("/api/contacts/kent").await.0, 403);
+    }
+    assert_eq!(
+        admin.form("/admin/onboard", &onboard, false).await.0,
+        403,
+        "no token"
+    );
+    let (status, to, body) = admin.form("/admin/onboard", &onboard, true).await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/admin?done=onboarded"),
+        "{body}"
+    );
+    let (status, _, page) = admin.page("/admin?done=onboarded").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Force onboarded"));
+    assert_eq!(
+        admin.form("/admin/onboard", &onboard, true).await.0,
+        409,
+        "already onboarded"
+    );
+    let (status, _, _) = admin
+        .send(
+            reqwest::Method::POST,
+            "/api/forces",
+            Some(json!({"force": "atlantis", "phase": "cloud"})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 400, "not a force");
+    let (status, _, _) = admin
+        .send(
+            reqwest::Method::POST,
+            "/api/forces/surrey/phase",
+            Some(json!({"phase": "cloud_and_onprem"})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, ov) = admin.get("/api/overview").await;
+    let surrey = ov["forces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["force"] == "surrey")
+        .cloned();
+    assert_eq!(surrey.unwrap()["phase"], "cloud_and_onprem", "{ov}");
+    // Contacts: an e-mail contact from the form, listed, refused when invalid, removed.
+    let contact = [
+        ("scope", "surrey"),
+        ("name", "soc-lead"),
+        ("role", "SOC lead"),
+        ("email", "soc-lead@surrey.example"),
+        ("min_level", "high"),
+        ("tier", "1"),
+    ];
+    let (status, to, _) = admin.form("/admin/contacts", &contact, true).await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/admin?scope=surrey&done=contact#contacts-h")
+    );
+    let (_, list) = admin.get("/api/contacts/surrey").await;
+    assert_eq!(
+        list["contacts"][0]["channels"][0]["to"],
+        "soc-lead@surrey.example"
+    );
+    let (status, _, page) = admin
+        .form(
+            "/admin/contacts",
+            &[
+                ("scope", "surrey"),
+                ("name", "Bad Name"),
+                ("email", "x@y.example"),
+                ("min_level", "high"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("role=\"alert\""), "{page}");
+    let (status, _, _) = admin
+        .form(
+            "/admin/contacts/remove",
+            &[("scope", "surrey"), ("name", "soc-lead")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, list) = admin.get("/api/contacts/surrey").await;
+    assert_eq!(list["contacts"], json!([]));
+
+    // Sign out from the page: the cookie is removed, and only with the token.
+    assert_eq!(kent.form("/logout", &[], false).await.0, 403);
+    let (status, to, _) = kent.form("/logout", &[], true).await;
+    assert_eq!((status, to.as_str()), (303, "/login"));
 }

@@ -19,6 +19,7 @@ pub mod contact;
 pub mod correlate;
 pub mod dead_letter;
 pub mod event;
+pub mod evidence_view;
 pub mod force;
 #[doc(hidden)]
 pub mod fuzzing;

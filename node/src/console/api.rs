@@ -40,13 +40,17 @@ pub struct Shared {
     pub buckets: crate::cluster::Buckets,
     /// OpenID Connect sign-in, when configured.
     pub oidc: Option<super::oidc::Oidc>,
+    /// The contact directory (administration).
+    pub contacts: crate::contacts::Directory,
+    /// The rule pack in force and its history.
+    pub catalog: super::catalog::Catalog,
 }
 
 /// Cookie of an OpenID Connect sign-in in progress (state, nonce, PKCE verifier).
 const OIDC_COOKIE: &str = "nmc_oidc";
 
 /// The session cookie of a new session for `who`, and the session.
-fn session_cookie(shared: &Shared, who: Principal) -> (Cookie<'static>, Session) {
+pub(super) fn session_cookie(shared: &Shared, who: Principal) -> (Cookie<'static>, Session) {
     let session = shared.sessions.start(who, now_ms());
     let cookie = Cookie::build(COOKIE, shared.sessions.seal(&session))
         .path("/")
@@ -165,7 +169,7 @@ pub async fn oidc_callback(
 }
 
 /// An API error: status and a message that says what to do.
-fn error(status: StatusCode, message: &str) -> HttpResponse {
+pub(super) fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": message}))
 }
 
@@ -195,7 +199,7 @@ impl FromRequest for Authed {
 }
 
 /// The refusal of a state change without the session's CSRF token (`None`: it has it).
-fn check_csrf(req: &HttpRequest, s: &Session) -> Option<HttpResponse> {
+pub(super) fn check_csrf(req: &HttpRequest, s: &Session) -> Option<HttpResponse> {
     let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
     (!csrf_ok(s, presented)).then(|| {
         error(
@@ -207,7 +211,7 @@ fn check_csrf(req: &HttpRequest, s: &Session) -> Option<HttpResponse> {
 
 /// Alert `id` if the session's principal may see it; otherwise 404, the same as an id that
 /// does not exist.
-fn visible(
+pub(super) fn visible(
     shared: &Shared,
     s: &Session,
     id: Uuid,
@@ -229,23 +233,28 @@ pub struct Login {
     password: String,
 }
 
-/// Signs in with the local users file.
-pub async fn login(shared: web::Data<Arc<Shared>>, body: web::Json<Login>) -> HttpResponse {
-    let Some(users) = &shared.users else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "local sign-in is not configured (console.users_file)",
-        );
-    };
-    let users = users.clone();
-    let (name, password) = (body.user.clone(), body.password.clone());
+/// The principal of a local user whose password is right (`None`: wrong name or password,
+/// or no role; the same answer for each).
+pub(super) async fn check_local(shared: &Shared, user: &str, password: &str) -> Option<Principal> {
+    let users = shared.users.clone()?;
+    let (name, password) = (user.to_owned(), password.to_owned());
     // argon2 is deliberately slow: off the async threads.
     let found = web::block(move || users.check(&name, &password).cloned())
         .await
         .ok()
         .flatten();
-    let who = found.and_then(|u| shared.roles.principal(&u.name, &u.groups));
-    let Some(who) = who else {
+    found.and_then(|u| shared.roles.principal(&u.name, &u.groups))
+}
+
+/// Signs in with the local users file.
+pub async fn login(shared: web::Data<Arc<Shared>>, body: web::Json<Login>) -> HttpResponse {
+    if shared.users.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "local sign-in is not configured (console.users_file)",
+        );
+    }
+    let Some(who) = check_local(&shared, &body.user, &body.password).await else {
         return error(
             StatusCode::UNAUTHORIZED,
             "wrong user name or password, or no role in the console",
@@ -288,7 +297,7 @@ pub struct AlertsQuery {
     limit: Option<usize>,
 }
 
-fn list<T>(
+pub(super) fn list<T>(
     v: &Option<String>,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
@@ -361,6 +370,36 @@ pub struct ActionBody {
     note: Option<String>,
 }
 
+/// Takes `action` on `entry` as `who`: records the alert as new first if no notifier did,
+/// then applies the action with compare-and-set; the error is the status and what to do.
+pub(super) async fn apply_action(
+    shared: &Shared,
+    who: &Principal,
+    entry: &super::index::Entry,
+    action: &Action,
+    note: Option<&str>,
+) -> Result<nmc_shared::lifecycle::Lifecycle, (StatusCode, String)> {
+    shared
+        .states
+        .record_new(&entry.alert.force, entry.alert.id, entry.published_ms)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let (state, _) = shared
+        .states
+        .act(
+            &entry.alert.force,
+            entry.alert.id,
+            action,
+            &who.user,
+            note,
+            now_ms(),
+        )
+        .await
+        .map_err(|e| (StatusCode::CONFLICT, format!("{e:#}")))?;
+    let _ = shared.index.set_state(entry.alert.id, &state);
+    Ok(state)
+}
+
 /// Takes a lifecycle action on an alert the principal may see, as them.
 pub async fn act(
     req: HttpRequest,
@@ -376,37 +415,88 @@ pub async fn act(
         Ok(e) => e,
         Err(refused) => return *refused,
     };
-    let who: &Principal = &s.who;
-    // An alert no notifier recorded yet is new: record it, then act.
-    if let Err(e) = shared
-        .states
-        .record_new(&entry.alert.force, entry.alert.id, entry.published_ms)
-        .await
-    {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"));
-    }
-    match shared
-        .states
-        .act(
-            &entry.alert.force,
-            entry.alert.id,
-            &body.action,
-            &who.user,
-            body.note.as_deref(),
-            now_ms(),
-        )
-        .await
-    {
-        Ok((state, _)) => {
-            let _ = shared.index.set_state(entry.alert.id, &state);
-            HttpResponse::Ok().json(json!({"lifecycle": state}))
-        }
-        Err(e) => error(StatusCode::CONFLICT, &format!("{e:#}")),
+    match apply_action(&shared, &s.who, &entry, &body.action, body.note.as_deref()).await {
+        Ok(state) => HttpResponse::Ok().json(json!({"lifecycle": state})),
+        Err((status, e)) => error(status, &e),
     }
 }
 
-/// The evidence events of an alert the principal may see, read from `NMC_EVENTS` by sequence
-/// while retained (only events of the alert's own force, whatever the record says).
+/// One evidence event as the console shows it.
+#[derive(serde::Serialize)]
+pub struct EvidenceItem {
+    /// Its `NMC_EVENTS` sequence.
+    pub seq: u64,
+    /// Its event time.
+    pub time: String,
+    /// Its source, when retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Whether `NMC_EVENTS` still holds it.
+    pub retained: bool,
+    /// The event as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<serde_json::Value>,
+    /// Paths of the fields the rule reads.
+    pub matched: Vec<String>,
+    /// Its fields flattened, the rule's marked (for the pages).
+    #[serde(skip)]
+    pub rows: Vec<nmc_shared::evidence_view::FieldRow>,
+    /// Whether rows were left out.
+    #[serde(skip)]
+    pub cut: bool,
+}
+
+/// The evidence events of `entry`, read from `NMC_EVENTS` by sequence while retained (only
+/// events of the alert's own force, whatever the record says), with the fields its rule reads.
+pub(super) async fn evidence_of(
+    shared: &Shared,
+    entry: &super::index::Entry,
+) -> (Vec<String>, Vec<EvidenceItem>) {
+    let fields = shared.catalog.fields_of(&entry.alert.rule.id).await;
+    let mut out = Vec::new();
+    for ev in &entry.alert.evidence {
+        let fetched = if ev.seq == 0 {
+            None
+        } else {
+            shared.events.get_raw_message(ev.seq).await.ok()
+        };
+        let mut item = EvidenceItem {
+            seq: ev.seq,
+            time: ev.time.clone(),
+            source: None,
+            retained: false,
+            event: None,
+            matched: Vec::new(),
+            rows: Vec::new(),
+            cut: false,
+        };
+        if let Some(raw) = fetched {
+            let Ok((force, source)) = nmc_shared::subject::parse_events(&raw.subject) else {
+                continue;
+            };
+            if force != entry.alert.force {
+                continue;
+            }
+            let event = serde_json::from_slice::<serde_json::Value>(&raw.payload)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&raw.payload)));
+            let (rows, cut) = nmc_shared::evidence_view::rows(source, &event, &fields);
+            item.matched = rows
+                .iter()
+                .filter(|r| r.matched)
+                .map(|r| r.path.clone())
+                .collect();
+            item.rows = rows;
+            item.cut = cut;
+            item.source = Some(source.as_str().to_owned());
+            item.retained = true;
+            item.event = Some(event);
+        }
+        out.push(item);
+    }
+    (fields, out)
+}
+
+/// The evidence events of an alert the principal may see, with the fields its rule reads.
 pub async fn evidence(
     shared: web::Data<Arc<Shared>>,
     Authed(s): Authed,
@@ -416,30 +506,8 @@ pub async fn evidence(
         Ok(e) => e,
         Err(refused) => return *refused,
     };
-    let mut out = Vec::new();
-    for ev in &entry.alert.evidence {
-        let fetched = if ev.seq == 0 {
-            None
-        } else {
-            shared.events.get_raw_message(ev.seq).await.ok()
-        };
-        let item = match fetched {
-            Some(raw) => match nmc_shared::subject::parse_events(&raw.subject) {
-                Ok((force, source)) if force == entry.alert.force => json!({
-                    "seq": ev.seq,
-                    "time": ev.time,
-                    "source": source,
-                    "retained": true,
-                    "event": serde_json::from_slice::<serde_json::Value>(&raw.payload)
-                        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&raw.payload))),
-                }),
-                _ => continue,
-            },
-            None => json!({"seq": ev.seq, "time": ev.time, "retained": false}),
-        };
-        out.push(item);
-    }
-    HttpResponse::Ok().json(json!({"alert": entry.alert.id, "evidence": out}))
+    let (fields, items) = evidence_of(&shared, &entry).await;
+    HttpResponse::Ok().json(json!({"alert": entry.alert.id, "fields": fields, "evidence": items}))
 }
 
 /// Server-sent events: every new alert and lifecycle change the principal may see, as it
@@ -484,39 +552,170 @@ pub async fn stream(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpRe
         .streaming(events)
 }
 
-/// The forces the principal may see: phase, weight, owner node, lease epoch, lag and pending
-/// events as the owner last reported, and open (not closed) alerts by level.
-pub async fn overview(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpResponse {
-    let forces = match crate::cluster::onboarding::list(&shared.buckets.forces).await {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
-    };
+/// One force as the overview shows it.
+#[derive(serde::Serialize)]
+pub struct ForceRow {
+    /// Its id.
+    pub force: ForceId,
+    /// Its name.
+    pub name: Option<&'static str>,
+    /// Onboarding phase.
+    pub phase: &'static str,
+    /// Placement weight.
+    pub weight: u32,
+    /// The node holding it.
+    pub owner: Option<String>,
+    /// That node's lease epoch.
+    pub epoch: Option<u64>,
+    /// Messages still to read.
+    pub lag: Option<u64>,
+    /// Events in the reorder buffer.
+    pub pending: Option<u64>,
+    /// Feed health per source.
+    pub feeds: Vec<FeedRow>,
+    /// Open alerts by level.
+    pub open_alerts: std::collections::BTreeMap<Level, u64>,
+}
+
+/// One feed (a force's source) in the overview.
+#[derive(serde::Serialize)]
+pub struct FeedRow {
+    /// The source.
+    pub source: String,
+    /// Event time of its newest event, Unix ms.
+    pub last_event_ms: i64,
+    /// When `NMC_EVENTS` stored its newest event, Unix ms.
+    pub last_ingest_ms: i64,
+    /// Events in the last whole minute.
+    pub per_minute: u64,
+    /// Silent for longer than its source may be.
+    pub silent: bool,
+}
+
+/// The forces `who` may see: phase, weight, owner node, lease epoch, lag and pending events
+/// as the owner last reported, feed health per source, and open alerts by level.
+pub(super) async fn overview_rows(
+    shared: &Shared,
+    who: &Principal,
+) -> anyhow::Result<Vec<ForceRow>> {
+    let forces = crate::cluster::onboarding::list(&shared.buckets.forces).await?;
     let holders = crate::cluster::lease::holders(&shared.buckets.leases)
         .await
         .unwrap_or_default();
-    let open = match shared.index.open_counts(&s.who.scope()) {
-        Ok(o) => o,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-    };
-    let rows: Vec<_> = forces
+    let open = shared.index.open_counts(&who.scope())?;
+    let now = now_ms();
+    Ok(forces
         .iter()
-        .filter(|(f, _)| s.who.sees(f))
+        .filter(|(f, _)| who.sees(f))
         .map(|(f, r)| {
             let h = holders.get(f.as_str());
-            json!({
-                "force": f,
-                "name": nmc_shared::force::lookup(f.as_str()).map(|i| i.name),
-                "phase": r.phase.as_str(),
-                "weight": r.weight,
-                "owner": h.map(|h| h.node_id.clone()),
-                "epoch": h.map(|h| h.status.epoch),
-                "lag": h.map(|h| h.status.lag),
-                "pending": h.map(|h| h.status.pending),
-                "open_alerts": open.get(f).cloned().unwrap_or_default(),
-            })
+            ForceRow {
+                force: f.clone(),
+                name: nmc_shared::force::lookup(f.as_str()).map(|i| i.name),
+                phase: r.phase.as_str(),
+                weight: r.weight,
+                owner: h.map(|h| h.node_id.clone()),
+                epoch: h.map(|h| h.status.epoch),
+                lag: h.map(|h| h.status.lag),
+                pending: h.map(|h| h.status.pending),
+                feeds: h
+                    .map(|h| {
+                        h.status
+                            .feeds
+                            .iter()
+                            .map(|(source, feed)| FeedRow {
+                                source: source.clone(),
+                                last_event_ms: feed.event_ms,
+                                last_ingest_ms: feed.ingest_ms,
+                                per_minute: feed.per_minute(now),
+                                silent: feed.silent(now),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                open_alerts: open.get(f).cloned().unwrap_or_default(),
+            }
         })
-        .collect();
-    HttpResponse::Ok().json(json!({"forces": rows}))
+        .collect())
+}
+
+/// `GET /api/overview`: the forces the principal may see.
+pub async fn overview(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpResponse {
+    match overview_rows(&shared, &s.who).await {
+        Ok(rows) => HttpResponse::Ok().json(json!({"forces": rows})),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
+    }
+}
+
+/// One rule of the pack in force, with how often it fired in what the principal may see.
+#[derive(serde::Serialize)]
+pub struct RuleRow {
+    /// Rule id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Level.
+    pub level: Level,
+    /// `detection`, `filter` or the correlation type.
+    pub kind: &'static str,
+    /// Sigma status.
+    pub status: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Alerts it raised.
+    pub fired: u64,
+    /// When it last raised one, Unix ms (0: never).
+    pub last_fired_ms: i64,
+}
+
+/// The rules page's data: the pack in force, its rules with fire counts, and the history.
+pub(super) async fn rules_data(
+    shared: &Shared,
+    who: &Principal,
+) -> anyhow::Result<serde_json::Value> {
+    let counts = shared.index.fire_counts(&who.scope())?;
+    let current = shared.catalog.current().await?;
+    let mut rules: Vec<RuleRow> = current
+        .as_ref()
+        .map(|v| {
+            v.docs
+                .iter()
+                .map(|d| {
+                    let (fired, last) = counts.get(&d.id).copied().unwrap_or_default();
+                    RuleRow {
+                        id: d.id.clone(),
+                        title: d.title.clone(),
+                        level: d.level,
+                        kind: super::catalog::kind(d),
+                        status: d.status.clone(),
+                        tags: d.tags.clone(),
+                        fired,
+                        last_fired_ms: last,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rules.sort_by(|a, b| b.fired.cmp(&a.fired).then_with(|| a.title.cmp(&b.title)));
+    Ok(json!({
+        "pack": current.map(|v| json!({
+            "version": v.current.version,
+            "pushed_ms": v.current.pack.pushed_ms,
+            "pushed_by": v.current.pack.pushed_by,
+            "files": v.current.pack.files,
+            "rules": v.current.pack.rules,
+        })),
+        "rules": rules,
+        "history": shared.catalog.history().await?,
+    }))
+}
+
+/// `GET /api/rules`: the pack in force, its rules with fire counts, the pack history.
+pub async fn rules(shared: web::Data<Arc<Shared>>, Authed(s): Authed) -> HttpResponse {
+    match rules_data(&shared, &s.who).await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
+    }
 }
 
 /// The OpenAPI document of this API (node/src/console/openapi.json).

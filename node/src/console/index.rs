@@ -414,14 +414,13 @@ impl AlertIndex {
         Ok(Page { entries, next })
     }
 
-    /// Alerts not closed, per force and level, of what `scope` may see (a scan of the
-    /// summaries and states: tens of milliseconds at 100,000 alerts).
-    pub fn open_counts(
+    /// Calls `f` with the force and summary of every alert `scope` may see (a scan: tens of
+    /// milliseconds at 100,000 alerts).
+    fn each_visible(
         &self,
         scope: &Scope,
-    ) -> Result<std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>>> {
-        let mut out: std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>> =
-            Default::default();
+        mut f: impl FnMut(ForceId, Summary) -> Result<()>,
+    ) -> Result<()> {
         for kv in self.by_force.iter() {
             let (k, _) = kv?;
             let Some(split) = k.iter().position(|b| *b == 0) else {
@@ -433,10 +432,21 @@ impl AlertIndex {
             if !allowed(scope, &force) {
                 continue;
             }
-            let Some(sm) = self.summary.get(&k[split + 1..])? else {
-                continue;
-            };
-            let sm: Summary = unbin(&sm)?;
+            if let Some(sm) = self.summary.get(&k[split + 1..])? {
+                f(force, unbin(&sm)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Alerts not closed, per force and level, of what `scope` may see.
+    pub fn open_counts(
+        &self,
+        scope: &Scope,
+    ) -> Result<std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>>> {
+        let mut out: std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>> =
+            Default::default();
+        self.each_visible(scope, |force, sm| {
             let closed = self
                 .states
                 .get(sm.id)?
@@ -446,7 +456,24 @@ impl AlertIndex {
             if !closed {
                 *out.entry(force).or_default().entry(sm.level).or_default() += 1;
             }
-        }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Per rule id, how many alerts of what `scope` may see it raised and when it last did
+    /// (published, Unix ms): the rules page's fire counts.
+    pub fn fire_counts(
+        &self,
+        scope: &Scope,
+    ) -> Result<std::collections::BTreeMap<String, (u64, i64)>> {
+        let mut out: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
+        self.each_visible(scope, |_, sm| {
+            let e = out.entry(sm.rule_id).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(sm.published_ms);
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -5,10 +5,13 @@
 //! OpenID Connect sign-in and the pages build on these.
 
 pub mod access;
+pub mod admin;
 pub mod api;
+pub mod catalog;
 pub mod follow;
 pub mod index;
 pub mod oidc;
+pub mod pages;
 pub mod server;
 pub mod session;
 pub mod users;

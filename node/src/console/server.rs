@@ -7,9 +7,11 @@ use anyhow::{Context, Result};
 use async_nats::jetstream;
 use tracing::{info, warn};
 
+use super::admin;
 use super::api::{self, Shared};
 use super::follow;
 use super::index::AlertIndex;
+use super::pages;
 use super::session::Sessions;
 use super::users::Users;
 use crate::config::Config;
@@ -55,13 +57,29 @@ pub async fn run(cfg: Config) -> Result<()> {
         } else {
             Some(super::oidc::Oidc::new(c.oidc.clone())?)
         },
+        contacts: crate::contacts::open(&js)
+            .await
+            .context("opening the contact directory")?,
+        catalog: super::catalog::Catalog::new(
+            crate::rules::pack::open(&js)
+                .await
+                .context("opening the rule packs")?,
+        ),
         buckets: crate::cluster::open_buckets(&js)
             .await
             .context("opening the coordination buckets")?,
     }));
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add(("Content-Security-Policy", pages::CSP))
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "no-referrer")),
+            )
             .app_data(shared.clone())
+            .app_data(web::FormConfig::default().limit(16 * 1024))
             .app_data(web::JsonConfig::default().limit(64 * 1024))
             .route("/healthz", web::get().to(api::healthz))
             .route("/api/openapi.json", web::get().to(api::openapi))
@@ -74,8 +92,44 @@ pub async fn run(cfg: Config) -> Result<()> {
             .route("/api/alerts/{id}/evidence", web::get().to(api::evidence))
             .route("/api/stream", web::get().to(api::stream))
             .route("/api/overview", web::get().to(api::overview))
+            .route("/api/rules", web::get().to(api::rules))
+            .route("/api/forces", web::post().to(admin::api_onboard))
+            .route(
+                "/api/forces/{force}/phase",
+                web::post().to(admin::api_phase),
+            )
+            .route("/api/contacts/{scope}", web::get().to(admin::api_contacts))
+            .route(
+                "/api/contacts/{scope}",
+                web::post().to(admin::api_put_contact),
+            )
+            .route(
+                "/api/contacts/{scope}/{name}",
+                web::delete().to(admin::api_remove_contact),
+            )
             .route("/auth/login", web::get().to(api::oidc_login))
             .route("/auth/callback", web::get().to(api::oidc_callback))
+            .route("/", web::get().to(pages::overview))
+            .route("/overview/table", web::get().to(pages::overview_table))
+            .route("/login", web::get().to(pages::login_page))
+            .route("/login", web::post().to(pages::login_form))
+            .route("/logout", web::post().to(pages::logout_form))
+            .route("/alerts", web::get().to(pages::queue))
+            .route("/alerts/rows", web::get().to(pages::queue_rows))
+            .route("/alerts/{id}", web::get().to(pages::alert))
+            .route("/alerts/{id}/lifecycle", web::get().to(pages::lifecycle))
+            .route("/alerts/{id}/act", web::post().to(pages::act))
+            .route("/rules", web::get().to(pages::rules))
+            .route("/admin", web::get().to(pages::admin))
+            .route("/admin/onboard", web::post().to(pages::onboard))
+            .route("/admin/phase", web::post().to(pages::phase))
+            .route("/admin/contacts", web::post().to(pages::add_contact))
+            .route(
+                "/admin/contacts/remove",
+                web::post().to(pages::remove_contact),
+            )
+            .route("/static/console.css", web::get().to(pages::css))
+            .route("/static/console.js", web::get().to(pages::js))
     })
     .workers(2)
     .shutdown_timeout(5);

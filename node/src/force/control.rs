@@ -39,6 +39,9 @@ pub struct LeaseStatus {
     pub ingest_time: u64,
     /// Rule pack the force runs.
     pub rule_pack: String,
+    /// Per source (`SourceKind` name), its feed as this holder read it: what the console's
+    /// overview shows as feed health.
+    pub feeds: BTreeMap<String, Feed>,
 }
 
 /// What this node knows of a force it holds, for its metrics and `/api/v1/status` (local:
@@ -59,13 +62,55 @@ pub struct ForceStats {
     pub store_bytes: u64,
 }
 
-/// The newest event of one feed (a force's source), in Unix milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One feed (a force's source) as its holder read it: the newest event, in Unix milliseconds,
+/// and how many events arrived per wall-clock minute, to tell a flowing feed from a silent one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Feed {
     /// Its event time.
     pub event_ms: i64,
     /// When `NMC_EVENTS` stored it.
     pub ingest_ms: i64,
+    /// The wall-clock minute (Unix ms / 60,000) `this_minute` counts.
+    pub minute: i64,
+    /// Events read in `minute`.
+    pub this_minute: u64,
+    /// Events read in the minute before it.
+    pub last_minute: u64,
+    /// How long the feed may be silent (`feed_silence_secs` for its source).
+    pub silent_after_secs: u64,
+}
+
+impl Feed {
+    /// Counts `n` events read at `now_ms`.
+    pub fn count(&mut self, n: u64, now_ms: i64) {
+        let m = now_ms.div_euclid(60_000);
+        if m != self.minute {
+            self.last_minute = if m == self.minute + 1 {
+                self.this_minute
+            } else {
+                0
+            };
+            self.this_minute = 0;
+            self.minute = m;
+        }
+        self.this_minute += n;
+    }
+
+    /// Events in the last whole minute before `now_ms`.
+    pub fn per_minute(&self, now_ms: i64) -> u64 {
+        match now_ms.div_euclid(60_000) - self.minute {
+            0 => self.last_minute,
+            1 => self.this_minute,
+            _ => 0,
+        }
+    }
+
+    /// Whether nothing was stored for the source for longer than it may be silent.
+    pub fn silent(&self, now_ms: i64) -> bool {
+        self.silent_after_secs > 0
+            && now_ms.saturating_sub(self.ingest_ms) > self.silent_after_secs as i64 * 1000
+    }
 }
 
 /// Shared between a force's actor, its lease keeper and the coordinator.
@@ -172,5 +217,36 @@ fn phase_code(p: OnboardingPhase) -> u8 {
     match p {
         OnboardingPhase::Cloud => 0,
         OnboardingPhase::CloudAndOnprem => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Feed;
+
+    #[test]
+    fn a_feed_counts_per_minute_and_falls_silent() {
+        let mut f = Feed {
+            silent_after_secs: 120,
+            ..Default::default()
+        };
+        let t = 1_000 * 60_000;
+        f.count(5, t);
+        f.count(7, t + 30_000);
+        assert_eq!(f.per_minute(t + 59_000), 0, "the first minute is not over");
+        assert_eq!(f.per_minute(t + 61_000), 12);
+        f.count(3, t + 61_000);
+        assert_eq!(f.per_minute(t + 62_000), 12, "the last whole minute");
+        assert_eq!(f.per_minute(t + 121_000), 3);
+        assert_eq!(f.per_minute(t + 181_000), 0, "nothing for a whole minute");
+        f.count(1, t + 10 * 60_000);
+        assert_eq!(
+            f.per_minute(t + 11 * 60_000),
+            1,
+            "older minutes are forgotten"
+        );
+        f.ingest_ms = t;
+        assert!(!f.silent(t + 120_000));
+        assert!(f.silent(t + 120_001));
     }
 }

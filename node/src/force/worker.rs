@@ -304,6 +304,24 @@ impl Worker {
         }
         let (pending, late) = (self.state.pending_events() as u64, self.state.late_events());
         let (lag, bad_values, ingest_time) = (self.lag, self.state.bad_values(), self.ingest_time);
+        let now = crate::clock::now_ms();
+        let mut feeds = Vec::new();
+        self.control.record(|s| {
+            for (source, st) in &stats.sources {
+                let Some(source) = source else { continue };
+                let feed = s.feeds.entry(*source).or_default();
+                feed.event_ms = feed.event_ms.max(st.newest_event_ms);
+                feed.ingest_ms = feed.ingest_ms.max(st.newest_ingest_ms);
+                feed.silent_after_secs = self.ctx.cfg.silence_threshold_secs(*source);
+                feed.count(st.received, now);
+                feeds.push((source.as_str().to_owned(), *feed));
+            }
+            if lag == 0 {
+                s.lagging_since = None;
+            } else if s.lagging_since.is_none() {
+                s.lagging_since = Some(Instant::now());
+            }
+        });
         self.control.report(|s| {
             s.cursor = cursor;
             s.lag = lag;
@@ -311,19 +329,7 @@ impl Worker {
             s.late = late;
             s.bad_values = bad_values;
             s.ingest_time = ingest_time;
-        });
-        self.control.record(|s| {
-            for (source, st) in &stats.sources {
-                let Some(source) = source else { continue };
-                let feed = s.feeds.entry(*source).or_default();
-                feed.event_ms = feed.event_ms.max(st.newest_event_ms);
-                feed.ingest_ms = feed.ingest_ms.max(st.newest_ingest_ms);
-            }
-            if lag == 0 {
-                s.lagging_since = None;
-            } else if s.lagging_since.is_none() {
-                s.lagging_since = Some(Instant::now());
-            }
+            s.feeds.extend(feeds);
         });
         let late = self.state.late_events() - late_before;
         if late > 0 {

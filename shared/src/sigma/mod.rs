@@ -21,11 +21,13 @@ pub(crate) mod matcher;
 pub(crate) mod needs;
 pub mod parse;
 pub(crate) mod prefilter;
+pub mod referenced;
 pub(crate) mod scan;
 
 pub use compile::{CompiledCorrelation, CompiledRule, Input, RuleSet};
 pub use matcher::Placeholders;
 pub use parse::{RuleDoc, parse_rules};
+pub use referenced::referenced_fields;
 
 /// A rule that could not be loaded, with where it came from and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
