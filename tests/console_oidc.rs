@@ -6,66 +6,10 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
+use harness::oidc::{console as start_console, provider};
 use harness::*;
 use serde_json::{Value, json};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The provider on `port` with the console's client and three accounts.
-fn provider(dir: &Path, port: u16, console: &str) -> Killed {
-    let config = dir.join("oidc.json");
-    std::fs::write(
-        &config,
-        serde_json::to_vec(&json!({
-            "clients": [{
-                "client_id": "nmc-console",
-                "client_secret": "console-test-secret",
-                "redirect_uris": [format!("{console}/auth/callback")],
-                "post_logout_redirect_uris": [format!("{console}/")],
-            }],
-            "accounts": [
-                {"sub": "alice", "email": "alice@ncsoc.example", "name": "Alice Analyst", "groups": ["nmc-analyst"], "password": "alice-pw-1"},
-                {"sub": "kent-soc", "email": "soc@kent.example", "name": "Kent SOC", "groups": ["nmc-force-kent"], "password": "kent-pw-1"},
-                {"sub": "visitor", "email": "visitor@example.test", "name": "Visitor", "groups": ["staff"], "password": "visitor-pw-1"},
-            ],
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/console/oidc_provider.mjs");
-    let mut child = Command::new("node")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--config"])
-        .arg(&config)
-        .arg("--exit-on-stdin-close")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("oidc.log")).unwrap())
-        .spawn()
-        .expect("node (Node.js 20) with tests/console's npm packages (.ci/install-tools)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "{}",
-        std::fs::read_to_string(dir.join("oidc.log")).unwrap_or_default()
-    );
-    Killed(child)
-}
 
 /// A browser's part, by hand: cookies per host, no automatic redirects.
 struct Browser {
@@ -205,31 +149,17 @@ async fn sign_in_with_openid_connect_maps_groups_to_roles_and_refuses_the_rest()
     let (console_port, issuer_port) = (free_port(), free_port());
     let console = format!("http://127.0.0.1:{console_port}");
     let issuer = format!("http://127.0.0.1:{issuer_port}");
-    let _provider = provider(dir.path(), issuer_port, &console);
-    let _console = Killed(
-        Command::new(nmc_bin())
-            .args(["console", "serve"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("NMC_NATS_URL", nats.nats_url())
-            .env("NMC_CONSOLE__LISTEN", format!("127.0.0.1:{console_port}"))
-            .env("NMC_CONSOLE__DATA_DIR", dir.path().join("console-data"))
-            .env(
-                "NMC_CONSOLE__SESSION_KEY",
-                "a-test-session-key-of-more-than-32-bytes",
-            )
-            .env("NMC_CONSOLE__OIDC__ISSUER_URL", &issuer)
-            .env("NMC_CONSOLE__OIDC__CLIENT_ID", "nmc-console")
-            .env("NMC_CONSOLE__OIDC__CLIENT_SECRET", "console-test-secret")
-            .env(
-                "NMC_CONSOLE__OIDC__REDIRECT_URL",
-                format!("{console}/auth/callback"),
-            )
-            .stdout(std::fs::File::create(dir.path().join("console.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("console.err")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _provider = provider(
+        dir.path(),
+        issuer_port,
+        &console,
+        json!([
+            {"sub": "alice", "email": "alice@ncsoc.example", "name": "Alice Analyst", "groups": ["nmc-analyst"], "password": "alice-pw-1"},
+            {"sub": "kent-soc", "email": "soc@kent.example", "name": "Kent SOC", "groups": ["nmc-force-kent"], "password": "kent-pw-1"},
+            {"sub": "visitor", "email": "visitor@example.test", "name": "Visitor", "groups": ["staff"], "password": "visitor-pw-1"},
+        ]),
     );
+    let _console = start_console(&nats, dir.path(), console_port, &issuer);
     wait_http_ok(&format!("{console}/healthz"), "the console").await;
     let log = || std::fs::read_to_string(dir.path().join("console.err")).unwrap_or_default();
 

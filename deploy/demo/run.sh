@@ -3,7 +3,12 @@
 # JetStream, builds nmc, starts two nodes, publishes synthetic Entra ID sign-in telemetry for four
 # forces (normal users, a password spray, a brute force, legacy-protocol sign-ins, plus some bad
 # input), and prints the alerts and dead letters. Everything runs under .demo/ and stops at exit.
+#   deploy/demo/run.sh              the demo, then exit
+#   deploy/demo/run.sh --console    then the analyst console on the demo's alerts, until Ctrl-C
+#                                   (NMC_DEMO_CONSOLE_PORT, default 8080)
 set -euo pipefail
+with_console=
+if [ "${1:-}" = "--console" ]; then with_console=1; fi
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 .ci/install-tools >/dev/null
@@ -55,3 +60,28 @@ echo "== dead letters (nmc dlq tail --all)"
 echo "== cluster status"
 "$nmc" cluster status
 echo "== logs and data in $work"
+
+if [ -n "$with_console" ]; then
+  # Three local users with fresh passwords (argon2id hashes in the users file): the centre's
+  # analyst, an administrator, and Kent's contact, who sees Kent only.
+  users="$work/console-users.yaml"
+  echo "users:" >"$users"
+  creds=()
+  for who in analyst:nmc-analyst admin:nmc-admin kent-soc:nmc-force-kent; do
+    name=${who%%:*} group=${who#*:}
+    pass=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+    hash=$(printf '%s\n' "$pass" | "$nmc" console hash-password)
+    printf '  - name: %s\n    password_hash: "%s"\n    groups: [%s]\n' "$name" "$hash" "$group" >>"$users"
+    creds+=("$name / $pass ($group)")
+  done
+  cport=${NMC_DEMO_CONSOLE_PORT:-8080}
+  NMC_CONSOLE__LISTEN="127.0.0.1:$cport" NMC_CONSOLE__DATA_DIR="$work/console" \
+    NMC_CONSOLE__USERS_FILE="$users" \
+    NMC_CONSOLE__SESSION_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))') \
+    "$nmc" console serve >"$work/console.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$cport") 2>/dev/null && break; sleep 0.1; done
+  echo "== the analyst console: http://127.0.0.1:$cport/ (sign in as one of these; Ctrl-C stops everything)"
+  printf '   %s\n' "${creds[@]}"
+  wait
+fi

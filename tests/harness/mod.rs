@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod load;
+pub mod oidc;
 pub mod pki;
 pub mod receivers;
 

@@ -588,6 +588,20 @@ mod tests {
     }
 
     #[test]
+    fn fire_counts_are_per_rule_within_the_scope() {
+        let (_d, idx) = filled();
+        let all = idx.fire_counts(&Scope::All).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all["rule-1"], (10, 28_000));
+        let mine = idx.fire_counts(&kent()).unwrap();
+        assert_eq!(
+            mine.into_iter().collect::<Vec<_>>(),
+            [("rule-0".to_owned(), (10, 30_000))],
+            "kent's alerts are seq 3, 6, ... 30, all of rule-0"
+        );
+    }
+
+    #[test]
     fn a_force_sees_only_its_own_alerts_whatever_it_asks_for() {
         let (_d, idx) = filled();
         let mine = idx

@@ -97,10 +97,10 @@ impl Feed {
         self.this_minute += n;
     }
 
-    /// Events in the last whole minute before `now_ms`.
+    /// Events a minute: the last whole minute's, or the current minute's so far when more.
     pub fn per_minute(&self, now_ms: i64) -> u64 {
         match now_ms.div_euclid(60_000) - self.minute {
-            0 => self.last_minute,
+            0 => self.last_minute.max(self.this_minute),
             1 => self.this_minute,
             _ => 0,
         }
@@ -233,7 +233,7 @@ mod tests {
         let t = 1_000 * 60_000;
         f.count(5, t);
         f.count(7, t + 30_000);
-        assert_eq!(f.per_minute(t + 59_000), 0, "the first minute is not over");
+        assert_eq!(f.per_minute(t + 59_000), 12, "the minute so far");
         assert_eq!(f.per_minute(t + 61_000), 12);
         f.count(3, t + 61_000);
         assert_eq!(f.per_minute(t + 62_000), 12, "the last whole minute");
