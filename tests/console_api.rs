@@ -826,8 +826,156 @@ async fn pages_and_administration_enforce_the_same_access_and_csrf() {
     let (_, list) = admin.get("/api/contacts/surrey").await;
     assert_eq!(list["contacts"], json!([]));
 
+    // Health, readiness and metrics, as every long-running process has them.
+    let (status, ready) = http_json(&format!("{}/readyz", console.url)).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["following_alerts"], true);
+    let (status, metrics) = http_get(&format!("{}/metrics", console.url)).await.unwrap();
+    assert_eq!(status, 200);
+    for want in [
+        "nmc_console_http_requests_total{kind=\"page\",status=\"200\"}",
+        "nmc_console_http_requests_total{kind=\"page\",status=\"404\"}",
+        "nmc_console_http_duration_seconds_bucket{kind=\"api\"",
+        "nmc_console_sign_ins_total{method=\"local\",outcome=\"refused\"} 1",
+        "nmc_console_index_alerts 6",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from:\n{metrics}");
+    }
+
     // Sign out from the page: the cookie is removed, and only with the token.
     assert_eq!(kent.form("/logout", &[], false).await.0, 403);
     let (status, to, _) = kent.form("/logout", &[], true).await;
     assert_eq!((status, to.as_str()), (303, "/login"));
+}
+
+/// Answer times of the console over HTTP with 100,000 alerts over 43 forces in its index (the
+/// goal: < 200 ms at the server, p99, for the queue's first page, a filtered page and an
+/// alert's detail). Measured at the client on loopback, so an upper bound of the server's time.
+/// A measurement, not a check: run it with
+/// `cargo nextest run --cargo-profile release -p nmc-node --test console_api --run-ignored only --no-capture console_http_times`.
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn console_http_times() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _node = Node::start(
+        &nats,
+        &dir.path().join("node"),
+        &NodeSpec {
+            id: "node-a".into(),
+            ..Default::default()
+        },
+    );
+    let js = nats.js().await;
+    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let forces: Vec<&str> = nmc_shared::force::FORCES
+        .iter()
+        .map(|f| f.id)
+        .take(43)
+        .collect();
+    let levels = [
+        Level::Low,
+        Level::Medium,
+        Level::Medium,
+        Level::High,
+        Level::Critical,
+    ];
+    let total = 100_000u64;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(5_000) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&n| {
+                let mut a = alert_of(forces[(n % 43) as usize], levels[(n % 5) as usize], n);
+                a.group.insert(
+                    "IPAddress".into(),
+                    format!("198.51.{}.{}", n / 256 % 256, n % 256),
+                );
+                a
+            })
+            .collect();
+        ids.extend(batch.iter().map(|a| (a.id, a.force.to_string())));
+        publish_alerts(&js, &batch).await;
+    }
+    let publish_s = started.elapsed().as_secs_f64();
+    let console = start_console(&nats, dir.path());
+    wait_http_ok(&format!("{}/healthz", console.url), "the console").await;
+    let analyst = Client::login(&console.url, "analyst@ncsoc.example", "analyst-pass").await;
+    let kent = Client::login(&console.url, "soc@kent.example", "kent-pass").await;
+    let last = ids.last().unwrap().0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while analyst.get(&format!("/api/alerts/{last}")).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not index 100,000 alerts in 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let index_s = started.elapsed().as_secs_f64() - publish_s;
+    let middle = ids[50_000].0;
+    let kent_alert = ids.iter().find(|(_, f)| f == "kent").unwrap().0;
+    let mut rows = Vec::new();
+    for (what, who, path) in [
+        (
+            "queue, first page (API)",
+            &analyst,
+            "/api/alerts?limit=50".to_owned(),
+        ),
+        ("queue, first page (page)", &analyst, "/alerts".to_owned()),
+        (
+            "queue of a force's contact (page)",
+            &kent,
+            "/alerts".to_owned(),
+        ),
+        (
+            "filtered: critical + text (API)",
+            &analyst,
+            "/api/alerts?level=critical&q=198.51.7&limit=50".to_owned(),
+        ),
+        (
+            "filtered: critical + text (page)",
+            &analyst,
+            "/alerts?level=critical&q=198.51.7".to_owned(),
+        ),
+        (
+            "filtered: one alert's address (page)",
+            &analyst,
+            "/alerts?q=198.51.200.13".to_owned(),
+        ),
+        (
+            "alert detail (API)",
+            &analyst,
+            format!("/api/alerts/{middle}"),
+        ),
+        ("alert detail (page)", &analyst, format!("/alerts/{middle}")),
+        (
+            "alert detail of a force's contact (page)",
+            &kent,
+            format!("/alerts/{kent_alert}"),
+        ),
+        ("overview (page)", &analyst, "/".to_owned()),
+    ] {
+        let mut times: Vec<f64> = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            let (status, _, _) = if path.starts_with("/api/") {
+                let (s, v) = who.get(&path).await;
+                (s, reqwest::header::HeaderMap::new(), v.to_string())
+            } else {
+                who.page(&path).await
+            };
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200, "{what}");
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rows.push(format!(
+            "| {what} | {:.1} | {:.1} | {:.1} |",
+            times[99], times[197], times[199]
+        ));
+    }
+    println!(
+        "published {total} alerts in {publish_s:.1} s; the console indexed them {index_s:.1} s later\n| request | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n{}",
+        rows.join("\n")
+    );
 }

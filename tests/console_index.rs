@@ -22,8 +22,9 @@ async fn fill(
     alerts: usize,
     closed: usize,
 ) {
-    let a = tokio::spawn(follow::alerts(js.clone(), index.clone()));
-    let s = tokio::spawn(follow::states(js.clone(), index.clone()));
+    let reading = std::sync::Arc::new(nmc_node::console::metrics::Following::default());
+    let a = tokio::spawn(follow::alerts(js.clone(), index.clone(), reading.clone()));
+    let s = tokio::spawn(follow::states(js.clone(), index.clone(), reading));
     let deadline = Instant::now() + Duration::from_secs(30);
     let all = Query {
         limit: 500,

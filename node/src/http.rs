@@ -176,8 +176,12 @@ async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+    registry_text(shared.registry.clone()).await
+}
+
+/// `/metrics`: `registry` in the Prometheus text format.
+pub async fn registry_text(registry: prometheus::Registry) -> HttpResponse {
     // Gathering runs the gauges' observers: off the I/O thread.
-    let registry = shared.registry.clone();
     let text = web::block(move || {
         let mut out = String::new();
         prometheus::TextEncoder::new()

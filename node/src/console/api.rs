@@ -44,6 +44,8 @@ pub struct Shared {
     pub contacts: crate::contacts::Directory,
     /// The rule pack in force and its history.
     pub catalog: super::catalog::Catalog,
+    /// The console's metrics.
+    pub metrics: Arc<super::metrics::ConsoleMetrics>,
 }
 
 /// Cookie of an OpenID Connect sign-in in progress (state, nonce, PKCE verifier).
@@ -146,13 +148,16 @@ pub async fn oidc_callback(
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "OpenID Connect sign-in refused");
+            shared.metrics.sign_in("oidc", false);
             return error(
                 StatusCode::UNAUTHORIZED,
                 "the sign-in could not be verified",
             );
         }
     };
-    let Some(who) = shared.roles.principal(&identity.user, &identity.groups) else {
+    let who = shared.roles.principal(&identity.user, &identity.groups);
+    shared.metrics.sign_in("oidc", who.is_some());
+    let Some(who) = who else {
         return error(
             StatusCode::FORBIDDEN,
             "signed in, but no console role: ask for an nmc group",
@@ -243,7 +248,9 @@ pub(super) async fn check_local(shared: &Shared, user: &str, password: &str) -> 
         .await
         .ok()
         .flatten();
-    found.and_then(|u| shared.roles.principal(&u.name, &u.groups))
+    let who = found.and_then(|u| shared.roles.principal(&u.name, &u.groups));
+    shared.metrics.sign_in("local", who.is_some());
+    who
 }
 
 /// Signs in with the local users file.

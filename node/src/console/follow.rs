@@ -2,6 +2,8 @@
 //! last one indexed: a lost index folder is rebuilt from the start of the stream) and states
 //! from `NMC_ALERT_STATES` (the latest of every key, then each change).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,13 +16,17 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::index::AlertIndex;
+use super::metrics::Following;
 use crate::alert_state;
 use crate::bus::{self, provision};
 
-/// Follows `NMC_ALERTS` into the index forever (restarting after errors).
-pub async fn alerts(js: jetstream::Context, index: AlertIndex) {
+/// Follows `NMC_ALERTS` into the index forever (restarting after errors); `reading` says
+/// whether it is reading the stream now (readiness).
+pub async fn alerts(js: jetstream::Context, index: AlertIndex, reading: Arc<Following>) {
     loop {
-        if let Err(e) = alerts_once(&js, &index).await {
+        let r = alerts_once(&js, &index, &reading.alerts).await;
+        Following::set(&reading.alerts, false);
+        if let Err(e) = r {
             warn!(
                 error = format!("{e:#}"),
                 "following NMC_ALERTS failed; restarting in 1s"
@@ -31,7 +37,11 @@ pub async fn alerts(js: jetstream::Context, index: AlertIndex) {
 }
 
 /// Reads alerts from the one after the last indexed until the stream's end and on.
-pub async fn alerts_once(js: &jetstream::Context, index: &AlertIndex) -> Result<()> {
+pub async fn alerts_once(
+    js: &jetstream::Context,
+    index: &AlertIndex,
+    reading: &AtomicBool,
+) -> Result<()> {
     let stream = provision::open_stream(js, ALERTS_STREAM).await?;
     let next = index.last_seq()? + 1;
     let mut reader = bus::ordered_reader(
@@ -43,6 +53,7 @@ pub async fn alerts_once(js: &jetstream::Context, index: &AlertIndex) -> Result<
         false,
     )
     .await?;
+    Following::set(reading, true);
     while let Some(m) = reader.next().await {
         let m = m.context("reading NMC_ALERTS")?;
         let info = m
@@ -61,9 +72,11 @@ pub async fn alerts_once(js: &jetstream::Context, index: &AlertIndex) -> Result<
 }
 
 /// Follows `NMC_ALERT_STATES` into the index forever (restarting after errors).
-pub async fn states(js: jetstream::Context, index: AlertIndex) {
+pub async fn states(js: jetstream::Context, index: AlertIndex, reading: Arc<Following>) {
     loop {
-        if let Err(e) = states_once(&js, &index).await {
+        let r = states_once(&js, &index, &reading.states).await;
+        Following::set(&reading.states, false);
+        if let Err(e) = r {
             warn!(
                 error = format!("{e:#}"),
                 "following the alert states failed; restarting in 1s"
@@ -74,12 +87,17 @@ pub async fn states(js: jetstream::Context, index: AlertIndex) {
 }
 
 /// The latest state of every alert, then every change.
-pub async fn states_once(js: &jetstream::Context, index: &AlertIndex) -> Result<()> {
+pub async fn states_once(
+    js: &jetstream::Context,
+    index: &AlertIndex,
+    reading: &AtomicBool,
+) -> Result<()> {
     let kv = provision::open_kv(js, alert_state::BUCKET).await?;
     let mut changes = kv
         .watch_with_history(">")
         .await
         .context("watching the alert states")?;
+    Following::set(reading, true);
     while let Some(entry) = changes.next().await {
         let entry = entry.context("watching the alert states")?;
         if entry.operation != kv::Operation::Put {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 pub mod follow;
 pub mod index;
+pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod server;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, Result};
 use async_nats::jetstream;
 use tracing::{info, warn};
@@ -11,6 +11,7 @@ use super::admin;
 use super::api::{self, Shared};
 use super::follow;
 use super::index::AlertIndex;
+use super::metrics::{ConsoleMetrics, Following};
 use super::pages;
 use super::session::Sessions;
 use super::users::Users;
@@ -27,8 +28,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         .context("opening the alert states (start an nmc node first: nodes create them)")?;
     let index = AlertIndex::open(&c.data_dir)?;
     info!(indexed = index.len(), "console index opened");
-    actix::spawn(follow::alerts(js.clone(), index.clone()));
-    actix::spawn(follow::states(js.clone(), index.clone()));
+    let reading = Arc::new(Following::default());
+    actix::spawn(follow::alerts(js.clone(), index.clone(), reading.clone()));
+    actix::spawn(follow::states(js.clone(), index.clone(), reading.clone()));
+    let metrics = ConsoleMetrics::install(index.clone())?;
+    let ready = web::Data::new(Readiness {
+        nats: js.client(),
+        reading,
+    });
+    let metrics_data = web::Data::new(metrics.clone());
     let key = if c.session_key.is_empty() {
         warn!(
             "console.session_key is not set: a random key signs sessions (they end when this console restarts; run one replica only)"
@@ -65,12 +73,16 @@ pub async fn run(cfg: Config) -> Result<()> {
                 .await
                 .context("opening the rule packs")?,
         ),
+        metrics: metrics.clone(),
         buckets: crate::cluster::open_buckets(&js)
             .await
             .context("opening the coordination buckets")?,
     }));
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(super::metrics::measure))
+            .app_data(metrics_data.clone())
+            .app_data(ready.clone())
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()
                     .add(("Content-Security-Policy", pages::CSP))
@@ -82,6 +94,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             .app_data(web::FormConfig::default().limit(16 * 1024))
             .app_data(web::JsonConfig::default().limit(64 * 1024))
             .route("/healthz", web::get().to(api::healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_text))
             .route("/api/openapi.json", web::get().to(api::openapi))
             .route("/api/login", web::post().to(api::login))
             .route("/api/logout", web::post().to(api::logout))
@@ -143,6 +157,35 @@ pub async fn run(cfg: Config) -> Result<()> {
     for addr in server.addrs() {
         info!(%addr, "console up");
     }
-    server.run().await.context("the console server stopped")?;
-    Ok(())
+    let stopped = server.run().await.context("the console server stopped");
+    let _ = metrics.provider.shutdown();
+    stopped
+}
+
+/// What `/readyz` checks.
+struct Readiness {
+    nats: async_nats::Client,
+    reading: Arc<Following>,
+}
+
+/// `/readyz`: 200 when NATS is connected and the index follows both streams, else 503 with
+/// the failing checks.
+async fn readyz(r: web::Data<Readiness>) -> HttpResponse {
+    let nats = r.nats.connection_state() == async_nats::connection::State::Connected;
+    let checks = serde_json::json!({
+        "nats_connected": nats,
+        "following_alerts": r.reading.alerts.load(std::sync::atomic::Ordering::Acquire),
+        "following_states": r.reading.states.load(std::sync::atomic::Ordering::Acquire),
+    });
+    if nats && r.reading.all() {
+        HttpResponse::Ok().json(serde_json::json!({"ready": true, "checks": checks}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "checks": checks}))
+    }
+}
+
+/// `/metrics` in the Prometheus text format.
+async fn metrics_text(m: web::Data<Arc<ConsoleMetrics>>) -> HttpResponse {
+    crate::http::registry_text(m.registry.clone()).await
 }

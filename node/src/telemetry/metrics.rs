@@ -118,6 +118,19 @@ pub struct Installed {
 /// Builds the meter provider (Prometheus reader, and OTLP when configured) and the node's
 /// instruments, whose gauges observe `status`.
 pub fn install(cfg: &Config, status: Arc<NodeStatus>) -> Result<Installed> {
+    let (registry, provider) = provider(Some(&cfg.node_id))?;
+    let meter = provider.meter("nmc");
+    let metrics = Arc::new(Metrics::new(&meter, cfg, status));
+    Ok(Installed {
+        metrics,
+        registry,
+        provider,
+    })
+}
+
+/// A meter provider that `/metrics` reads (the registry) and that exports over OTLP when the
+/// `OTEL_*` variables ask for it; `instance` is the `service.instance.id`.
+pub fn provider(instance: Option<&str>) -> Result<(prometheus::Registry, SdkMeterProvider)> {
     let registry = prometheus::Registry::new();
     let prom = opentelemetry_prometheus::exporter()
         .with_registry(registry.clone())
@@ -126,7 +139,7 @@ pub fn install(cfg: &Config, status: Arc<NodeStatus>) -> Result<Installed> {
         .build()
         .context("building the Prometheus reader")?;
     let mut provider = SdkMeterProvider::builder()
-        .with_resource(super::resource(Some(&cfg.node_id)))
+        .with_resource(super::resource(instance))
         .with_reader(prom);
     if super::otlp_wanted("METRICS") {
         let exporter = if super::otlp_grpc("METRICS") {
@@ -142,14 +155,7 @@ pub fn install(cfg: &Config, status: Arc<NodeStatus>) -> Result<Installed> {
         .context("building the OTLP metric exporter")?;
         provider = provider.with_periodic_exporter(exporter);
     }
-    let provider = provider.build();
-    let meter = provider.meter("nmc");
-    let metrics = Arc::new(Metrics::new(&meter, cfg, status));
-    Ok(Installed {
-        metrics,
-        registry,
-        provider,
-    })
+    Ok((registry, provider.build()))
 }
 
 fn force_kv(force: &ForceId) -> KeyValue {
