@@ -181,7 +181,21 @@ pub struct AlertIndex {
     by_id: sled::Tree,
     by_force: sled::Tree,
     meta: sled::Tree,
+    /// Open (not closed) alerts per force and level: counted from the trees at open, then kept
+    /// by [`AlertIndex::put_alert`] and [`AlertIndex::set_state`] under this lock, so the
+    /// overview needs no scan.
+    open: std::sync::Arc<std::sync::Mutex<OpenCounts>>,
     db: sled::Db,
+}
+
+/// Open alerts per force and level.
+type OpenCounts = std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>>;
+
+fn is_closed(state: Option<&[u8]>) -> Result<bool> {
+    Ok(state
+        .map(decode::<Lifecycle>)
+        .transpose()?
+        .is_some_and(|l| l.state == State::Closed))
 }
 
 // JSON, not bincode: the alert record skips empty fields when serialized, which only a
@@ -215,7 +229,7 @@ impl AlertIndex {
                     dir.display()
                 )
             })?;
-        Ok(AlertIndex {
+        let index = AlertIndex {
             changes: tokio::sync::broadcast::channel(1024).0,
             alerts: db.open_tree("alerts")?,
             summary: db.open_tree("summary")?,
@@ -223,8 +237,18 @@ impl AlertIndex {
             by_id: db.open_tree("by_id")?,
             by_force: db.open_tree("by_force")?,
             meta: db.open_tree("meta")?,
+            open: Default::default(),
             db,
-        })
+        };
+        let mut open = OpenCounts::default();
+        index.each_visible(&Scope::All, |force, sm| {
+            if !is_closed(index.states.get(sm.id)?.as_deref())? {
+                *open.entry(force).or_default().entry(sm.level).or_default() += 1;
+            }
+            Ok(())
+        })?;
+        *index.open.lock().expect("open counts") = open;
+        Ok(index)
     }
 
     /// The last `NMC_ALERTS` sequence indexed (0: none).
@@ -239,7 +263,8 @@ impl AlertIndex {
     /// Indexes an alert read at `seq` (idempotent).
     pub fn put_alert(&self, seq: u64, published_ms: i64, alert: Alert) -> Result<()> {
         let force = alert.force.clone();
-        let id = alert.id;
+        let (id, level) = (alert.id, alert.rule.level);
+        let mut open = self.open.lock().expect("open counts");
         self.summary
             .insert(seq.to_be_bytes(), bin(&Summary::of(&alert, published_ms))?)?;
         let stored = Stored {
@@ -247,9 +272,20 @@ impl AlertIndex {
             published_ms,
             alert,
         };
-        self.alerts.insert(seq.to_be_bytes(), encode(&stored)?)?;
+        let fresh = self
+            .alerts
+            .insert(seq.to_be_bytes(), encode(&stored)?)?
+            .is_none();
         self.by_id.insert(id.as_bytes(), &seq.to_be_bytes())?;
         self.by_force.insert(force_key(&force, seq), &[])?;
+        if fresh && !is_closed(self.states.get(id.as_bytes())?.as_deref())? {
+            *open
+                .entry(force.clone())
+                .or_default()
+                .entry(level)
+                .or_default() += 1;
+        }
+        drop(open);
         if seq > self.last_seq()? {
             self.meta.insert(LAST_SEQ, &seq.to_be_bytes())?;
         }
@@ -270,7 +306,20 @@ impl AlertIndex {
 
     /// Records an alert's lifecycle (before or after its alert is indexed).
     pub fn set_state(&self, id: Uuid, state: &Lifecycle) -> Result<()> {
+        let mut open = self.open.lock().expect("open counts");
         let old = self.states.insert(id.as_bytes(), encode(state)?)?;
+        let (was, is) = (is_closed(old.as_deref())?, state.state == State::Closed);
+        if was != is
+            && let Some(e) = self.get(id, &Scope::All)?
+        {
+            let n = open
+                .entry(e.alert.force)
+                .or_default()
+                .entry(e.alert.rule.level)
+                .or_default();
+            *n = if is { n.saturating_sub(1) } else { *n + 1 };
+        }
+        drop(open);
         if self.changes.receiver_count() > 0
             && old.as_deref() != Some(encode(state)?.as_slice())
             && let Some(e) = self.get(id, &Scope::All)?
@@ -439,26 +488,23 @@ impl AlertIndex {
         Ok(())
     }
 
-    /// Alerts not closed, per force and level, of what `scope` may see.
-    pub fn open_counts(
-        &self,
-        scope: &Scope,
-    ) -> Result<std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>>> {
-        let mut out: std::collections::BTreeMap<ForceId, std::collections::BTreeMap<Level, u64>> =
-            Default::default();
-        self.each_visible(scope, |force, sm| {
-            let closed = self
-                .states
-                .get(sm.id)?
-                .map(|b| decode::<Lifecycle>(&b))
-                .transpose()?
-                .is_some_and(|l| l.state == State::Closed);
-            if !closed {
-                *out.entry(force).or_default().entry(sm.level).or_default() += 1;
-            }
-            Ok(())
-        })?;
-        Ok(out)
+    /// Alerts not closed, per force and level, of what `scope` may see (kept as alerts and
+    /// states arrive: no scan).
+    pub fn open_counts(&self, scope: &Scope) -> Result<OpenCounts> {
+        let open = self.open.lock().expect("open counts");
+        Ok(open
+            .iter()
+            .filter(|(f, _)| allowed(scope, f))
+            .map(|(f, levels)| {
+                let levels: std::collections::BTreeMap<Level, u64> = levels
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(l, n)| (*l, *n))
+                    .collect();
+                (f.clone(), levels)
+            })
+            .filter(|(_, levels)| !levels.is_empty())
+            .collect())
     }
 
     /// Per rule id, how many alerts of what `scope` may see it raised and when it last did
@@ -585,6 +631,52 @@ mod tests {
         assert_eq!(p3.entries.len(), 6);
         assert_eq!(p3.next, None);
         assert_eq!(idx.last_seq().unwrap(), 30);
+    }
+
+    #[test]
+    fn open_counts_follow_alerts_and_states_in_either_order_and_survive_a_reopen() {
+        let (dir, idx) = filled();
+        let kent_id = ForceId::new("kent").unwrap();
+        let kent_counts = |idx: &AlertIndex| idx.open_counts(&kent()).unwrap()[&kent_id].clone();
+        // kent: seq 3, 6, ..., 30; critical at 15 and 30.
+        assert_eq!(
+            kent_counts(&idx),
+            BTreeMap::from([(Level::Critical, 2), (Level::Medium, 8)])
+        );
+        let medium = alert("kent", 3, Level::Medium).id;
+        let mut closed = Lifecycle::new(0);
+        closed.state = State::Closed;
+        idx.set_state(medium, &closed).unwrap();
+        idx.set_state(medium, &closed).unwrap();
+        assert_eq!(
+            kent_counts(&idx)[&Level::Medium],
+            7,
+            "closed once, counted once"
+        );
+        let mut reopened = Lifecycle::new(1);
+        reopened.state = State::Investigating;
+        idx.set_state(medium, &reopened).unwrap();
+        assert_eq!(kent_counts(&idx)[&Level::Medium], 8);
+        // A state that arrives before its alert; an alert indexed twice.
+        let early = alert("kent", 300, Level::High);
+        idx.set_state(early.id, &closed).unwrap();
+        idx.put_alert(31, 31_000, early).unwrap();
+        idx.put_alert(30, 30_000, alert("kent", 30, Level::Critical))
+            .unwrap();
+        assert_eq!(
+            kent_counts(&idx),
+            BTreeMap::from([(Level::Critical, 2), (Level::Medium, 8)])
+        );
+        idx.set_state(medium, &closed).unwrap();
+        let all = idx.open_counts(&Scope::All).unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        drop(idx);
+        let again = AlertIndex::open(dir.path()).unwrap();
+        assert_eq!(
+            again.open_counts(&Scope::All).unwrap(),
+            all,
+            "counted the same from disk"
+        );
     }
 
     #[test]
