@@ -5,15 +5,23 @@
 //! `{"Records": [...]}`. Every record is numbered (1-based line for JSON lines, record number
 //! otherwise) so that alerts name the file and line of their evidence.
 //!
+//! With more than one thread (`--threads`, default every core), records are parsed, their source
+//! detected and their detection rules matched by a pool of threads, a chunk of records at a
+//! time, while one thread applies them to the correlation state in file order: the alerts are
+//! the same, in the same order, as with one thread.
+//!
 //! Offline there is no stream sequence: a record's "sequence" packs the input file index and the
 //! record number (`file << 40 | line`), which keeps alert ids deterministic for the same inputs
 //! and lets evidence be traced back without a table.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use nmc_shared::correlate::ForceState;
+use nmc_shared::correlate::{ForceState, PreparedEvent};
 use nmc_shared::event::Event;
 use nmc_shared::sigma::RuleSet;
 use nmc_shared::{Alert, ForceId, SourceKind, mapping};
@@ -59,8 +67,32 @@ pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A record as read from a file: a line still to parse, or a value of a `.json` file.
+pub enum RawRecord {
+    /// One line of a JSON lines file.
+    Line(Vec<u8>),
+    /// One record of a `.json` file (already parsed with the file).
+    Value(Value),
+}
+
+impl RawRecord {
+    /// The record's JSON value.
+    pub fn parse(self) -> Result<Value, String> {
+        match self {
+            // As strict as a node: duplicate keys and deep nesting are refused.
+            RawRecord::Line(l) => nmc_shared::json::parse_strict(&l).map_err(|e| e.to_string()),
+            RawRecord::Value(v) => Ok(v),
+        }
+    }
+}
+
 /// Calls `f(number, record)` for every record of a file, in order.
 pub fn for_each_record(path: &Path, mut f: impl FnMut(u64, Result<Value, String>)) -> Result<()> {
+    for_each_raw(path, |n, r| f(n, r.and_then(RawRecord::parse)))
+}
+
+/// Calls `f(number, record)` for every record of a file, in order, lines unparsed.
+pub fn for_each_raw(path: &Path, mut f: impl FnMut(u64, Result<RawRecord, String>)) -> Result<()> {
     let lines = path
         .extension()
         .and_then(|x| x.to_str())
@@ -72,32 +104,28 @@ pub fn for_each_record(path: &Path, mut f: impl FnMut(u64, Result<Value, String>
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            f(
-                i as u64 + 1,
-                // As strict as a node: duplicate keys and deep nesting are refused.
-                nmc_shared::json::parse_strict(&line).map_err(|e| e.to_string()),
-            );
+            f(i as u64 + 1, Ok(RawRecord::Line(line)));
         }
         return Ok(());
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut n = 0u64;
-    let mut emit = |v: Value, f: &mut dyn FnMut(u64, Result<Value, String>)| match v {
+    let mut emit = |v: Value, f: &mut dyn FnMut(u64, Result<RawRecord, String>)| match v {
         Value::Array(items) => items.into_iter().for_each(|x| {
             n += 1;
-            f(n, Ok(x))
+            f(n, Ok(RawRecord::Value(x)))
         }),
         Value::Object(mut o) if matches!(o.get("Records"), Some(Value::Array(_))) => {
             if let Some(Value::Array(items)) = o.remove("Records") {
                 items.into_iter().for_each(|x| {
                     n += 1;
-                    f(n, Ok(x))
+                    f(n, Ok(RawRecord::Value(x)))
                 })
             }
         }
         other => {
             n += 1;
-            f(n, Ok(other))
+            f(n, Ok(RawRecord::Value(other)))
         }
     };
     let mut stream = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
@@ -114,6 +142,51 @@ pub fn for_each_record(path: &Path, mut f: impl FnMut(u64, Result<Value, String>
     }
     Ok(())
 }
+
+/// A record made ready for correlation (off the correlating thread when there are several).
+enum Prepared {
+    /// What correlation needs of an event (the event itself is dropped where it was parsed),
+    /// and whether its time came from an ingest-time field.
+    Event(PreparedEvent, bool),
+    /// Not JSON, or not an event.
+    Bad(u64, String),
+    /// Its source could not be recognised.
+    Undetected(u64),
+}
+
+/// Parses a record, detects its source, builds its event, finds its matching rules and reads
+/// what its correlations need: the part of a hunt that needs no state. `seq` packs the input
+/// file and the record number.
+fn prepare(
+    rules: &RuleSet,
+    source: Option<SourceKind>,
+    file: u64,
+    line: u64,
+    rec: Result<RawRecord, String>,
+) -> Prepared {
+    let body = match rec.and_then(RawRecord::parse) {
+        Ok(v) => v,
+        Err(e) => return Prepared::Bad(line, format!("not JSON: {e}")),
+    };
+    let Some(source) = source.or_else(|| mapping::detect_source(&body)) else {
+        return Prepared::Undetected(line);
+    };
+    match Event::from_value(source, body) {
+        Ok(ev) => {
+            let matched: Vec<usize> = rules.matching(&ev).collect();
+            let seq = (file << LINE_BITS) | line;
+            let ingest_time = ev.time_from.fallback().is_some();
+            Prepared::Event(ForceState::prepare(rules, seq, &ev, matched), ingest_time)
+        }
+        Err(e) => Prepared::Bad(line, e.to_string()),
+    }
+}
+
+/// Records a worker prepares at a time.
+const CHUNK: usize = 256;
+
+/// A numbered chunk of records to prepare.
+type Job = (u64, Vec<(u64, Result<RawRecord, String>)>);
 
 /// Counters of a hunt run.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -141,7 +214,8 @@ pub struct HuntStats {
 
 /// A hunt over files: rules, one correlation state, and where each record came from.
 pub struct Hunt {
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
+    threads: usize,
     state: ForceState,
     force: ForceId,
     source: Option<SourceKind>,
@@ -154,7 +228,8 @@ impl Hunt {
     /// A hunt with `rules`, attributing alerts to `force`; `source` forces one field mapping.
     pub fn new(rules: RuleSet, force: ForceId, source: Option<SourceKind>) -> Hunt {
         Hunt {
-            rules,
+            rules: Arc::new(rules),
+            threads: 1,
             state: ForceState::new().with_lateness(DEFAULT_LATENESS_MS),
             force,
             source,
@@ -182,43 +257,120 @@ impl Hunt {
         self.files.push(name.clone());
         self.stats.files += 1;
         let mut out = Vec::new();
-        for_each_record(path, |line, rec| {
-            self.stats.records += 1;
-            let body = match rec {
-                Ok(v) => v,
-                Err(e) => {
-                    self.stats.bad += 1;
-                    on_problem(&name, line, &format!("not JSON: {e}"));
-                    return;
-                }
-            };
-            let Some(source) = self.source.or_else(|| mapping::detect_source(&body)) else {
-                self.stats.undetected += 1;
-                on_problem(&name, line, "source not recognised; pass --source");
-                return;
-            };
-            let ev = match Event::from_value(source, body) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    self.stats.bad += 1;
-                    on_problem(&name, line, &e.to_string());
-                    return;
-                }
-            };
-            self.stats.evaluated += 1;
-            if ev.time_from.fallback().is_some() {
-                self.stats.ingest_time += 1;
-            }
-            let seq = (idx << LINE_BITS) | line;
-            self.state
-                .apply(&self.rules, &self.force, seq, &ev, &mut out);
-            self.emit(&mut out, on_alert);
-        })?;
+        if self.threads <= 1 {
+            let (rules, source) = (self.rules.clone(), self.source);
+            for_each_raw(path, |line, rec| {
+                let p = prepare(&rules, source, idx, line, rec);
+                self.take(&name, p, &mut out, on_alert, on_problem);
+            })?;
+        } else {
+            self.parallel(path, idx, &name, &mut out, on_alert, on_problem)?;
+        }
         self.state.drain(&self.rules, &self.force, &mut out);
         self.emit(&mut out, on_alert);
         self.stats.late = self.state.late_events();
         self.stats.bad_values = self.state.bad_values();
         Ok(())
+    }
+
+    /// Applies one prepared record to the state, in file order.
+    fn take(
+        &mut self,
+        name: &str,
+        p: Prepared,
+        out: &mut Vec<Alert>,
+        on_alert: &mut dyn FnMut(Alert),
+        on_problem: &mut dyn FnMut(&str, u64, &str),
+    ) {
+        self.stats.records += 1;
+        match p {
+            Prepared::Bad(line, why) => {
+                self.stats.bad += 1;
+                on_problem(name, line, &why);
+            }
+            Prepared::Undetected(line) => {
+                self.stats.undetected += 1;
+                on_problem(name, line, "source not recognised; pass --source");
+            }
+            Prepared::Event(ev, ingest_time) => {
+                self.stats.evaluated += 1;
+                if ingest_time {
+                    self.stats.ingest_time += 1;
+                }
+                self.state.apply_prepared(&self.rules, &self.force, ev, out);
+                self.emit(out, on_alert);
+            }
+        }
+    }
+
+    /// [`Hunt::file`] with a reader thread, `threads` threads preparing chunks of records and
+    /// this thread applying them in file order.
+    fn parallel(
+        &mut self,
+        path: &Path,
+        idx: u64,
+        name: &str,
+        out: &mut Vec<Alert>,
+        on_alert: &mut dyn FnMut(Alert),
+        on_problem: &mut dyn FnMut(&str, u64, &str),
+    ) -> Result<()> {
+        let threads = self.threads;
+        let (job_tx, job_rx): (SyncSender<Job>, Receiver<Job>) = sync_channel(threads * 4);
+        // Shared by the workers only: when they are all gone, the reader's sends fail.
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<Prepared>)>(threads * 4);
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..threads {
+                let (rules, source, job_rx, done_tx) = (
+                    self.rules.clone(),
+                    self.source,
+                    job_rx.clone(),
+                    done_tx.clone(),
+                );
+                scope.spawn(move || {
+                    loop {
+                        let next = job_rx.lock().expect("job queue").recv();
+                        let Ok((n, records)) = next else { return };
+                        let ready = records
+                            .into_iter()
+                            .map(|(line, rec)| prepare(&rules, source, idx, line, rec))
+                            .collect();
+                        if done_tx.send((n, ready)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop((done_tx, job_rx));
+            let reader = scope.spawn(move || -> Result<()> {
+                let (mut n, mut chunk) = (0u64, Vec::with_capacity(CHUNK));
+                let mut stopped = false;
+                for_each_raw(path, |line, rec| {
+                    chunk.push((line, rec));
+                    if chunk.len() == CHUNK && !stopped {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        stopped = job_tx.send((n, full)).is_err();
+                        n += 1;
+                    }
+                })?;
+                if !chunk.is_empty() && !stopped {
+                    let _ = job_tx.send((n, chunk));
+                }
+                Ok(())
+            });
+            // Chunks come back in any order: apply them in file order.
+            let (mut next, mut waiting) = (0u64, BTreeMap::new());
+            for (n, ready) in done_rx {
+                waiting.insert(n, ready);
+                while let Some(ready) = waiting.remove(&next) {
+                    for p in ready {
+                        self.take(name, p, out, on_alert, on_problem);
+                    }
+                    next += 1;
+                }
+            }
+            reader.join().expect("the hunt's reader thread panicked")
+        })
     }
 
     fn emit(&mut self, out: &mut Vec<Alert>, on_alert: &mut dyn FnMut(Alert)) {
@@ -227,6 +379,12 @@ impl Hunt {
             self.stats.alerts += 1;
             on_alert(a);
         }
+    }
+
+    /// Prepares records on `threads` threads (1: all on the calling thread).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Sets how far out of event-time order input may be (default 5 minutes).
@@ -300,6 +458,68 @@ mod tests {
         assert!(a.len() >= 3, "{a:?}");
         assert_eq!(late, 0);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn threads_give_the_same_alerts_in_the_same_order() {
+        use crate::synth::{Scenario, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (i, force) in ["kent", "essex", "durham"].iter().enumerate() {
+            let s = Scenario {
+                force: ForceId::new(force).unwrap(),
+                users: 40,
+                normal: 2_000,
+                span_ms: 3_600_000,
+                spray: i != 1,
+                brute_force: i != 0,
+                legacy: 2,
+            };
+            let evs = generate(&s, i as u64, 1_793_606_400_000);
+            let mut text: String = evs.iter().map(|v| format!("{v}\n")).collect();
+            // Bad records among the good: counted and reported in the same places.
+            text.push_str("{not json\n{\"time\": \"2026-11-02T09:00:00Z\"}\n");
+            let p = dir.path().join(format!("{force}.jsonl"));
+            std::fs::write(&p, text).unwrap();
+            files.push(p);
+        }
+        let array = dir.path().join("array.json");
+        let evs = generate(
+            &Scenario {
+                force: ForceId::new("kent").unwrap(),
+                users: 10,
+                normal: 300,
+                span_ms: 600_000,
+                spray: true,
+                brute_force: false,
+                legacy: 0,
+            },
+            9,
+            1_793_610_000_000,
+        );
+        std::fs::write(&array, serde_json::to_vec(&evs).unwrap()).unwrap();
+        files.push(array);
+        let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules/identity");
+        let run = |threads: usize| {
+            let (rules, _) = crate::rules::load(std::slice::from_ref(&rules_dir)).unwrap();
+            let mut h = Hunt::new(rules, ForceId::new("hunt").unwrap(), None).with_threads(threads);
+            let (mut alerts, mut problems) = (Vec::new(), Vec::new());
+            for f in &files {
+                h.file(
+                    f,
+                    &mut |a| alerts.push(serde_json::to_string(&a).unwrap()),
+                    &mut |file, line, p| problems.push(format!("{file}:{line}: {p}")),
+                )
+                .unwrap();
+            }
+            (alerts, problems, serde_json::to_string(&h.stats).unwrap())
+        };
+        let one = run(1);
+        assert!(one.0.len() >= 5, "{:?}", one.0);
+        assert_eq!(one.1.len(), 6, "{:?}", one.1);
+        for threads in [2, 3, 8] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
     }
 
     #[test]

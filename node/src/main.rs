@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use nmc_node::cli::{Cli, run};
 
+/// mimalloc: events are parsed on one thread and freed on another (the parallel `nmc hunt`,
+/// the node's pumps and actors), which glibc's allocator makes slow.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,

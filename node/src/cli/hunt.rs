@@ -31,6 +31,11 @@ pub struct HuntArgs {
     /// within this; later ones are applied as they come and counted as late).
     #[arg(long, default_value_t = 300)]
     lateness: u64,
+    /// Threads that parse records and match their detection rules (0: every core);
+    /// correlation stays on one thread, in file order, so the alerts are the same whatever
+    /// this is.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print at most this many per-record problems to stderr.
     #[arg(long, default_value_t = 20)]
     show_problems: u64,
@@ -57,8 +62,13 @@ pub fn run(args: HuntArgs) -> Result<()> {
         anyhow::bail!("no rule loaded from {:?}", args.rules);
     }
     let files = input_files(&args.events)?;
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let mut hunt = Hunt::new(rules, args.force.clone(), args.source)
-        .with_lateness(args.lateness as i64 * 1000);
+        .with_lateness(args.lateness as i64 * 1000)
+        .with_threads(threads);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let progress = std::io::stderr().is_terminal();

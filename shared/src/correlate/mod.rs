@@ -199,6 +199,16 @@ enum Released<'a> {
     Buffered(&'a Pending),
 }
 
+/// An event made ready for correlation by [`ForceState::prepare`]: its time and sequence, the
+/// detection rules it matched, and what its correlations read from it (not the event).
+#[derive(Debug)]
+pub struct PreparedEvent {
+    at: Seen,
+    matched: Vec<usize>,
+    pending: Option<Pending>,
+    bad: bool,
+}
+
 /// Sweeps of expired groups run each time the frontier enters a new period of this length; each
 /// sweeps the correlations whose own period ([`sweep_every`]) changed too.
 const SWEEP_EVERY_MS: i64 = 60_000;
@@ -411,6 +421,75 @@ impl ForceState {
             }
         }
         self.direct_buf = direct;
+        self.release(rules, force, self.frontier_ms(), out);
+    }
+
+    /// What [`ForceState::apply_prepared`] needs of event `ev` (sequence `seq`) whose matching
+    /// detection rules are `matched`: its time, the rules, and what its correlations read from
+    /// it. Pure, so callers may run it on the thread that parsed the event and drop the event
+    /// there (`nmc hunt --threads`); applying it gives the same alerts as
+    /// [`ForceState::apply_matched`] with the event.
+    pub fn prepare(rules: &RuleSet, seq: u64, ev: &Event, matched: Vec<usize>) -> PreparedEvent {
+        let at = Seen { t: ev.time_ms, seq };
+        let mut direct = Vec::new();
+        for &r in &matched {
+            for &c in rules.correlations_of(r) {
+                let corr = &rules.correlations()[c];
+                direct.extend(corr.positions_of(Input::Rule(r)).map(|pos| (c, pos)));
+            }
+        }
+        let (mut pending, mut bad) = (None, false);
+        if !direct.is_empty() {
+            direct.sort_unstable();
+            direct.dedup();
+            pending = Some(Pending::read(rules, at, direct, ev, &mut bad));
+        }
+        PreparedEvent {
+            at,
+            matched,
+            pending,
+            bad,
+        }
+    }
+
+    /// Applies an event made ready by [`ForceState::prepare`] (in the order of the events'
+    /// sequences, as [`ForceState::apply`]).
+    pub fn apply_prepared(
+        &mut self,
+        rules: &RuleSet,
+        force: &ForceId,
+        ev: PreparedEvent,
+        out: &mut Vec<Alert>,
+    ) {
+        let at = ev.at;
+        let late = at.t < self.frontier_ms();
+        if self.sweep_period.is_none() {
+            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
+        }
+        self.watermark_ms = self.watermark_ms.max(at.t);
+        for &r in &ev.matched {
+            let rule = &rules.rules()[r];
+            if rule.emits {
+                let f = Firing::event(&at);
+                out.push(alert_of::alert(&rule.meta, force, "", BTreeMap::new(), &f));
+            }
+        }
+        if let Some(p) = ev.pending {
+            let now = late || (self.pending.is_empty() && at.t <= self.frontier_ms());
+            if late {
+                self.meta.late += 1;
+                self.meta_dirty = true;
+            }
+            if ev.bad {
+                self.count_bad_value();
+            }
+            if now {
+                self.feed(rules, force, Released::Buffered(&p), out);
+            } else {
+                self.added.push(at);
+                self.pending.insert(at, p);
+            }
+        }
         self.release(rules, force, self.frontier_ms(), out);
     }
 

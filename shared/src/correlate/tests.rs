@@ -52,14 +52,50 @@ fn fail(user: &str, ip: &str, t: i64) -> Event {
     )
 }
 
+/// Applies `evs` in order and returns the alerts; checks on the way that events made ready
+/// elsewhere ([`ForceState::prepare`], as `nmc hunt --threads` does) give the same alerts and
+/// counts.
 fn run(rs: &RuleSet, evs: &[Event]) -> Vec<Alert> {
-    let kent = ForceId::new("kent").unwrap();
-    let mut st = ForceState::new();
-    let mut out = Vec::new();
-    for (i, e) in evs.iter().enumerate() {
-        st.apply(rs, &kent, i as u64 + 1, e, &mut out);
-    }
+    let (out, other) = both_ways(rs, evs, 0);
+    assert_eq!(
+        other, out,
+        "prepared elsewhere, applied here: the same alerts"
+    );
     out
+}
+
+/// The alerts of `evs` applied with [`ForceState::apply`] and with [`ForceState::prepare`] then
+/// [`ForceState::apply_prepared`], with `lateness` (0: the default); the late and bad-value
+/// counts must agree.
+fn both_ways(rs: &RuleSet, evs: &[Event], lateness: i64) -> (Vec<Alert>, Vec<Alert>) {
+    let kent = ForceId::new("kent").unwrap();
+    let new = || {
+        if lateness > 0 {
+            ForceState::new().with_lateness(lateness)
+        } else {
+            ForceState::new()
+        }
+    };
+    let (mut st, mut prepared) = (new(), new());
+    let (mut out, mut other) = (Vec::new(), Vec::new());
+    for (i, e) in evs.iter().enumerate() {
+        let seq = i as u64 + 1;
+        st.apply(rs, &kent, seq, e, &mut out);
+        let matched = rs.matching(e).collect();
+        prepared.apply_prepared(
+            rs,
+            &kent,
+            ForceState::prepare(rs, seq, e, matched),
+            &mut other,
+        );
+    }
+    st.drain(rs, &kent, &mut out);
+    prepared.drain(rs, &kent, &mut other);
+    assert_eq!(
+        (prepared.late_events(), prepared.bad_values()),
+        (st.late_events(), st.bad_values())
+    );
+    (out, other)
 }
 
 #[test]
@@ -424,6 +460,36 @@ const DAY: i64 = 86_400_000;
 const LONDON: (f64, f64) = (51.507, -0.128);
 const MANCHESTER: (f64, f64) = (53.480, -2.242);
 const MOSCOW: (f64, f64) = (55.756, 37.617);
+
+#[test]
+fn prepared_events_give_the_alerts_of_apply_in_any_arrival_order() {
+    let rs = compile("both.yml", &format!("{RULES}\n---\n{DETECTORS}"));
+    let mut evs = Vec::new();
+    for i in 0..400i64 {
+        let t = T0 + i * 20_000;
+        let user = ["ann", "bob", "cat"][(i % 3) as usize];
+        evs.push(fail(user, "203.0.113.9", t));
+        if i % 7 == 0 {
+            let (lat, lon) = [LONDON, MOSCOW, MANCHESTER][(i % 3) as usize];
+            evs.push(at(user, "GB", lat, lon, t + 1_000));
+        }
+        if i % 50 == 0 {
+            // A bad value and a late event.
+            evs.push(at(user, "GB", 95.0, 0.0, t + 2_000));
+            evs.push(fail(user, "198.51.100.1", t - 600_000));
+        }
+    }
+    // Arrivals disordered within and beyond the lateness.
+    let mut shuffled = evs.clone();
+    for i in (0..shuffled.len() - 3).step_by(3) {
+        shuffled.swap(i, i + 2);
+    }
+    for (evs, lateness) in [(&evs, 0), (&shuffled, 0), (&shuffled, 120_000)] {
+        let (out, other) = both_ways(&rs, evs, lateness);
+        assert!(out.len() > 10, "{}", out.len());
+        assert_eq!(other, out);
+    }
+}
 
 #[test]
 fn new_term_learns_then_alerts_once_per_new_value() {
