@@ -201,19 +201,12 @@ impl Client {
 
 #[tokio::test]
 async fn each_principal_sees_and_changes_only_what_is_theirs() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            forces: vec!["kent".into(), "essex".into()],
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        js,
+        dir,
+        node: _node,
+    } = Backend::start(&["kent", "essex"], vec![]).await;
     let alerts: Vec<_> = (0..20)
         .map(|n| {
             alert_of(
@@ -431,18 +424,12 @@ async fn read_events(mut resp: reqwest::Response, window: Duration) -> Vec<(Stri
 
 #[tokio::test]
 async fn live_updates_and_evidence_respect_the_force_too() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        js,
+        dir,
+        node: _node,
+    } = Backend::start(&[], vec![]).await;
     // Evidence in NMC_EVENTS: one event of each force.
     let kent_seq = publish(&js, "nmc.events.kent.entra_signin", &[failure(1)]).await[0];
     let essex_seq = publish(&js, "nmc.events.essex.entra_signin", &[failure(2)]).await[0];
@@ -590,19 +577,12 @@ async fn live_updates_and_evidence_respect_the_force_too() {
 
 #[tokio::test]
 async fn pages_and_administration_enforce_the_same_access_and_csrf() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            forces: vec!["kent".into(), "essex".into()],
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        js,
+        dir,
+        node: _node,
+    } = Backend::start(&["kent", "essex"], vec![]).await;
     let alerts: Vec<_> = (0..6)
         .map(|n| alert_of(["kent", "essex"][(n % 2) as usize], Level::High, n))
         .collect();
@@ -856,18 +836,12 @@ async fn pages_and_administration_enforce_the_same_access_and_csrf() {
 #[tokio::test]
 #[ignore = "benchmark: run explicitly"]
 async fn console_http_times() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        js,
+        dir,
+        node: _node,
+    } = Backend::start(&[], vec![]).await;
     let forces: Vec<&str> = nmc_shared::force::FORCES
         .iter()
         .map(|f| f.id)

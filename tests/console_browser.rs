@@ -20,20 +20,13 @@ use serde_json::json;
 
 #[tokio::test]
 async fn analysts_contacts_and_administrators_in_a_real_browser() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            forces: vec!["kent".into(), "essex".into()],
-            rules: vec![rules_dir("identity")],
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        js,
+        dir,
+        node,
+        ..
+    } = Backend::start(&["kent", "essex"], vec![rules_dir("identity")]).await;
     // The pack the console shows (the same rules the node started with).
     let push = Command::new(nmc_bin())
         .args(["rules", "push"])
@@ -62,7 +55,7 @@ async fn analysts_contacts_and_administrators_in_a_real_browser() {
             Duration::ZERO,
         )
         .await;
-        assert!(!got.is_empty(), "no alert for {force}:\n{}", _node.log());
+        assert!(!got.is_empty(), "no alert for {force}:\n{}", node.log());
     }
     let essex = alerts(&read_all(&js, "NMC_ALERTS", "nmc.alerts.essex.>").await);
 

@@ -78,19 +78,12 @@ fn everything(index: &AlertIndex, scope: &Scope) -> Vec<Entry> {
 
 #[tokio::test]
 async fn the_index_follows_the_streams_is_scoped_per_force_and_is_rebuilt_the_same() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    // A node provisions the streams and buckets.
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats: _nats,
+        js,
+        dir,
+        node: _node,
+    } = Backend::start(&[], vec![]).await;
     let mut alerts = Vec::new();
     for n in 0..40 {
         let force = ["kent", "essex"][(n % 2) as usize];

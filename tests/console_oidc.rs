@@ -134,18 +134,12 @@ impl Browser {
 
 #[tokio::test]
 async fn sign_in_with_openid_connect_maps_groups_to_roles_and_refuses_the_rest() {
-    let nats = Nats::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _node = Node::start(
-        &nats,
-        &dir.path().join("node"),
-        &NodeSpec {
-            id: "node-a".into(),
-            ..Default::default()
-        },
-    );
-    let js = nats.js().await;
-    wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+    let Backend {
+        nats,
+        dir,
+        node: _node,
+        ..
+    } = Backend::start(&[], vec![]).await;
     let (console_port, issuer_port) = (free_port(), free_port());
     let console = format!("http://127.0.0.1:{console_port}");
     let issuer = format!("http://127.0.0.1:{issuer_port}");

@@ -487,6 +487,45 @@ impl Drop for Node {
     }
 }
 
+/// What the console's tests run against: NATS, and one node (`node-a`, onboarding `forces`,
+/// running `rules`) that has provisioned the streams and buckets.
+pub struct Backend {
+    /// The server.
+    pub nats: Nats,
+    /// The node.
+    pub node: Node,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// The test's folder (the node's data under `node/`).
+    pub dir: TempDir,
+}
+
+impl Backend {
+    /// Starts NATS and the node; returns once the node's buckets exist.
+    pub async fn start(forces: &[&str], rules: Vec<PathBuf>) -> Backend {
+        let nats = Nats::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(
+            &nats,
+            &dir.path().join("node"),
+            &NodeSpec {
+                id: "node-a".into(),
+                forces: forces.iter().map(|f| f.to_string()).collect(),
+                rules,
+                ..Default::default()
+            },
+        );
+        let js = nats.js().await;
+        wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+        Backend {
+            nats,
+            node,
+            js,
+            dir,
+        }
+    }
+}
+
 /// Publishes payloads to `subject` and returns their stream sequences.
 pub async fn publish(js: &jetstream::Context, subject: &str, payloads: &[Vec<u8>]) -> Vec<u64> {
     let mut acks = Vec::with_capacity(payloads.len());

@@ -237,6 +237,16 @@ fn form_session(
     Ok(s)
 }
 
+/// The session of a form post, or the answer that refuses it.
+macro_rules! form_signed_in {
+    ($req:expr, $shared:expr, $csrf:expr) => {
+        match form_session(&$req, &$shared, &$csrf) {
+            Ok(s) => s,
+            Err(refused) => return *refused,
+        }
+    };
+}
+
 /// `GET /login` query.
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -309,9 +319,7 @@ pub async fn logout_form(
     shared: web::Data<Arc<Shared>>,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    if let Err(refused) = form_session(&req, &shared, &form.csrf) {
-        return *refused;
-    }
+    form_signed_in!(req, shared, form.csrf);
     let mut gone = Cookie::build(COOKIE, "").path("/").finish();
     gone.make_removal();
     HttpResponse::SeeOther()
@@ -636,10 +644,7 @@ pub async fn act(
     id: web::Path<Uuid>,
     form: web::Form<ActForm>,
 ) -> HttpResponse {
-    let s = match form_session(&req, &shared, &form.csrf) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let s = form_signed_in!(req, shared, form.csrf);
     let Ok(entry) = api::visible(&shared, &s, *id) else {
         return not_found(&s);
     };
@@ -797,10 +802,7 @@ pub async fn onboard(
     shared: web::Data<Arc<Shared>>,
     form: web::Form<OnboardForm>,
 ) -> HttpResponse {
-    let s = match form_session(&req, &shared, &form.csrf) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let s = form_signed_in!(req, shared, form.csrf);
     let r = super::admin::onboard(
         &shared,
         &s.who,
@@ -827,10 +829,7 @@ pub async fn phase(
     shared: web::Data<Arc<Shared>>,
     form: web::Form<PhaseForm>,
 ) -> HttpResponse {
-    let s = match form_session(&req, &shared, &form.csrf) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let s = form_signed_in!(req, shared, form.csrf);
     let r = super::admin::set_phase(&shared, &s.who, &form.force, &form.phase).await;
     after(&shared, &s, None, r, "phase").await
 }
@@ -855,10 +854,7 @@ pub async fn add_contact(
     shared: web::Data<Arc<Shared>>,
     form: web::Form<ContactForm>,
 ) -> HttpResponse {
-    let s = match form_session(&req, &shared, &form.csrf) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let s = form_signed_in!(req, shared, form.csrf);
     let contact = serde_json::from_value::<nmc_shared::contact::Contact>(serde_json::json!({
         "name": form.name.trim(),
         "role": form.role.trim(),
@@ -890,10 +886,7 @@ pub async fn remove_contact(
     shared: web::Data<Arc<Shared>>,
     form: web::Form<RemoveForm>,
 ) -> HttpResponse {
-    let s = match form_session(&req, &shared, &form.csrf) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let s = form_signed_in!(req, shared, form.csrf);
     let r = super::admin::remove_contact(&shared, &s.who, &form.scope, &form.name).await;
     after(&shared, &s, Some(&form.scope), r, "removed").await
 }
