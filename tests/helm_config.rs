@@ -13,6 +13,9 @@
 //! - as rendered: every other configuration key, the pod-name node id, every `NMC_*` and
 //!   `OTEL_*` variable, the Job's commands and arguments.
 //!
+//! The console Deployment's container runs the same way (as the admin identity, with the users
+//! file of its Secret) and shows the chart's forces and the alert.
+//!
 //! Both nodes become ready, the Job's `nmc forces apply` (twice, as two upgrades would: the
 //! second changes nothing) and `nmc rules push` succeed as the admin identity, every force of
 //! the chart's `forces` value is owned by a pod-named node, the API wants the token from its
@@ -120,6 +123,9 @@ fn mounts(
             .iter()
             .find(|v| v["name"] == name)
             .unwrap_or_else(|| panic!("mount {name} names no volume"));
+        if v["emptyDir"].is_object() {
+            continue; // scratch space (the console's index): data_dir, rewritten in the TOML
+        }
         let files: BTreeMap<String, String> = if let Some(s) = v["secret"]["secretName"].as_str() {
             let all = secrets
                 .get(s)
@@ -311,6 +317,19 @@ async fn nodes_run_the_configuration_the_chart_renders() {
         ("nmc-nats-node", "node-nmc-1.nk", seed("node-nmc-1")),
         ("nmc-nats-admin", "admin.nk", seed("admin")),
         ("nmc-http-api", "token", api_token.to_owned()),
+        (
+            "nmc-console-session",
+            "session-key",
+            "chart-test-console-session-key-of-32-bytes-or-more".to_owned(),
+        ),
+        (
+            "nmc-console-users",
+            "users.yaml",
+            format!(
+                "users:\n  - name: analyst@ncsoc.example\n    password_hash: \"{}\"\n    groups: [nmc-analyst]\n",
+                nmc_node::console::users::hash_password("chart-analyst-pass").unwrap()
+            ),
+        ),
     ]
     .into_iter()
     .fold(Secrets::new(), |mut all, (s, k, v)| {
@@ -575,5 +594,104 @@ async fn nodes_run_the_configuration_the_chart_renders() {
         [("Wrong password (chart inline rule)".to_owned(), pushed)],
         "exactly the inline rule's alert, from the pushed pack"
     );
+
+    // The console: the Deployment's container as rendered (its configuration rewritten only
+    // for loopback), as the admin identity, signing in with the users file of its Secret.
+    let dep = find(&docs, "Deployment", "nmc-console");
+    let cpod = &dep["spec"]["template"]["spec"];
+    let ccontainer = &cpod["containers"][0];
+    let cdir = base.join("console");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let mounted = mounts(cpod, ccontainer, &docs, &secrets, &cdir);
+    let (_, config_dir) = mounted
+        .iter()
+        .find(|(m, _)| m == "/etc/nmc-console")
+        .expect("the console's ConfigMap is mounted at /etc/nmc-console");
+    let mut ccfg: toml::Table = std::fs::read_to_string(config_dir.join("console.toml"))
+        .unwrap()
+        .parse()
+        .expect("the rendered console.toml is TOML");
+    let console_port = free_port();
+    ccfg.insert("nats_url".into(), nats.url.clone().into());
+    let section = ccfg["console"].as_table().unwrap().clone();
+    let mut section = section;
+    section.insert("listen".into(), format!("127.0.0.1:{console_port}").into());
+    section.insert(
+        "data_dir".into(),
+        cdir.join("index").display().to_string().into(),
+    );
+    if let Some(u) = section.get("users_file").and_then(|u| u.as_str()) {
+        let local = local_path(u, &mounted, &bundled);
+        section.insert("users_file".into(), local.into());
+    }
+    ccfg.insert("console".into(), section.into());
+    std::fs::write(
+        config_dir.join("..data/console.toml"),
+        toml::to_string(&ccfg).unwrap(),
+    )
+    .unwrap();
+    let cargs: Vec<String> = strings(&ccontainer["args"])
+        .iter()
+        .map(|a| local_path(a, &mounted, &bundled))
+        .collect();
+    assert_eq!(cargs[..2], ["console", "serve"]);
+    let cenv = environment(ccontainer, "nmc-console-x", &secrets, &mounted, &bundled);
+    let _console = Proc::start(&cargs, &cenv, cdir.join("console.log"));
+    let curl = format!("http://127.0.0.1:{console_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http_get(&format!("{curl}/readyz")).await, Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let web = reqwest::Client::new();
+    let login = web
+        .post(format!("{curl}/api/login"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"user": "analyst@ncsoc.example", "password": "chart-analyst-pass"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let get = |path: &str| {
+        let req = web
+            .get(format!("{curl}{path}"))
+            .header("Cookie", cookie.clone());
+        async move {
+            let text = req.send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
+        }
+    };
+    let overview = get("/api/overview").await;
+    let mut shown: Vec<&str> = overview["forces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["force"].as_str().unwrap())
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["cumbria", "essex", "kent"], "{overview}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = get("/api/alerts").await;
+        if page["entries"][0]["alert"]["rule"]["title"] == "Wrong password (chart inline rule)" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console never showed the alert: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(nodes);
 }
