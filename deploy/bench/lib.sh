@@ -24,6 +24,12 @@ force_list() {
   echo cumbria kent metropolitan west-midlands essex sussex gwent durham dorset surrey | tr ' ' '\n' | head -n "$1" | paste -sd,
 }
 
+# The first N of the 43 territorial forces of England and Wales (shared/src/force.rs),
+# comma-separated.
+territorial_forces() {
+  grep -oE '^    t\("[a-z-]+"' shared/src/force.rs | sed 's/.*"\(.*\)"/\1/' | head -n "$1" | paste -sd,
+}
+
 # Starts a fresh nats-server (store in $work/nats-NAME); sets NMC_NATS_URL and nats_pid.
 start_nats() {
   local port

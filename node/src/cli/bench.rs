@@ -5,11 +5,13 @@
 //! The last event of every force is a probe, and a force is processed in stream order, so when
 //! every probe has alerted, every event has been applied.
 //!
-//! Phases: `all` (default) publishes while the node runs and reports end-to-end events/s,
-//! event-to-alert latency, and the publish-only rate of the same run as the baseline. `publish`
-//! only publishes (into a stopped node's backlog); `drain` then waits, from its own start, for
-//! all probe alerts: started together with the node, it measures the node's processing rate
-//! alone.
+//! Phases: `all` (default) publishes while the node runs (as fast as it can, or at `--rate`)
+//! and reports end-to-end events/s, event-to-alert latency, and the publish-only rate of the
+//! same run as the baseline. `publish` only publishes (into a stopped node's backlog); `drain`
+//! then waits, from its own start, for all probe alerts: started together with the node, it
+//! measures the node's processing rate alone. `floor` reads the whole of `NMC_EVENTS` with a
+//! bare ordered consumer that only counts the messages: the rate no node can beat on this
+//! machine, the JetStream floor a drain is compared with.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,6 +42,8 @@ pub enum Phase {
     Publish,
     /// Wait for every probe alert, timing from this command's start.
     Drain,
+    /// Read every message of `NMC_EVENTS` with a bare ordered consumer and count them.
+    Floor,
 }
 
 /// Arguments of `nmc bench`.
@@ -65,6 +69,9 @@ pub struct BenchArgs {
     /// Which part to run.
     #[arg(long, value_enum, default_value = "all")]
     phase: Phase,
+    /// Publish at this many events/s (0: as fast as the server acknowledges).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -177,6 +184,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let client = args.nats.connect("nmc bench").await?;
     let js = jetstream::new(client);
+    if args.phase == Phase::Floor {
+        return floor(&js, Duration::from_secs(args.timeout)).await;
+    }
     let plan = plan(&args)?;
     let total = plan.len();
     let probes = plan.iter().filter(|p| p.2).count();
@@ -224,7 +234,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             sent_at.insert(ack.sequence, t);
         }
     };
-    for (subj, payload, probe) in plan {
+    for (i, (subj, payload, probe)) in plan.into_iter().enumerate() {
+        if args.rate > 0 && i % 64 == 0 {
+            // Paced: message i is due i/rate seconds after the start.
+            let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let tag = probe.then(Instant::now);
         pipe.send(subj, payload, tag, &mut done).await?;
     }
@@ -268,9 +283,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "end_to_end_seconds": e2e,
         "end_to_end_events_per_sec": e2e.map(|s| total as f64 / s),
         "ratio_to_publish_baseline": e2e.map(|s| published / s),
+        "rate": args.rate,
         "latency_ms": {
             "p50": percentile(&lat, 0.50),
             "p99": percentile(&lat, 0.99),
+            "p999": percentile(&lat, 0.999),
             "max": lat.last().copied(),
             "samples": lat.len(),
         },
@@ -283,5 +300,47 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             args.timeout
         );
     }
+    Ok(())
+}
+
+/// The `floor` phase: reads every message `NMC_EVENTS` holds now with an ordered consumer that
+/// only counts them, and reports the rate.
+async fn floor(js: &jetstream::Context, timeout: Duration) -> Result<()> {
+    let mut stream = crate::bus::provision::open_stream(js, subject::EVENTS_STREAM).await?;
+    let total = stream.info().await?.state.messages;
+    if total == 0 {
+        bail!("NMC_EVENTS is empty: run `nmc bench --phase publish` first");
+    }
+    let started = Instant::now();
+    let mut reader = bus::ordered_reader(
+        &stream,
+        subject::EVENTS_ALL.to_owned(),
+        DeliverPolicy::All,
+        false,
+    )
+    .await?;
+    let mut read = 0u64;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while read < total {
+        match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Some(Ok(_))) => read += 1,
+            Ok(Some(Err(e))) => bail!("reading NMC_EVENTS: {e}"),
+            Ok(None) => break,
+            Err(_) => bail!(
+                "only {read} of {total} messages read within {}s",
+                timeout.as_secs()
+            ),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "phase": "floor",
+            "events": read,
+            "floor_seconds": secs,
+            "floor_events_per_sec": read as f64 / secs,
+        })
+    );
     Ok(())
 }

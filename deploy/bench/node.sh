@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# One release `nmc node` on this machine, measured as the issue "A node at 100,000 events/s"
+# asks: the identity pack plus every SigmaHQ rule for the cloud sources (and the bench probe
+# rule), FORCES forces, generated Entra ID sign-ins. Each measurement on a fresh JetStream:
+#   1. drain: a backlog of EVENTS published with the node stopped, read once by a bare ordered
+#      consumer that only counts (`nmc bench --phase floor`: the JetStream floor), then drained
+#      by the node (`--phase drain`); ratio = drain / floor, both from the same backlog;
+#   2. live: EVENTS/2 published at 70% of the drain rate while the node runs; event-to-alert
+#      latency of the probes (p50, p99, p99.9);
+#   3. recovery: the node SIGKILLed while it drains a backlog, then restarted; seconds from the
+#      restart until it is past where it was when killed (restore plus replay);
+#   4. idle forces: resident memory of a node holding FORCES idle forces against one holding
+#      none, per force.
+# The last line printed is one JSON object with the figures:
+#   {"drain_eps", "floor_eps", "ratio", "p50_ms", "p99_ms", "p999_ms", "recovery_s", "idle_force_mib"}
+#
+#   deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
+set -euo pipefail
+events=${1:-400000}
+nforces=${2:-43}
+# shellcheck source=deploy/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+forces=$(territorial_forces "$nforces")
+sigma=../shared/datasets/sigma/rules/cloud
+[ -d "$sigma" ] || { echo "node.sh: $sigma (SigmaHQ's cloud rules) is missing" >&2; exit 1; }
+rules="deploy/rules/identity,deploy/rules/bench,$sigma"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_node NAME FORCES: a node with its own data dir and HTTP port; sets node_pid, node_http.
+start_node() {
+  node_http="127.0.0.1:$(free_port)"
+  NMC_HTTP_LISTEN="$node_http" NMC_NODE_ID="bench" NMC_DATA_DIR="$work/node-$1" NMC_FORCES="$2" \
+    NMC_RULES_DIRS="$rules" NMC_LOG=warn "$nmc" node >>"$work/node-$1.log" 2>&1 &
+  node_pid=$!
+  pids+=($node_pid)
+}
+
+# status FIELD: from the node's /api/v1/status, `ready`, `held` (forces held), `cursor` (the sum
+# of their cursors: last applied NMC_EVENTS sequences) or `lag` (the sum of the messages they
+# have still to read); "-" while it does not answer.
+status() {
+  python3 - "$node_http" "$1" <<'PY' 2>/dev/null || echo -
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/api/v1/status", timeout=1))
+print({"ready": int(bool(s["ready"])), "held": len(s["forces"]),
+       "cursor": sum(f["cursor"] for f in s["forces"]),
+       "lag": sum(f["lag"] for f in s["forces"])}[sys.argv[2]])
+PY
+}
+
+# wait_held N: until the node is ready and holds N forces (60 s at most).
+wait_held() {
+  for _ in $(seq 600); do
+    [ "$(status ready)" = 1 ] && [ "$(status held)" = "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "node.sh: the node did not become ready with $1 forces" >&2
+  tail -20 "$work"/node-*.log >&2
+  exit 1
+}
+
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
+
+# 0. Streams and buckets, forces onboarded: a node started once and stopped.
+setup() {
+  start_nats "$1"
+  start_node "setup-$1" "$forces"
+  wait_held "$nforces"
+  kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+}
+
+# 1. drain against the floor
+setup drain
+"$nmc" bench --phase publish --forces "$forces" --events "$events" >"$work/publish.json"
+"$nmc" bench --phase floor --forces "$forces" >"$work/floor.json"
+"$nmc" bench --phase drain --forces "$forces" --events "$events" >"$work/drain.json" &
+drain=$!
+start_node drain "$forces"
+wait "$drain"
+kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+floor_eps=$(json_field floor_events_per_sec <"$work/floor.json")
+drain_eps=$(json_field drain_events_per_sec <"$work/drain.json")
+echo "drain: $(cat "$work/drain.json")"
+echo "floor: $(cat "$work/floor.json")"
+
+# 2. live at 70% of the drain rate
+setup live
+start_node live "$forces"
+wait_held "$nforces"
+rate=$(python3 -c "print(int($drain_eps * 0.7))")
+# A probe every 100 events per force: enough samples for the 99.9th percentile.
+"$nmc" bench --forces "$forces" --events "$((events / 2))" --rate "$rate" --probe-every 100 \
+  >"$work/live.json"
+kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+echo "live: $(cat "$work/live.json")"
+
+# 3. recovery after a SIGKILL mid-drain: killed a second after it started making progress,
+# recovered when its cursors are past where they were at the kill (or nothing is left to read).
+setup recovery
+"$nmc" bench --phase publish --forces "$forces" --events "$events" >/dev/null
+start_node recovery "$forces"
+wait_held "$nforces"
+for _ in $(seq 3000); do c=$(status cursor); [ "$c" != - ] && [ "$c" -gt 0 ] && break; sleep 0.02; done
+sleep 1
+at_kill=$(status cursor)
+left=$(status lag)
+kill -KILL "$node_pid"; wait "$node_pid" 2>/dev/null || true
+restarted=$EPOCHREALTIME
+start_node recovery "$forces"
+recovery_s=
+for _ in $(seq 6000); do
+  c=$(status cursor)
+  if [ "$c" != - ] && [ "$(status held)" = "$nforces" ] && { [ "$c" -gt "$at_kill" ] || [ "$(status lag)" = 0 ]; }; then
+    recovery_s=$(awk -v a="$restarted" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f\n", b - a }')
+    break
+  fi
+  sleep 0.02
+done
+kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+echo "recovery: killed at cursor sum $at_kill with $left messages left, past it again ${recovery_s:-never} s after the restart"
+
+# 4. idle forces: memory of a node holding the forces idle, against one holding none
+start_nats idle0
+start_node idle0 ""
+wait_held 0
+sleep 3
+rss0=$(rss_mib "$node_pid")
+kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+start_nats idle
+start_node idle "$forces"
+wait_held "$nforces"
+sleep 3
+rssn=$(rss_mib "$node_pid")
+kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+echo "idle: $rss0 MiB with no force, $rssn MiB with $nforces idle forces"
+
+python3 - "$drain_eps" "$floor_eps" "$work/live.json" "${recovery_s:-null}" "$rss0" "$rssn" "$nforces" <<'PY'
+import json, sys
+drain, floor = float(sys.argv[1]), float(sys.argv[2])
+live = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1])
+lat = live["latency_ms"]
+rec = None if sys.argv[4] == "null" else float(sys.argv[4])
+rss0, rssn, n = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+print(json.dumps({
+    "drain_eps": round(drain), "floor_eps": round(floor), "ratio": round(drain / floor, 3),
+    "p50_ms": round(lat["p50"], 2), "p99_ms": round(lat["p99"], 2), "p999_ms": round(lat["p999"], 2),
+    "recovery_s": rec, "idle_force_mib": round((rssn - rss0) / n, 3),
+}))
+PY
