@@ -671,7 +671,17 @@ mod tests {
         let all = idx.open_counts(&Scope::All).unwrap();
         assert_eq!(all.len(), 3, "{all:?}");
         drop(idx);
-        let again = AlertIndex::open(dir.path()).unwrap();
+        // sled releases its file lock when its background threads let go, shortly after.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let again = loop {
+            match AlertIndex::open(dir.path()) {
+                Ok(i) => break i,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e:#}"),
+            }
+        };
         assert_eq!(
             again.open_counts(&Scope::All).unwrap(),
             all,
