@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use harness::alerts::{alert_of, publish_alerts};
+use harness::alerts::{alert_of, publish_alerts, spread};
 use harness::*;
 use nmc_shared::alert::Level;
 use serde_json::{Value, json};
@@ -173,16 +173,24 @@ impl Client {
         (status, headers, resp.text().await.unwrap())
     }
 
+    /// `POST /api/login` with a user name and password.
+    async fn post_login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.send(
+            reqwest::Method::POST,
+            "/api/login",
+            Some(json!({"user": user, "password": password})),
+            false,
+        )
+        .await
+    }
+
     async fn login(base: &str, user: &str, password: &str) -> Client {
         let mut c = Client::new(base);
-        let (status, body, headers) = c
-            .send(
-                reqwest::Method::POST,
-                "/api/login",
-                Some(json!({"user": user, "password": password})),
-                false,
-            )
-            .await;
+        let (status, body, headers) = c.post_login(user, password).await;
         assert_eq!(status, 200, "{body}");
         let set = headers
             .get("set-cookie")
@@ -237,14 +245,7 @@ async fn each_principal_sees_and_changes_only_what_is_theirs() {
         ("nobody@ncsoc.example", "nobody-pass"),
         ("ghost", "x"),
     ] {
-        let (status, _, _) = anonymous
-            .send(
-                reqwest::Method::POST,
-                "/api/login",
-                Some(json!({"user": user, "password": password})),
-                false,
-            )
-            .await;
+        let (status, _, _) = anonymous.post_login(user, password).await;
         assert_eq!(status, 401, "{user}");
     }
 
@@ -842,33 +843,11 @@ async fn console_http_times() {
         dir,
         node: _node,
     } = Backend::start(&[], vec![]).await;
-    let forces: Vec<&str> = nmc_shared::force::FORCES
-        .iter()
-        .map(|f| f.id)
-        .take(43)
-        .collect();
-    let levels = [
-        Level::Low,
-        Level::Medium,
-        Level::Medium,
-        Level::High,
-        Level::Critical,
-    ];
     let total = 100_000u64;
     let started = Instant::now();
     let mut ids = Vec::new();
     for chunk in (0..total).collect::<Vec<_>>().chunks(5_000) {
-        let batch: Vec<_> = chunk
-            .iter()
-            .map(|&n| {
-                let mut a = alert_of(forces[(n % 43) as usize], levels[(n % 5) as usize], n);
-                a.group.insert(
-                    "IPAddress".into(),
-                    format!("198.51.{}.{}", n / 256 % 256, n % 256),
-                );
-                a
-            })
-            .collect();
+        let batch: Vec<_> = chunk.iter().map(|&n| spread(n)).collect();
         ids.extend(batch.iter().map(|a| (a.id, a.force.to_string())));
         publish_alerts(&js, &batch).await;
     }

@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::alerts::{alert_of, publish_alerts};
+use harness::alerts::{alert_of, publish_alerts, spread};
 use harness::*;
 use nmc_node::console::{
     follow,
@@ -152,26 +152,10 @@ async fn the_index_follows_the_streams_is_scoped_per_force_and_is_rebuilt_the_sa
 async fn index_query_times() {
     let dir = tempfile::tempdir().unwrap();
     let index = AlertIndex::open(dir.path()).unwrap();
-    let forces: Vec<&str> = nmc_shared::force::FORCES
-        .iter()
-        .map(|f| f.id)
-        .take(43)
-        .collect();
-    let levels = [
-        Level::Low,
-        Level::Medium,
-        Level::Medium,
-        Level::High,
-        Level::Critical,
-    ];
     let started = Instant::now();
     let mut ids = Vec::new();
     for n in 0..100_000u64 {
-        let mut a = alert_of(forces[(n % 43) as usize], levels[(n % 5) as usize], n);
-        a.group.insert(
-            "IPAddress".into(),
-            format!("198.51.{}.{}", n / 256 % 256, n % 256),
-        );
+        let a = spread(n);
         ids.push(a.id);
         index.put_alert(n + 1, n as i64 * 1000, a).unwrap();
     }

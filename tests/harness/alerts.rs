@@ -52,6 +52,25 @@ pub fn alert_of(force: &str, level: Level, n: u64) -> Alert {
     }
 }
 
+/// Alert `n` of the console benchmarks' 100,000: over the first 43 forces of the registry, a
+/// mix of levels, a distinct source address in its group.
+pub fn spread(n: u64) -> Alert {
+    let levels = [
+        Level::Low,
+        Level::Medium,
+        Level::Medium,
+        Level::High,
+        Level::Critical,
+    ];
+    let force = nmc_shared::force::FORCES[(n % 43) as usize].id;
+    let mut a = alert_of(force, levels[(n % 5) as usize], n);
+    a.group.insert(
+        "IPAddress".into(),
+        format!("198.51.{}.{}", n / 256 % 256, n % 256),
+    );
+    a
+}
+
 /// Publishes alerts as a node does (subject of force and level, message id = alert id).
 pub async fn publish_alerts(js: &jetstream::Context, alerts: &[Alert]) {
     let mut acks = Vec::new();

@@ -487,6 +487,28 @@ impl Drop for Node {
     }
 }
 
+/// Spawns `cmd` (stdout piped, stderr to `log`) and waits for its first line, which must be
+/// `ready` (the test servers' handshake); `what` names it in the failure.
+pub fn spawn_ready(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "{what} did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    child
+}
+
 /// What the console's tests run against: NATS, and one node (`node-a`, onboarding `forces`,
 /// running `rules`) that has provisioned the streams and buckets.
 pub struct Backend {

@@ -1,7 +1,6 @@
 //! The console's OpenID Connect test set-up: a real provider (npm oidc-provider,
 //! tests/console/oidc_provider.mjs) and `nmc console serve` signing in through it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -38,25 +37,15 @@ pub fn provider(dir: &Path, port: u16, console: &str, accounts: Value) -> Killed
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/console/oidc_provider.mjs");
-    let mut child = Command::new("node")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--config"])
-        .arg(&config)
-        .arg("--exit-on-stdin-close")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("oidc.log")).unwrap())
-        .spawn()
-        .expect("node (Node.js 20) with tests/console's npm packages (.ci/install-tools)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "{}",
-        std::fs::read_to_string(dir.join("oidc.log")).unwrap_or_default()
+    let child = super::spawn_ready(
+        Command::new("node")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--config"])
+            .arg(&config)
+            .arg("--exit-on-stdin-close")
+            .stdin(Stdio::piped()),
+        &dir.join("oidc.log"),
+        "the OpenID Connect provider (Node.js 20 with tests/console's npm packages)",
     );
     Killed(child)
 }

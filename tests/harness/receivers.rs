@@ -1,9 +1,8 @@
 //! The notification receivers of `tests/notify_receivers.py` as test handles: a real SMTP
 //! server (aiosmtpd) and a webhook receiver that checks nmc's signatures. Killed on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,24 +13,11 @@ fn script() -> PathBuf {
 
 /// Starts the receiver with `args` and waits for its `ready` line.
 fn spawn(args: &[String], log: &Path) -> Child {
-    let mut child = Command::new("python3")
-        .arg(script())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("python3 (the venv of .ci/install-tools, with aiosmtpd) on PATH");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "receiver {args:?} did not start: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    child
+    super::spawn_ready(
+        Command::new("python3").arg(script()).args(args),
+        log,
+        &format!("receiver {args:?} (python3 of .ci/install-tools' venv, with aiosmtpd)"),
+    )
 }
 
 fn stop(child: &mut Child) {

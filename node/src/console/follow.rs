@@ -23,13 +23,23 @@ use crate::bus::{self, provision};
 /// Follows `NMC_ALERTS` into the index forever (restarting after errors); `reading` says
 /// whether it is reading the stream now (readiness).
 pub async fn alerts(js: jetstream::Context, index: AlertIndex, reading: Arc<Following>) {
+    let flag = &reading.alerts;
+    restarting("NMC_ALERTS", flag, || alerts_once(&js, &index, flag)).await
+}
+
+/// Runs `once` again a second after it ends or fails, forever, clearing `flag` in between.
+async fn restarting<F, Fut>(what: &str, flag: &AtomicBool, mut once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     loop {
-        let r = alerts_once(&js, &index, &reading.alerts).await;
-        Following::set(&reading.alerts, false);
+        let r = once().await;
+        Following::set(flag, false);
         if let Err(e) = r {
             warn!(
                 error = format!("{e:#}"),
-                "following NMC_ALERTS failed; restarting in 1s"
+                "following {what} failed; restarting in 1s"
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -73,17 +83,8 @@ pub async fn alerts_once(
 
 /// Follows `NMC_ALERT_STATES` into the index forever (restarting after errors).
 pub async fn states(js: jetstream::Context, index: AlertIndex, reading: Arc<Following>) {
-    loop {
-        let r = states_once(&js, &index, &reading.states).await;
-        Following::set(&reading.states, false);
-        if let Err(e) = r {
-            warn!(
-                error = format!("{e:#}"),
-                "following the alert states failed; restarting in 1s"
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let flag = &reading.states;
+    restarting("the alert states", flag, || states_once(&js, &index, flag)).await
 }
 
 /// The latest state of every alert, then every change.

@@ -306,27 +306,32 @@ impl AlertIndex {
 
     /// Records an alert's lifecycle (before or after its alert is indexed).
     pub fn set_state(&self, id: Uuid, state: &Lifecycle) -> Result<()> {
+        let bytes = encode(state)?;
         let mut open = self.open.lock().expect("open counts");
-        let old = self.states.insert(id.as_bytes(), encode(state)?)?;
+        let old = self.states.insert(id.as_bytes(), bytes.as_slice())?;
         let (was, is) = (is_closed(old.as_deref())?, state.state == State::Closed);
+        let notify = self.changes.receiver_count() > 0 && old.as_deref() != Some(bytes.as_slice());
+        // The alert (once indexed) for its force and level: the counts and the live views.
+        let alert = if was != is || notify {
+            self.get(id, &Scope::All)?.map(|e| e.alert)
+        } else {
+            None
+        };
         if was != is
-            && let Some(e) = self.get(id, &Scope::All)?
+            && let Some(a) = &alert
         {
             let n = open
-                .entry(e.alert.force)
+                .entry(a.force.clone())
                 .or_default()
-                .entry(e.alert.rule.level)
+                .entry(a.rule.level)
                 .or_default();
             *n = if is { n.saturating_sub(1) } else { *n + 1 };
         }
         drop(open);
-        if self.changes.receiver_count() > 0
-            && old.as_deref() != Some(encode(state)?.as_slice())
-            && let Some(e) = self.get(id, &Scope::All)?
-        {
+        if notify && let Some(a) = alert {
             let _ = self.changes.send(Change::State {
                 id,
-                force: e.alert.force,
+                force: a.force,
                 state: state.clone(),
             });
         }

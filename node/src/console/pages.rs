@@ -455,7 +455,14 @@ fn severity(l: Level) -> u8 {
     }
 }
 
-async fn queue_ctx(shared: &Shared, s: &Session, q: &QueueQuery) -> Result<Value, HttpResponse> {
+/// The queue's context; `whole`: the page (with the force choices of its filter form), else
+/// only its rows (the live refresh).
+async fn queue_ctx(
+    shared: &Shared,
+    s: &Session,
+    q: &QueueQuery,
+    whole: bool,
+) -> Result<Value, HttpResponse> {
     let query = q.query().map_err(|e| {
         failure(
             Some(s),
@@ -476,7 +483,9 @@ async fn queue_ctx(shared: &Shared, s: &Session, q: &QueueQuery) -> Result<Value
         page.entries
             .sort_by_key(|e| (severity(e.alert.rule.level), std::cmp::Reverse(e.seq)));
     }
-    let choices: Vec<String> = if s.who.admin || s.who.analyst {
+    let choices: Vec<String> = if !whole {
+        Vec::new()
+    } else if s.who.admin || s.who.analyst {
         crate::cluster::onboarding::list(&shared.buckets.forces)
             .await
             .map(|m| m.keys().map(|f| f.to_string()).collect())
@@ -504,7 +513,7 @@ pub async fn queue(
     q: web::Query<QueueQuery>,
 ) -> HttpResponse {
     let s = signed_in!(req, shared);
-    match queue_ctx(&shared, &s, &q).await {
+    match queue_ctx(&shared, &s, &q, true).await {
         Ok(ctx) => render(StatusCode::OK, "queue.html", ctx),
         Err(r) => r,
     }
@@ -519,7 +528,7 @@ pub async fn queue_rows(
     let Some(s) = session_of(&req, &shared) else {
         return HttpResponse::Unauthorized().finish();
     };
-    match queue_ctx(&shared, &s, &q).await {
+    match queue_ctx(&shared, &s, &q, false).await {
         Ok(ctx) => render(StatusCode::OK, "queue_rows.html", ctx),
         Err(r) => r,
     }

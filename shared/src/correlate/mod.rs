@@ -199,6 +199,20 @@ enum Released<'a> {
     Buffered(&'a Pending),
 }
 
+/// The (correlation, input position) pairs the detection rules `matched` feed, sorted and
+/// unique, into `out` (cleared first).
+fn direct_inputs(rules: &RuleSet, matched: &[usize], out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    for &r in matched {
+        for &c in rules.correlations_of(r) {
+            let corr = &rules.correlations()[c];
+            out.extend(corr.positions_of(Input::Rule(r)).map(|pos| (c, pos)));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+}
+
 /// An event made ready for correlation by [`ForceState::prepare`]: its time and sequence, the
 /// detection rules it matched, and what its correlations read from it (not the event).
 #[derive(Debug)]
@@ -378,37 +392,13 @@ impl ForceState {
         matched: &[usize],
         out: &mut Vec<Alert>,
     ) {
-        let late = ev.time_ms < self.frontier_ms();
-        if self.sweep_period.is_none() {
-            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
-        }
-        self.watermark_ms = self.watermark_ms.max(ev.time_ms);
+        let at = Seen { t: ev.time_ms, seq };
+        let late = self.arrive(at.t);
+        self.emit_detections(rules, force, matched, at, out);
         let mut direct = std::mem::take(&mut self.direct_buf);
-        direct.clear();
-        for &r in matched {
-            let rule = &rules.rules()[r];
-            if rule.emits {
-                let at = Seen { t: ev.time_ms, seq };
-                let f = Firing::event(&at);
-                out.push(alert_of::alert(&rule.meta, force, "", BTreeMap::new(), &f));
-            }
-            for &c in rules.correlations_of(r) {
-                let corr = &rules.correlations()[c];
-                direct.extend(corr.positions_of(Input::Rule(r)).map(|pos| (c, pos)));
-            }
-        }
+        direct_inputs(rules, matched, &mut direct);
         if !direct.is_empty() {
-            direct.sort_unstable();
-            direct.dedup();
-            let at = Seen { t: ev.time_ms, seq };
-            // Late (applied on arrival), or it would be released at once and first: no need to
-            // buffer it.
-            let now = late || (self.pending.is_empty() && at.t <= self.frontier_ms());
-            if late {
-                self.meta.late += 1;
-                self.meta_dirty = true;
-            }
-            if now {
+            if self.at_once(at, late) {
                 self.feed(rules, force, Released::Now(at, &direct, ev), out);
             } else {
                 let mut bad = false;
@@ -424,6 +414,45 @@ impl ForceState {
         self.release(rules, force, self.frontier_ms(), out);
     }
 
+    /// Takes an event of time `t` in: starts the sweep period, moves the watermark; whether it
+    /// is late (behind the frontier it found).
+    fn arrive(&mut self, t: i64) -> bool {
+        let late = t < self.frontier_ms();
+        if self.sweep_period.is_none() {
+            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
+        }
+        self.watermark_ms = self.watermark_ms.max(t);
+        late
+    }
+
+    /// The alerts of the matched detection rules that raise their own.
+    fn emit_detections(
+        &self,
+        rules: &RuleSet,
+        force: &ForceId,
+        matched: &[usize],
+        at: Seen,
+        out: &mut Vec<Alert>,
+    ) {
+        for &r in matched {
+            let rule = &rules.rules()[r];
+            if rule.emits {
+                let f = Firing::event(&at);
+                out.push(alert_of::alert(&rule.meta, force, "", BTreeMap::new(), &f));
+            }
+        }
+    }
+
+    /// Whether an event feeding correlations is fed at once rather than buffered: late (applied
+    /// on arrival, and counted), or it would be released at once and first.
+    fn at_once(&mut self, at: Seen, late: bool) -> bool {
+        if late {
+            self.meta.late += 1;
+            self.meta_dirty = true;
+        }
+        late || (self.pending.is_empty() && at.t <= self.frontier_ms())
+    }
+
     /// What [`ForceState::apply_prepared`] needs of event `ev` (sequence `seq`) whose matching
     /// detection rules are `matched`: its time, the rules, and what its correlations read from
     /// it. Pure, so callers may run it on the thread that parsed the event and drop the event
@@ -432,16 +461,9 @@ impl ForceState {
     pub fn prepare(rules: &RuleSet, seq: u64, ev: &Event, matched: Vec<usize>) -> PreparedEvent {
         let at = Seen { t: ev.time_ms, seq };
         let mut direct = Vec::new();
-        for &r in &matched {
-            for &c in rules.correlations_of(r) {
-                let corr = &rules.correlations()[c];
-                direct.extend(corr.positions_of(Input::Rule(r)).map(|pos| (c, pos)));
-            }
-        }
+        direct_inputs(rules, &matched, &mut direct);
         let (mut pending, mut bad) = (None, false);
         if !direct.is_empty() {
-            direct.sort_unstable();
-            direct.dedup();
             pending = Some(Pending::read(rules, at, direct, ev, &mut bad));
         }
         PreparedEvent {
@@ -462,24 +484,10 @@ impl ForceState {
         out: &mut Vec<Alert>,
     ) {
         let at = ev.at;
-        let late = at.t < self.frontier_ms();
-        if self.sweep_period.is_none() {
-            self.sweep_period = Some(self.frontier_ms().div_euclid(SWEEP_EVERY_MS));
-        }
-        self.watermark_ms = self.watermark_ms.max(at.t);
-        for &r in &ev.matched {
-            let rule = &rules.rules()[r];
-            if rule.emits {
-                let f = Firing::event(&at);
-                out.push(alert_of::alert(&rule.meta, force, "", BTreeMap::new(), &f));
-            }
-        }
+        let late = self.arrive(at.t);
+        self.emit_detections(rules, force, &ev.matched, at, out);
         if let Some(p) = ev.pending {
-            let now = late || (self.pending.is_empty() && at.t <= self.frontier_ms());
-            if late {
-                self.meta.late += 1;
-                self.meta_dirty = true;
-            }
+            let now = self.at_once(at, late);
             if ev.bad {
                 self.count_bad_value();
             }
