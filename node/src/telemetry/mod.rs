@@ -139,7 +139,28 @@ pub fn init(default_filter: &str) -> Result<Telemetry> {
         .with(json)
         .with(otel)
         .try_init()?;
+    // `try_init` bridges the `log` crate at its most verbose level: every trace record of sled
+    // (several per write) then costs a dispatch. Only what the log filter keeps need cross (the
+    // OpenTelemetry layer takes nmc's own spans, never `log` records).
+    log::set_max_level(as_log(
+        EnvFilter::new(&filter)
+            .max_level_hint()
+            .unwrap_or(tracing::level_filters::LevelFilter::TRACE),
+    ));
     Ok(Telemetry { tracer })
+}
+
+/// The `log` level that lets through what `filter` keeps.
+fn as_log(filter: tracing::level_filters::LevelFilter) -> log::LevelFilter {
+    use tracing::level_filters::LevelFilter as T;
+    match filter {
+        T::OFF => log::LevelFilter::Off,
+        T::ERROR => log::LevelFilter::Error,
+        T::WARN => log::LevelFilter::Warn,
+        T::INFO => log::LevelFilter::Info,
+        T::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 impl Telemetry {
