@@ -40,7 +40,8 @@ pub enum Phase {
     All,
     /// Publish only.
     Publish,
-    /// Wait for every probe alert, timing from this command's start.
+    /// Wait for every probe alert of a backlog published before (same `--events`, `--forces`
+    /// and `--probe-every`), timing the node from its first alert to the last probe alert.
     Drain,
     /// Read every message of `NMC_EVENTS` with a bare ordered consumer and count them.
     Floor,
@@ -123,6 +124,10 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
             };
             evs.push((Bytes::from(serde_json::to_vec(&e)?), probe));
         }
+        debug_assert_eq!(
+            evs.iter().filter(|e| e.1).count(),
+            probes_per_force(per_force, args.probe_every)
+        );
         streams.push((subject::events(force, SourceKind::EntraSignin), evs));
     }
     let longest = streams.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
@@ -140,13 +145,25 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
 /// Arrival time of each probe alert, by the probe's stream sequence.
 type Arrivals = Rc<RefCell<HashMap<u64, Instant>>>;
 
-/// Follows the alert stream and records probe alerts until `probes` have arrived.
+/// Probes among `per_force` events of a force, one every `every` and the last.
+fn probes_per_force(per_force: usize, every: usize) -> usize {
+    let every = every.max(1);
+    per_force.div_ceil(every)
+}
+
+/// Follows the alert stream and records probe alerts until `probes` have arrived, and when
+/// the first alert of any kind arrived.
 async fn listen(
     js: &jetstream::Context,
     from_start: bool,
     probes: usize,
-) -> Result<(Arrivals, tokio::task::JoinHandle<()>)> {
+) -> Result<(
+    Arrivals,
+    Rc<std::cell::OnceCell<Instant>>,
+    tokio::task::JoinHandle<()>,
+)> {
     let arrivals: Arrivals = Rc::default();
+    let first: Rc<std::cell::OnceCell<Instant>> = Rc::default();
     let stream = crate::bus::provision::open_stream(js, ALERTS_STREAM).await?;
     let deliver = if from_start {
         DeliverPolicy::All
@@ -154,10 +171,11 @@ async fn listen(
         DeliverPolicy::New
     };
     let mut alerts = bus::ordered_reader(&stream, ALERTS_ALL.to_owned(), deliver, false).await?;
-    let arr = arrivals.clone();
+    let (arr, first_alert) = (arrivals.clone(), first.clone());
     let task = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = alerts.next().await {
             let now = Instant::now();
+            let _ = first_alert.set(now);
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
                 continue;
             };
@@ -173,7 +191,7 @@ async fn listen(
             }
         }
     });
-    Ok((arrivals, task))
+    Ok((arrivals, first, task))
 }
 
 /// Runs `nmc bench`.
@@ -187,19 +205,23 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.phase == Phase::Floor {
         return floor(&js, Duration::from_secs(args.timeout)).await;
     }
-    let plan = plan(&args)?;
-    let total = plan.len();
-    let probes = plan.iter().filter(|p| p.2).count();
     let deadline = Duration::from_secs(args.timeout);
 
     if args.phase == Phase::Drain {
-        let (arrivals, task) = listen(&js, true, probes).await?;
+        // Not generated again: this command runs beside the node it measures.
+        let per_force = args.events / args.forces.len();
+        let total = per_force * args.forces.len();
+        let probes = probes_per_force(per_force, args.probe_every) * args.forces.len();
+        let (arrivals, first, task) = listen(&js, true, probes).await?;
         let _ = tokio::time::timeout(deadline, task).await;
         let arrivals = arrivals.borrow();
-        let secs = arrivals
-            .values()
-            .max()
-            .map(|l| l.duration_since(started).as_secs_f64());
+        let last = arrivals.values().max();
+        // From the node's first alert (it is processing: start-up is not drain time, and is
+        // measured as recovery) to the last probe alert (the backlog is done).
+        let secs = first
+            .get()
+            .zip(last)
+            .map(|(f, l)| l.duration_since(*f).as_secs_f64());
         println!(
             "{}",
             json!({
@@ -210,6 +232,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 "complete": arrivals.len() == probes,
                 "drain_seconds": secs,
                 "drain_events_per_sec": secs.map(|s| total as f64 / s),
+                "wall_seconds": last.map(|l| l.duration_since(started).as_secs_f64()),
             })
         );
         if arrivals.len() != probes {
@@ -222,6 +245,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
 
+    let plan = plan(&args)?;
+    let total = plan.len();
+    let probes = plan.iter().filter(|p| p.2).count();
     let listener = match args.phase {
         Phase::All => Some(listen(&js, false, probes).await?),
         _ => None,
@@ -245,7 +271,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     pipe.finish(&mut done).await?;
     let published = started.elapsed().as_secs_f64();
-    let Some((arrivals, task)) = listener else {
+    let Some((arrivals, _, task)) = listener else {
         println!(
             "{}",
             json!({
