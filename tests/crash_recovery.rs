@@ -141,3 +141,92 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     drop(node);
     assert_eq!(cursors(&data, &forces), last_seqs, "every event applied");
 }
+
+/// Alerts go out before the state that raised them is committed: a node that never commits
+/// (interval and quiet time of a minute) publishes every alert, is killed with nothing
+/// committed, and its successor replays the whole stream and raises the same alerts again,
+/// which `NMC_ALERTS` drops as duplicates. A graceful stop then commits.
+#[tokio::test]
+async fn alerts_published_before_their_commit_are_raised_again_and_dropped_after_a_crash() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let rules = vec![rules_dir("identity")];
+    let spec = NodeSpec {
+        id: "node-a".into(),
+        forces: vec!["kent".into()],
+        rules: rules.clone(),
+        env: vec![
+            ("NMC_COMMIT_INTERVAL_MS".into(), "60000".into()),
+            ("NMC_COMMIT_QUIET_MS".into(), "60000".into()),
+            ("NMC_BATCH_SIZE".into(), "50".into()),
+        ],
+        ..Default::default()
+    };
+    let mut node = Node::start(&nats, &data, &spec);
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_EVENTS").await;
+    let subject = "nmc.events.kent.entra_signin";
+    let lines = scenario("kent", 600, true, true, 2);
+    let seqs = publish(&js, subject, &lines).await;
+    let events: Vec<_> = seqs
+        .iter()
+        .zip(&lines)
+        .map(|(s, l)| (*s, subject.to_string(), l.clone()))
+        .collect();
+    let want = expected_alerts(&rules, "kent", &events);
+    assert!(
+        want.len() >= 3,
+        "the scenario raises alerts: {}",
+        want.len()
+    );
+    let first = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.>",
+        want.len(),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(first.len(), want.len(), "every alert published");
+    node.kill9();
+    assert_eq!(
+        cursors(&data, &["kent"]),
+        0,
+        "nothing was committed: the alerts went out first"
+    );
+
+    let mut node = Node::start(&nats, &data, &spec);
+    // The successor replays everything: its applied cursor reaches the end again.
+    wait_applied_past(
+        &js,
+        &["kent"],
+        *seqs.last().unwrap() - 1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let got = wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.>",
+        want.len(),
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await;
+    let ids: BTreeSet<_> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), got.len(), "duplicate alert on the stream");
+    let (mut got, mut want) = (alerts(&got), want);
+    got.sort_by_key(|a| a.id);
+    want.sort_by_key(|a| a.id);
+    assert_eq!(got, want, "the same alerts, once each");
+
+    // A graceful stop hands the force off: what was applied is committed first.
+    node.signal("TERM");
+    assert!(node.wait_exit(Duration::from_secs(30)).await.is_some());
+    assert_eq!(cursors(&data, &["kent"]), *seqs.last().unwrap());
+}

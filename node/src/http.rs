@@ -226,6 +226,7 @@ pub fn snapshot(status: &NodeStatus) -> serde_json::Value {
             "epoch": c.epoch(),
             "phase": c.phase(),
             "cursor": s.cursor,
+            "committed": stats.committed,
             "lag": s.lag,
             "pending": s.pending,
             "late": s.late,

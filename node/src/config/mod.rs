@@ -77,8 +77,18 @@ pub struct Config {
     pub checkpoint_interval_secs: u64,
     /// Seconds a SIGTERM'ed node has to finish batches, checkpoint and release its forces.
     pub shutdown_grace_secs: u64,
-    /// Most events applied in one sled batch.
+    /// Most events read and evaluated in one step of a force.
     pub batch_size: usize,
+    /// Milliseconds a force's applied state may run ahead of sled before it is committed (also
+    /// committed when the force goes quiet, before a handoff and before a new rule pack). A
+    /// crash replays at most this much from `NMC_EVENTS`; 0 commits after every batch.
+    pub commit_interval_ms: u64,
+    /// Milliseconds without a new event after which a force commits what it applied, before
+    /// its interval is up: a quiet force gains nothing by waiting.
+    pub commit_quiet_ms: u64,
+    /// Events after which a commit is due even within the interval (bounds the replay of a
+    /// crash during a backlog).
+    pub commit_max_events: usize,
     /// Largest accepted event payload, in bytes; larger events are dead-lettered.
     pub max_event_bytes: usize,
     /// Attempts at an event that makes rule evaluation panic before it is dead-lettered.
@@ -161,6 +171,9 @@ impl Default for Config {
             checkpoint_interval_secs: 60,
             shutdown_grace_secs: 25,
             batch_size: 500,
+            commit_interval_ms: 1000,
+            commit_quiet_ms: 100,
+            commit_max_events: 100_000,
             max_event_bytes: 256 * 1024,
             max_attempts: 3,
             workers: 0,
@@ -192,6 +205,16 @@ fn default_node_id() -> String {
 }
 
 impl Config {
+    /// `commit_interval_ms` as a duration.
+    pub fn commit_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// `commit_quiet_ms` as a duration.
+    pub fn commit_quiet(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.commit_quiet_ms)
+    }
+
     /// Loads `path` (if given) and applies `NMC_*` overrides from the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         Self::load_with_env(path, std::env::vars())
@@ -226,6 +249,15 @@ impl Config {
         if self.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
+        if self.commit_max_events == 0 {
+            bail!("commit_max_events must be at least 1");
+        }
+        if self.commit_interval_ms > 60_000 {
+            bail!(
+                "commit_interval_ms ({}) must be at most 60000: a crash replays this much of every force",
+                self.commit_interval_ms
+            );
+        }
         if self.max_attempts == 0 {
             bail!("max_attempts must be at least 1");
         }
@@ -239,11 +271,15 @@ impl Config {
             bail!("lease_ttl_secs and node_ttl_secs must be at least 2");
         }
         // A replay after a takeover re-raises the alerts of up to one checkpoint interval plus
-        // the takeover; JetStream drops them as duplicates only within its duplicate window.
-        let replay_horizon = self.checkpoint_interval_secs + 2 * self.lease_ttl_secs + 60;
+        // the takeover, and a restart those of up to one commit interval (alerts are published
+        // before their state is committed); JetStream drops them as duplicates only within its
+        // duplicate window.
+        let commit_secs = self.commit_interval_ms.div_ceil(1000);
+        let replay_horizon =
+            self.checkpoint_interval_secs + commit_secs + 2 * self.lease_ttl_secs + 60;
         if self.alerts_duplicate_window_secs < replay_horizon {
             bail!(
-                "alerts_duplicate_window_secs ({}) must be at least checkpoint_interval_secs + 2 x lease_ttl_secs + 60 s ({replay_horizon}): otherwise a takeover can publish duplicate alerts",
+                "alerts_duplicate_window_secs ({}) must be at least checkpoint_interval_secs + commit_interval_ms + 2 x lease_ttl_secs + 60 s ({replay_horizon} s): otherwise a takeover or a restart can publish duplicate alerts",
                 self.alerts_duplicate_window_secs
             );
         }
@@ -368,6 +404,22 @@ mod tests {
             .is_err(),
             "duplicate window shorter than a replay after takeover"
         );
+        // 60 s of checkpoints + 2 x 5 s of lease + 60 s fit in 180 s; a minute of uncommitted
+        // state does not (a restart re-raises its alerts).
+        let window = |commit_ms: &str| {
+            Config::load_with_env(
+                None,
+                env(&[
+                    ("NMC_ALERTS_DUPLICATE_WINDOW_SECS", "180"),
+                    ("NMC_COMMIT_INTERVAL_MS", commit_ms),
+                ]),
+            )
+        };
+        assert!(window("1000").is_ok());
+        let e = window("60000").unwrap_err().to_string();
+        assert!(e.contains("commit_interval_ms"), "{e}");
+        assert!(window("60001").is_err(), "over a minute");
+        assert!(Config::load_with_env(None, env(&[("NMC_COMMIT_MAX_EVENTS", "0")])).is_err());
     }
 
     #[test]

@@ -26,12 +26,14 @@ use crate::context::NodeContext;
 #[rtype(result = "()")]
 struct Pump;
 
-/// Asks for the force's committed state (for a periodic checkpoint); processing goes on.
+/// Asks the actor to commit and return the force's committed state (for a periodic
+/// checkpoint); processing goes on.
 #[derive(Message)]
 #[rtype(result = "anyhow::Result<Exported>")]
 pub struct Snapshot;
 
-/// Asks the actor to stop processing and hand over its committed state (rebalance, shutdown).
+/// Asks the actor to stop processing, commit and hand over its committed state (rebalance,
+/// shutdown).
 #[derive(Message)]
 #[rtype(result = "anyhow::Result<Exported>")]
 pub struct Handoff;
@@ -74,20 +76,46 @@ impl ForceActor {
         ctx.run_later(wait, |_, ctx| ctx.stop());
     }
 
-    /// The committed state, read from sled (the worker's memory equals it between steps) and
-    /// encoded on a blocking thread: atomic, so that no step commits while it is read.
-    fn export(&self) -> AtomicResponse<Self, anyhow::Result<Exported>> {
+    /// Commits what the worker applied since its last commit, then reads the committed state
+    /// from sled and encodes it on a blocking thread: atomic, so that no step runs meanwhile.
+    /// With `keep`, the worker goes on afterwards (a snapshot); without, it is dropped (a
+    /// handoff: the export is the last word of this holder).
+    fn export(&mut self, keep: bool) -> AtomicResponse<Self, anyhow::Result<Exported>> {
         let store = self.ctx.store.clone();
         let force = self.force.clone();
-        let job = tokio::task::spawn_blocking(move || -> anyhow::Result<Exported> {
-            let c = store.force(&force)?.export(&force)?;
-            Ok(Exported {
-                seq: c.seq,
-                bytes: c.to_bytes(),
-            })
-        });
-        let fut = async move { job.await.map_err(anyhow::Error::from)? };
-        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+        let mut worker = self.worker.take();
+        let fut = async move {
+            if let Some(w) = worker.as_mut() {
+                match w.commit().await {
+                    Ok(true) => {}
+                    // Fenced: the export is what sled holds, and the worker is rebuilt from it.
+                    Ok(false) => worker = None,
+                    Err(e) => {
+                        warn!(%force, error = format!("{e:#}"), "commit before export failed; exporting the last commit");
+                        worker = None;
+                    }
+                }
+            }
+            let job = tokio::task::spawn_blocking(move || -> anyhow::Result<Exported> {
+                let c = store.force(&force)?.export(&force)?;
+                Ok(Exported {
+                    seq: c.seq,
+                    bytes: c.to_bytes(),
+                })
+            });
+            (
+                worker,
+                job.await.map_err(anyhow::Error::from).and_then(|r| r),
+            )
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |(worker, exported), act, _| {
+                if keep {
+                    act.worker = worker;
+                }
+                exported
+            },
+        )))
     }
 }
 
@@ -111,7 +139,7 @@ impl Handler<Snapshot> for ForceActor {
     type Result = AtomicResponse<Self, anyhow::Result<Exported>>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
-        self.export()
+        self.export(true)
     }
 }
 
@@ -120,9 +148,8 @@ impl Handler<Handoff> for ForceActor {
 
     fn handle(&mut self, _: Handoff, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
-        self.worker = None;
         info!(force = %self.force, "force handed off: processing stopped");
-        self.export()
+        self.export(false)
     }
 }
 
@@ -160,8 +187,8 @@ impl Handler<Pump> for ForceActor {
             (worker, r)
         };
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(worker, result), act, ctx| match result {
-            Ok(Step::Idle) | Ok(Step::Committed { .. }) => {
-                if matches!(result, Ok(Step::Committed { .. })) {
+            Ok(Step::Idle) | Ok(Step::Applied { .. }) => {
+                if matches!(result, Ok(Step::Applied { .. })) {
                     act.failures = 0;
                 }
                 act.worker = Some(worker);

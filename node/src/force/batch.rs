@@ -12,7 +12,7 @@ use nmc_shared::sigma::RuleSet;
 use nmc_shared::{ForceId, Level, subject};
 
 use crate::bus::DeadLetter;
-use crate::store::{BatchCommit, OutboxEntry, Poison};
+use crate::store::{OutboxEntry, Poison};
 use crate::telemetry::metrics::BatchStats;
 
 /// One message as read from `NMC_EVENTS`.
@@ -59,8 +59,8 @@ pub struct EvalSettings {
     pub now_ms: i64,
 }
 
-/// An alert a batch raised, with what its latency is measured from.
-#[derive(Debug, Clone, PartialEq)]
+/// An alert a batch raised: what to publish, and what its latency is measured from.
+#[derive(Debug, Clone)]
 pub struct Raised {
     /// Its outbox key: (sequence of the event that raised it, index within the event).
     pub key: (u64, u16),
@@ -72,12 +72,17 @@ pub struct Raised {
     pub ingest_ms: i64,
     /// Event time of that event (Unix ms).
     pub event_ms: i64,
+    /// Its subject, id and stamped JSON.
+    pub entry: OutboxEntry,
 }
 
-/// A batch evaluated: write `commit` once `dead` letters are acknowledged.
+/// A batch evaluated: the force's state in memory has moved on to `cursor`; its changes are
+/// taken from the state when the worker commits (see `ForceState::take_changes`).
 pub struct Evaluated {
-    /// The atomic sled write.
-    pub commit: BatchCommit,
+    /// The last sequence of the batch: the cursor once its state is committed.
+    pub cursor: u64,
+    /// Whether the poison record can go (its event is now behind `cursor`).
+    pub clear_poison: bool,
     /// Events to dead-letter first.
     pub dead: Vec<DeadLetter>,
     /// Events applied to state.
@@ -87,7 +92,7 @@ pub struct Evaluated {
     pub ingest_time: (usize, Option<&'static str>),
     /// What the batch did, per source, reason and level (for the metrics).
     pub stats: BatchStats,
-    /// The alerts it raised, in outbox order.
+    /// The alerts it raised, in the order they are published (sequence, then index).
     pub raised: Vec<Raised>,
 }
 
@@ -128,7 +133,7 @@ pub fn evaluate(
     poison: Option<&Poison>,
     s: &EvalSettings,
 ) -> Outcome {
-    let mut commit = BatchCommit::default();
+    let (mut cursor, mut clear_poison) = (0, false);
     let mut dead = Vec::new();
     let mut applied = 0;
     let mut ingest_time = (0, None);
@@ -151,7 +156,7 @@ pub fn evaluate(
             error,
             payload: raw.payload.clone(),
         };
-        commit.cursor = raw.seq;
+        cursor = raw.seq;
         if let Some(p) = poison.filter(|p| p.seq == raw.seq && p.attempts >= s.max_attempts) {
             dead.push(dead_letter(
                 DeadLetterReason::EvaluationPanic,
@@ -160,7 +165,7 @@ pub fn evaluate(
                     p.attempts, p.reason
                 ),
             ));
-            commit.clear_poison = true;
+            clear_poison = true;
             continue;
         }
         let source = match subject::parse_events(&raw.subject) {
@@ -256,24 +261,20 @@ pub fn evaluate(
                 rule: alert.rule.id.clone(),
                 ingest_ms: raw.ingest_ms,
                 event_ms: event.time_ms,
-            });
-            commit.outbox.push((
-                (raw.seq, n as u16),
-                OutboxEntry {
+                entry: OutboxEntry {
                     subject: subject::alerts(force, alert.rule.level),
                     id: alert.id.to_string(),
                     payload,
                 },
-            ));
+            });
         }
     }
-    commit.watermark_ms = state.watermark_ms();
-    commit.state = state.take_changes(rules);
     for d in &dead {
         *stats.dead.entry(d.reason).or_default() += 1;
     }
     Outcome::Done(Box::new(Evaluated {
-        commit,
+        cursor,
+        clear_poison,
         dead,
         applied,
         ingest_time,
@@ -358,13 +359,15 @@ mod tests {
         }
     }
 
-    fn done(o: Outcome) -> (BatchCommit, Vec<DeadLetter>, usize) {
-        let e = evaluated(o);
-        (e.commit, e.dead, e.applied)
+    fn done(o: Outcome) -> (Evaluated, Vec<DeadLetter>, usize) {
+        let mut e = evaluated(o);
+        let dead = std::mem::take(&mut e.dead);
+        let applied = e.applied;
+        (e, dead, applied)
     }
 
     #[test]
-    fn good_events_raise_stamped_alerts_in_the_outbox() {
+    fn good_events_raise_stamped_alerts() {
         let (rules, force) = (rules(), ForceId::new("kent").unwrap());
         let mut state = ForceState::new();
         let raws = [
@@ -381,17 +384,13 @@ mod tests {
         ));
         assert!(dead.is_empty());
         assert_eq!((applied, commit.cursor), (2, 12));
-        assert_eq!(commit.watermark_ms, T0 + 5_000);
-        let failed: Vec<_> = commit
-            .outbox
-            .iter()
-            .filter(|((seq, _), _)| *seq == 11)
-            .collect();
+        assert_eq!(state.watermark_ms(), T0 + 5_000);
+        let failed: Vec<_> = commit.raised.iter().filter(|r| r.key.0 == 11).collect();
         assert!(
             !failed.is_empty(),
             "the failed sign-in raises its detection"
         );
-        for ((_, _), e) in &commit.outbox {
+        for e in commit.raised.iter().map(|r| &r.entry) {
             let a: nmc_shared::Alert = serde_json::from_slice(&e.payload).unwrap();
             assert_eq!(
                 (a.node.as_str(), a.epoch, a.rule_pack.as_str()),
@@ -449,7 +448,7 @@ mod tests {
             "the original payload"
         );
         assert_eq!((applied, commit.cursor), (0, 7));
-        assert!(commit.outbox.is_empty());
+        assert!(commit.raised.is_empty());
     }
 
     #[test]
@@ -467,10 +466,11 @@ mod tests {
             raw(1, SIGNIN, &signin(0, true)),
             raw(2, SIGNIN, &serde_json::to_vec(&shipped).unwrap()),
         ];
+        let mut state = ForceState::new();
         let e = evaluated(evaluate(
             &force,
             &rules,
-            &mut ForceState::new(),
+            &mut state,
             &raws,
             None,
             &settings(),
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(e.applied, 2);
         assert_eq!(e.ingest_time, (1, Some("@timestamp")));
         assert_eq!(
-            e.commit.watermark_ms,
+            state.watermark_ms(),
             T0 + 30_000,
             "the ingest time is the event time"
         );

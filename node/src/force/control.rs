@@ -54,8 +54,11 @@ pub struct ForceStats {
     pub feeds: BTreeMap<SourceKind, Feed>,
     /// Since when the force has had messages after its cursor (`None`: caught up).
     pub lagging_since: Option<Instant>,
-    /// Alerts raised and not yet acknowledged by `NMC_ALERTS`.
+    /// Alerts an earlier holder left in the outbox, not yet acknowledged by `NMC_ALERTS`.
     pub outbox: u64,
+    /// Last sequence whose state is committed to sled (the cursor runs ahead of it by up to a
+    /// commit interval).
+    pub committed: u64,
     /// When this node last wrote the force's checkpoint.
     pub checkpointed_at: Option<Instant>,
     /// Bytes of the force's state (keys and values) at that checkpoint.
@@ -138,6 +141,7 @@ impl ForceControl {
                 feeds: BTreeMap::new(),
                 lagging_since: None,
                 outbox: 0,
+                committed: 0,
                 checkpointed_at: None,
                 store_bytes: 0,
             }),

@@ -1,12 +1,17 @@
 //! The force worker: the I/O loop body of a force actor, one batch per [`Worker::step`].
 //!
 //! A step reads up to `batch_size` messages from an ordered consumer that starts after the sled
-//! cursor, evaluates them, publishes dead letters and waits for their acks, commits state, outbox
-//! and cursor in one sled batch, flushes, then publishes the outbox with `Nats-Msg-Id` = alert id and
-//! removes what the alert stream acknowledged. The in-memory state always equals the committed
-//! state between steps; on any error the actor drops the worker and rebuilds it from sled.
+//! cursor, evaluates them, publishes dead letters and alerts and waits for their acks. The state
+//! in memory then runs ahead of sled. It is committed (the cursor and the state changes since
+//! the last commit, in one sled batch, flushed) every `commit_interval_ms` or
+//! `commit_max_events`, once the force has been quiet for `commit_quiet_ms`, before a new rule
+//! pack and before a handoff. A crash loses only what was not committed, and the next worker
+//! replays it from the committed cursor: the core is deterministic, so the replay re-raises the
+//! same alerts with the same ids, which `NMC_ALERTS` drops as duplicates (its duplicate window
+//! covers the commit interval: see the configuration rules). On any error the actor drops the
+//! worker and rebuilds it from sled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +33,7 @@ use super::control::ForceControl;
 use crate::bus;
 use crate::context::NodeContext;
 use crate::rules::RulePack;
-use crate::store::{self, ForceStore, OutboxEntry, Poison};
+use crate::store::{BatchCommit, ForceStore, OutboxEntry, Poison, StoredSize};
 use crate::telemetry::metrics::LatencyFrom;
 use crate::telemetry::trace_context;
 
@@ -39,8 +44,8 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 pub enum Step {
     /// Nothing arrived within the idle wait.
     Idle,
-    /// A batch was committed.
-    Committed {
+    /// A batch was applied (and perhaps committed), or what was applied before was committed.
+    Applied {
         /// Events applied.
         applied: usize,
     },
@@ -65,19 +70,33 @@ pub struct Worker {
     force: ForceId,
     store: ForceStore,
     state: ForceState,
+    /// Last sequence applied to `state` (sled's cursor once committed).
     cursor: u64,
+    /// What `state` holds that sled does not yet.
+    uncommitted: Option<Uncommitted>,
+    /// How large the stored snapshot and journal are.
+    stored: StoredSize,
     poison: Option<Poison>,
     reader: Option<pull::Ordered>,
-    outbox_pending: bool,
-    /// Whether the outbox may hold entries of an earlier holder (found at open): only those
-    /// need restamping; entries this worker wrote already carry its epoch.
+    /// The outbox holds alerts of an earlier holder (found at open) to publish, restamped.
     outbox_inherited: bool,
     settings: EvalSettings,
     lag: u64,
     /// Events applied with their ingest time as event time, since this worker opened.
     ingest_time: u64,
-    /// Alerts this worker raised and has not published yet, by outbox key.
-    in_flight: HashMap<Vec<u8>, Raised>,
+}
+
+/// Applied in memory since the last commit.
+struct Uncommitted {
+    /// When the first of it was applied: the commit is due `commit_interval_ms` later.
+    since: Instant,
+    /// When the last of it was applied: the commit is due once the force has been quiet for
+    /// `commit_quiet_ms` since.
+    last: Instant,
+    /// Events applied (and dead-lettered) since.
+    events: usize,
+    /// The poison record's event is behind the cursor: remove the record with the commit.
+    clear_poison: bool,
 }
 
 impl Worker {
@@ -89,12 +108,11 @@ impl Worker {
             version: pack,
             ..
         } = ctx.rule_pack();
-        let state = store
-            .load_state(&rules)?
-            .with_lateness(ctx.cfg.lateness_ms());
+        let (state, stored) = store.load_state(&rules)?;
+        let state = state.with_lateness(ctx.cfg.lateness_ms());
         let cursor = store.cursor()?;
         let poison = store.poison()?;
-        let outbox_pending = !store.outbox()?.is_empty();
+        let outbox_inherited = !store.outbox()?.is_empty();
         let settings = EvalSettings {
             node: ctx.cfg.node_id.clone(),
             epoch: control.epoch(),
@@ -130,14 +148,14 @@ impl Worker {
             store,
             state,
             cursor,
+            uncommitted: None,
+            stored,
             poison,
             reader: None,
-            outbox_pending,
-            outbox_inherited: outbox_pending,
+            outbox_inherited,
             settings,
             lag: 0,
             ingest_time,
-            in_flight: HashMap::new(),
         })
     }
 
@@ -171,18 +189,34 @@ impl Worker {
         let new_pack = self.ctx.rules.borrow().version != self.pack;
         if new_pack {
             info!(force = %self.force, from = %self.pack, to = %self.ctx.rules_version(), "new rule pack: reloading the force");
+            // What the old pack applied is committed first: the new one takes over from there.
+            self.commit().await?;
             return Ok(Step::Reopen);
         }
-        if self.outbox_pending {
-            self.publish_outbox(None).await?;
+        if self.outbox_inherited {
+            self.publish_outbox().await?;
         }
         if self.reader.is_none() {
             self.reader = Some(self.open_reader().await?);
         }
+        // With uncommitted state, wait for the next message until the commit is due (at most
+        // the idle wait, so that the actor answers its mailbox).
+        let wait = self.uncommitted.as_ref().map_or(IDLE_WAIT, |u| {
+            let cfg = &self.ctx.cfg;
+            let due = (u.since + cfg.commit_interval()).min(u.last + cfg.commit_quiet());
+            due.saturating_duration_since(Instant::now()).min(IDLE_WAIT)
+        });
         let reader = self.reader.as_mut().expect("just set");
         let mut raws = Vec::new();
         let mut broken = false;
-        match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
+        let first = tokio::time::timeout(wait, reader.next()).await;
+        match first {
+            Err(_) if self.commit_due() => {
+                return Ok(match self.commit().await? {
+                    true => Step::Applied { applied: 0 },
+                    false => Step::Reopen,
+                });
+            }
             Err(_) => {
                 self.caught_up();
                 return Ok(Step::Idle);
@@ -198,6 +232,7 @@ impl Worker {
                 return Ok(Step::Idle);
             }
         }
+        let reader = self.reader.as_mut().expect("still set");
         while raws.len() < self.ctx.cfg.batch_size {
             match reader.next().now_or_never() {
                 Some(Some(Ok(m))) => {
@@ -264,7 +299,8 @@ impl Worker {
             &self.settings,
         );
         let Evaluated {
-            commit,
+            cursor,
+            clear_poison,
             dead,
             applied,
             ingest_time,
@@ -290,14 +326,23 @@ impl Worker {
             }
             bus::publish_dead_letters(&self.ctx.js, &self.ctx.cfg.node_id, &dead).await?;
         }
-        let cursor = commit.cursor;
-        let clear_poison = commit.clear_poison;
         if !self.control.valid() {
-            warn!(force = %self.force, "lease past its deadline: batch not committed");
+            warn!(force = %self.force, "lease past its deadline: batch not published");
             return Ok(Step::Reopen);
         }
-        self.store.commit(commit)?;
-        self.ctx.store.flush().await?;
+        // Published before the state is committed (the latency of an alert is not the commit
+        // interval's): if the commit never happens, the replay raises them again, same ids.
+        self.publish(&raised, traceparent.as_deref()).await?;
+        let events = raws.len();
+        let u = self.uncommitted.get_or_insert(Uncommitted {
+            since: started,
+            last: started,
+            events: 0,
+            clear_poison: false,
+        });
+        u.last = Instant::now();
+        u.events += events;
+        u.clear_poison |= clear_poison;
         self.cursor = cursor;
         if clear_poison {
             self.poison = None;
@@ -345,27 +390,93 @@ impl Worker {
         span.record("applied", applied);
         span.record("alerts", raised.len());
         span.record("dead_letters", dead.len());
-        debug!(force = %self.force, cursor, applied, raised = raised.len(), dead = dead.len(), pending = self.state.pending_events(), "batch committed");
-        for r in &raised {
-            self.ctx.metrics.alert_of_rule(&r.rule, r.level);
-        }
-        let any_raised = !raised.is_empty();
-        self.in_flight.extend(
-            raised
-                .into_iter()
-                .map(|r| (store::outbox_key(r.key.0, r.key.1), r)),
-        );
-        if any_raised {
-            self.outbox_pending = true;
-            self.publish_outbox(traceparent.as_deref()).await?;
-        }
+        debug!(force = %self.force, cursor, applied, raised = raised.len(), dead = dead.len(), pending = self.state.pending_events(), "batch applied");
         self.ctx.metrics.batch(
             &self.force,
             &stats,
             self.state.bad_values() - bad_before,
             started.elapsed(),
         );
-        Ok(Step::Committed { applied })
+        if self.commit_due() && !self.commit().await? {
+            return Ok(Step::Reopen);
+        }
+        Ok(Step::Applied { applied })
+    }
+
+    /// Whether what is applied in memory must be committed now.
+    fn commit_due(&self) -> bool {
+        let cfg = &self.ctx.cfg;
+        self.uncommitted.as_ref().is_some_and(|u| {
+            u.events >= cfg.commit_max_events
+                || u.since.elapsed() >= cfg.commit_interval()
+                || u.last.elapsed() >= cfg.commit_quiet()
+        })
+    }
+
+    /// Writes the cursor and the state changes since the last commit in one sled batch and
+    /// flushes it. False (nothing written) when the lease is past its deadline: the worker must
+    /// then be rebuilt from sled.
+    pub async fn commit(&mut self) -> Result<bool> {
+        let Some(u) = self.uncommitted.take() else {
+            return Ok(true);
+        };
+        if !self.control.valid() {
+            warn!(force = %self.force, "lease past its deadline: state not committed");
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let commit = BatchCommit {
+            cursor: self.cursor,
+            watermark_ms: self.state.watermark_ms(),
+            state: self.state.take_changes(&self.rules),
+            clear_poison: u.clear_poison,
+        };
+        self.stored.journal += self.store.commit(commit)?;
+        self.ctx.store.flush().await?;
+        if self.stored.fold_due() {
+            // Off the actor's thread: the fold reads and rewrites the whole state.
+            let store = self.store.clone();
+            self.stored = StoredSize {
+                snapshot: tokio::task::spawn_blocking(move || store.fold()).await??,
+                journal: 0,
+            };
+        }
+        let cursor = self.cursor;
+        self.control.record(|s| s.committed = cursor);
+        self.ctx
+            .metrics
+            .commit(&self.force, u.events, started.elapsed());
+        debug!(force = %self.force, cursor, events = u.events, "state committed");
+        Ok(true)
+    }
+
+    /// Publishes the alerts a batch raised and waits for every ack; counts them and records
+    /// their latency.
+    async fn publish(&self, raised: &[Raised], traceparent: Option<&str>) -> Result<()> {
+        if raised.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self
+            .send(raised.iter().map(|r| &r.entry), traceparent, false)
+            .await
+        {
+            self.ctx.metrics.publish_failed(&self.force);
+            return Err(e);
+        }
+        let now = crate::clock::now_ms();
+        let m = &self.ctx.metrics;
+        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
+        for r in raised {
+            debug!(force = %self.force, alert = %r.entry.id, subject = %r.entry.subject, "alert published");
+            m.alert_of_rule(&r.rule, r.level);
+            m.latency(LatencyFrom::Ingest, (now - r.ingest_ms) as f64 / 1000.0);
+            m.latency(LatencyFrom::EventTime, (now - r.event_ms) as f64 / 1000.0);
+            *per_level.entry(r.level).or_default() += 1;
+        }
+        for (level, n) in per_level {
+            m.published(&self.force, level, n);
+        }
+        Ok(())
     }
 
     /// An outbox payload with this worker's node, epoch and rule pack (an entry left by an
@@ -386,36 +497,22 @@ impl Worker {
         }
     }
 
-    /// Publishes every outbox entry and removes the acknowledged ones; entries raised by this
-    /// worker are counted and their latency recorded. `traceparent` names the batch span that
-    /// raised the new ones.
-    async fn publish_outbox(&mut self, traceparent: Option<&str>) -> Result<()> {
+    /// Publishes the alerts an earlier holder left in the outbox (restamped with this worker's
+    /// node, epoch and pack) and removes them once acknowledged.
+    async fn publish_outbox(&mut self) -> Result<()> {
         if !self.control.valid() {
             anyhow::bail!("lease past its deadline: alerts not published");
         }
         let entries = self.store.outbox()?;
         self.control.record(|s| s.outbox = entries.len() as u64);
-        match self.send(&entries, traceparent).await {
-            Ok(()) => {}
-            Err(e) => {
-                self.ctx.metrics.publish_failed(&self.force);
-                return Err(e);
-            }
+        if let Err(e) = self.send(entries.iter().map(|(_, e)| e), None, true).await {
+            self.ctx.metrics.publish_failed(&self.force);
+            return Err(e);
         }
-        let now = crate::clock::now_ms();
         let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
-        for (k, e) in &entries {
+        for (_, e) in &entries {
             debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
-            let level = match self.in_flight.remove(k) {
-                Some(r) => {
-                    let m = &self.ctx.metrics;
-                    m.latency(LatencyFrom::Ingest, (now - r.ingest_ms) as f64 / 1000.0);
-                    m.latency(LatencyFrom::EventTime, (now - r.event_ms) as f64 / 1000.0);
-                    Some(r.level)
-                }
-                None => e.subject.rsplit('.').next().and_then(|l| l.parse().ok()),
-            };
-            if let Some(level) = level {
+            if let Some(level) = e.subject.rsplit('.').next().and_then(|l| l.parse().ok()) {
                 *per_level.entry(level).or_default() += 1;
             }
         }
@@ -425,7 +522,6 @@ impl Worker {
         self.store
             .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
         self.control.record(|s| s.outbox = 0);
-        self.outbox_pending = false;
         self.outbox_inherited = false;
         Ok(())
     }
@@ -433,17 +529,18 @@ impl Worker {
     /// Publishes `entries` with their ids as `Nats-Msg-Id` and waits for every ack.
     async fn send(
         &self,
-        entries: &[(Vec<u8>, OutboxEntry)],
+        entries: impl Iterator<Item = &OutboxEntry>,
         traceparent: Option<&str>,
+        restamp: bool,
     ) -> Result<()> {
-        let mut acks = Vec::with_capacity(entries.len());
-        for (_, e) in entries {
+        let mut acks = Vec::new();
+        for e in entries {
             let mut h = HeaderMap::new();
             h.insert(bus::H_MSG_ID, e.id.as_str());
             if let Some(tp) = traceparent {
                 h.insert(trace_context::TRACEPARENT, tp);
             }
-            let payload = if self.outbox_inherited {
+            let payload = if restamp {
                 self.restamp(&e.payload)
             } else {
                 Bytes::from(e.payload.clone())

@@ -4,11 +4,17 @@
 //! - `m/cursor`    last applied `NMC_EVENTS` sequence (u64 big-endian)
 //! - `m/watermark` newest event time applied (i64 big-endian)
 //! - `m/poison`    the event that last made evaluation panic, and how often
-//! - `s/<group>`   correlation state of one group (see `nmc_shared::correlate`)
-//! - `o/<seq><n>`  outbox: alerts raised but not yet acknowledged by `NMC_ALERTS`
+//! - `c/…`, `j/…`  correlation state (see `nmc_shared::correlate`) as a snapshot and a
+//!   journal of commits ([`journal`])
+//! - `s/<group>`   correlation state of one group, as checkpoints carry it
+//! - `o/<seq><n>`  outbox: alerts of an earlier version of nmc, raised but not acknowledged by
+//!   `NMC_ALERTS` (a worker publishes its alerts before it commits, so it writes none; it
+//!   publishes and removes those it finds)
 //!
-//! The cursor, state changes and new outbox entries of a batch are written in one atomic
+//! The cursor and the state changes since the last commit are written in one atomic
 //! `apply_batch`, so after any crash the tree reflects exactly the events up to its cursor.
+
+pub mod journal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use serde::{Deserialize, Serialize};
 const CURSOR: &[u8] = b"m/cursor";
 const WATERMARK: &[u8] = b"m/watermark";
 const POISON: &[u8] = b"m/poison";
-const STATE_PREFIX: &[u8] = b"s/";
+const STATE_PREFIX: &[u8] = journal::GROUP_PREFIX;
 const OUTBOX_PREFIX: &[u8] = b"o/";
 
 /// The node's sled database.
@@ -115,19 +121,34 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
 }
 
-/// What one batch changes, written atomically.
+/// What the batches since the last commit changed, written atomically.
 #[derive(Default)]
 pub struct BatchCommit {
-    /// Last applied sequence after this batch.
+    /// Last applied sequence.
     pub cursor: u64,
-    /// Watermark after this batch.
+    /// Watermark (newest event time applied).
     pub watermark_ms: i64,
     /// Correlation state changes.
     pub state: StateChanges,
-    /// New outbox entries, keyed by (sequence, index within the event).
-    pub outbox: Vec<((u64, u16), OutboxEntry)>,
     /// Whether to clear the poison record (its event is now behind the cursor).
     pub clear_poison: bool,
+}
+
+/// How large a force's stored state is, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoredSize {
+    /// Its snapshot.
+    pub snapshot: u64,
+    /// Its journal (commits since the snapshot).
+    pub journal: u64,
+}
+
+impl StoredSize {
+    /// Whether the journal should be folded: it holds more than the snapshot (and more than
+    /// [`journal::FOLD_MIN_BYTES`]), so that a restart reads at most about twice the state.
+    pub fn fold_due(&self) -> bool {
+        self.journal > self.snapshot.max(journal::FOLD_MIN_BYTES)
+    }
 }
 
 /// One force's sled tree.
@@ -148,22 +169,30 @@ impl ForceStore {
         Ok(be_u64(self.tree.get(CURSOR)?))
     }
 
-    /// Rebuilds the force's correlation state from the tree.
-    pub fn load_state(&self, rules: &RuleSet) -> Result<ForceState> {
+    /// Rebuilds the force's correlation state from the tree; also says how large its snapshot
+    /// and journal are (when to fold).
+    pub fn load_state(&self, rules: &RuleSet) -> Result<(ForceState, StoredSize)> {
         let wm = be_u64(self.tree.get(WATERMARK)?) as i64;
-        let entries: Vec<(sled::IVec, sled::IVec)> = self
-            .tree
-            .scan_prefix(STATE_PREFIX)
-            .collect::<Result<_, _>>()?;
+        let stored = journal::read(&self.tree)?;
         let st = ForceState::load(
             rules,
             wm,
-            entries
+            stored
+                .groups
                 .iter()
-                .map(|(k, v)| (&k[STATE_PREFIX.len()..], v.as_ref())),
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
         )
         .context("decoding force state; delete the force's tree to rebuild it by replay")?;
-        Ok(st)
+        let size = StoredSize {
+            snapshot: stored.snapshot_bytes,
+            journal: stored.journal_bytes,
+        };
+        Ok((st, size))
+    }
+
+    /// Folds the journal into a new snapshot (see [`journal`]); returns the snapshot's bytes.
+    pub fn fold(&self) -> Result<u64> {
+        journal::fold(&self.tree)
     }
 
     /// The poison record, if any.
@@ -190,26 +219,20 @@ impl ForceStore {
         Ok(p)
     }
 
-    /// Applies one batch atomically.
-    pub fn commit(&self, c: BatchCommit) -> Result<()> {
+    /// Writes a commit atomically (durable once [`Store::flush`] returns): the cursor, and
+    /// the state changes as one journal entry. Returns the journal bytes it wrote.
+    pub fn commit(&self, c: BatchCommit) -> Result<u64> {
         let mut b = sled::Batch::default();
         b.insert(CURSOR, &c.cursor.to_be_bytes());
         b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
-        for (k, v) in c.state.iter() {
-            let key = [STATE_PREFIX, k].concat();
-            match v {
-                Some(v) => b.insert(key, v),
-                None => b.remove(key),
-            }
-        }
-        for ((seq, n), e) in &c.outbox {
-            b.insert(outbox_key(*seq, *n), state::encode(e));
-        }
+        let mut bytes = Vec::new();
+        journal::encode(c.state.iter(), &mut bytes);
+        journal::put_chunks(&mut b, journal::JOURNAL_PREFIX, c.cursor, &bytes);
         if c.clear_poison {
             b.remove(POISON);
         }
         self.tree.apply_batch(b)?;
-        Ok(())
+        Ok(bytes.len() as u64)
     }
 
     /// Outbox entries in the order they were raised.
@@ -235,13 +258,33 @@ impl ForceStore {
 }
 
 impl ForceStore {
-    /// The whole state of the force, at its cursor (see [`Checkpoint`]).
+    /// The whole state of the force, at its cursor (see [`Checkpoint`]): its groups one key
+    /// each, as `s/<group>`, whatever snapshot and journal hold them here.
     pub fn export(&self, force: &ForceId) -> Result<Checkpoint> {
-        let entries = self
+        let stored = journal::read(&self.tree)?;
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self
             .tree
             .iter()
+            .filter(|r| {
+                r.as_ref().map_or(true, |(k, _)| {
+                    ![
+                        journal::GROUP_PREFIX,
+                        journal::SNAPSHOT_PREFIX,
+                        journal::JOURNAL_PREFIX,
+                    ]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+                })
+            })
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()?;
+        entries.extend(
+            stored
+                .groups
+                .into_iter()
+                .map(|(k, v)| ([STATE_PREFIX, &k].concat(), v)),
+        );
+        entries.sort();
         Ok(Checkpoint {
             force: force.to_string(),
             seq: self.cursor()?,
@@ -337,7 +380,7 @@ mod tests {
     /// Applies `n` wrong-password sign-ins of bob from sequence `from` and commits them.
     fn apply(fs: &ForceStore, rules: &RuleSet, from: u64, n: u64) {
         let force = ForceId::new("kent").unwrap();
-        let mut st = fs.load_state(rules).unwrap();
+        let (mut st, _) = fs.load_state(rules).unwrap();
         let mut alerts = Vec::new();
         for seq in from..from + n {
             let v = crate::synth::signin(

@@ -88,6 +88,8 @@ pub struct Metrics {
     ingest_time: Counter<u64>,
     bad_values: Counter<u64>,
     batch_duration: Histogram<f64>,
+    commit_duration: Histogram<f64>,
+    commit_events: Histogram<f64>,
     alerts_raised: Counter<u64>,
     alerts_published: Counter<u64>,
     alerts_rule: Counter<u64>,
@@ -222,13 +224,25 @@ impl Metrics {
             batch_duration: meter
                 .f64_histogram("nmc.batch.duration")
                 .with_unit("s")
-                .with_description("One force batch: read, evaluate, dead letters, commit, publish.")
+                .with_description("One force batch: evaluate, dead letters, publish alerts.")
                 .with_boundaries(BATCH_BUCKETS.to_vec())
+                .build(),
+            commit_duration: meter
+                .f64_histogram("nmc.commit.duration")
+                .with_unit("s")
+                .with_description("One commit of a force's state and cursor to sled, with its flush.")
+                .with_boundaries(BATCH_BUCKETS.to_vec())
+                .build(),
+            commit_events: meter
+                .f64_histogram("nmc.commit.events")
+                .with_unit("{event}")
+                .with_description("Events one commit made durable (what a crash just before it would replay).")
+                .with_boundaries(vec![1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0])
                 .build(),
             alerts_raised: counter(
                 "nmc.alerts.raised",
                 "{alert}",
-                "Alerts written to the outbox.",
+                "Alerts raised.",
             ),
             alerts_published: counter(
                 "nmc.alerts.published",
@@ -368,7 +382,14 @@ impl Metrics {
             .record(secs.max(0.0), &[KeyValue::new("from", from)]);
     }
 
-    /// Counts a failed outbox publish of `force`.
+    /// Records one commit of `force`: the events it made durable and how long it took.
+    pub fn commit(&self, force: &ForceId, events: usize, took: Duration) {
+        let f = [force_kv(force)];
+        self.commit_duration.record(took.as_secs_f64(), &f);
+        self.commit_events.record(events as f64, &f);
+    }
+
+    /// Counts a failed alert publish of `force`.
     pub fn publish_failed(&self, force: &ForceId) {
         self.publish_failures.add(1, &[force_kv(force)]);
     }
