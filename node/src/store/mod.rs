@@ -33,6 +33,10 @@ const POISON: &[u8] = b"m/poison";
 const STATE_PREFIX: &[u8] = journal::GROUP_PREFIX;
 const OUTBOX_PREFIX: &[u8] = b"o/";
 
+/// sled's page cache (its default is 1 GiB). Forces read their state once, when a worker
+/// opens, and then only write: a larger cache holds written journal chunks nobody reads again.
+const CACHE_BYTES: u64 = 64 << 20;
+
 /// The node's sled database.
 #[derive(Clone)]
 pub struct Store {
@@ -60,6 +64,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .with_context(|| {
                 format!(
