@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One release `nmc node` on this machine, measured as the issue "A node at 100,000 events/s"
 # asks: the identity pack plus every SigmaHQ rule for the cloud sources (and the bench probe
-# rule), FORCES forces, generated Entra ID sign-ins. Each measurement on a fresh JetStream:
+# rule), FORCES forces, a generated mix of Entra ID sign-ins, Microsoft 365 audit and AWS
+# CloudTrail records (`nmc bench`'s default --mix: 50/30/20 percent of each force's events, a
+# few suspicious records among them). Each measurement on a fresh JetStream:
 #   1. drain: a backlog of EVENTS published with the node stopped, read once by a bare ordered
 #      consumer that only counts (`nmc bench --phase floor`: the JetStream floor), then drained
 #      by the node (`--phase drain`); ratio = drain / floor, both from the same backlog;

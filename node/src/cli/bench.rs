@@ -1,6 +1,8 @@
-//! `nmc bench`: the load generator. Publishes generated sign-in events across forces to a running
-//! node, interleaved with probe events that the bench rule (`deploy/rules/bench/`) turns into
-//! alerts, and reports one JSON object.
+//! `nmc bench`: the load generator. Publishes a realistic mix of generated events across forces
+//! to a running node: Entra ID sign-ins, Microsoft 365 audit and AWS CloudTrail records (`--mix`,
+//! by default 50/30/20 percent of each force's events), each force's sources interleaved in
+//! event-time order on their own subjects, with probe sign-ins that the bench rule
+//! (`deploy/rules/bench/`) turns into alerts, and reports one JSON object.
 //!
 //! The last event of every force is a probe, and a force is processed in stream order, so when
 //! every probe has alerted, every event has been applied.
@@ -28,10 +30,13 @@ use serde_json::json;
 
 use super::NatsArgs;
 use crate::bus::{self, Pipelined};
-use crate::synth::{Scenario, generate, signin};
+use crate::synth::{Mix, Scenario, mixed, signin};
 
 /// App name the bench rule matches.
 pub const PROBE_APP: &str = "nmc-bench-probe";
+
+/// The default `--mix`: percent of each force's events by source.
+pub const DEFAULT_MIX: &str = "entra_signin=50,m365_audit=30,aws_cloudtrail=20";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +78,10 @@ pub struct BenchArgs {
     /// Publish at this many events/s (0: as fast as the server acknowledges).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Percent of each force's events by source (entra_signin, m365_audit, aws_cloudtrail),
+    /// summing to 100; probes are Entra sign-ins whatever the mix.
+    #[arg(long, default_value = DEFAULT_MIX)]
+    mix: Mix,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -84,7 +93,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The messages to publish, forces interleaved round-robin as concurrent collectors would:
-/// (subject, payload, is probe). Pre-serialised so that generation does not slow publishing.
+/// (subject, payload, is probe). Each force's events are its `--mix` of sources in event-time
+/// order, every `--probe-every`th and the last replaced by a probe sign-in at the same time.
+/// Pre-serialised so that generation does not slow publishing.
 fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
     let per_force = args.events / args.forces.len();
     let start_ms = nmc_shared::time::parse_timestamp("2026-11-02T08:00:00Z")?;
@@ -99,16 +110,15 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
             brute_force: false,
             legacy: 0,
         };
-        let mut evs: Vec<(Bytes, bool)> = Vec::with_capacity(per_force);
-        for (i, e) in generate(&s, 42 + fi as u64, start_ms)
+        let mut evs: Vec<(String, Bytes, bool)> = Vec::with_capacity(per_force);
+        for (i, (t, kind, e)) in mixed(&s, &args.mix, 42 + fi as u64, start_ms)
             .into_iter()
             .enumerate()
         {
             let probe = (i + 1) % args.probe_every.max(1) == 0 || i + 1 == per_force;
-            let e = if probe {
-                let t = nmc_shared::event::extract_time(SourceKind::EntraSignin, &e)?;
+            let (kind, e) = if probe {
                 let city = ("London", 51.5, -0.1);
-                signin(
+                let e = signin(
                     t,
                     i as u64,
                     "probe@nmc.invalid",
@@ -118,26 +128,25 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
                     0,
                     city,
                     "GB",
-                )
+                );
+                (SourceKind::EntraSignin, e)
             } else {
-                e
+                (kind, e)
             };
-            evs.push((Bytes::from(serde_json::to_vec(&e)?), probe));
+            let payload = Bytes::from(serde_json::to_vec(&e)?);
+            evs.push((subject::events(force, kind), payload, probe));
         }
         debug_assert_eq!(
-            evs.iter().filter(|e| e.1).count(),
+            evs.iter().filter(|e| e.2).count(),
             probes_per_force(per_force, args.probe_every)
         );
-        streams.push((subject::events(force, SourceKind::EntraSignin), evs));
+        streams.push(evs);
     }
-    let longest = streams.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
+    let mut streams: Vec<_> = streams.into_iter().map(Vec::into_iter).collect();
     let mut plan = Vec::with_capacity(args.events);
-    for i in 0..longest {
-        for (subj, evs) in &streams {
-            if let Some((b, p)) = evs.get(i) {
-                plan.push((subj.clone(), b.clone(), *p));
-            }
-        }
+    for _ in 0..longest {
+        plan.extend(streams.iter_mut().filter_map(Iterator::next));
     }
     Ok(plan)
 }
@@ -369,4 +378,73 @@ async fn floor(js: &jetstream::Context, timeout: Duration) -> Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use nmc_shared::event::Event;
+
+    use super::*;
+    use crate::cli::{Cli, Cmd};
+
+    fn args(cli: &[&str]) -> BenchArgs {
+        let cli = [&["nmc", "bench"], cli].concat();
+        match Cli::try_parse_from(cli).unwrap().cmd {
+            Cmd::Bench(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn plan_has_the_probes_and_each_force_in_event_time_order() {
+        let a = args(&[
+            "--forces",
+            "kent,essex",
+            "--events",
+            "10001",
+            "--probe-every",
+            "333",
+        ]);
+        assert_eq!(a.mix, DEFAULT_MIX.parse().unwrap());
+        let plan = plan(&a).unwrap();
+        let per_force = 10_001 / 2;
+        assert_eq!(plan.len(), 2 * per_force);
+        for force in ["kent", "essex"] {
+            let mine: Vec<_> = plan
+                .iter()
+                .filter(|m| m.0.starts_with(&format!("nmc.events.{force}.")))
+                .collect();
+            assert_eq!(mine.len(), per_force);
+            let probes = mine.iter().filter(|m| m.2).count();
+            assert_eq!(probes, probes_per_force(per_force, 333));
+            assert!(mine.last().unwrap().2, "the last event is a probe");
+            let mut last = 0;
+            for (subject, payload, probe) in mine {
+                let kind: SourceKind = subject.rsplit('.').next().unwrap().parse().unwrap();
+                let e = Event::parse(kind, payload, 256 * 1024).unwrap();
+                assert!(e.time_ms >= last, "{subject}");
+                last = e.time_ms;
+                let app = e.body["properties"]["appDisplayName"].as_str();
+                assert_eq!(*probe, app == Some(PROBE_APP), "{subject}");
+            }
+        }
+        for kind in crate::synth::MIXABLE {
+            assert!(plan.iter().any(|m| m.0.ends_with(kind.as_str())), "{kind}");
+        }
+    }
+
+    #[test]
+    fn mix_is_checked_by_the_command_line() {
+        let cli = [
+            "nmc",
+            "bench",
+            "--forces",
+            "kent",
+            "--mix",
+            "entra_signin=90",
+        ];
+        let e = Cli::try_parse_from(cli).unwrap_err().to_string();
+        assert!(e.contains("--mix") && e.contains("sum to 90"), "{e}");
+    }
 }
