@@ -8,7 +8,6 @@
 
 mod harness;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use harness::*;
@@ -149,16 +148,7 @@ async fn sigkill_mid_stream(commit_interval_ms: &str) {
     )
     .await;
     assert!(node.alive());
-    let ids: BTreeSet<_> = got
-        .iter()
-        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), got.len(), "duplicate alert on the stream");
-    let mut got = alerts(&got);
-    let mut want: Vec<_> = want.into_iter().flatten().collect();
-    got.sort_by_key(|a| a.id);
-    want.sort_by_key(|a| a.id);
-    assert_eq!(got, want, "final alerts equal the uninterrupted run's");
+    assert_same_alerts_once(&got, want.into_iter().flatten().collect());
     drop(node);
     assert_eq!(cursors(&data, &forces), last_seqs, "every event applied");
 }
@@ -236,15 +226,7 @@ async fn alerts_published_before_their_commit_are_raised_again_and_dropped_after
         Duration::from_secs(1),
     )
     .await;
-    let ids: BTreeSet<_> = got
-        .iter()
-        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), got.len(), "duplicate alert on the stream");
-    let (mut got, mut want) = (alerts(&got), want);
-    got.sort_by_key(|a| a.id);
-    want.sort_by_key(|a| a.id);
-    assert_eq!(got, want, "the same alerts, once each");
+    assert_same_alerts_once(&got, want);
 
     // A graceful stop hands the force off: what was applied is committed first.
     node.signal("TERM");

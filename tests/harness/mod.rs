@@ -728,6 +728,20 @@ pub fn alerts(reads: &[Received]) -> Vec<nmc_shared::Alert> {
         .collect()
 }
 
+/// Asserts that `got` (read from `NMC_ALERTS`) holds each alert once, and the same alerts as
+/// `want` (compared as [`alerts`] normalises them), whatever their order.
+pub fn assert_same_alerts_once(got: &[Received], mut want: Vec<nmc_shared::Alert>) {
+    let ids: std::collections::BTreeSet<_> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), got.len(), "duplicate alert on the stream");
+    let mut got = alerts(got);
+    got.sort_by_key(|a| a.id);
+    want.sort_by_key(|a| a.id);
+    assert_eq!(got, want, "the alerts of an uninterrupted run, once each");
+}
+
 /// Synthetic sign-ins of one force as JSON lines.
 pub fn scenario(
     force: &str,

@@ -3,7 +3,7 @@
 //! A step reads up to `batch_size` messages from an ordered consumer that starts after the sled
 //! cursor, evaluates them, publishes dead letters and alerts and waits for their acks. The state
 //! in memory then runs ahead of sled. It is committed (the cursor and the state changes since
-//! the last commit, in one sled batch, flushed) every `commit_interval_ms` or
+//! the last commit, in one sled batch, then flushed in the background) every `commit_interval_ms` or
 //! `commit_max_events`, once the force has been quiet for `commit_quiet_ms`, before a new rule
 //! pack and before a handoff. A crash loses only what was not committed, and the next worker
 //! replays it from the committed cursor: the core is deterministic, so the replay re-raises the
@@ -76,6 +76,8 @@ pub struct Worker {
     uncommitted: Option<Uncommitted>,
     /// How large the stored snapshot and journal are.
     stored: StoredSize,
+    /// The flush of the last commit.
+    flushing: Option<tokio::task::JoinHandle<Result<()>>>,
     poison: Option<Poison>,
     reader: Option<pull::Ordered>,
     /// The outbox holds alerts of an earlier holder (found at open) to publish, restamped.
@@ -150,6 +152,7 @@ impl Worker {
             cursor,
             uncommitted: None,
             stored,
+            flushing: None,
             poison,
             reader: None,
             outbox_inherited,
@@ -284,7 +287,8 @@ impl Worker {
         self.control.record(|s| s.lagging_since = None);
     }
 
-    /// Evaluates and commits `raws`, under the batch span whose `traceparent` the alerts carry.
+    /// Evaluates `raws`, publishes their dead letters and alerts (under the batch span whose
+    /// `traceparent` the alerts carry), and commits if a commit is due.
     async fn process(&mut self, raws: Vec<Raw>, traceparent: Option<String>) -> Result<Step> {
         let started = Instant::now();
         self.settings.now_ms = crate::clock::now_ms();
@@ -414,8 +418,8 @@ impl Worker {
     }
 
     /// Writes the cursor and the state changes since the last commit in one sled batch and
-    /// flushes it. False (nothing written) when the lease is past its deadline: the worker must
-    /// then be rebuilt from sled.
+    /// starts its flush. False (nothing written) when the lease is past its deadline: the
+    /// worker must then be rebuilt from sled.
     pub async fn commit(&mut self) -> Result<bool> {
         let Some(u) = self.uncommitted.take() else {
             return Ok(true);
@@ -431,8 +435,15 @@ impl Worker {
             state: self.state.take_changes(&self.rules),
             clear_poison: u.clear_poison,
         };
+        // The previous commit's flush (long done by now): its failure stops the worker here.
+        if let Some(flush) = self.flushing.take() {
+            flush.await.context("the flush task of the last commit")??;
+        }
         self.stored.journal += self.store.commit(commit)?;
-        self.ctx.store.flush().await?;
+        // The batch is atomic, so the force need not wait for it to reach the disk: only the
+        // replay after a crash depends on it. sled's threads flush it while the force reads on.
+        let store = self.ctx.store.clone();
+        self.flushing = Some(tokio::spawn(async move { store.flush().await }));
         if self.stored.fold_due() {
             // Off the actor's thread: the fold reads and rewrites the whole state.
             let store = self.store.clone();
