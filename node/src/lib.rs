@@ -6,7 +6,7 @@
 //! - [`config`]: the node's configuration (a TOML file, `NMC_*` overrides).
 //! - [`bus`]: NATS and JetStream (connection, streams, readers, publishing; who may create
 //!   streams and buckets: [`bus::provision`]).
-//! - [`store`]: sled persistence of each force's cursor, state and outbox.
+//! - [`store`]: sled persistence of each force's cursor and state (a snapshot plus a journal).
 //! - [`cluster`]: membership, leases, the coordinator and its decisions, checkpoints, onboarding.
 //! - [`force`]: the supervised force actor, its worker and the pure evaluation of a batch.
 //! - [`triage`]: dead-lettering events of forces that are not onboarded.
