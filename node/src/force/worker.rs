@@ -467,25 +467,14 @@ impl Worker {
         if raised.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self
-            .send(raised.iter().map(|r| &r.entry), traceparent, false)
-            .await
-        {
-            self.ctx.metrics.publish_failed(&self.force);
-            return Err(e);
-        }
+        self.send(raised.iter().map(|r| &r.entry), traceparent, false)
+            .await?;
         let now = crate::clock::now_ms();
         let m = &self.ctx.metrics;
-        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
         for r in raised {
-            debug!(force = %self.force, alert = %r.entry.id, subject = %r.entry.subject, "alert published");
             m.alert_of_rule(&r.rule, r.level);
             m.latency(LatencyFrom::Ingest, (now - r.ingest_ms) as f64 / 1000.0);
             m.latency(LatencyFrom::EventTime, (now - r.event_ms) as f64 / 1000.0);
-            *per_level.entry(r.level).or_default() += 1;
-        }
-        for (level, n) in per_level {
-            m.published(&self.force, level, n);
         }
         Ok(())
     }
@@ -516,20 +505,8 @@ impl Worker {
         }
         let entries = self.store.outbox()?;
         self.control.record(|s| s.outbox = entries.len() as u64);
-        if let Err(e) = self.send(entries.iter().map(|(_, e)| e), None, true).await {
-            self.ctx.metrics.publish_failed(&self.force);
-            return Err(e);
-        }
-        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
-        for (_, e) in &entries {
-            debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
-            if let Some(level) = e.subject.rsplit('.').next().and_then(|l| l.parse().ok()) {
-                *per_level.entry(level).or_default() += 1;
-            }
-        }
-        for (level, n) in per_level {
-            self.ctx.metrics.published(&self.force, level, n);
-        }
+        self.send(entries.iter().map(|(_, e)| e), None, true)
+            .await?;
         self.store
             .outbox_remove(entries.into_iter().map(|(k, _)| k))?;
         self.control.record(|s| s.outbox = 0);
@@ -537,8 +514,36 @@ impl Worker {
         Ok(())
     }
 
-    /// Publishes `entries` with their ids as `Nats-Msg-Id` and waits for every ack.
-    async fn send(
+    /// Publishes `entries` with their ids as `Nats-Msg-Id` (restamped if `restamp`), waits
+    /// for every ack and counts them per level; a failure is counted and returned.
+    async fn send<'e>(
+        &self,
+        entries: impl Iterator<Item = &'e OutboxEntry> + Clone,
+        traceparent: Option<&str>,
+        restamp: bool,
+    ) -> Result<()> {
+        if let Err(e) = self
+            .publish_all(entries.clone(), traceparent, restamp)
+            .await
+        {
+            self.ctx.metrics.publish_failed(&self.force);
+            return Err(e);
+        }
+        let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
+        for e in entries {
+            debug!(force = %self.force, alert = %e.id, subject = %e.subject, "alert published");
+            // `nmc.alerts.<force>.<level>`
+            if let Some(level) = e.subject.rsplit('.').next().and_then(|l| l.parse().ok()) {
+                *per_level.entry(level).or_default() += 1;
+            }
+        }
+        for (level, n) in per_level {
+            self.ctx.metrics.published(&self.force, level, n);
+        }
+        Ok(())
+    }
+
+    async fn publish_all(
         &self,
         entries: impl Iterator<Item = &OutboxEntry>,
         traceparent: Option<&str>,
