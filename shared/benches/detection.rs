@@ -1,7 +1,8 @@
 //! Detection throughput on realistic events: the SigmaHQ regression samples (Sysmon, evtx_dump
 //! JSON) and the Stratus Red Team CloudTrail records, against (a) 100 rules and (b) every SigmaHQ
 //! rule, with events pre-parsed, and (c) including JSON parsing. JSON parsing alone is measured
-//! in the same run as the baseline.
+//! in the same run as the baseline. `cloud_parse`: the CloudTrail records parsed whole and as the
+//! cloud rules read them.
 //!
 //! Rules come from `$NMC_SIGMA_DIR` (default: `../shared/datasets/sigma` beside the repository,
 //! else the copy in `tests/data/sigma`). Run: `cargo bench -p nmc-shared --bench detection`.
@@ -126,8 +127,10 @@ fn bench(c: &mut Criterion) {
     let (all, errors) = RuleSet::compile_with(all_docs.clone(), &placeholders());
     assert!(errors.is_empty(), "{errors:?}");
     // 100 rules: the regression-tested ones first (they match these events), then AWS rules.
+    // (The Azure and M365 rules, copied later for another test, stay out of it.)
     let regression = docs(&repo().join("tests/data/sigma/rules"))
         .into_iter()
+        .filter(|d| !d.origin.contains("/cloud/azure/") && !d.origin.contains("/cloud/m365/"))
         .chain(docs(
             &repo().join("tests/data/sigma/rules-emerging-threats"),
         ));
@@ -251,9 +254,72 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Parsing only what the rules read (`RuleSet::parse_event`, as a node does) against a whole
+/// parse, in the same run: the Stratus Red Team CloudTrail records, with the identity pack and
+/// SigmaHQ's cloud rules.
+fn cloud_parse(c: &mut Criterion) {
+    let raw: Vec<(nmc_shared::SourceKind, Vec<u8>)> = raw_events()
+        .into_iter()
+        .filter(|(s, _)| *s == nmc_shared::SourceKind::AwsCloudtrail)
+        .collect();
+    let docs: Vec<RuleDoc> = docs(&repo().join("deploy/rules/identity"))
+        .into_iter()
+        .chain(docs(&sigma_dir().join("rules/cloud")))
+        .collect();
+    let (rules, errors) = RuleSet::compile(docs);
+    assert!(errors.is_empty(), "{errors:?}");
+    for (s, bytes) in &raw {
+        let whole = Event::parse(*s, bytes, usize::MAX).unwrap();
+        let kept = rules.parse_event(*s, bytes, usize::MAX).unwrap();
+        assert_eq!(
+            rules.matching(&whole).collect::<Vec<_>>(),
+            rules.matching(&kept).collect::<Vec<_>>()
+        );
+    }
+    let mut g = c.benchmark_group("cloud_parse");
+    g.throughput(Throughput::Elements(raw.len() as u64));
+    g.bench_function("parse_whole_baseline", |b| {
+        b.iter(|| {
+            for (s, bytes) in &raw {
+                black_box(Event::parse(*s, bytes, usize::MAX).unwrap());
+            }
+        })
+    });
+    g.bench_function("parse_as_rules_read", |b| {
+        b.iter(|| {
+            for (s, bytes) in &raw {
+                black_box(rules.parse_event(*s, bytes, usize::MAX).unwrap());
+            }
+        })
+    });
+    g.bench_function("parse_whole_and_detect", |b| {
+        b.iter(|| {
+            raw.iter()
+                .map(|(s, bytes)| {
+                    rules
+                        .matching(&Event::parse(*s, bytes, usize::MAX).unwrap())
+                        .count()
+                })
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("parse_as_read_and_detect", |b| {
+        b.iter(|| {
+            raw.iter()
+                .map(|(s, bytes)| {
+                    rules
+                        .matching(&rules.parse_event(*s, bytes, usize::MAX).unwrap())
+                        .count()
+                })
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
-    targets = bench
+    targets = bench, cloud_parse
 }
 criterion_main!(benches);

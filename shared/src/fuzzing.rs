@@ -7,8 +7,9 @@
 //! the fuzzer finds wrong answers as well as crashes.
 //!
 //! - [`event`]: a raw payload of a source, as a node reads it from `nmc.events.<force>.<source>`
-//!   (the first byte picks the source): [`Event::parse`], the logsource class and the field
-//!   mapping, the matcher, and one correlation step;
+//!   (the first byte picks the source): [`Event::parse`] (and [`RuleSet::parse_event`], which
+//!   must agree), the logsource class and the field mapping, the matcher, and one correlation
+//!   step;
 //! - [`rules`]: a Sigma YAML file: [`parse_rules`], [`RuleSet::compile_with`], the compiled rules
 //!   evaluated on sample events, the text as a condition expression;
 //! - [`state`]: persisted force state: a [`Checkpoint`] (first byte even) or state entries
@@ -395,13 +396,28 @@ pub fn event(data: &[u8]) {
         return;
     };
     let source = SourceKind::ALL[usize::from(first) % SourceKind::ALL.len()];
-    let ev = match Event::parse(source, payload, MAX_EVENT_BYTES) {
-        Ok(ev) => ev,
-        Err(e) => {
+    let rules = &*EVENT_RULES;
+    // Parsing only what the rules read refuses the same payloads, and the rules match the same.
+    let kept = rules.parse_event(source, payload, MAX_EVENT_BYTES);
+    let ev = match (Event::parse(source, payload, MAX_EVENT_BYTES), kept) {
+        (Ok(ev), Ok(kept)) => {
+            assert_eq!(
+                matching(rules, &ev),
+                matching(rules, &kept),
+                "the event as the rules read it matches other rules"
+            );
+            ev
+        }
+        (Err(e), Err(kept)) => {
+            assert_eq!(
+                e, kept,
+                "refused otherwise when parsed as the rules read it"
+            );
             // Every rejection has a reason and a message (the dead letter's headers).
             let _ = (e.code(), e.to_string());
             return;
         }
+        (whole, kept) => panic!("parsed whole: {whole:?}; as the rules read it: {kept:?}"),
     };
     assert!(
         (MIN_EVENT_TIME_MS..=MAX_EVENT_TIME_MS).contains(&ev.time_ms),
@@ -419,7 +435,6 @@ pub fn event(data: &[u8]) {
             let _ = mapping::lookup(class, &ev.body, k);
         }
     }
-    let rules = &*EVENT_RULES;
     matching(rules, &ev);
     let mut st = ForceState::new().with_lateness(LATENESS_MS);
     drive(rules, &mut st, [&ev], &mut BTreeMap::new());

@@ -483,6 +483,14 @@ pub fn classify(source: SourceKind, body: &Value) -> usize {
     }
 }
 
+/// The class of every event of `source`, for sources whose class does not depend on the event
+/// (all but the Windows event logs, classified by channel and event id).
+pub fn class_of_source(source: SourceKind) -> Option<usize> {
+    let c = &*CLASSES;
+    let class = c.source[&source];
+    (!c.all[class].windows).then_some(class)
+}
+
 fn get_ci<'a>(body: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = body;
     for part in path.split('.') {

@@ -1,6 +1,9 @@
 //! Plain JSON access shared by event parsing and field mapping: parsing a payload strictly
-//! (duplicate keys and deep nesting refused), reading a field by name or dotted path, and naming
-//! a value's kind in messages. Depends on nothing else in the crate.
+//! (duplicate keys and deep nesting refused), keeping only the parts something reads
+//! ([`kept`]), reading a field by name or dotted path, and naming a value's kind in messages.
+//! Depends on nothing else in the crate.
+
+pub mod kept;
 
 use std::cell::Cell;
 use std::fmt;
@@ -60,18 +63,7 @@ enum Refused {
 /// Costs the same as `from_slice` on good input: the duplicate check is the map insertion
 /// serde_json does anyway.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictError> {
-    let refused = Cell::new(Refused::Nothing);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = Strict {
-        depth: 0,
-        refused: &refused,
-    }
-    .deserialize(&mut de)
-    .and_then(|v| de.end().map(|()| v));
-    match parsed {
-        Ok(v) => Ok(v),
-        Err(e) => Err(classify(bytes, e, refused.take())),
-    }
+    kept::parse_kept(bytes, kept::KeepTree::everything())
 }
 
 #[cold]
@@ -187,21 +179,24 @@ impl<'de> Visitor<'de> for Strict<'_> {
                     e.insert(v);
                 }
                 Entry::Occupied(e) => {
-                    let mut key = e.key().clone();
-                    if key.len() > 128 {
-                        let mut end = 128;
-                        while !key.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        key.truncate(end);
-                        key.push_str("...");
-                    }
-                    return Err(self.refuse(Refused::Duplicate(key)));
+                    return Err(self.refuse(Refused::Duplicate(shown_key(e.key()))));
                 }
             }
         }
         Ok(Value::Object(out))
     }
+}
+
+/// A duplicate key as an error names it: at most 128 bytes of it.
+fn shown_key(key: &str) -> String {
+    if key.len() <= 128 {
+        return key.to_owned();
+    }
+    let mut end = 128;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &key[..end])
 }
 
 /// Reads a field: an exact top-level key first (flattened collectors use dotted keys), then a

@@ -12,6 +12,7 @@ use super::parse::{DetectionSpec, FieldSpec, LogSourceSpec, RuleBody, RuleDoc, S
 use super::prefilter::{
     ANYWHERE, AT_END, AT_START, ClassFilter, EventScan, IndexBuilder, LiteralIndex, WHOLE,
 };
+use super::reads::ReadPlan;
 use super::{RuleError, RuleErrorKind};
 use crate::alert::RuleRef;
 use crate::correlate::kind::Params;
@@ -87,6 +88,12 @@ impl FieldMatcher {
     fn needs(&self, rarity: &Rarity) -> Needs {
         needs::of_field(&self.field, &self.groups, self.all, rarity)
     }
+
+    /// [`FieldMatcher::matches`], unknown (`None`) for a keyword search: the event may hold
+    /// only the fields the rules read.
+    fn matches_by_name<'a>(&'a self, fc: &FieldCache<'a>) -> Option<bool> {
+        (!self.field.is_empty()).then(|| self.matches(fc, None))
+    }
 }
 
 fn any_string(v: &Value, m: &ValueMatcher, ev: &dyn FieldLookup) -> bool {
@@ -137,6 +144,35 @@ impl CompiledSelection {
             .any(|fields| fields.iter().all(|f| f.matches(fc, hits)))
     }
 
+    /// [`CompiledSelection::matches`] in three-valued logic, keyword searches unknown.
+    fn matches_by_name<'a>(&'a self, fc: &FieldCache<'a>) -> Option<bool> {
+        let mut out = Some(false);
+        for fields in &self.0 {
+            let mut all = Some(true);
+            for f in fields {
+                match f.matches_by_name(fc) {
+                    Some(false) => {
+                        all = Some(false);
+                        break;
+                    }
+                    None => all = None,
+                    Some(true) => {}
+                }
+            }
+            match all {
+                Some(true) => return Some(true),
+                None => out = None,
+                Some(false) => {}
+            }
+        }
+        out
+    }
+
+    /// Whether a keyword search is part of it.
+    fn searches_words(&self) -> bool {
+        self.0.iter().flatten().any(|f| f.field.is_empty())
+    }
+
     fn needs(&self, rarity: &Rarity) -> Needs {
         needs::of_selection(
             self.0
@@ -179,6 +215,30 @@ impl CompiledRule {
     ) -> bool {
         self.expr
             .eval(&mut |i| self.selections[i].matches(fc, hits))
+    }
+
+    /// Whether one of its selections searches every string of the event (keywords).
+    fn searches_words(&self) -> bool {
+        self.selections
+            .iter()
+            .any(CompiledSelection::searches_words)
+    }
+
+    /// Whether the rule may match an event of which `fc` holds the fields the rules read: false
+    /// when its field tests alone rule it out, whatever its keyword searches would find.
+    fn may_match_by_name<'a>(&'a self, fc: &FieldCache<'a>) -> bool {
+        self.expr
+            .eval_partial(&mut |i| self.selections[i].matches_by_name(fc))
+            != Some(false)
+    }
+
+    /// Whether some events can be told not to match without a keyword search: false when the
+    /// rule would need every event whole.
+    fn decidable_by_name(&self) -> bool {
+        [false, true].into_iter().any(|known| {
+            let sel = |i: usize| (!self.selections[i].searches_words()).then_some(known);
+            self.expr.eval_partial(&mut |i| sel(i)) == Some(false)
+        })
     }
 
     /// Registers the rule's literal tests in the index.
@@ -272,6 +332,9 @@ pub struct RuleSet {
     index: LiteralIndex,
     corr_of_rule: Vec<Vec<usize>>,
     corr_of_corr: Vec<Vec<usize>>,
+    reads: ReadPlan,
+    /// Per class, the rules with a keyword search (they need the whole event).
+    word_rules: Vec<Vec<usize>>,
 }
 
 fn rule_ref(doc: &RuleDoc, kind: &str) -> RuleRef {
@@ -492,7 +555,92 @@ impl RuleSet {
             })
             .collect();
         set.link_correlations(corr_docs, &mut errors);
+        set.word_rules = set
+            .by_class
+            .iter()
+            .map(|c| {
+                c.rules
+                    .iter()
+                    .copied()
+                    .filter(|&r| set.rules[r].searches_words())
+                    .collect()
+            })
+            .collect();
+        set.reads = set.read_plan();
         (set, errors)
+    }
+
+    /// Parses a payload of `source` as these rules need it: only the parts they read
+    /// ([`RuleSet::reads`]), unless a keyword search of the event's class may match it, which
+    /// reads every string: then the whole event. The rules match the result exactly as they
+    /// match the whole event; the same payloads are refused with the same errors.
+    pub fn parse_event(
+        &self,
+        source: crate::source::SourceKind,
+        payload: &[u8],
+        max_bytes: usize,
+    ) -> Result<Event, crate::event::BadInput> {
+        let keep = self.reads.keep(source);
+        let ev = Event::parse_kept(source, payload, max_bytes, keep)?;
+        if keep.is_everything() || !self.may_search_words(&ev) {
+            return Ok(ev);
+        }
+        Event::parse(source, payload, max_bytes)
+    }
+
+    /// Whether a keyword search of the class of `ev` (parsed keeping what the rules read) may
+    /// decide whether its rule matches.
+    fn may_search_words(&self, ev: &Event) -> bool {
+        let Some(rules) = self.word_rules.get(ev.class) else {
+            return false;
+        };
+        if rules.is_empty() {
+            return false;
+        }
+        let fc = FieldCache::new(ev);
+        rules.iter().any(|&r| self.rules[r].may_match_by_name(&fc))
+    }
+
+    /// What the rules read of each source's events ([`ReadPlan`]).
+    fn read_plan(&self) -> ReadPlan {
+        let mut shared: Vec<&str> = Vec::new();
+        for c in &self.correlations {
+            shared.extend(c.group_fields.iter().flatten().map(String::as_str));
+            shared.extend(c.field.as_deref());
+            shared.extend(c.params.detector.latitude.as_deref());
+            shared.extend(c.params.detector.longitude.as_deref());
+        }
+        ReadPlan::new(|class| self.fields_read(class), &shared)
+    }
+
+    /// The fields the detection rules of `class` read (`None`: the whole event, for a keyword
+    /// search that no field test of its rule can rule out).
+    fn fields_read(&self, class: usize) -> Option<Vec<&str>> {
+        let mut out = Vec::new();
+        let Some(filter) = self.by_class.get(class) else {
+            return Some(out);
+        };
+        for &r in &filter.rules {
+            let rule = &self.rules[r];
+            if rule.searches_words() && !rule.decidable_by_name() {
+                return None;
+            }
+            for fm in rule.selections.iter().flat_map(|s| s.0.iter().flatten()) {
+                if fm.field.is_empty() {
+                    continue;
+                }
+                out.push(fm.field.as_str());
+                for m in fm.groups.iter().flatten() {
+                    m.fields_referenced(&mut out);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// What the rules read of each source's events (see [`RuleSet::parse_event`]).
+    pub fn reads(&self) -> &ReadPlan {
+        &self.reads
     }
 
     /// Resolves correlation references (to detection rules or to other correlations, by id or

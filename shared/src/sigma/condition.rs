@@ -31,6 +31,37 @@ impl Expr {
             Expr::Not(x) => !x.eval(sel),
         }
     }
+
+    /// Evaluates in three-valued (Kleene) logic, a selection being unknown (`None`) when the
+    /// predicate cannot tell: `Some(false)` means false whatever the unknown selections hold.
+    pub fn eval_partial(&self, sel: &mut impl FnMut(usize) -> Option<bool>) -> Option<bool> {
+        match self {
+            Expr::Sel(i) => sel(*i),
+            Expr::And(xs) => {
+                let mut out = Some(true);
+                for x in xs {
+                    match x.eval_partial(sel) {
+                        Some(false) => return Some(false),
+                        None => out = None,
+                        Some(true) => {}
+                    }
+                }
+                out
+            }
+            Expr::Or(xs) => {
+                let mut out = Some(false);
+                for x in xs {
+                    match x.eval_partial(sel) {
+                        Some(true) => return Some(true),
+                        None => out = None,
+                        Some(false) => {}
+                    }
+                }
+                out
+            }
+            Expr::Not(x) => x.eval_partial(sel).map(|b| !b),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +269,35 @@ mod tests {
         assert!(ev("sel and not filter", [true, false, false, false]));
         assert!(!ev("sel and not filter", [true, false, true, false]));
         assert!(ev("not not sel", [true, false, false, false]));
+    }
+
+    #[test]
+    fn partial_evaluation_is_false_only_when_the_unknowns_cannot_matter() {
+        // `sel_b` unknown: every assignment of it is tried against the partial answer.
+        for cond in [
+            "sel and sel_b",
+            "sel or sel_b",
+            "sel and not sel_b",
+            "not (sel or sel_b) and filter",
+            "1 of sel*",
+            "all of sel* or filter",
+        ] {
+            let e = parse_condition(cond, &names()).unwrap();
+            for bits in 0..8u8 {
+                let known = |i: usize| bits & (1 << (i.min(2))) != 0;
+                let partial = e.eval_partial(&mut |i| (i != 1).then(|| known(i)));
+                let outcomes: Vec<bool> = [false, true]
+                    .iter()
+                    .map(|&b| e.eval(&mut |i| if i == 1 { b } else { known(i) }))
+                    .collect();
+                let want = match outcomes[..] {
+                    [false, false] => Some(false),
+                    [true, true] => Some(true),
+                    _ => None,
+                };
+                assert_eq!(partial, want, "{cond} with {bits:03b}");
+            }
+        }
     }
 
     #[test]

@@ -193,6 +193,24 @@ pub enum ValueMatcher {
     Not(Box<ValueMatcher>),
 }
 
+impl ValueMatcher {
+    /// Adds the other fields of the event this test reads (`fieldref`) to `out`.
+    pub(crate) fn fields_referenced<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            ValueMatcher::FieldRef { field, .. } => out.push(field),
+            ValueMatcher::Not(m) => m.fields_referenced(out),
+            ValueMatcher::Str { .. }
+            | ValueMatcher::Regex(..)
+            | ValueMatcher::Cidr(_)
+            | ValueMatcher::Num(..)
+            | ValueMatcher::Bool(_)
+            | ValueMatcher::Null
+            | ValueMatcher::Exists(_)
+            | ValueMatcher::Time(..) => {}
+        }
+    }
+}
+
 /// Splits a Sigma string into glob tokens, honouring `\*`, `\?` and `\\` escapes.
 pub fn glob_tokens(s: &str) -> Vec<GlobTok> {
     let mut toks = Vec::new();

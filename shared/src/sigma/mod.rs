@@ -5,7 +5,8 @@
 //! (`condition`) and value matchers (`matcher`); `needs` derives what an event must hold for each
 //! rule to match, and `prefilter` indexes those needs per class so that an event is only tested
 //! against the rules whose needs it holds, with `scan` searching field values for literals and
-//! `fields` resolving each field of an event once.
+//! `fields` resolving each field of an event once. [`reads`] says which parts of each source's
+//! events the rules read, so that parsing builds only those.
 //!
 //! Detection rules follow the Sigma specification v2.1 with every modifier of its appendix;
 //! Sigma filter documents are applied to the rules they name. Correlations support ten types:
@@ -21,12 +22,14 @@ pub(crate) mod matcher;
 pub(crate) mod needs;
 pub mod parse;
 pub(crate) mod prefilter;
+pub mod reads;
 pub mod referenced;
 pub(crate) mod scan;
 
 pub use compile::{CompiledCorrelation, CompiledRule, Input, RuleSet};
 pub use matcher::Placeholders;
 pub use parse::{RuleDoc, parse_rules};
+pub use reads::ReadPlan;
 pub use referenced::referenced_fields;
 
 /// A rule that could not be loaded, with where it came from and why.
