@@ -195,7 +195,12 @@ pub fn evaluate(
             ));
             continue;
         }
-        let event = match Event::parse(source, &raw.payload, s.max_event_bytes) {
+        // Only what the rules read is built (whole events when a test injects faults by field).
+        let parsed = match s.panic_field {
+            Some(_) => Event::parse(source, &raw.payload, s.max_event_bytes),
+            None => rules.parse_event(source, &raw.payload, s.max_event_bytes),
+        };
+        let event = match parsed {
             Ok(ev) => ev,
             Err(e) => {
                 dead.push(dead_letter(e.reason(), e.to_string()));
