@@ -62,6 +62,8 @@ wait_held() {
   exit 1
 }
 
+# CPU seconds (user + system) process $1 has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"; }
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
 
@@ -77,15 +79,23 @@ setup() {
 setup drain
 "$nmc" bench --phase publish --forces "$forces" --events "$events" >"$work/publish.json"
 "$nmc" bench --phase floor --forces "$forces" >"$work/floor.json"
+nats_cpu0=$(cpu_s "$nats_pid")
+drain_t0=$EPOCHREALTIME
 "$nmc" bench --phase drain --forces "$forces" --events "$events" >"$work/drain.json" &
 drain=$!
 start_node drain "$forces"
 wait "$drain"
+node_cpu=$(cpu_s "$node_pid")
+nats_cpu=$(awk -v a="$nats_cpu0" -v b="$(cpu_s "$nats_pid")" 'BEGIN { printf "%.2f", b - a }')
+drain_wall=$(awk -v a="$drain_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
 floor_eps=$(json_field floor_events_per_sec <"$work/floor.json")
 drain_eps=$(json_field drain_events_per_sec <"$work/drain.json")
 echo "drain: $(cat "$work/drain.json")"
 echo "floor: $(cat "$work/floor.json")"
+# Where the two cores went during the drain (start-up included): the node, and nats-server
+# serving its readers.
+echo "drain cpu: node ${node_cpu} s, nats-server ${nats_cpu} s, in ${drain_wall} s"
 
 # 2. live at 70% of the drain rate
 setup live
