@@ -285,6 +285,15 @@ fn cloud_parse(c: &mut Criterion) {
             }
         })
     });
+    // The floor of a kept parse: nothing kept, every part read and checked.
+    let nothing = nmc_shared::json::kept::KeepTree::new();
+    g.bench_function("parse_keeping_nothing_floor", |b| {
+        b.iter(|| {
+            for (_, bytes) in &raw {
+                black_box(nmc_shared::json::kept::parse_kept(bytes, &nothing).unwrap());
+            }
+        })
+    });
     g.bench_function("parse_as_rules_read", |b| {
         b.iter(|| {
             for (s, bytes) in &raw {
