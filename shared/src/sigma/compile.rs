@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::condition::{Expr, parse_condition};
+use super::condition::{Expr, kleene, parse_condition};
 use super::fields::FieldCache;
 use super::matcher::{FieldLookup, Pattern, Placeholders, ValueMatcher, compile_value};
 use super::needs::{self, Needs, Rarity};
@@ -146,26 +146,10 @@ impl CompiledSelection {
 
     /// [`CompiledSelection::matches`] in three-valued logic, keyword searches unknown.
     fn matches_by_name<'a>(&'a self, fc: &FieldCache<'a>) -> Option<bool> {
-        let mut out = Some(false);
-        for fields in &self.0 {
-            let mut all = Some(true);
-            for f in fields {
-                match f.matches_by_name(fc) {
-                    Some(false) => {
-                        all = Some(false);
-                        break;
-                    }
-                    None => all = None,
-                    Some(true) => {}
-                }
-            }
-            match all {
-                Some(true) => return Some(true),
-                None => out = None,
-                Some(false) => {}
-            }
-        }
-        out
+        let map = |fields: &'a Vec<FieldMatcher>| {
+            kleene(fields.iter().map(|f| f.matches_by_name(fc)), false)
+        };
+        kleene(self.0.iter().map(map), true)
     }
 
     /// Whether a keyword search is part of it.

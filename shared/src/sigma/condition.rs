@@ -37,31 +37,25 @@ impl Expr {
     pub fn eval_partial(&self, sel: &mut impl FnMut(usize) -> Option<bool>) -> Option<bool> {
         match self {
             Expr::Sel(i) => sel(*i),
-            Expr::And(xs) => {
-                let mut out = Some(true);
-                for x in xs {
-                    match x.eval_partial(sel) {
-                        Some(false) => return Some(false),
-                        None => out = None,
-                        Some(true) => {}
-                    }
-                }
-                out
-            }
-            Expr::Or(xs) => {
-                let mut out = Some(false);
-                for x in xs {
-                    match x.eval_partial(sel) {
-                        Some(true) => return Some(true),
-                        None => out = None,
-                        Some(false) => {}
-                    }
-                }
-                out
-            }
+            Expr::And(xs) => kleene(xs.iter().map(|x| x.eval_partial(sel)), false),
+            Expr::Or(xs) => kleene(xs.iter().map(|x| x.eval_partial(sel)), true),
             Expr::Not(x) => x.eval_partial(sel).map(|b| !b),
         }
     }
+}
+
+/// Three-valued AND (`decisive` false) or OR (`decisive` true) of `items`, lazily: the first
+/// item equal to `decisive` decides; otherwise unknown if any item is, else `!decisive`.
+pub(crate) fn kleene(items: impl Iterator<Item = Option<bool>>, decisive: bool) -> Option<bool> {
+    let mut out = Some(!decisive);
+    for item in items {
+        match item {
+            Some(b) if b == decisive => return Some(decisive),
+            None => out = None,
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,9 +7,11 @@
 //! event fields the same way. The plan of a source keeps every one of those places for every
 //! field its rules (detection fields and `fieldref` targets), the correlations (group-by, aliases,
 //! the counted field, coordinates), its renames and its time fields can read. It keeps the whole
-//! event where a read is not by name: a keyword search (every string of the event) and the
-//! Windows event logs (classified by channel and event id, fields searched under `EventData`,
-//! `System` and `UserData`).
+//! event where reads are not by name: the Windows event logs (classified by channel and event
+//! id, fields searched under `EventData`, `System` and `UserData`), and a class with a keyword
+//! search (every string of the event) that no field test of its rule can rule out. Other keyword
+//! searches are left to [`super::RuleSet::parse_event`], which parses the whole event when the
+//! rule's field tests cannot rule it out.
 
 use crate::event::INGEST_TIME_FIELDS;
 use crate::json::kept::KeepTree;
@@ -30,8 +32,8 @@ impl ReadPlan {
     }
 
     /// The plan of a rule set: `class_fields(class)` names the fields the detection rules of a
-    /// class read (`None`: the whole event, for a keyword search), `shared` the fields read of
-    /// events of any class (the correlations').
+    /// class read (`None`: the whole event), `shared` the fields read of events of any class
+    /// (the correlations').
     pub(crate) fn new<'a>(
         class_fields: impl Fn(usize) -> Option<Vec<&'a str>>,
         shared: &[&str],
