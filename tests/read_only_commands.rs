@@ -146,6 +146,28 @@ async fn only_nodes_create_or_change_streams_and_buckets() {
     for args in &commands {
         ok(&url, args).await;
     }
+    // The bench's two floors read the same backlog (every event is kent's): the whole stream
+    // with one reader, and each force's subjects with a reader of its own.
+    let count = |out: &str, phase: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(v["phase"], phase, "{out}");
+        assert!(
+            v[format!("{}_events_per_sec", phase.replace('-', "_"))]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+        v["events"].as_u64().unwrap()
+    };
+    let floor = ok(&url, &["bench", "--phase", "floor", "--forces", "kent"]).await;
+    let per_force = ok(
+        &url,
+        &["bench", "--phase", "force-floor", "--forces", "kent"],
+    )
+    .await;
+    let n = count(&floor, "floor");
+    assert!(n >= 250, "the replayed and the bench's events: {floor}");
+    assert_eq!(count(&per_force, "force-floor"), n);
     let status = ok(&url, &["cluster", "status", "--json"]).await;
     assert!(status.contains("node-a"), "{status}");
 

@@ -14,7 +14,11 @@
 #   4. idle forces: resident memory of a node holding FORCES idle forces against one holding
 #      none, per force.
 # The last line printed is one JSON object with the figures:
-#   {"drain_eps", "floor_eps", "ratio", "p50_ms", "p99_ms", "p999_ms", "recovery_s", "idle_force_mib"}
+#   {"drain_eps", "floor_eps", "ratio", "p50_ms", "p99_ms", "p999_ms", "recovery_s", "idle_force_mib",
+#    "force_floor_eps", "force_ratio"}
+# where force_floor_eps is the same backlog read as a node reads it, one bare filtered ordered
+# consumer per force, all at once (`nmc bench --phase force-floor`), and force_ratio = drain /
+# force floor.
 #
 #   deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
 set -euo pipefail
@@ -79,6 +83,7 @@ setup() {
 setup drain
 "$nmc" bench --phase publish --forces "$forces" --events "$events" >"$work/publish.json"
 "$nmc" bench --phase floor --forces "$forces" >"$work/floor.json"
+"$nmc" bench --phase force-floor --forces "$forces" >"$work/force-floor.json"
 nats_cpu0=$(cpu_s "$nats_pid")
 drain_t0=$EPOCHREALTIME
 "$nmc" bench --phase drain --forces "$forces" --events "$events" >"$work/drain.json" &
@@ -93,6 +98,8 @@ floor_eps=$(json_field floor_events_per_sec <"$work/floor.json")
 drain_eps=$(json_field drain_events_per_sec <"$work/drain.json")
 echo "drain: $(cat "$work/drain.json")"
 echo "floor: $(cat "$work/floor.json")"
+echo "force floor: $(cat "$work/force-floor.json")"
+force_floor_eps=$(json_field force_floor_events_per_sec <"$work/force-floor.json")
 # Where the two cores went during the drain (start-up included): the node, and nats-server
 # serving its readers.
 echo "drain cpu: node ${node_cpu} s, nats-server ${nats_cpu} s, in ${drain_wall} s"
@@ -148,9 +155,9 @@ rssn=$(rss_mib "$node_pid")
 kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
 echo "idle: $rss0 MiB with no force, $rssn MiB with $nforces idle forces"
 
-python3 - "$drain_eps" "$floor_eps" "$work/live.json" "${recovery_s:-null}" "$rss0" "$rssn" "$nforces" <<'PY'
+python3 - "$drain_eps" "$floor_eps" "$work/live.json" "${recovery_s:-null}" "$rss0" "$rssn" "$nforces" "$force_floor_eps" <<'PY'
 import json, sys
-drain, floor = float(sys.argv[1]), float(sys.argv[2])
+drain, floor, force_floor = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[8])
 live = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1])
 lat = live["latency_ms"]
 rec = None if sys.argv[4] == "null" else float(sys.argv[4])
@@ -159,5 +166,6 @@ print(json.dumps({
     "drain_eps": round(drain), "floor_eps": round(floor), "ratio": round(drain / floor, 3),
     "p50_ms": round(lat["p50"], 2), "p99_ms": round(lat["p99"], 2), "p999_ms": round(lat["p999"], 2),
     "recovery_s": rec, "idle_force_mib": round((rssn - rss0) / n, 3),
+    "force_floor_eps": round(force_floor), "force_ratio": round(drain / force_floor, 3),
 }))
 PY

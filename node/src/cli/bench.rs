@@ -13,7 +13,9 @@
 //! then waits, from its own start, for all probe alerts: started together with the node, it
 //! measures the node's processing rate alone. `floor` reads the whole of `NMC_EVENTS` with a
 //! bare ordered consumer that only counts the messages: the rate no node can beat on this
-//! machine, the JetStream floor a drain is compared with.
+//! machine, the JetStream floor a drain is compared with. `force-floor` reads it as a node does,
+//! with one filtered ordered consumer per force, all at once, only counting: the server's cost
+//! of serving per-force readers, which the plain floor does not pay.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -50,6 +52,9 @@ pub enum Phase {
     Drain,
     /// Read every message of `NMC_EVENTS` with a bare ordered consumer and count them.
     Floor,
+    /// Read the messages of each force of `--forces` with a bare ordered consumer of its own
+    /// (filtered to its subjects, as a node reads them), all at once, and count them.
+    ForceFloor,
 }
 
 /// Arguments of `nmc bench`.
@@ -214,6 +219,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.phase == Phase::Floor {
         return floor(&js, Duration::from_secs(args.timeout)).await;
     }
+    if args.phase == Phase::ForceFloor {
+        return force_floor(&js, &args.forces, Duration::from_secs(args.timeout)).await;
+    }
     let deadline = Duration::from_secs(args.timeout);
 
     if args.phase == Phase::Drain {
@@ -375,6 +383,54 @@ async fn floor(js: &jetstream::Context, timeout: Duration) -> Result<()> {
             "events": read,
             "floor_seconds": secs,
             "floor_events_per_sec": read as f64 / secs,
+        })
+    );
+    Ok(())
+}
+
+/// The `force-floor` phase: reads the messages `NMC_EVENTS` holds now for each of `forces` with
+/// one ordered consumer per force, filtered to the force's subjects as a node's readers are, all
+/// at once, counting only; reports the rate. What the server costs to serve per-force readers
+/// (each walks past the other forces' messages) bounds a node's drain as well as the floor does.
+async fn force_floor(js: &jetstream::Context, forces: &[ForceId], timeout: Duration) -> Result<()> {
+    let stream = crate::bus::provision::open_stream(js, subject::EVENTS_STREAM).await?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let read_force = |force: &ForceId| {
+        let (stream, force) = (&stream, force.clone());
+        async move {
+            let filter = subject::events_of(&force);
+            let mut reader =
+                bus::ordered_reader(stream, filter.clone(), DeliverPolicy::All, false).await?;
+            let mut read = 0u64;
+            loop {
+                let m = match tokio::time::timeout_at(deadline, reader.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => bail!("reading {filter}: {e}"),
+                    Ok(None) => bail!("the reader of {filter} ended"),
+                    Err(_) => bail!(
+                        "{read} messages of {filter} read within {}s, and more were expected (a force of --forces without events?)",
+                        timeout.as_secs()
+                    ),
+                };
+                read += 1;
+                if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
+                    return Ok(read);
+                }
+            }
+        }
+    };
+    let counts = futures::future::try_join_all(forces.iter().map(read_force)).await?;
+    let read: u64 = counts.iter().sum();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "phase": "force-floor",
+            "events": read,
+            "forces": forces.len(),
+            "force_floor_seconds": secs,
+            "force_floor_events_per_sec": read as f64 / secs,
         })
     );
     Ok(())
