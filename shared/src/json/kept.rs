@@ -261,8 +261,9 @@ impl<'de> DeserializeSeed<'de> for Skip<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        // `deserialize_any`, not `deserialize_ignored_any`: serde_json skips the bytes of an
-        // ignored string without checking that they are UTF-8.
+        // `deserialize_any`, not `deserialize_ignored_any`: serde_json skips an ignored value
+        // without the checks a whole parse makes (object keys for duplicates, nesting depth,
+        // and, when the payload is read as bytes, UTF-8).
         d.deserialize_any(self)
     }
 }
