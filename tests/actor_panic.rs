@@ -48,7 +48,7 @@ async fn poison_event_is_retried_then_dead_lettered_and_state_survives() {
         },
     );
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let kent = "nmc.events.kent.entra_signin";
 
     // Five failures for bob, then a legacy sign-in whose alert proves they were committed.

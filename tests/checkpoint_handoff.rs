@@ -36,7 +36,7 @@ async fn exported_state_continues_on_another_node() {
     };
     let mut a = Node::start(&nats, &a_dir, &spec("node-a"));
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
 
     // The brute force of this scenario straddles the hand-off: the first half of the failures is
     // counted on node A, the rest on node B.

@@ -160,7 +160,7 @@ async fn three_nodes_lose_one_to_sigkill_and_nothing_is_lost_or_doubled() {
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, &TWELVE)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(&TWELVE, &ids);
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
     let per_node: Vec<usize> = ids.iter().map(|n| owners_of(n, &owners).len()).collect();
@@ -247,7 +247,7 @@ async fn a_node_killed_in_a_checkpoint_round_of_43_forces_is_taken_over_in_time(
     let mut a = Node::start(&nats, &dir.path().join("a"), &spec(ids[0]));
     let _b = Node::start(&nats, &dir.path().join("b"), &spec(ids[1]));
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(&forces, &ids);
     wait_owners(&js, &owners, Duration::from_secs(60)).await;
     let on_a = owners_of(ids[0], &owners);
@@ -310,7 +310,7 @@ async fn a_frozen_node_stops_and_emits_nothing_under_its_stale_epoch() {
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(forces, &ids);
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
     let frozen = if owners_of("node-a", &owners).is_empty() {
@@ -348,7 +348,7 @@ async fn scale_out_from_one_to_three_and_back_under_load() {
     let forces = &TWELVE[..9];
     let mut first = Node::start(&nats, &dir.path().join("n1"), &spec("node-1", forces));
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let alone = desired_owners(forces, &["node-1"]);
     wait_owners(&js, &alone, Duration::from_secs(30)).await;
     let seen = watch_alerts(js.clone());
@@ -412,7 +412,7 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(forces, &ids);
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
     let seen = watch_alerts(js.clone());
@@ -467,7 +467,7 @@ async fn forces_phased_in_with_apply_and_a_third_node_are_all_owned_and_spread()
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, first_ten)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     wait_owners(
         &js,
         &desired_owners(first_ten, &two),
@@ -548,13 +548,26 @@ async fn forces_and_rule_packs_change_while_running() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     wait_owners(
         &js,
         &desired_owners(&["kent"], &["node-1"]),
         Duration::from_secs(30),
     )
     .await;
+
+    // Essex is registered but not onboarded: triage dead-letters what its collector sends.
+    publish(&js, "nmc.events.essex.entra_signin", &[failure(0)]).await;
+    let dlq = wait_for(
+        &js,
+        "NMC_DLQ",
+        "nmc.dlq.essex",
+        1,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(dlq[0].header("Nmc-Reason"), Some("force_not_onboarded"));
 
     // A new force, onboarded by the command line: its events are processed without restart.
     let out = nmc(&nats, &["forces", "add", "essex", "--phase", "cloud"]);
@@ -581,12 +594,12 @@ async fn forces_and_rule_packs_change_while_running() {
         &js,
         "NMC_DLQ",
         "nmc.dlq.essex",
-        1,
+        2,
         Duration::from_secs(30),
         Duration::ZERO,
     )
     .await;
-    assert_eq!(dlq[0].header("Nmc-Reason"), Some("source_not_in_phase"));
+    assert_eq!(dlq[1].header("Nmc-Reason"), Some("source_not_in_phase"));
 
     // A pack with one more rule: pushed, hot-reloaded, and alerts say which pack raised them.
     let good = pack_dir(dir.path(), "good", &[("portal.yml", AZURE_PORTAL_RULE)]);
@@ -689,13 +702,33 @@ async fn forces_and_rule_packs_change_while_running() {
     assert_eq!(owners, vec!["node-1", "node-1"]);
     assert_eq!(st["rule_pack"], bad.as_str(), "the cluster's newest pack");
 
-    // Offboarding: the force is handed off and its events are dead-lettered again.
+    // Offboarding: the force is handed off and its events are dead-lettered again, those sent
+    // from then on only (triage let go of essex's stream while it was onboarded).
     assert!(nmc(&nats, &["forces", "remove", "essex"]).status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     while lease_holders(&js).await.contains_key("essex") {
         assert!(Instant::now() < deadline, "essex still owned");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let before = count(&js, "NMC_DLQ", "nmc.dlq.essex").await;
+    let seq = publish(&js, "nmc.events.essex.entra_signin", &[failure(1)]).await[0];
+    let dlq = wait_for(
+        &js,
+        "NMC_DLQ",
+        "nmc.dlq.essex",
+        before + 1,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        dlq.len(),
+        before + 1,
+        "only the event sent after offboarding"
+    );
+    let last = dlq.last().unwrap();
+    assert_eq!(last.header("Nmc-Reason"), Some("force_not_onboarded"));
+    assert_eq!(last.header("Nmc-Seq"), Some(seq.to_string().as_str()));
 }
 
 #[tokio::test]
@@ -709,7 +742,7 @@ async fn a_nats_restart_loses_nothing() {
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, forces)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(forces, &ids);
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
 
@@ -754,7 +787,7 @@ async fn failover_times() {
         .map(|id| Node::start(&nats, &dir.path().join(id), &spec(id, &TWELVE)))
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(&TWELVE, &ids);
     wait_owners(&js, &owners, Duration::from_secs(30)).await;
     let seen = watch_alerts(js.clone());

@@ -65,7 +65,7 @@ async fn sigkill_mid_stream(commit_interval_ms: &str) {
     // arrives, so that each later incarnation starts with a backlog.
     let mut node = Node::start(&nats, &data, &spec);
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     node.kill9();
 
     let plan = [
@@ -176,7 +176,7 @@ async fn alerts_published_before_their_commit_are_raised_again_and_dropped_after
     };
     let mut node = Node::start(&nats, &data, &spec);
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let subject = "nmc.events.kent.entra_signin";
     let lines = scenario("kent", 600, true, true, 2);
     let seqs = publish(&js, subject, &lines).await;

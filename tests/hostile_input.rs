@@ -75,7 +75,7 @@ async fn every_hostile_input_kind_is_dead_lettered_and_the_other_force_is_exact(
         },
     );
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let kent = "nmc.events.kent.entra_signin";
     let essex = "nmc.events.essex.entra_signin";
 
@@ -615,7 +615,7 @@ async fn hostile_rules_are_refused_and_a_node_keeps_its_pack() {
         },
     );
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while js.get_key_value("NMC_RULES").await.is_err() {
         assert!(Instant::now() < deadline, "no rule buckets");

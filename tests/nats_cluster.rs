@@ -36,7 +36,7 @@ async fn nodes(nats: &NatsCluster, dir: &std::path::Path) -> (Vec<Node>, jetstre
         })
         .collect();
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     wait_owners(&js, &desired_owners(&FORCES, &ids), Duration::from_secs(60)).await;
     (nodes, js)
 }
@@ -108,11 +108,11 @@ where
 #[tokio::test]
 async fn the_stream_leaders_server_killed_and_restarted_loses_nothing() {
     under_load("leader SIGKILL", async |mut nats, js| {
-        let i = leader(&js, "NMC_EVENTS").await;
+        let i = leader(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
         nats.kill(i);
         tokio::time::sleep(Duration::from_secs(3)).await;
         nats.restart(i).await;
-        wait_replicas_current(&js, "NMC_EVENTS").await;
+        wait_replicas_current(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
         nats
     })
     .await;
@@ -125,7 +125,7 @@ async fn rolling_every_server_loses_nothing() {
             nats.stop(i);
             tokio::time::sleep(Duration::from_secs(1)).await;
             nats.restart(i).await;
-            wait_replicas_current(&js, "NMC_EVENTS").await;
+            wait_replicas_current(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
             wait_replicas_current(&js, "NMC_ALERTS").await;
         }
         nats
@@ -136,11 +136,11 @@ async fn rolling_every_server_loses_nothing() {
 #[tokio::test]
 async fn a_server_frozen_past_the_election_timeout_loses_nothing() {
     under_load("leader SIGSTOP 10 s", async |nats, js| {
-        let i = leader(&js, "NMC_EVENTS").await;
+        let i = leader(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
         nats.signal(i, "STOP");
         tokio::time::sleep(Duration::from_secs(10)).await;
         nats.signal(i, "CONT");
-        wait_replicas_current(&js, "NMC_EVENTS").await;
+        wait_replicas_current(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
         nats
     })
     .await;

@@ -151,7 +151,7 @@ async fn prometheus_evaluates_the_dashboards_and_the_alerts_fire_for_real() {
     let mut a = Node::start(&nats, &dir.path().join("a"), &spec(ids[0]));
     let b = Node::start(&nats, &dir.path().join("b"), &spec(ids[1]));
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     let owners = desired_owners(&forces, &ids);
     wait_owners(&js, &owners, Duration::from_secs(60)).await;
     let host = |n: &Node| n.http.trim_start_matches("http://").to_owned();
@@ -283,7 +283,7 @@ async fn metrics_stay_bounded_with_43_forces_and_the_sigmahq_rules() {
     };
     let node = Node::start(&nats, &dir.path().join("a"), &spec);
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     wait_ready(&node, true, Duration::from_secs(60)).await;
     // Every force gets sign-ins with attacks, CloudTrail records, bad input and late events.
     let cloudtrail: Vec<Vec<u8>> = std::fs::read_to_string(repo(
@@ -497,7 +497,7 @@ async fn otlp_end_to_end(protocol: &str) {
     };
     let node = Node::start(&nats, &dir.path().join("n"), &spec);
     let js = nats.js().await;
-    wait_stream(&js, "NMC_EVENTS").await;
+    wait_stream(&js, "NMC_DLQ").await;
     wait_ready(&node, true, Duration::from_secs(30)).await;
 
     // Legacy-protocol sign-ins alert at once; a collector traced them, and one payload is bad.

@@ -54,7 +54,8 @@ async fn ok(url: &str, args: &[&str]) -> String {
 
 /// The streams and buckets a node provisions.
 const PROVISIONED: &[&str] = &[
-    "NMC_EVENTS",
+    "NMC_EVENTS_kent",
+    "NMC_EVENTS_essex",
     "NMC_ALERTS",
     "NMC_DLQ",
     "KV_NMC_NODES",

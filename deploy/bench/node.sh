@@ -5,8 +5,9 @@
 # CloudTrail records (`nmc bench`'s default --mix: 50/30/20 percent of each force's events, a
 # few suspicious records among them). Each measurement on a fresh JetStream:
 #   1. drain: a backlog of EVENTS published with the node stopped, read once by a bare ordered
-#      consumer that only counts (`nmc bench --phase floor`: the JetStream floor), then drained
-#      by the node (`--phase drain`); ratio = drain / floor, both from the same backlog;
+#      consumer that only counts, each force's stream after the other (`nmc bench --phase
+#      floor`: the JetStream floor), then drained by the node (`--phase drain`); ratio = drain /
+#      floor, both from the same backlog;
 #   2. live: EVENTS/2 published at 70% of the drain rate while the node runs; event-to-alert
 #      latency of the probes (p50, p99, p99.9);
 #   3. recovery: the node SIGKILLed while it drains a backlog, then restarted; seconds from the
@@ -16,8 +17,8 @@
 # The last line printed is one JSON object with the figures:
 #   {"drain_eps", "floor_eps", "ratio", "p50_ms", "p99_ms", "p999_ms", "recovery_s", "idle_force_mib",
 #    "force_floor_eps", "force_ratio"}
-# where force_floor_eps is the same backlog read as a node reads it, one bare filtered ordered
-# consumer per force, all at once (`nmc bench --phase force-floor`), and force_ratio = drain /
+# where force_floor_eps is the same backlog read as a node reads it, one bare ordered consumer
+# per force's stream, all at once (`nmc bench --phase force-floor`), and force_ratio = drain /
 # force floor.
 #
 #   deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
@@ -43,7 +44,7 @@ start_node() {
 }
 
 # status FIELD: from the node's /api/v1/status, `ready`, `held` (forces held), `cursor` (the sum
-# of their cursors: last applied NMC_EVENTS sequences) or `lag` (the sum of the messages they
+# of their cursors: last applied NMC_EVENTS_<force> sequences) or `lag` (the sum of the messages they
 # have still to read); "-" while it does not answer.
 status() {
   python3 - "$node_http" "$1" <<'PY' 2>/dev/null || echo -

@@ -1,17 +1,25 @@
-//! Triage: dead-letters events published for forces that are not onboarded (or subjects that
-//! name no valid force), so that a misconfigured collector is seen instead of silently ignored.
+//! Triage: dead-letters events published for registered forces that are not onboarded, so
+//! that a collector started before its force is onboarded (or after it is offboarded) is seen
+//! instead of silently ignored.
 //!
-//! It reads `nmc.events.>` headers-only (cheap: no payloads) through a durable consumer shared
-//! by every triage node, fetches the payload of only the events it dead-letters, and
-//! acknowledges each event once its dead letter is stored.
+//! Every force of the registry has its events stream from the first node's start
+//! ([`crate::bus::stream_configs`]). Triage reads the streams of the forces that are not
+//! onboarded, each through a durable consumer shared by every triage node, headers only (no
+//! payloads), fetches the payload of only the events it dead-letters, and acknowledges each
+//! event once its dead letter is stored. The streams of onboarded forces are their actors':
+//! triage does not read them, and drops its consumer there. A subject of no registered force
+//! has no stream: the server refuses it when it is published (a JetStream publish gets "no
+//! responders"; with per-force credentials it is a permissions violation).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use futures::{FutureExt, StreamExt};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::kv::Operation;
+use futures::StreamExt;
 use nmc_shared::dead_letter::DeadLetterReason;
-use nmc_shared::subject::{self, DLQ_UNKNOWN, EVENTS_ALL, EVENTS_STREAM};
+use nmc_shared::subject::{self, DLQ_UNKNOWN};
 use nmc_shared::{ForceId, force};
 use tracing::{info, warn};
 
@@ -70,8 +78,14 @@ pub fn classify(subject: &str, onboarded: impl Fn(&ForceId) -> bool) -> Option<V
     }
 }
 
-/// Name of the durable consumer that all triage nodes share.
+/// Name of the durable consumer that all triage nodes share, on each stream they read.
 pub const TRIAGE_CONSUMER: &str = "nmc-triage";
+
+/// Events fetched from one stream at a time.
+const TRIAGE_BATCH: usize = 1000;
+
+/// Pause between two rounds over the streams when the last one found nothing.
+const TRIAGE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Runs triage forever, restarting after errors.
 pub async fn run(ctx: NodeContext) {
@@ -79,24 +93,84 @@ pub async fn run(ctx: NodeContext) {
         if let Err(e) = run_once(&ctx).await {
             warn!(error = format!("{e:#}"), "triage failed; restarting in 1s");
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(TRIAGE_PAUSE).await;
     }
 }
 
 /// Triage is stateless (the verdict depends only on the subject and the onboarded forces), so
-/// every triage node pulls from one shared durable consumer, headers only: each event is
+/// every triage node fetches from the same durable consumers, headers only: each event is
 /// classified by one of them, acknowledged once its dead letter (if any) is stored, and
 /// redelivered if that node dies first. Dead letters carry a message id derived from the event's
 /// sequence, so a redelivery never doubles one.
 async fn run_once(ctx: &NodeContext) -> Result<()> {
-    let stream = ctx.js.get_stream(EVENTS_STREAM).await?;
-    let consumer = stream
+    info!("triage reading the streams of forces not onboarded");
+    // Forces whose stream triage has let go of since it started (consumer deleted).
+    let mut released: HashSet<ForceId> = HashSet::new();
+    loop {
+        let onboarded = ctx.onboarded();
+        let (mut read, mut backlog) = (0, 0);
+        for info in force::FORCES {
+            let force = ForceId::new(info.id).context("the registry holds valid force ids")?;
+            if onboarded.contains_key(&force) {
+                if released.insert(force.clone()) {
+                    release(ctx, &force).await?;
+                }
+                continue;
+            }
+            released.remove(&force);
+            let (n, pending) = triage_force(ctx, &force).await?;
+            read += n;
+            backlog += pending;
+        }
+        ctx.status.set_triage_backlog(backlog);
+        if read == 0 {
+            tokio::time::sleep(TRIAGE_PAUSE).await;
+        }
+    }
+}
+
+/// Drops triage's consumer on the stream of `force`, now onboarded: its actor reads it, and a
+/// consumer left behind would, once the force is offboarded, dead-letter what the actor applied.
+async fn release(ctx: &NodeContext, force: &ForceId) -> Result<()> {
+    let stream = bus::events_stream(&ctx.js, force).await?;
+    if stream.delete_consumer(TRIAGE_CONSUMER).await.is_ok() {
+        info!(%force, "force onboarded: triage no longer reads its stream");
+    }
+    Ok(())
+}
+
+/// Where triage starts reading the stream of `force` when it has no consumer there: after the
+/// force was offboarded, if it ever was (the events before were its actor's), else from the
+/// first event.
+async fn start_of(ctx: &NodeContext, force: &ForceId) -> Result<DeliverPolicy> {
+    let entry = ctx
+        .buckets
+        .forces
+        .entry(force.as_str())
+        .await
+        .with_context(|| format!("reading the onboarding record of {force}"))?;
+    Ok(match entry {
+        Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => {
+            DeliverPolicy::ByStartTime {
+                start_time: e.created,
+            }
+        }
+        _ => DeliverPolicy::All,
+    })
+}
+
+/// The durable consumer of triage on the stream of `force`.
+async fn consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
+    let stream = bus::events_stream(&ctx.js, force).await?;
+    if let Ok(c) = stream.get_consumer(TRIAGE_CONSUMER).await {
+        return Ok(c);
+    }
+    stream
         .get_or_create_consumer(
             TRIAGE_CONSUMER,
             pull::Config {
                 durable_name: Some(TRIAGE_CONSUMER.to_owned()),
-                filter_subject: EVENTS_ALL.to_owned(),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: start_of(ctx, force).await?,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 20_000,
@@ -105,59 +179,61 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
             },
         )
         .await
-        .context("creating the triage consumer")?;
-    let mut messages = consumer.messages().await?;
-    info!("triage reading");
-    loop {
-        let Some(first) = messages.next().await else {
-            return Ok(());
-        };
-        let mut batch = vec![first?];
-        while batch.len() < 1000 {
-            match messages.next().now_or_never() {
-                Some(Some(m)) => batch.push(m?),
-                _ => break,
-            }
-        }
-        let onboarded = ctx.onboarded();
-        let mut dead = Vec::new();
-        for m in &batch {
-            let seq = m
-                .info()
-                .map_err(|e| anyhow::anyhow!("no JetStream metadata: {e}"))?
-                .stream_sequence;
-            if let Some(Verdict { to, reason, error }) =
-                classify(m.subject.as_str(), |f| onboarded.contains_key(f))
-            {
-                let full = stream
-                    .get_raw_message(seq)
-                    .await
-                    .with_context(|| format!("fetching event {seq}"))?;
-                warn!(seq, subject = %m.subject, %reason, "dead-lettering event of an unknown force");
-                let label = to.strip_prefix("nmc.dlq.").unwrap_or("_unknown");
-                ctx.metrics.dead_lettered(label, reason, 1);
-                dead.push(DeadLetter {
-                    subject: to,
-                    seq,
-                    from_subject: m.subject.to_string(),
-                    reason,
-                    error,
-                    payload: full.payload,
-                });
-            }
-        }
-        if !dead.is_empty() {
-            bus::publish_dead_letters(&ctx.js, &ctx.cfg.node_id, &dead).await?;
-        }
-        for m in &batch {
-            m.ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("acknowledging a triaged event: {e}"))?;
-        }
-        if let Some(Ok(info)) = batch.last().map(|m| m.info()) {
-            ctx.status.set_triage_backlog(info.pending);
+        .with_context(|| format!("creating the triage consumer of {force}"))
+}
+
+/// Triages what the stream of `force` holds now (one batch); returns how many events were read
+/// and how many are still pending.
+async fn triage_force(ctx: &NodeContext, force: &ForceId) -> Result<(usize, u64)> {
+    let consumer = consumer(ctx, force).await?;
+    let mut messages = consumer
+        .fetch()
+        .max_messages(TRIAGE_BATCH)
+        .messages()
+        .await
+        .with_context(|| format!("fetching the events of {force}"))?;
+    let mut batch = Vec::new();
+    while let Some(m) = messages.next().await {
+        batch.push(m.map_err(|e| anyhow::anyhow!("fetching the events of {force}: {e}"))?);
+    }
+    let Some(last) = batch.last() else {
+        return Ok((0, 0));
+    };
+    let pending = last.info().map(|i| i.pending).unwrap_or_default();
+    // Read again now: the force may have been onboarded since the round began.
+    let onboarded = ctx.onboarded();
+    let mut dead = Vec::new();
+    for m in &batch {
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("no JetStream metadata: {e}"))?
+            .stream_sequence;
+        if let Some(Verdict { to, reason, error }) =
+            classify(m.subject.as_str(), |f| onboarded.contains_key(f))
+        {
+            let full = bus::stored_event(&ctx.js, force, seq).await?;
+            warn!(seq, subject = %m.subject, %reason, "dead-lettering an event of a force that is not onboarded");
+            let label = to.strip_prefix("nmc.dlq.").unwrap_or("_unknown");
+            ctx.metrics.dead_lettered(label, reason, 1);
+            dead.push(DeadLetter {
+                subject: to,
+                seq,
+                from_subject: m.subject.to_string(),
+                reason,
+                error,
+                payload: full.payload,
+            });
         }
     }
+    if !dead.is_empty() {
+        bus::publish_dead_letters(&ctx.js, &ctx.cfg.node_id, &dead).await?;
+    }
+    for m in &batch {
+        m.ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("acknowledging a triaged event: {e}"))?;
+    }
+    Ok((batch.len(), pending))
 }
 
 #[cfg(test)]

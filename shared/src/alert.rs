@@ -96,7 +96,7 @@ pub struct RuleRef {
 /// One event behind an alert: its stream sequence (or input file and line) and event time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvidenceRef {
-    /// Sequence of the event in the `NMC_EVENTS` stream (0 when not from the stream).
+    /// Sequence of the event in the `NMC_EVENTS_<force>` stream (0 when not from the stream).
     pub seq: u64,
     /// Event time (RFC 3339, UTC).
     pub time: String,

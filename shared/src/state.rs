@@ -281,7 +281,7 @@ mod tests {
 pub struct Checkpoint {
     /// The force.
     pub force: String,
-    /// The last `NMC_EVENTS` sequence the state reflects.
+    /// The last `NMC_EVENTS_<force>` sequence the state reflects.
     pub seq: u64,
     /// Every key and value of the force's store.
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,

@@ -5,13 +5,16 @@ use crate::dead_letter::DeadLetterReason;
 use crate::force::{ForceId, ForceIdError};
 use crate::source::{SourceKind, UnknownSource};
 
-/// JetStream stream holding every force's events (`nmc.events.>`).
-pub const EVENTS_STREAM: &str = "NMC_EVENTS";
+/// Prefix of the JetStream streams of events: one per force, [`events_stream`].
+pub const EVENTS_STREAM_PREFIX: &str = "NMC_EVENTS_";
+/// The single events stream of nmc before it had one per force; a node refuses to start while
+/// it exists (its subjects overlap every force's stream: `docs/operations.md`).
+pub const LEGACY_EVENTS_STREAM: &str = "NMC_EVENTS";
 /// JetStream stream holding alerts (`nmc.alerts.>`), de-duplicated by `Nats-Msg-Id`.
 pub const ALERTS_STREAM: &str = "NMC_ALERTS";
 /// JetStream stream holding dead-lettered input (`nmc.dlq.>`).
 pub const DLQ_STREAM: &str = "NMC_DLQ";
-/// Subjects captured by [`EVENTS_STREAM`].
+/// Every force's events subjects (each force's are captured by its own [`events_stream`]).
 pub const EVENTS_ALL: &str = "nmc.events.>";
 /// Subjects captured by [`ALERTS_STREAM`].
 pub const ALERTS_ALL: &str = "nmc.alerts.>";
@@ -37,6 +40,20 @@ pub fn events(force: &ForceId, source: SourceKind) -> String {
 /// The filter that selects all of one force's events.
 pub fn events_of(force: &ForceId) -> String {
     format!("nmc.events.{force}.>")
+}
+
+/// The JetStream stream holding one force's events (`NMC_EVENTS_<force>`). A stream per force,
+/// not one for all: a force's reader then reads only its own messages (on one shared stream
+/// the server walks every other force's messages to serve each filtered reader), and one
+/// force's flood cannot push another's events out of retention.
+pub fn events_stream(force: &ForceId) -> String {
+    format!("{EVENTS_STREAM_PREFIX}{force}")
+}
+
+/// The subjects [`events_stream`] captures: the force's events, and the bare
+/// `nmc.events.<force>` (a malformed subject, dead-lettered by whoever reads the stream).
+pub fn events_stream_subjects(force: &ForceId) -> Vec<String> {
+    vec![format!("nmc.events.{force}"), events_of(force)]
 }
 
 /// The subject an alert of `level` for `force` is published to.

@@ -565,16 +565,18 @@ pub async fn publish(js: &jetstream::Context, subject: &str, payloads: &[Vec<u8>
     seqs
 }
 
-/// Waits for the stream `NMC_EVENTS` etc. to exist (a node has started).
+/// Waits for stream `name` to exist (`NMC_DLQ`, provisioned last: a node has started).
 pub async fn wait_stream(js: &jetstream::Context, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A node provisions a stream per registered force (about 47): on a three-server cluster
+    // starting beside other tests, its first requests may wait out a 30 s timeout and retry.
+    let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if js.get_stream(name).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("stream {name} was not created within 30s");
+    panic!("stream {name} was not created within 90s");
 }
 
 /// A message read back from a stream.

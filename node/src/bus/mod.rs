@@ -13,10 +13,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures::StreamExt;
+use nmc_shared::ForceId;
 use nmc_shared::dead_letter::DeadLetterReason;
-use nmc_shared::subject::{
-    ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM, EVENTS_ALL, EVENTS_STREAM,
-};
+use nmc_shared::subject::{self, ALERTS_ALL, ALERTS_STREAM, DLQ_ALL, DLQ_STREAM};
 
 use crate::config::Config;
 
@@ -27,65 +27,172 @@ pub const H_REASON: &str = "Nmc-Reason";
 pub const H_ERROR: &str = "Nmc-Error";
 /// Header holding the subject the dead-lettered event arrived on.
 pub const H_SUBJECT: &str = "Nmc-Subject";
-/// Header holding the `NMC_EVENTS` sequence of the dead-lettered event.
+/// Header holding the sequence of the dead-lettered event in its force's events stream.
 pub const H_SEQ: &str = "Nmc-Seq";
 /// Header naming the node that dead-lettered the event.
 pub const H_NODE: &str = "Nmc-Node";
 /// JetStream de-duplication header.
 pub const H_MSG_ID: &str = "Nats-Msg-Id";
 
-/// The stream configurations a node requires.
-pub fn stream_configs(cfg: &Config) -> [stream::Config; 3] {
-    let base = |name: &str, subject: &str, max_age: u64| stream::Config {
-        name: name.to_owned(),
-        subjects: vec![subject.to_owned()],
+/// A stream of nmc's with the settings every one of them shares.
+fn stream_config(
+    cfg: &Config,
+    name: String,
+    subjects: Vec<String>,
+    max_age: u64,
+) -> stream::Config {
+    stream::Config {
+        name,
+        subjects,
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(max_age),
         num_replicas: cfg.stream_replicas,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    };
-    let events = base(EVENTS_STREAM, EVENTS_ALL, cfg.events_max_age_secs);
-    let mut alerts = base(ALERTS_STREAM, ALERTS_ALL, cfg.alerts_max_age_secs);
-    alerts.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
-    let mut dlq = base(DLQ_STREAM, DLQ_ALL, cfg.alerts_max_age_secs);
-    dlq.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
-    [events, alerts, dlq]
+    }
 }
+
+/// The configuration of `force`'s events stream (`NMC_EVENTS_<force>`).
+pub fn events_stream_config(cfg: &Config, force: &ForceId) -> stream::Config {
+    stream_config(
+        cfg,
+        subject::events_stream(force),
+        subject::events_stream_subjects(force),
+        cfg.events_max_age_secs,
+    )
+}
+
+/// The stream configurations a node requires: the events stream of every force of the
+/// registry (onboarded or not, so that a collector started before its force is onboarded is
+/// triaged, not refused), then the alerts and the dead letters.
+pub fn stream_configs(cfg: &Config) -> Vec<stream::Config> {
+    let mut all: Vec<_> = nmc_shared::force::FORCES
+        .iter()
+        .map(|f| {
+            let force = ForceId::new(f.id).expect("the registry holds valid force ids");
+            events_stream_config(cfg, &force)
+        })
+        .collect();
+    let mut alerts = stream_config(
+        cfg,
+        ALERTS_STREAM.into(),
+        vec![ALERTS_ALL.into()],
+        cfg.alerts_max_age_secs,
+    );
+    alerts.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
+    let mut dlq = stream_config(
+        cfg,
+        DLQ_STREAM.into(),
+        vec![DLQ_ALL.into()],
+        cfg.alerts_max_age_secs,
+    );
+    dlq.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
+    all.extend([alerts, dlq]);
+    all
+}
+
+/// Why a node cannot provision its streams.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamLayoutError {
+    /// The single events stream of earlier versions is still there.
+    #[error(
+        "stream {} (every force's events in one stream, nmc before streams per force) exists and its subjects overlap the per-force streams {}<force>: drain it with the previous nmc version, then delete it (docs/operations.md, \"Moving to a stream per force\")",
+        subject::LEGACY_EVENTS_STREAM,
+        subject::EVENTS_STREAM_PREFIX
+    )]
+    Legacy,
+    /// An existing stream captures other subjects than nmc needs.
+    #[error("stream {name} captures {have:?}, nmc needs {want:?}; fix or delete the stream")]
+    Subjects {
+        /// The stream.
+        name: String,
+        /// What it captures.
+        have: Vec<String>,
+        /// What nmc needs.
+        want: Vec<String>,
+    },
+}
+
+/// How many streams a node provisions at once (a replicated stream takes a Raft round trip).
+const PROVISION_CONCURRENCY: usize = 8;
 
 /// Creates the streams (node only, see [`provision`]), or checks that existing ones capture the
 /// right subjects and brings their retention and duplicate window to the configuration.
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<()> {
-    for want in stream_configs(cfg) {
-        let limits = provision::Limits {
-            max_age: Some(want.max_age),
-            duplicate_window: Some(want.duplicate_window),
-            replicas: want.num_replicas,
-        };
-        let name = want.name.clone();
-        if let Some(have) = provision::stream_config(js, &name).await?
-            && have.subjects != want.subjects
-        {
-            bail!(
-                "stream {name} captures {:?}, nmc needs {:?}; fix or delete the stream",
-                have.subjects,
-                want.subjects
-            );
-        }
-        provision::ensure(js, &name, &limits, async || {
-            js.create_stream(want).await?;
-            Ok(())
-        })
-        .await?;
+    if provision::stream_config(js, subject::LEGACY_EVENTS_STREAM)
+        .await?
+        .is_some()
+    {
+        bail!(StreamLayoutError::Legacy);
+    }
+    let (events, rest): (Vec<_>, Vec<_>) = stream_configs(cfg)
+        .into_iter()
+        .partition(|c| c.name.starts_with(subject::EVENTS_STREAM_PREFIX));
+    let results: Vec<Result<()>> = futures::stream::iter(events)
+        .map(|want| ensure_stream(js, want))
+        .buffered(PROVISION_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<()>>()?;
+    // The alert and dead-letter streams last: once they exist, every stream does.
+    for want in rest {
+        ensure_stream(js, want).await?;
     }
     Ok(())
 }
 
+/// [`ensure_streams`] for one stream.
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<()> {
+    let limits = provision::Limits {
+        max_age: Some(want.max_age),
+        duplicate_window: Some(want.duplicate_window),
+        replicas: want.num_replicas,
+    };
+    let name = want.name.clone();
+    if let Some(have) = provision::stream_config(js, &name).await?
+        && have.subjects != want.subjects
+    {
+        bail!(StreamLayoutError::Subjects {
+            name,
+            have: have.subjects,
+            want: want.subjects,
+        });
+    }
+    provision::ensure(js, &name, &limits, async || {
+        js.create_stream(want).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Opens `force`'s events stream without a round trip (the handle names it; a missing stream
+/// shows as an error of the first request made with it).
+pub async fn events_stream(js: &jetstream::Context, force: &ForceId) -> Result<stream::Stream<()>> {
+    let name = subject::events_stream(force);
+    js.get_stream_no_info(&name)
+        .await
+        .with_context(|| format!("opening stream {name}"))
+}
+
+/// Event `seq` of `force` as its events stream stores it (evidence look-ups), while retained.
+pub async fn stored_event(
+    js: &jetstream::Context,
+    force: &ForceId,
+    seq: u64,
+) -> Result<jetstream::message::StreamMessage> {
+    events_stream(js, force)
+        .await?
+        .get_raw_message(seq)
+        .await
+        .with_context(|| format!("reading event {seq} of {force}"))
+}
+
 /// Opens an ordered reader on `stream`: no acks, flow-controlled, recreated by the client on
 /// gaps. Every reader in nmc (force actors, triage, tails, the bench) goes through here.
-pub async fn ordered_reader(
-    stream: &stream::Stream,
+pub async fn ordered_reader<I>(
+    stream: &stream::Stream<I>,
     filter: String,
     deliver_policy: DeliverPolicy,
     headers_only: bool,
@@ -107,7 +214,7 @@ pub async fn ordered_reader(
 pub struct DeadLetter {
     /// Dead-letter subject (`nmc.dlq.<force>` or `nmc.dlq._unknown`).
     pub subject: String,
-    /// `NMC_EVENTS` sequence of the event.
+    /// Sequence of the event in its force's events stream.
     pub seq: u64,
     /// Subject the event arrived on.
     pub from_subject: String,
@@ -119,8 +226,19 @@ pub struct DeadLetter {
     pub payload: Bytes,
 }
 
-/// Publishes dead letters concurrently and waits for every ack. The message id is derived from
-/// the event's stream sequence, so a retry after a crash is de-duplicated by JetStream.
+/// The message id of a dead letter: `dlq-<force>-<seq>`, the event's place in its force's
+/// stream (sequences are per stream: the force tells them apart), so that a retry after a crash
+/// is de-duplicated by JetStream.
+pub fn dead_letter_id(from_subject: &str, seq: u64) -> String {
+    let force = from_subject
+        .strip_prefix("nmc.events.")
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or("_");
+    format!("dlq-{force}-{seq}")
+}
+
+/// Publishes dead letters concurrently and waits for every ack, each with its
+/// [`dead_letter_id`].
 pub async fn publish_dead_letters(
     js: &jetstream::Context,
     node: &str,
@@ -135,7 +253,7 @@ pub async fn publish_dead_letters(
         h.insert(H_SUBJECT, d.from_subject.as_str());
         h.insert(H_SEQ, d.seq.to_string().as_str());
         h.insert(H_NODE, node);
-        h.insert(H_MSG_ID, format!("dlq-{}", d.seq).as_str());
+        h.insert(H_MSG_ID, dead_letter_id(&d.from_subject, d.seq).as_str());
         acks.push(
             js.publish_with_headers(d.subject.clone(), h, d.payload.clone())
                 .await
@@ -210,5 +328,40 @@ impl<T: 'static> Pipelined<T> {
             done(r.context("publish not acknowledged")?, t);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_force_has_a_stream_of_its_own_subjects() {
+        let cfg = Config::default();
+        let all = stream_configs(&cfg);
+        assert_eq!(all.len(), nmc_shared::force::FORCES.len() + 2);
+        let kent = all.iter().find(|c| c.name == "NMC_EVENTS_kent").unwrap();
+        assert_eq!(kent.subjects, ["nmc.events.kent", "nmc.events.kent.>"]);
+        assert_eq!(kent.max_age, Duration::from_secs(cfg.events_max_age_secs));
+        // No subject twice (the server refuses overlapping streams: the integration tests create
+        // them all), and no catch-all of every force's events.
+        let subjects: Vec<&String> = all.iter().flat_map(|c| &c.subjects).collect();
+        let unique: std::collections::BTreeSet<_> = subjects.iter().collect();
+        assert_eq!(unique.len(), subjects.len());
+        assert!(!subjects.iter().any(|s| *s == subject::EVENTS_ALL));
+        assert!(all.iter().all(|c| c.name != subject::LEGACY_EVENTS_STREAM));
+    }
+
+    #[test]
+    fn dead_letter_ids_tell_forces_apart() {
+        assert_eq!(
+            dead_letter_id("nmc.events.kent.entra_signin", 7),
+            "dlq-kent-7"
+        );
+        assert_eq!(dead_letter_id("nmc.events.kent", 7), "dlq-kent-7");
+        assert_ne!(
+            dead_letter_id("nmc.events.kent.sysmon", 7),
+            dead_letter_id("nmc.events.essex.sysmon", 7)
+        );
     }
 }

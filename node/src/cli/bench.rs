@@ -11,11 +11,10 @@
 //! and reports end-to-end events/s, event-to-alert latency, and the publish-only rate of the
 //! same run as the baseline. `publish` only publishes (into a stopped node's backlog); `drain`
 //! then waits, from its own start, for all probe alerts: started together with the node, it
-//! measures the node's processing rate alone. `floor` reads the whole of `NMC_EVENTS` with a
-//! bare ordered consumer that only counts the messages: the rate no node can beat on this
-//! machine, the JetStream floor a drain is compared with. `force-floor` reads it as a node does,
-//! with one filtered ordered consumer per force, all at once, only counting: the server's cost
-//! of serving per-force readers, which the plain floor does not pay.
+//! measures the node's processing rate alone. `floor` reads the events streams of the forces one
+//! after the other with a bare ordered consumer that only counts the messages: the rate of one
+//! reader, the JetStream floor a drain is compared with. `force-floor` reads them as a node does,
+//! one ordered consumer per force's stream, all at once, only counting.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -50,10 +49,11 @@ pub enum Phase {
     /// Wait for every probe alert of a backlog published before (same `--events`, `--forces`
     /// and `--probe-every`), timing the node from its first alert to the last probe alert.
     Drain,
-    /// Read every message of `NMC_EVENTS` with a bare ordered consumer and count them.
+    /// Read every message of the events streams of `--forces`, one stream after the other, with
+    /// a bare ordered consumer, and count them.
     Floor,
-    /// Read the messages of each force of `--forces` with a bare ordered consumer of its own
-    /// (filtered to its subjects, as a node reads them), all at once, and count them.
+    /// Read the events streams of `--forces` with a bare ordered consumer each, all at once (as
+    /// a node reads them), and count them.
     ForceFloor,
 }
 
@@ -217,7 +217,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let client = args.nats.connect("nmc bench").await?;
     let js = jetstream::new(client);
     if args.phase == Phase::Floor {
-        return floor(&js, Duration::from_secs(args.timeout)).await;
+        return floor(&js, &args.forces, Duration::from_secs(args.timeout)).await;
     }
     if args.phase == Phase::ForceFloor {
         return force_floor(&js, &args.forces, Duration::from_secs(args.timeout)).await;
@@ -346,34 +346,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `floor` phase: reads every message `NMC_EVENTS` holds now with an ordered consumer that
-/// only counts them, and reports the rate.
-async fn floor(js: &jetstream::Context, timeout: Duration) -> Result<()> {
-    let mut stream = crate::bus::provision::open_stream(js, subject::EVENTS_STREAM).await?;
-    let total = stream.info().await?.state.messages;
-    if total == 0 {
-        bail!("NMC_EVENTS is empty: run `nmc bench --phase publish` first");
-    }
+/// The `floor` phase: reads every message the events streams of `forces` hold now, one stream
+/// after the other, with an ordered consumer that only counts them, and reports the rate: the
+/// rate of one bare reader.
+async fn floor(js: &jetstream::Context, forces: &[ForceId], timeout: Duration) -> Result<()> {
     let started = Instant::now();
-    let mut reader = bus::ordered_reader(
-        &stream,
-        subject::EVENTS_ALL.to_owned(),
-        DeliverPolicy::All,
-        false,
-    )
-    .await?;
-    let mut read = 0u64;
     let deadline = tokio::time::Instant::now() + timeout;
-    while read < total {
-        match tokio::time::timeout_at(deadline, reader.next()).await {
-            Ok(Some(Ok(_))) => read += 1,
-            Ok(Some(Err(e))) => bail!("reading NMC_EVENTS: {e}"),
-            Ok(None) => break,
-            Err(_) => bail!(
-                "only {read} of {total} messages read within {}s",
-                timeout.as_secs()
-            ),
-        }
+    let mut read = 0;
+    for force in forces {
+        read += read_stream(js, force, deadline).await?;
+    }
+    if read == 0 {
+        bail!("the events streams of --forces are empty: run `nmc bench --phase publish` first");
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -388,39 +372,39 @@ async fn floor(js: &jetstream::Context, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The `force-floor` phase: reads the messages `NMC_EVENTS` holds now for each of `forces` with
-/// one ordered consumer per force, filtered to the force's subjects as a node's readers are, all
-/// at once, counting only; reports the rate. What the server costs to serve per-force readers
-/// (each walks past the other forces' messages) bounds a node's drain as well as the floor does.
+/// Reads every message `force`'s events stream holds now with a bare ordered consumer that only
+/// counts them, before `deadline`; returns how many.
+async fn read_stream(
+    js: &jetstream::Context,
+    force: &ForceId,
+    deadline: tokio::time::Instant,
+) -> Result<u64> {
+    let name = subject::events_stream(force);
+    let mut stream = crate::bus::provision::open_stream(js, &name).await?;
+    let total = stream.info().await?.state.messages;
+    if total == 0 {
+        return Ok(0);
+    }
+    let mut reader = bus::ordered_reader(&stream, String::new(), DeliverPolicy::All, false).await?;
+    let mut read = 0u64;
+    while read < total {
+        match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Some(Ok(_))) => read += 1,
+            Ok(Some(Err(e))) => bail!("reading {name}: {e}"),
+            Ok(None) => bail!("the reader of {name} ended"),
+            Err(_) => bail!("only {read} of the {total} messages of {name} read in time"),
+        }
+    }
+    Ok(read)
+}
+
+/// The `force-floor` phase: reads the events streams of `forces` with one bare ordered consumer
+/// each, all at once, as a node's force actors read them, counting only; reports the rate.
 async fn force_floor(js: &jetstream::Context, forces: &[ForceId], timeout: Duration) -> Result<()> {
-    let stream = crate::bus::provision::open_stream(js, subject::EVENTS_STREAM).await?;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let read_force = |force: &ForceId| {
-        let (stream, force) = (&stream, force.clone());
-        async move {
-            let filter = subject::events_of(&force);
-            let mut reader =
-                bus::ordered_reader(stream, filter.clone(), DeliverPolicy::All, false).await?;
-            let mut read = 0u64;
-            loop {
-                let m = match tokio::time::timeout_at(deadline, reader.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => bail!("reading {filter}: {e}"),
-                    Ok(None) => bail!("the reader of {filter} ended"),
-                    Err(_) => bail!(
-                        "{read} messages of {filter} read within {}s, and more were expected (a force of --forces without events?)",
-                        timeout.as_secs()
-                    ),
-                };
-                read += 1;
-                if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
-                    return Ok(read);
-                }
-            }
-        }
-    };
-    let counts = futures::future::try_join_all(forces.iter().map(read_force)).await?;
+    let counts =
+        futures::future::try_join_all(forces.iter().map(|f| read_stream(js, f, deadline))).await?;
     let read: u64 = counts.iter().sum();
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -13,7 +13,7 @@ use crate::forces_file::{self, Change, ForcesFile};
 /// `nmc forces ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum ForcesCmd {
-    /// Onboard a force (its events are processed from then on; the backlog in NMC_EVENTS too).
+    /// Onboard a force (its events are processed from then on; the backlog in its events stream too).
     Add {
         /// Force id (e.g. `kent`).
         force: ForceId,

@@ -2,7 +2,7 @@
 //!
 //! One object per force, named by the force id; a new checkpoint replaces the previous one
 //! (last write wins: only the lease holder should write). The bytes are the force's exported
-//! state as is; the `NMC_EVENTS` sequence it reflects is kept in the object's metadata under
+//! state as is; the `NMC_EVENTS_<force>` sequence it reflects is kept in the object's metadata under
 //! [`SEQ_KEY`] (decimal), so no envelope wraps the state.
 
 use anyhow::{Context, Result, anyhow};

@@ -388,7 +388,7 @@ async fn restore(ctx: &NodeContext, force: &ForceId) -> Result<&'static str> {
     if let Err(e) = imported {
         // A checkpoint that cannot be used must not keep the force unowned: the local state is
         // exact at its own cursor, and the replay from there costs time, not events (as long as
-        // NMC_EVENTS still holds them).
+        // NMC_EVENTS_<force> still holds them).
         error!(
             %force,
             error = format!("{e:#}"),

@@ -81,7 +81,7 @@ pub struct Config {
     pub batch_size: usize,
     /// Milliseconds a force's applied state may run ahead of sled before it is committed (also
     /// committed when the force goes quiet, before a handoff and before a new rule pack). A
-    /// crash replays at most this much from `NMC_EVENTS`; 0 commits after every batch.
+    /// crash replays at most this much from `NMC_EVENTS_<force>`; 0 commits after every batch.
     pub commit_interval_ms: u64,
     /// Milliseconds without a new event after which a force commits what it applied, before
     /// its interval is up: a quiet force gains nothing by waiting.
@@ -95,7 +95,7 @@ pub struct Config {
     pub max_attempts: u32,
     /// Arbiters (threads) running force actors; 0 means one per CPU.
     pub workers: usize,
-    /// Retention of `NMC_EVENTS`, in seconds: the replay and backfill horizon.
+    /// Retention of `NMC_EVENTS_<force>`, in seconds: the replay and backfill horizon.
     pub events_max_age_secs: u64,
     /// `NMC_ALERTS` duplicate window, in seconds.
     pub alerts_duplicate_window_secs: u64,

@@ -34,8 +34,8 @@ pub struct Shared {
     pub users: Option<Users>,
     /// Groups to roles.
     pub roles: RoleMapping,
-    /// `NMC_EVENTS`, where evidence is read from.
-    pub events: async_nats::jetstream::stream::Stream,
+    /// JetStream, where evidence is read from (the alert's force's events stream).
+    pub js: async_nats::jetstream::Context,
     /// The coordination buckets (onboarded forces, leases with their holders' reports).
     pub buckets: crate::cluster::Buckets,
     /// OpenID Connect sign-in, when configured.
@@ -431,14 +431,14 @@ pub async fn act(
 /// One evidence event as the console shows it.
 #[derive(serde::Serialize)]
 pub struct EvidenceItem {
-    /// Its `NMC_EVENTS` sequence.
+    /// Its sequence in the force's events stream.
     pub seq: u64,
     /// Its event time.
     pub time: String,
     /// Its source, when retained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Whether `NMC_EVENTS` still holds it.
+    /// Whether the force's events stream still holds it.
     pub retained: bool,
     /// The event as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,7 +453,7 @@ pub struct EvidenceItem {
     pub cut: bool,
 }
 
-/// The evidence events of `entry`, read from `NMC_EVENTS` by sequence while retained (only
+/// The evidence events of `entry`, read from its force's events stream by sequence while retained (only
 /// events of the alert's own force, whatever the record says), with the fields its rule reads.
 pub(super) async fn evidence_of(
     shared: &Shared,
@@ -465,7 +465,9 @@ pub(super) async fn evidence_of(
         let fetched = if ev.seq == 0 {
             None
         } else {
-            shared.events.get_raw_message(ev.seq).await.ok()
+            crate::bus::stored_event(&shared.js, &entry.alert.force, ev.seq)
+                .await
+                .ok()
         };
         let mut item = EvidenceItem {
             seq: ev.seq,
@@ -591,7 +593,7 @@ pub struct FeedRow {
     pub source: String,
     /// Event time of its newest event, Unix ms.
     pub last_event_ms: i64,
-    /// When `NMC_EVENTS` stored its newest event, Unix ms.
+    /// When the force's events stream stored its newest event, Unix ms.
     pub last_ingest_ms: i64,
     /// Events in the last whole minute.
     pub per_minute: u64,

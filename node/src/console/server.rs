@@ -59,7 +59,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         sessions: Sessions::new(&key, (c.session_ttl_secs * 1000) as i64),
         users,
         roles: c.roles.clone(),
-        events: crate::bus::provision::open_stream(&js, nmc_shared::subject::EVENTS_STREAM).await?,
+        js: js.clone(),
         oidc: if c.oidc.issuer_url.is_empty() {
             None
         } else {

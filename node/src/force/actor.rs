@@ -40,7 +40,7 @@ pub struct Handoff;
 
 /// A force's committed state, encoded as a checkpoint, and the stream sequence it reflects.
 pub struct Exported {
-    /// Last applied `NMC_EVENTS` sequence.
+    /// Last applied `NMC_EVENTS_<force>` sequence.
     pub seq: u64,
     /// [`nmc_shared::state::Checkpoint::to_bytes`].
     pub bytes: Vec<u8>,

@@ -15,7 +15,7 @@ use crate::bus::DeadLetter;
 use crate::store::{OutboxEntry, Poison};
 use crate::telemetry::metrics::BatchStats;
 
-/// One message as read from `NMC_EVENTS`.
+/// One message as read from `NMC_EVENTS_<force>`.
 #[derive(Debug, Clone)]
 pub struct Raw {
     /// Stream sequence.

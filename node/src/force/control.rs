@@ -24,7 +24,7 @@ pub struct LeaseStatus {
     pub node: String,
     /// Fencing epoch of the holder's lease.
     pub epoch: u64,
-    /// Last applied `NMC_EVENTS` sequence.
+    /// Last applied `NMC_EVENTS_<force>` sequence.
     pub cursor: u64,
     /// Messages of the force still to read after the cursor (as last seen by the reader).
     pub lag: u64,
@@ -50,7 +50,7 @@ pub struct LeaseStatus {
 pub struct ForceStats {
     /// When this node acquired the force.
     pub acquired_at: Instant,
-    /// Per source, the newest event read: its event time and when `NMC_EVENTS` stored it.
+    /// Per source, the newest event read: its event time and when `NMC_EVENTS_<force>` stored it.
     pub feeds: BTreeMap<SourceKind, Feed>,
     /// Since when the force has had messages after its cursor (`None`: caught up).
     pub lagging_since: Option<Instant>,
@@ -72,7 +72,7 @@ pub struct ForceStats {
 pub struct Feed {
     /// Its event time.
     pub event_ms: i64,
-    /// When `NMC_EVENTS` stored it.
+    /// When `NMC_EVENTS_<force>` stored it.
     pub ingest_ms: i64,
     /// The wall-clock minute (Unix ms / 60,000) `this_minute` counts.
     pub minute: i64,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bytes::Bytes;
@@ -167,16 +167,28 @@ impl Worker {
         &self.store
     }
 
+    /// Opens an ordered reader of the force's own stream from the event after the cursor: every
+    /// subject of it (the bare `nmc.events.<force>` too, to dead-letter it), no filter for the
+    /// server to match.
     async fn open_reader(&self) -> Result<pull::Ordered> {
+        let name = subject::events_stream(&self.force);
         let stream = self
             .ctx
             .js
-            .get_stream(subject::EVENTS_STREAM)
+            .get_stream(&name)
             .await
-            .context("looking up NMC_EVENTS")?;
+            .with_context(|| format!("looking up {name}"))?;
+        let last = stream.cached_info().state.last_sequence;
+        if self.cursor > last {
+            bail!(
+                "the state of {} has applied up to sequence {} but its stream {name} ends at {last}: the stream was deleted and created again, or the state comes from another cluster; nothing is read until the state or the stream is fixed (docs/operations.md, \"Moving to a stream per force\")",
+                self.force,
+                self.cursor
+            );
+        }
         let reader = bus::ordered_reader(
             &stream,
-            subject::events_of(&self.force),
+            String::new(),
             DeliverPolicy::ByStartSequence {
                 start_sequence: self.cursor + 1,
             },
@@ -501,7 +513,7 @@ impl Worker {
     /// node, epoch and pack) and removes them once acknowledged.
     async fn publish_outbox(&mut self) -> Result<()> {
         if !self.control.valid() {
-            anyhow::bail!("lease past its deadline: alerts not published");
+            bail!("lease past its deadline: alerts not published");
         }
         let entries = self.store.outbox()?;
         self.control.record(|s| s.outbox = entries.len() as u64);

@@ -1,7 +1,7 @@
 //! What a notification says: the view of an alert that templates and payloads are made from.
 //!
 //! Built from the alert record and, for evidence, only the allowlisted fields of up to
-//! [`MAX_EVIDENCE_SHOWN`] evidence events fetched from `NMC_EVENTS` while retained
+//! [`MAX_EVIDENCE_SHOWN`] evidence events fetched from `NMC_EVENTS_<force>` while retained
 //! ([`nmc_shared::minimise`]): no raw event leaves the centre.
 
 use nmc_shared::alert::Alert;

@@ -38,14 +38,12 @@ use async_nats::jetstream::{self, AckKind, stream};
 use futures::StreamExt;
 use nmc_shared::alert::{Alert, Level};
 use nmc_shared::contact::{self, Channel, Contact};
-use nmc_shared::subject::{
-    self, ALERTS_ALL, ALERTS_STREAM, EVENTS_STREAM, NOTIFY_ALL, NOTIFY_STREAM,
-};
+use nmc_shared::subject::{self, ALERTS_ALL, ALERTS_STREAM, NOTIFY_ALL, NOTIFY_STREAM};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::alert_state::{self, AlertStates};
-use crate::bus::{H_MSG_ID, provision};
+use crate::bus::{self, H_MSG_ID, provision};
 use crate::clock::now_ms;
 use crate::config::{Config, NotifyConfig};
 use crate::contacts::{self, Directory, Scope};
@@ -120,8 +118,6 @@ pub struct Notifier {
     poster: Poster,
     templates: templates::Templates,
     metrics: Option<Arc<Metrics>>,
-    /// `NMC_EVENTS`, where evidence is fetched from.
-    events: stream::Stream,
     /// Alerts being delivered by this node: a redelivery of one of them (its keep-alive came
     /// too late) is left to the delivery under way, which acknowledges it.
     in_flight: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
@@ -152,7 +148,6 @@ impl Notifier {
             poster: Poster::new(cfg)?,
             templates: templates::Templates::load(&cfg.templates_dir)?,
             metrics,
-            events: provision::open_stream(js, EVENTS_STREAM).await?,
             in_flight: Default::default(),
         }))
     }
@@ -763,7 +758,7 @@ impl Notifier {
         }
     }
 
-    /// The alert's first evidence events, fetched from `NMC_EVENTS` while retained.
+    /// The alert's first evidence events, fetched from its force's events stream while retained.
     async fn evidence(&self, alert: &Alert) -> Vec<Fetched> {
         let mut out = Vec::new();
         for e in alert
@@ -772,7 +767,7 @@ impl Notifier {
             .filter(|e| e.seq > 0)
             .take(message::MAX_EVIDENCE_SHOWN)
         {
-            let Ok(raw) = self.events.get_raw_message(e.seq).await else {
+            let Ok(raw) = bus::stored_event(&self.js, &alert.force, e.seq).await else {
                 continue;
             };
             let Ok((force, source)) = subject::parse_events(&raw.subject) else {

@@ -1,7 +1,7 @@
 //! sled persistence: one tree per force holding its cursor, correlation state and alert outbox.
 //!
 //! Key layout inside a force's tree:
-//! - `m/cursor`    last applied `NMC_EVENTS` sequence (u64 big-endian)
+//! - `m/cursor`    last applied `NMC_EVENTS_<force>` sequence (u64 big-endian)
 //! - `m/watermark` newest event time applied (i64 big-endian)
 //! - `m/poison`    the event that last made evaluation panic, and how often
 //! - `c/…`, `j/…`  correlation state (see `nmc_shared::correlate`) as a snapshot and a
@@ -107,7 +107,7 @@ impl Store {
 /// An event that made rule evaluation panic, and how many attempts it has had.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Poison {
-    /// Its `NMC_EVENTS` sequence.
+    /// Its `NMC_EVENTS_<force>` sequence.
     pub seq: u64,
     /// Attempts so far.
     pub attempts: u32,
@@ -169,7 +169,7 @@ fn be_u64(v: Option<sled::IVec>) -> u64 {
 }
 
 impl ForceStore {
-    /// Last applied `NMC_EVENTS` sequence (0 if none).
+    /// Last applied `NMC_EVENTS_<force>` sequence (0 if none).
     pub fn cursor(&self) -> Result<u64> {
         Ok(be_u64(self.tree.get(CURSOR)?))
     }

@@ -45,14 +45,14 @@ pub struct SourceStats {
     pub ingest_time: u64,
     /// The newest event time applied (Unix ms; 0: none).
     pub newest_event_ms: i64,
-    /// When `NMC_EVENTS` stored the newest event read (Unix ms; 0: none).
+    /// When `NMC_EVENTS_<force>` stored the newest event read (Unix ms; 0: none).
     pub newest_ingest_ms: i64,
 }
 
 /// How an alert's publish latency is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatencyFrom {
-    /// From when `NMC_EVENTS` stored the event that raised it.
+    /// From when `NMC_EVENTS_<force>` stored the event that raised it.
     Ingest,
     /// From the event time of that event.
     EventTime,
@@ -194,7 +194,7 @@ impl Metrics {
             received: counter(
                 "nmc.events.received",
                 "{event}",
-                "Events read from NMC_EVENTS by the force's actor.",
+                "Events read from NMC_EVENTS_<force> by the force's actor.",
             ),
             applied: counter(
                 "nmc.events.applied",
@@ -480,7 +480,7 @@ fn gauges(meter: &Meter, cfg: &Config, status: Arc<NodeStatus>) -> Vec<Observabl
     gauge(
         "nmc.force.lag",
         "{event}",
-        "Messages of the force in NMC_EVENTS after its cursor.",
+        "Messages of the force in NMC_EVENTS_<force> after its cursor.",
         Box::new(|st, o| {
             st.each_held(|f, c| o(c.status().lag as f64, &[force_kv(f)]));
         }),
@@ -588,7 +588,7 @@ fn gauges(meter: &Meter, cfg: &Config, status: Arc<NodeStatus>) -> Vec<Observabl
     gauge(
         "nmc.feed.last_ingest_time",
         "s",
-        "When NMC_EVENTS stored the feed's newest event (Unix seconds).",
+        "When NMC_EVENTS_<force> stored the feed's newest event (Unix seconds).",
         Box::new(|st, o| {
             st.each_held(|f, c| {
                 for (s, feed) in c.stats().feeds {
@@ -652,7 +652,7 @@ fn gauges(meter: &Meter, cfg: &Config, status: Arc<NodeStatus>) -> Vec<Observabl
     gauge(
         "nmc.triage.backlog",
         "{event}",
-        "Events waiting for triage (the shared consumer's pending count).",
+        "Events waiting for triage (the shared consumers' pending counts over the streams of forces not onboarded).",
         Box::new(|st, o| o(st.triage_backlog() as f64, &[])),
     );
     let me = node;

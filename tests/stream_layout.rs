@@ -1,0 +1,117 @@
+//! The events streams: one per force of the registry, created by the first node with the
+//! force's subjects; a node refuses the single `NMC_EVENTS` stream of earlier builds until it is
+//! gone; a force whose state has applied past the end of its stream reads nothing.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream;
+use harness::*;
+
+fn kent_node(id: &str) -> NodeSpec {
+    NodeSpec {
+        id: id.into(),
+        forces: vec!["kent".into()],
+        triage: false,
+        rules: vec![rules_dir("identity")],
+        env: vec![],
+    }
+}
+
+/// Waits until `node`'s log contains `text`.
+async fn wait_log(node: &Node, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log().contains(text) {
+        assert!(Instant::now() < deadline, "the node never logged `{text}`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_registered_force_gets_a_stream_once_the_single_stream_of_old_is_gone() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    js.create_stream(stream::Config {
+        name: "NMC_EVENTS".into(),
+        subjects: vec!["nmc.events.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
+
+    // It waits, unready, saying what to do, and creates no stream of its own.
+    wait_log(&node, "Moving to a stream per force").await;
+    wait_ready(&node, false, Duration::from_secs(10)).await;
+    assert!(js.get_stream("NMC_EVENTS_kent").await.is_err());
+
+    // Once it is gone, every force of the registry gets its stream and the node is ready.
+    js.delete_stream("NMC_EVENTS").await.unwrap();
+    wait_ready(&node, true, Duration::from_secs(60)).await;
+    for force in nmc_shared::force::FORCES {
+        let name = format!("NMC_EVENTS_{}", force.id);
+        let mut s = js
+            .get_stream(&name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            s.info().await.unwrap().config.subjects,
+            [
+                format!("nmc.events.{}", force.id),
+                format!("nmc.events.{}.>", force.id)
+            ]
+        );
+    }
+    // A force's events are in its stream only.
+    let seqs = publish(&js, "nmc.events.kent.entra_signin", &[failure(0)]).await;
+    assert_eq!(seqs, [1]);
+    assert_eq!(count(&js, "NMC_EVENTS_kent", ">").await, 1);
+    assert_eq!(count(&js, "NMC_EVENTS_essex", ">").await, 0);
+}
+
+#[tokio::test]
+async fn a_force_whose_state_is_past_the_end_of_its_stream_reads_nothing() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    let kent = "nmc.events.kent.entra_signin";
+    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, kent, &[clock(600)]).await;
+    wait_for(
+        &js,
+        "NMC_ALERTS",
+        "nmc.alerts.kent.>",
+        1,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
+    .await;
+    // A graceful stop commits the cursor (11).
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the node stops");
+
+    // The stream is deleted and created again (by the next node): sequences start over.
+    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
+    let node = Node::start(&nats, &data, &kent_node("node-a"));
+    wait_log(&node, "ends at 0").await;
+    publish(&js, kent, &(0..4).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, kent, &[clock(1200)]).await;
+    wait_log(&node, "ends at 5").await;
+    // Nothing of the new stream is applied over the old state: no alert, no dead letter.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 1);
+    assert_eq!(count(&js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
+    assert!(
+        node.log()
+            .contains("the stream was deleted and created again"),
+        "{}",
+        node.log()
+    );
+}
