@@ -127,28 +127,31 @@ async fn only_nodes_create_or_change_streams_and_buckets() {
         vec!["cluster", "status", "--json"],
         vec!["forces", "list"],
         vec!["forces", "add", "essex", "--phase", "cloud"],
+        vec!["forces", "add", "surrey"],
         vec!["forces", "set-phase", "essex", "cloud-and-onprem"],
         vec!["forces", "list", "--json"],
-        vec!["forces", "remove", "essex"],
         vec!["rules", "push", shipped.to_str().unwrap()],
         vec!["replay", events.to_str().unwrap()],
         vec!["alerts", "tail", "--all", "--idle", "2"],
         vec!["dlq", "tail", "--all", "--idle", "1"],
+        // Two fresh forces: their probes have the same sequences, each in its force's stream.
         vec![
             "bench",
             "--forces",
-            "kent",
+            "essex,surrey",
             "--events",
             "200",
             "--timeout",
             "30",
         ],
+        vec!["forces", "remove", "essex"],
+        vec!["forces", "remove", "surrey"],
     ];
     for args in &commands {
         ok(&url, args).await;
     }
-    // The bench's two floors read the same backlog (every event is kent's): the whole stream
-    // with one reader, and each force's subjects with a reader of its own.
+    // The bench's two floors read the same backlog: the forces' streams one after the other
+    // with one reader, and all at once with a reader each.
     let count = |out: &str, phase: &str| -> u64 {
         let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
         assert_eq!(v["phase"], phase, "{out}");
@@ -160,10 +163,20 @@ async fn only_nodes_create_or_change_streams_and_buckets() {
         );
         v["events"].as_u64().unwrap()
     };
-    let floor = ok(&url, &["bench", "--phase", "floor", "--forces", "kent"]).await;
+    let floor = ok(
+        &url,
+        &["bench", "--phase", "floor", "--forces", "kent,essex,surrey"],
+    )
+    .await;
     let per_force = ok(
         &url,
-        &["bench", "--phase", "force-floor", "--forces", "kent"],
+        &[
+            "bench",
+            "--phase",
+            "force-floor",
+            "--forces",
+            "kent,essex,surrey",
+        ],
     )
     .await;
     let n = count(&floor, "floor");

@@ -11,7 +11,8 @@
 //! has no stream: the server refuses it when it is published (a JetStream publish gets "no
 //! responders"; with per-force credentials it is a permissions violation).
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -104,8 +105,10 @@ pub async fn run(ctx: NodeContext) {
 /// sequence, so a redelivery never doubles one.
 async fn run_once(ctx: &NodeContext) -> Result<()> {
     info!("triage reading the streams of forces not onboarded");
-    // Forces whose stream triage has let go of since it started (consumer deleted).
+    // Forces whose stream triage has let go of since it started (consumer deleted), and the
+    // consumers it reads.
     let mut released: HashSet<ForceId> = HashSet::new();
+    let mut consumers: HashMap<ForceId, PullConsumer> = HashMap::new();
     loop {
         let onboarded = ctx.onboarded();
         let (mut read, mut backlog) = (0, 0);
@@ -113,12 +116,17 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
             let force = ForceId::new(info.id).context("the registry holds valid force ids")?;
             if onboarded.contains_key(&force) {
                 if released.insert(force.clone()) {
+                    consumers.remove(&force);
                     release(ctx, &force).await?;
                 }
                 continue;
             }
             released.remove(&force);
-            let (n, pending) = triage_force(ctx, &force).await?;
+            let consumer = match consumers.entry(force.clone()) {
+                Entry::Occupied(c) => c.into_mut(),
+                Entry::Vacant(v) => v.insert(open_consumer(ctx, &force).await?),
+            };
+            let (n, pending) = triage_force(ctx, &force, consumer).await?;
             read += n;
             backlog += pending;
         }
@@ -160,7 +168,7 @@ async fn start_of(ctx: &NodeContext, force: &ForceId) -> Result<DeliverPolicy> {
 }
 
 /// The durable consumer of triage on the stream of `force`.
-async fn consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
+async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
     let stream = bus::events_stream(&ctx.js, force).await?;
     if let Ok(c) = stream.get_consumer(TRIAGE_CONSUMER).await {
         return Ok(c);
@@ -184,8 +192,11 @@ async fn consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
 
 /// Triages what the stream of `force` holds now (one batch); returns how many events were read
 /// and how many are still pending.
-async fn triage_force(ctx: &NodeContext, force: &ForceId) -> Result<(usize, u64)> {
-    let consumer = consumer(ctx, force).await?;
+async fn triage_force(
+    ctx: &NodeContext,
+    force: &ForceId,
+    consumer: &PullConsumer,
+) -> Result<(usize, u64)> {
     let mut messages = consumer
         .fetch()
         .max_messages(TRIAGE_BATCH)

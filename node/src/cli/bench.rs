@@ -156,8 +156,11 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
     Ok(plan)
 }
 
-/// Arrival time of each probe alert, by the probe's stream sequence.
-type Arrivals = Rc<RefCell<HashMap<u64, Instant>>>;
+/// Arrival time of each probe alert, by probe.
+type Arrivals = Rc<RefCell<HashMap<ProbeKey, Instant>>>;
+
+/// A probe: its force and its sequence in the force's events stream (sequences are per stream).
+type ProbeKey = (String, u64);
 
 /// Probes among `per_force` events of a force, one every `every` and the last.
 fn probes_per_force(per_force: usize, every: usize) -> usize {
@@ -196,9 +199,11 @@ async fn listen(
             let probe = v["rule"]["title"]
                 .as_str()
                 .is_some_and(|t| t.contains("bench probe"));
-            if let (true, Some(seq)) = (probe, v["evidence"][0]["seq"].as_u64()) {
+            if let (true, Some(force), Some(seq)) =
+                (probe, v["force"].as_str(), v["evidence"][0]["seq"].as_u64())
+            {
                 let mut a = arr.borrow_mut();
-                a.insert(seq, now);
+                a.insert((force.to_owned(), seq), now);
                 if a.len() >= probes {
                     break;
                 }
@@ -270,11 +275,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         _ => None,
     };
     let started = Instant::now();
-    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+    let mut sent_at: HashMap<ProbeKey, Instant> = HashMap::new();
     let mut pipe = Pipelined::new(js, args.max_in_flight);
     let mut done = |ack: jetstream::publish::PublishAck, tag: Option<Instant>| {
         if let Some(t) = tag {
-            sent_at.insert(ack.sequence, t);
+            let force = ack
+                .stream
+                .strip_prefix(subject::EVENTS_STREAM_PREFIX)
+                .unwrap_or(&ack.stream);
+            sent_at.insert((force.to_owned(), ack.sequence), t);
         }
     };
     for (i, (subj, payload, probe)) in plan.into_iter().enumerate() {
@@ -306,9 +315,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let last = arrivals.values().max().copied();
     let mut lat: Vec<f64> = sent_at
         .iter()
-        .filter_map(|(seq, t)| {
+        .filter_map(|(key, t)| {
             arrivals
-                .get(seq)
+                .get(key)
                 .map(|a| a.duration_since(*t).as_secs_f64() * 1e3)
         })
         .collect();
