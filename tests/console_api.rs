@@ -436,7 +436,7 @@ async fn live_updates_and_evidence_respect_the_force_too() {
     let essex_seq = publish(
         &js,
         "nmc.events.essex.entra_signin",
-        &[failure(2), failure(3)],
+        &[failure(3), failure(2)],
     )
     .await[1];
     assert_eq!((kent_seq, essex_seq), (1, 2), "sequences are per force");

@@ -125,7 +125,9 @@ async fn rolling_every_server_loses_nothing() {
             nats.stop(i);
             tokio::time::sleep(Duration::from_secs(1)).await;
             nats.restart(i).await;
-            wait_replicas_current(&js, &format!("NMC_EVENTS_{}", FORCES[0])).await;
+            for force in FORCES {
+                wait_replicas_current(&js, &format!("NMC_EVENTS_{force}")).await;
+            }
             wait_replicas_current(&js, "NMC_ALERTS").await;
         }
         nats

@@ -16,12 +16,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use futures::StreamExt;
 use nmc_shared::dead_letter::DeadLetterReason;
 use nmc_shared::subject::{self, DLQ_UNKNOWN};
 use nmc_shared::{ForceId, force};
+use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::bus::{self, DeadLetter};
@@ -115,20 +119,33 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
         for info in force::FORCES {
             let force = ForceId::new(info.id).context("the registry holds valid force ids")?;
             if onboarded.contains_key(&force) {
-                if released.insert(force.clone()) {
-                    consumers.remove(&force);
-                    release(ctx, &force).await?;
+                consumers.remove(&force);
+                if !released.contains(&force) {
+                    // Retried next round if it fails: a consumer left behind would read again
+                    // from before the onboarding.
+                    match release(ctx, &force).await {
+                        Ok(()) => {
+                            released.insert(force);
+                        }
+                        Err(e) => {
+                            warn!(%force, error = format!("{e:#}"), "triage could not let go of the force's stream; retrying")
+                        }
+                    }
                 }
                 continue;
             }
             released.remove(&force);
-            let consumer = match consumers.entry(force.clone()) {
-                Entry::Occupied(c) => c.into_mut(),
-                Entry::Vacant(v) => v.insert(open_consumer(ctx, &force).await?),
-            };
-            let (n, pending) = triage_force(ctx, &force, consumer).await?;
-            read += n;
-            backlog += pending;
+            // One stream failing (deleted, its leader moving) holds back no other force's.
+            match triage_one(ctx, &force, &mut consumers).await {
+                Ok((n, pending)) => {
+                    read += n;
+                    backlog += pending;
+                }
+                Err(e) => {
+                    consumers.remove(&force);
+                    warn!(%force, error = format!("{e:#}"), "triaging the force's stream failed; retrying next round");
+                }
+            }
         }
         ctx.status.set_triage_backlog(backlog);
         if read == 0 {
@@ -137,20 +154,40 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
     }
 }
 
+/// One round on the stream of `force` (not onboarded), through its consumer in `consumers`.
+async fn triage_one(
+    ctx: &NodeContext,
+    force: &ForceId,
+    consumers: &mut HashMap<ForceId, PullConsumer>,
+) -> Result<(usize, u64)> {
+    let consumer = match consumers.entry(force.clone()) {
+        Entry::Occupied(c) => c.into_mut(),
+        Entry::Vacant(v) => v.insert(open_consumer(ctx, force).await?),
+    };
+    triage_force(ctx, force, consumer).await
+}
+
 /// Drops triage's consumer on the stream of `force`, now onboarded: its actor reads it, and a
 /// consumer left behind would, once the force is offboarded, dead-letter what the actor applied.
 async fn release(ctx: &NodeContext, force: &ForceId) -> Result<()> {
     let stream = bus::events_stream(&ctx.js, force).await?;
-    if stream.delete_consumer(TRIAGE_CONSUMER).await.is_ok() {
-        info!(%force, "force onboarded: triage no longer reads its stream");
+    match stream.delete_consumer(TRIAGE_CONSUMER).await {
+        Ok(_) => {
+            info!(%force, "force onboarded: triage no longer reads its stream");
+            Ok(())
+        }
+        Err(e) if consumer_not_found(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("deleting the triage consumer of {force}")),
     }
-    Ok(())
 }
 
-/// Where triage starts reading the stream of `force` when it has no consumer there: after the
-/// force was offboarded, if it ever was (the events before were its actor's), else from the
-/// first event.
-async fn start_of(ctx: &NodeContext, force: &ForceId) -> Result<DeliverPolicy> {
+/// Whether `e` says there is no such consumer.
+fn consumer_not_found(e: &ConsumerError) -> bool {
+    matches!(e.kind(), ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
+}
+
+/// When `force` was last offboarded, if it ever was.
+async fn offboarded_at(ctx: &NodeContext, force: &ForceId) -> Result<Option<OffsetDateTime>> {
     let entry = ctx
         .buckets
         .forces
@@ -158,27 +195,42 @@ async fn start_of(ctx: &NodeContext, force: &ForceId) -> Result<DeliverPolicy> {
         .await
         .with_context(|| format!("reading the onboarding record of {force}"))?;
     Ok(match entry {
-        Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => {
-            DeliverPolicy::ByStartTime {
-                start_time: e.created,
-            }
-        }
-        _ => DeliverPolicy::All,
+        Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => Some(e.created),
+        _ => None,
     })
 }
 
-/// The durable consumer of triage on the stream of `force`.
+/// The durable consumer of triage on the stream of `force`. A new one starts after the force
+/// was offboarded, if it ever was (the events before were its actor's), else at the first
+/// event; one created before the last offboarding (left behind while the force was onboarded)
+/// is replaced, so that it does not read again what the actor applied.
 async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
     let stream = bus::events_stream(&ctx.js, force).await?;
-    if let Ok(c) = stream.get_consumer(TRIAGE_CONSUMER).await {
-        return Ok(c);
+    let since = offboarded_at(ctx, force).await?;
+    match stream.consumer_info(TRIAGE_CONSUMER).await {
+        // Kept: created below only if missing.
+        Ok(info) if since.is_none_or(|t| info.created >= t) => {}
+        Ok(_) => {
+            info!(%force, "replacing a triage consumer older than the force's offboarding");
+            if let Err(e) = stream.delete_consumer(TRIAGE_CONSUMER).await
+                && !consumer_not_found(&e)
+            {
+                return Err(e).with_context(|| format!("deleting the triage consumer of {force}"));
+            }
+        }
+        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("looking up the triage consumer of {force}"));
+        }
     }
     stream
         .get_or_create_consumer(
             TRIAGE_CONSUMER,
             pull::Config {
                 durable_name: Some(TRIAGE_CONSUMER.to_owned()),
-                deliver_policy: start_of(ctx, force).await?,
+                deliver_policy: since.map_or(DeliverPolicy::All, |t| DeliverPolicy::ByStartTime {
+                    start_time: t,
+                }),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 20_000,
@@ -190,6 +242,10 @@ async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsume
         .with_context(|| format!("creating the triage consumer of {force}"))
 }
 
+/// Longest a fetch of one stream may take before triage gives up on it for the round (a pull
+/// whose reply is lost in a reconnection or a leader change would otherwise wait for ever).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Triages what the stream of `force` holds now (one batch); returns how many events were read
 /// and how many are still pending.
 async fn triage_force(
@@ -197,16 +253,22 @@ async fn triage_force(
     force: &ForceId,
     consumer: &PullConsumer,
 ) -> Result<(usize, u64)> {
-    let mut messages = consumer
-        .fetch()
-        .max_messages(TRIAGE_BATCH)
-        .messages()
+    let fetch = async {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(TRIAGE_BATCH)
+            .messages()
+            .await
+            .with_context(|| format!("fetching the events of {force}"))?;
+        let mut batch = Vec::new();
+        while let Some(m) = messages.next().await {
+            batch.push(m.map_err(|e| anyhow::anyhow!("fetching the events of {force}: {e}"))?);
+        }
+        anyhow::Ok(batch)
+    };
+    let batch = tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
-        .with_context(|| format!("fetching the events of {force}"))?;
-    let mut batch = Vec::new();
-    while let Some(m) = messages.next().await {
-        batch.push(m.map_err(|e| anyhow::anyhow!("fetching the events of {force}: {e}"))?);
-    }
+        .with_context(|| format!("fetching the events of {force}: no answer"))??;
     let Some(last) = batch.last() else {
         return Ok((0, 0));
     };

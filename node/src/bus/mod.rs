@@ -189,8 +189,27 @@ pub async fn stored_event(
         .with_context(|| format!("reading event {seq} of {force}"))
 }
 
+/// The event evidence `ev` of an alert of `force` names, from the force's stream while retained,
+/// with its source: only an event of that force with the evidence's event time. (A sequence
+/// alone may name another event: alerts raised before streams per force carry sequences of
+/// the old shared stream.)
+pub async fn evidence_event(
+    js: &jetstream::Context,
+    force: &ForceId,
+    ev: &nmc_shared::alert::EvidenceRef,
+) -> Option<(nmc_shared::SourceKind, jetstream::message::StreamMessage)> {
+    if ev.seq == 0 {
+        return None;
+    }
+    let raw = stored_event(js, force, ev.seq).await.ok()?;
+    let (of, source) = subject::parse_events(&raw.subject).ok()?;
+    let want = nmc_shared::time::parse_timestamp(&ev.time).ok()?;
+    let event = nmc_shared::event::Event::parse(source, &raw.payload, usize::MAX).ok()?;
+    (of == *force && event.time_ms == want).then_some((source, raw))
+}
+
 /// Opens an ordered reader on `stream`: no acks, flow-controlled, recreated by the client on
-/// gaps. Every reader in nmc (force actors, triage, tails, the bench) goes through here.
+/// gaps. Every ordered reader in nmc (force actors, tails, the bench) goes through here.
 pub async fn ordered_reader<I>(
     stream: &stream::Stream<I>,
     filter: String,

@@ -453,8 +453,9 @@ pub struct EvidenceItem {
     pub cut: bool,
 }
 
-/// The evidence events of `entry`, read from its force's events stream by sequence while retained (only
-/// events of the alert's own force, whatever the record says), with the fields its rule reads.
+/// The evidence events of `entry`, read from its force's events stream by sequence while retained
+/// ([`crate::bus::evidence_event`]: only events of the alert's own force with the evidence's
+/// time, whatever the record says), with the fields its rule reads.
 pub(super) async fn evidence_of(
     shared: &Shared,
     entry: &super::index::Entry,
@@ -462,13 +463,7 @@ pub(super) async fn evidence_of(
     let fields = shared.catalog.fields_of(&entry.alert.rule.id).await;
     let mut out = Vec::new();
     for ev in &entry.alert.evidence {
-        let fetched = if ev.seq == 0 {
-            None
-        } else {
-            crate::bus::stored_event(&shared.js, &entry.alert.force, ev.seq)
-                .await
-                .ok()
-        };
+        let fetched = crate::bus::evidence_event(&shared.js, &entry.alert.force, ev).await;
         let mut item = EvidenceItem {
             seq: ev.seq,
             time: ev.time.clone(),
@@ -479,13 +474,7 @@ pub(super) async fn evidence_of(
             rows: Vec::new(),
             cut: false,
         };
-        if let Some(raw) = fetched {
-            let Ok((force, source)) = nmc_shared::subject::parse_events(&raw.subject) else {
-                continue;
-            };
-            if force != entry.alert.force {
-                continue;
-            }
+        if let Some((source, raw)) = fetched {
             let event = serde_json::from_slice::<serde_json::Value>(&raw.payload)
                 .unwrap_or_else(|_| json!(String::from_utf8_lossy(&raw.payload)));
             let (rows, cut) = nmc_shared::evidence_view::rows(source, &event, &fields);

@@ -767,16 +767,10 @@ impl Notifier {
             .filter(|e| e.seq > 0)
             .take(message::MAX_EVIDENCE_SHOWN)
         {
-            let Ok(raw) = bus::stored_event(&self.js, &alert.force, e.seq).await else {
+            // Never another force's event, nor another event, whatever a record says.
+            let Some((source, raw)) = bus::evidence_event(&self.js, &alert.force, e).await else {
                 continue;
             };
-            let Ok((force, source)) = subject::parse_events(&raw.subject) else {
-                continue;
-            };
-            // Never another force's event, whatever a record says.
-            if force != alert.force {
-                continue;
-            }
             if let Ok(body) = serde_json::from_slice(&raw.payload) {
                 out.push(Fetched {
                     time: e.time.clone(),
