@@ -116,8 +116,7 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
     loop {
         let onboarded = ctx.onboarded();
         let (mut read, mut backlog) = (0, 0);
-        for info in force::FORCES {
-            let force = ForceId::new(info.id).context("the registry holds valid force ids")?;
+        for force in force::registered() {
             if onboarded.contains_key(&force) {
                 consumers.remove(&force);
                 if !released.contains(&force) {

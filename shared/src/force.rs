@@ -175,6 +175,13 @@ pub static FORCES: &[ForceInfo] = &[
     t("wiltshire", "Wiltshire Police"),
 ];
 
+/// The ids of every force of the registry (each has its events stream, onboarded or not).
+pub fn registered() -> impl Iterator<Item = ForceId> {
+    FORCES
+        .iter()
+        .map(|f| ForceId::new(f.id).expect("the registry holds valid force ids"))
+}
+
 /// Finds a force in the registry by id.
 pub fn lookup(id: &str) -> Option<&'static ForceInfo> {
     FORCES

@@ -63,17 +63,16 @@ pub fn events_stream_config(cfg: &Config, force: &ForceId) -> stream::Config {
     )
 }
 
-/// The stream configurations a node requires: the events stream of every force of the
-/// registry (onboarded or not, so that a collector started before its force is onboarded is
-/// triaged, not refused), then the alerts and the dead letters.
-pub fn stream_configs(cfg: &Config) -> Vec<stream::Config> {
-    let mut all: Vec<_> = nmc_shared::force::FORCES
-        .iter()
-        .map(|f| {
-            let force = ForceId::new(f.id).expect("the registry holds valid force ids");
-            events_stream_config(cfg, &force)
-        })
-        .collect();
+/// The events streams a node requires: one for every force of the registry (onboarded or not,
+/// so that a collector started before its force is onboarded is triaged, not refused).
+pub fn events_stream_configs(cfg: &Config) -> Vec<stream::Config> {
+    nmc_shared::force::registered()
+        .map(|force| events_stream_config(cfg, &force))
+        .collect()
+}
+
+/// The streams every force shares: the alerts and the dead letters.
+pub fn shared_stream_configs(cfg: &Config) -> [stream::Config; 2] {
     let mut alerts = stream_config(
         cfg,
         ALERTS_STREAM.into(),
@@ -88,7 +87,13 @@ pub fn stream_configs(cfg: &Config) -> Vec<stream::Config> {
         cfg.alerts_max_age_secs,
     );
     dlq.duplicate_window = Duration::from_secs(cfg.alerts_duplicate_window_secs);
-    all.extend([alerts, dlq]);
+    [alerts, dlq]
+}
+
+/// Every stream a node requires: [`events_stream_configs`], then [`shared_stream_configs`].
+pub fn stream_configs(cfg: &Config) -> Vec<stream::Config> {
+    let mut all = events_stream_configs(cfg);
+    all.extend(shared_stream_configs(cfg));
     all
 }
 
@@ -126,17 +131,14 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<()>
     {
         bail!(StreamLayoutError::Legacy);
     }
-    let (events, rest): (Vec<_>, Vec<_>) = stream_configs(cfg)
-        .into_iter()
-        .partition(|c| c.name.starts_with(subject::EVENTS_STREAM_PREFIX));
-    let results: Vec<Result<()>> = futures::stream::iter(events)
+    let results: Vec<Result<()>> = futures::stream::iter(events_stream_configs(cfg))
         .map(|want| ensure_stream(js, want))
         .buffered(PROVISION_CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect::<Result<()>>()?;
     // The alert and dead-letter streams last: once they exist, every stream does.
-    for want in rest {
+    for want in shared_stream_configs(cfg) {
         ensure_stream(js, want).await?;
     }
     Ok(())
