@@ -4,10 +4,11 @@
 # rule), FORCES forces, a generated mix of Entra ID sign-ins, Microsoft 365 audit and AWS
 # CloudTrail records (`nmc bench`'s default --mix: 50/30/20 percent of each force's events, a
 # few suspicious records among them). Each measurement on a fresh JetStream:
-#   1. drain: a backlog of EVENTS published with the node stopped, read once by a bare ordered
-#      consumer that only counts, each force's stream after the other (`nmc bench --phase
-#      floor`: the JetStream floor), then drained by the node (`--phase drain`); ratio = drain /
-#      floor, both from the same backlog;
+#   1. drain, ROUNDS times (default 3): a backlog of EVENTS published with the node stopped, read
+#      FLOOR_READS times (default 3) by a bare ordered consumer that only counts, each force's
+#      stream after the other (`nmc bench --phase floor`: the JetStream floor), then drained by
+#      the node (`--phase drain`); a round's ratio = its drain / the median of its floor reads,
+#      both from the same backlog; drain, floor and ratio reported are the medians of the rounds;
 #   2. live: EVENTS/2 published at 70% of the drain rate while the node runs; event-to-alert
 #      latency of the probes (p50, p99, p99.9);
 #   3. recovery: the node SIGKILLed while it drains a backlog, then restarted; seconds from the
@@ -21,7 +22,7 @@
 # per force's stream, all at once (`nmc bench --phase force-floor`), and force_ratio = drain /
 # force floor.
 #
-#   deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
+#   [ROUNDS=3] [FLOOR_READS=3] deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
 set -euo pipefail
 events=${1:-400000}
 nforces=${2:-43}
@@ -80,30 +81,51 @@ setup() {
   kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
 }
 
-# 1. drain against the floor
-setup drain
-"$nmc" bench --phase publish --forces "$forces" --events "$events" >"$work/publish.json"
-"$nmc" bench --phase floor --forces "$forces" >"$work/floor.json"
-"$nmc" bench --phase force-floor --forces "$forces" >"$work/force-floor.json"
-nats_cpu0=$(cpu_s "$nats_pid")
-drain_t0=$EPOCHREALTIME
-"$nmc" bench --phase drain --forces "$forces" --events "$events" >"$work/drain.json" &
-drain=$!
-start_node drain "$forces"
-wait "$drain"
-node_cpu=$(cpu_s "$node_pid")
-nats_cpu=$(awk -v a="$nats_cpu0" -v b="$(cpu_s "$nats_pid")" 'BEGIN { printf "%.2f", b - a }')
-drain_wall=$(awk -v a="$drain_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
-kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
-floor_eps=$(json_field floor_events_per_sec <"$work/floor.json")
-drain_eps=$(json_field drain_events_per_sec <"$work/drain.json")
-echo "drain: $(cat "$work/drain.json")"
-echo "floor: $(cat "$work/floor.json")"
-echo "force floor: $(cat "$work/force-floor.json")"
-force_floor_eps=$(json_field force_floor_events_per_sec <"$work/force-floor.json")
-# Where the two cores went during the drain (start-up included): the node, and nats-server
-# serving its readers.
-echo "drain cpu: node ${node_cpu} s, nats-server ${nats_cpu} s, in ${drain_wall} s"
+# 1. drain against the floor, ROUNDS times (each on a fresh JetStream, the floor read FLOOR_READS
+# times per round): the floor is a read of under a second on shared cores and swings by half
+# from one read to the next, so each round's ratio is its drain over the median of its floor
+# reads, and the figures reported are the medians over the rounds.
+rounds=${ROUNDS:-3}
+floor_reads=${FLOOR_READS:-3}
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+drains=() floors=() force_floors=() ratios=()
+for round in $(seq "$rounds"); do
+  setup "drain-$round"
+  "$nmc" bench --phase publish --forces "$forces" --events "$events" >"$work/publish.json"
+  reads=() force_reads=()
+  for _ in $(seq "$floor_reads"); do
+    "$nmc" bench --phase floor --forces "$forces" >"$work/floor.json"
+    reads+=("$(json_field floor_events_per_sec <"$work/floor.json")")
+    "$nmc" bench --phase force-floor --forces "$forces" >"$work/force-floor.json"
+    force_reads+=("$(json_field force_floor_events_per_sec <"$work/force-floor.json")")
+  done
+  nats_cpu0=$(cpu_s "$nats_pid")
+  drain_t0=$EPOCHREALTIME
+  "$nmc" bench --phase drain --forces "$forces" --events "$events" >"$work/drain.json" &
+  drain=$!
+  start_node "drain-$round" "$forces"
+  wait "$drain"
+  node_cpu=$(cpu_s "$node_pid")
+  nats_cpu=$(awk -v a="$nats_cpu0" -v b="$(cpu_s "$nats_pid")" 'BEGIN { printf "%.2f", b - a }')
+  drain_wall=$(awk -v a="$drain_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+  kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+  kill -TERM "$nats_pid"; wait "$nats_pid" 2>/dev/null || true
+  drain_eps=$(json_field drain_events_per_sec <"$work/drain.json")
+  floor_eps=$(median "${reads[@]}")
+  force_floor_eps=$(median "${force_reads[@]}")
+  drains+=("$drain_eps") floors+=("$floor_eps") force_floors+=("$force_floor_eps")
+  ratios+=("$(python3 -c "print($drain_eps / $floor_eps)")")
+  echo "round $round drain: $(cat "$work/drain.json")"
+  echo "round $round floor reads (events/s): ${reads[*]}; force floor reads: ${force_reads[*]}"
+  # Where the two cores went during the drain (start-up included): the node, and nats-server
+  # serving its readers.
+  echo "round $round drain cpu: node ${node_cpu} s, nats-server ${nats_cpu} s, in ${drain_wall} s"
+done
+drain_eps=$(median "${drains[@]}")
+floor_eps=$(median "${floors[@]}")
+force_floor_eps=$(median "${force_floors[@]}")
+ratio=$(median "${ratios[@]}")
+echo "drain (events/s) per round: ${drains[*]}; floor: ${floors[*]}; ratio: ${ratios[*]}"
 
 # 2. live at 70% of the drain rate
 setup live
@@ -156,15 +178,16 @@ rssn=$(rss_mib "$node_pid")
 kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
 echo "idle: $rss0 MiB with no force, $rssn MiB with $nforces idle forces"
 
-python3 - "$drain_eps" "$floor_eps" "$work/live.json" "${recovery_s:-null}" "$rss0" "$rssn" "$nforces" "$force_floor_eps" <<'PY'
+python3 - "$drain_eps" "$floor_eps" "$work/live.json" "${recovery_s:-null}" "$rss0" "$rssn" "$nforces" "$force_floor_eps" "$ratio" <<'PY'
 import json, sys
 drain, floor, force_floor = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[8])
+ratio = float(sys.argv[9])
 live = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1])
 lat = live["latency_ms"]
 rec = None if sys.argv[4] == "null" else float(sys.argv[4])
 rss0, rssn, n = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 print(json.dumps({
-    "drain_eps": round(drain), "floor_eps": round(floor), "ratio": round(drain / floor, 3),
+    "drain_eps": round(drain), "floor_eps": round(floor), "ratio": round(ratio, 3),
     "p50_ms": round(lat["p50"], 2), "p99_ms": round(lat["p99"], 2), "p999_ms": round(lat["p999"], 2),
     "recovery_s": rec, "idle_force_mib": round((rssn - rss0) / n, 3),
     "force_floor_eps": round(force_floor), "force_ratio": round(drain / force_floor, 3),
