@@ -1,6 +1,7 @@
 //! The events streams: one per force of the registry, created by the first node with the
 //! force's subjects; a node refuses the single `NMC_EVENTS` stream of earlier builds until it is
-//! gone; a force whose state has applied past the end of its stream reads nothing.
+//! gone; a force whose state has applied past the end of its stream, or was built from an
+//! earlier incarnation of it, reads nothing.
 
 mod harness;
 
@@ -111,6 +112,102 @@ async fn a_force_whose_state_is_past_the_end_of_its_stream_reads_nothing() {
     assert!(
         node.log()
             .contains("the stream was deleted and created again"),
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test]
+async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_nothing() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    let kent = "nmc.events.kent.entra_signin";
+    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, kent, &[clock(600)]).await;
+    let alerts = |n| {
+        wait_for(
+            &js,
+            "NMC_ALERTS",
+            "nmc.alerts.kent.>",
+            n,
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+        )
+    };
+    alerts(1).await;
+    // A graceful stop commits the cursor (11) and the time its event was stored.
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the node stops");
+
+    // The stream is deleted and created again, and collectors publish past the old cursor
+    // before any node opens it: a burst that would raise a second alert if it were read.
+    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
+    let config = old.info().await.unwrap().config.clone();
+    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let burst: Vec<_> = (200..220).map(failure).chain([clock(1800)]).collect();
+    publish(&js, kent, &burst).await;
+
+    let node = Node::start(&nats, &data, &kent_node("node-a"));
+    wait_log(
+        &node,
+        "event 11 of its stream NMC_EVENTS_kent was stored at",
+    )
+    .await;
+    // Nothing of the new stream is applied over the old state: no alert, no dead letter.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 1);
+    assert_eq!(count(&js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
+    assert!(
+        node.log()
+            .contains("the stream was deleted and created again"),
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test]
+async fn a_force_restarted_on_the_same_stream_goes_on_from_its_cursor() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    let kent = "nmc.events.kent.entra_signin";
+    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, kent, &[clock(600)]).await;
+    let alerts = |n| {
+        wait_for(
+            &js,
+            "NMC_ALERTS",
+            "nmc.alerts.kent.>",
+            n,
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+        )
+    };
+    alerts(1).await;
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the node stops");
+
+    // Same stream, more events while the node was down: the event at the cursor is the one
+    // the state applied, so the node reads on and raises the burst's alert.
+    let burst: Vec<_> = (200..220).map(failure).chain([clock(1800)]).collect();
+    publish(&js, kent, &burst).await;
+    let node = Node::start(&nats, &data, &kent_node("node-a"));
+    alerts(2).await;
+    assert!(
+        !node.log().contains("deleted and created again"),
         "{}",
         node.log()
     );

@@ -72,6 +72,9 @@ pub struct Worker {
     state: ForceState,
     /// Last sequence applied to `state` (sled's cursor once committed).
     cursor: u64,
+    /// When the stream stored the event at `cursor` (Unix ms; 0: unknown): checked against the
+    /// stream when a reader opens, so that a stream created again is not read from `cursor`.
+    cursor_time_ms: i64,
     /// What `state` holds that sled does not yet.
     uncommitted: Option<Uncommitted>,
     /// How large the stored snapshot and journal are.
@@ -113,6 +116,7 @@ impl Worker {
         let (state, stored) = store.load_state(&rules)?;
         let state = state.with_lateness(ctx.cfg.lateness_ms());
         let cursor = store.cursor()?;
+        let cursor_time_ms = store.cursor_time_ms()?.unwrap_or(0);
         let poison = store.poison()?;
         let outbox_inherited = !store.outbox()?.is_empty();
         let settings = EvalSettings {
@@ -150,6 +154,7 @@ impl Worker {
             store,
             state,
             cursor,
+            cursor_time_ms,
             uncommitted: None,
             stored,
             flushing: None,
@@ -179,12 +184,44 @@ impl Worker {
             .await
             .with_context(|| format!("looking up {name}"))?;
         let last = stream.cached_info().state.last_sequence;
-        if self.cursor > last {
-            bail!(
-                "the state of {} has applied up to sequence {} but its stream {name} ends at {last}: the stream was deleted and created again, or the state comes from another cluster; nothing is read until the state or the stream is fixed (docs/operations.md, \"Moving to a stream per force\")",
+        let created_again = |why: String| {
+            anyhow::anyhow!(
+                "the state of {} has applied up to sequence {} but {why}: the stream was deleted and created again, or the state comes from another cluster; nothing is read until the state or the stream is fixed (docs/operations.md, \"Moving to a stream per force\")",
                 self.force,
                 self.cursor
-            );
+            )
+        };
+        if self.cursor > last {
+            return Err(created_again(format!("its stream {name} ends at {last}")));
+        }
+        // The same sequence must be the same event: a stream created again and published past
+        // the cursor before this reader opened has other events (and times) there.
+        if self.cursor > 0 && self.cursor_time_ms != 0 {
+            match stream.get_raw_message(self.cursor).await {
+                Ok(m) => {
+                    let stored_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                    if stored_ms != self.cursor_time_ms {
+                        return Err(created_again(format!(
+                            "event {} of its stream {name} was stored at {}, not at {} as the event the state applied there",
+                            self.cursor,
+                            nmc_shared::time::format_ms(stored_ms),
+                            nmc_shared::time::format_ms(self.cursor_time_ms)
+                        )));
+                    }
+                }
+                // Removed by the stream's limits: nothing left to compare with.
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    debug!(force = %self.force, seq = self.cursor, "the event at the cursor is no longer in the stream; its identity is not checked");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("reading event {} of {name} to check the stream", self.cursor)
+                    });
+                }
+            }
         }
         let reader = bus::ordered_reader(
             &stream,
@@ -350,6 +387,7 @@ impl Worker {
         // interval's): if the commit never happens, the replay raises them again, same ids.
         self.publish(&raised, traceparent.as_deref()).await?;
         let events = raws.len();
+        self.cursor_time_ms = raws.last().map_or(0, |r| r.ingest_ms);
         let u = self.uncommitted.get_or_insert(Uncommitted {
             since: started,
             last: started,
@@ -443,6 +481,7 @@ impl Worker {
         let started = Instant::now();
         let commit = BatchCommit {
             cursor: self.cursor,
+            cursor_time_ms: self.cursor_time_ms,
             watermark_ms: self.state.watermark_ms(),
             state: self.state.take_changes(&self.rules),
             clear_poison: u.clear_poison,

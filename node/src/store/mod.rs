@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
 const CURSOR: &[u8] = b"m/cursor";
 const WATERMARK: &[u8] = b"m/watermark";
 const POISON: &[u8] = b"m/poison";
+/// When the stream stored the event at the cursor (Unix ms): which incarnation of the force's
+/// stream the state was built from (a stream deleted and created again has other times at the
+/// same sequences; one restored from a backup has the same).
+const CURSOR_TIME: &[u8] = b"m/cursor_time";
 const STATE_PREFIX: &[u8] = journal::GROUP_PREFIX;
 const OUTBOX_PREFIX: &[u8] = b"o/";
 
@@ -131,6 +135,8 @@ pub struct OutboxEntry {
 pub struct BatchCommit {
     /// Last applied sequence.
     pub cursor: u64,
+    /// When the stream stored the event at `cursor` (Unix ms; 0: unknown, not written).
+    pub cursor_time_ms: i64,
     /// Watermark (newest event time applied).
     pub watermark_ms: i64,
     /// Correlation state changes.
@@ -172,6 +178,16 @@ impl ForceStore {
     /// Last applied `NMC_EVENTS_<force>` sequence (0 if none).
     pub fn cursor(&self) -> Result<u64> {
         Ok(be_u64(self.tree.get(CURSOR)?))
+    }
+
+    /// When the stream stored the event at the cursor (Unix ms), if a commit recorded it: a
+    /// state from earlier builds or imported from a checkpoint has none until its next commit.
+    pub fn cursor_time_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .tree
+            .get(CURSOR_TIME)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
     }
 
     /// Rebuilds the force's correlation state from the tree; also says how large its snapshot
@@ -229,6 +245,9 @@ impl ForceStore {
     pub fn commit(&self, c: BatchCommit) -> Result<u64> {
         let mut b = sled::Batch::default();
         b.insert(CURSOR, &c.cursor.to_be_bytes());
+        if c.cursor_time_ms != 0 {
+            b.insert(CURSOR_TIME, &c.cursor_time_ms.to_be_bytes());
+        }
         b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
         let mut bytes = Vec::new();
         journal::encode(c.state.iter(), &mut bytes);
@@ -264,7 +283,9 @@ impl ForceStore {
 
 impl ForceStore {
     /// The whole state of the force, at its cursor (see [`Checkpoint`]): its groups one key
-    /// each, as `s/<group>`, whatever snapshot and journal hold them here.
+    /// each, as `s/<group>`, whatever snapshot and journal hold them here. The cursor's time
+    /// stays out, so that nodes of earlier builds still import the checkpoint in a rolling
+    /// upgrade (the importer records it again at its first commit).
     pub fn export(&self, force: &ForceId) -> Result<Checkpoint> {
         let stored = journal::read(&self.tree)?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self
@@ -272,13 +293,14 @@ impl ForceStore {
             .iter()
             .filter(|r| {
                 r.as_ref().map_or(true, |(k, _)| {
-                    ![
-                        journal::GROUP_PREFIX,
-                        journal::SNAPSHOT_PREFIX,
-                        journal::JOURNAL_PREFIX,
-                    ]
-                    .iter()
-                    .any(|p| k.starts_with(p))
+                    k != CURSOR_TIME
+                        && ![
+                            journal::GROUP_PREFIX,
+                            journal::SNAPSHOT_PREFIX,
+                            journal::JOURNAL_PREFIX,
+                        ]
+                        .iter()
+                        .any(|p| k.starts_with(p))
                 })
             })
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
@@ -350,7 +372,11 @@ fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<
             state::decode::<OutboxEntry>(v).map_err(|e| bad(format!("an outbox entry: {e}")))?;
         } else if k == POISON {
             state::decode::<Poison>(v).map_err(|e| bad(format!("its poison record: {e}")))?;
-        } else if !(k.starts_with(STATE_PREFIX) || k == CURSOR || k == WATERMARK) {
+        } else if !(k.starts_with(STATE_PREFIX)
+            || k == CURSOR
+            || k == WATERMARK
+            || k == CURSOR_TIME)
+        {
             return Err(bad(format!("unknown key {:?}", String::from_utf8_lossy(k))));
         }
     }
@@ -472,5 +498,46 @@ mod tests {
         fs.import(&kent, &good, Some(&rules)).unwrap();
         assert_eq!(fs.export(&kent).unwrap().entries, good.entries);
         assert_eq!(fs.cursor().unwrap(), 5);
+    }
+
+    #[test]
+    fn the_cursor_time_is_kept_with_the_cursor_and_left_out_of_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kent = ForceId::new("kent").unwrap();
+        let fs = store.force(&kent).unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        fs.commit(BatchCommit {
+            cursor: 7,
+            cursor_time_ms: 1_793_606_400_123,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
+        // Unknown (0) is not written over a known time.
+        fs.commit(BatchCommit {
+            cursor: 8,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
+
+        // Out of checkpoints (older builds refuse keys they do not know), accepted in them.
+        let mut c = fs.export(&kent).unwrap();
+        assert!(c.entries.iter().all(|(k, _)| k.as_slice() != CURSOR_TIME));
+        c.entries
+            .push((CURSOR_TIME.to_vec(), 5_i64.to_be_bytes().to_vec()));
+        c.entries.sort();
+        let other = store.force(&ForceId::new("essex").unwrap()).unwrap();
+        c.force = "essex".into();
+        other
+            .import(&ForceId::new("essex").unwrap(), &c, None)
+            .unwrap();
+        assert_eq!(other.cursor_time_ms().unwrap(), Some(5));
+        // An import replaces the time in place with the checkpoint's (none: unknown).
+        let plain = fs.export(&kent).unwrap();
+        fs.import(&kent, &plain, None).unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        assert_eq!(fs.cursor().unwrap(), 8);
     }
 }
