@@ -9,8 +9,9 @@
 #      stream after the other (`nmc bench --phase floor`: the JetStream floor), then drained by
 #      the node (`--phase drain`); a round's ratio = its drain / the median of its floor reads,
 #      both from the same backlog; drain, floor and ratio reported are the medians of the rounds;
-#   2. live: EVENTS/2 published at 70% of the drain rate while the node runs; event-to-alert
-#      latency of the probes (p50, p99, p99.9);
+#   2. live: EVENTS/2 published at 70% of the drain rate (LIVE_RATE events/s if set) while the
+#      node runs; event-to-alert latency of the probes (p50, p99, p99.9), and the CPU of the
+#      node, nats-server and the generator meanwhile;
 #   3. recovery: the node SIGKILLed while it drains a backlog, then restarted; seconds from the
 #      restart until it is past where it was when killed (restore plus replay);
 #   4. idle forces: resident memory of a node holding FORCES idle forces against one holding
@@ -22,7 +23,7 @@
 # per force's stream, all at once (`nmc bench --phase force-floor`), and force_ratio = drain /
 # force floor.
 #
-#   [ROUNDS=3] [FLOOR_READS=3] deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
+#   [ROUNDS=3] [FLOOR_READS=3] [LIVE_RATE=...] deploy/bench/node.sh [EVENTS, default 400000] [FORCES, default 43]
 set -euo pipefail
 events=${1:-400000}
 nforces=${2:-43}
@@ -127,16 +128,28 @@ force_floor_eps=$(median "${force_floors[@]}")
 ratio=$(median "${ratios[@]}")
 echo "drain (events/s) per round: ${drains[*]}; floor: ${floors[*]}; ratio: ${ratios[*]}"
 
-# 2. live at 70% of the drain rate
+# 2. live at 70% of the drain rate (or at LIVE_RATE events/s), with where the CPU went: the
+# node, nats-server, and the generator (`nmc bench`, which also receives the alerts).
 setup live
 start_node live "$forces"
 wait_held "$nforces"
-rate=$(python3 -c "print(int($drain_eps * 0.7))")
-# A probe every 100 events per force: enough samples for the 99.9th percentile.
-"$nmc" bench --forces "$forces" --events "$((events / 2))" --rate "$rate" --probe-every 100 \
-  >"$work/live.json"
+rate=${LIVE_RATE:-$(python3 -c "print(int($drain_eps * 0.7))")}
+node_cpu0=$(cpu_s "$node_pid")
+nats_cpu0=$(cpu_s "$nats_pid")
+live_t0=$EPOCHREALTIME
+# A probe every 100 events per force: enough samples for the 99.9th percentile. The subshell's
+# children's CPU (fields 16 and 17 of its stat) is the generator's once it is waited for.
+bench_cpu=$(
+  "$nmc" bench --forces "$forces" --events "$((events / 2))" --rate "$rate" --probe-every 100 \
+    >"$work/live.json"
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($16 + $17) / hz }' "/proc/$BASHPID/stat"
+)
+live_wall=$(awk -v a="$live_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+node_cpu=$(awk -v a="$node_cpu0" -v b="$(cpu_s "$node_pid")" 'BEGIN { printf "%.2f", b - a }')
+nats_cpu=$(awk -v a="$nats_cpu0" -v b="$(cpu_s "$nats_pid")" 'BEGIN { printf "%.2f", b - a }')
 kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
 echo "live: $(cat "$work/live.json")"
+echo "live cpu at $rate events/s asked: node ${node_cpu} s, nats-server ${nats_cpu} s, generator ${bench_cpu} s, in ${live_wall} s"
 
 # 3. recovery after a SIGKILL mid-drain: killed a second after it started making progress,
 # recovered when its cursors are past where they were at the kill (or nothing is left to read).
