@@ -152,7 +152,7 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
     js.delete_stream("NMC_EVENTS_kent").await.unwrap();
     js.create_stream(config).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let burst: Vec<_> = (200..220).map(failure).chain([clock(1800)]).collect();
+    let burst: Vec<_> = (200..230).map(failure).chain([clock(1800)]).collect();
     publish(&js, kent, &burst).await;
 
     let node = Node::start(&nats, &data, &kent_node("node-a"));
@@ -201,14 +201,19 @@ async fn a_force_restarted_on_the_same_stream_goes_on_from_its_cursor() {
         .expect("the node stops");
 
     // Same stream, more events while the node was down: the event at the cursor is the one
-    // the state applied, so the node reads on and raises the burst's alert.
-    let burst: Vec<_> = (200..220).map(failure).chain([clock(1800)]).collect();
+    // the state applied, so the node reads on and raises the burst's alert (the same burst as
+    // in the test above: read from the cursor of a stream created again, it would alert too).
+    let burst: Vec<_> = (200..230).map(failure).chain([clock(1800)]).collect();
     publish(&js, kent, &burst).await;
     let node = Node::start(&nats, &data, &kent_node("node-a"));
-    alerts(2).await;
     assert!(
-        !node.log().contains("deleted and created again"),
-        "{}",
+        alerts(2).await.len() >= 2,
+        "the burst raises its alert: {}",
         node.log()
+    );
+    let log = node.log();
+    assert!(
+        !log.contains("deleted and created again") && !log.contains("to check the stream"),
+        "{log}"
     );
 }

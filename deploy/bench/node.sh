@@ -88,6 +88,7 @@ setup() {
 # reads, and the figures reported are the medians over the rounds.
 rounds=${ROUNDS:-3}
 floor_reads=${FLOOR_READS:-3}
+[ "$rounds" -ge 1 ] && [ "$floor_reads" -ge 1 ] || { echo "node.sh: ROUNDS and FLOOR_READS must be at least 1" >&2; exit 1; }
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 drains=() floors=() force_floors=() ratios=()
 for round in $(seq "$rounds"); do
@@ -141,7 +142,7 @@ live_t0=$EPOCHREALTIME
 # children's CPU (fields 16 and 17 of its stat) is the generator's once it is waited for.
 bench_cpu=$(
   "$nmc" bench --forces "$forces" --events "$((events / 2))" --rate "$rate" --probe-every 100 \
-    >"$work/live.json"
+    >"$work/live.json" || exit
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($16 + $17) / hz }' "/proc/$BASHPID/stat"
 )
 live_wall=$(awk -v a="$live_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')

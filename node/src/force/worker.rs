@@ -387,6 +387,8 @@ impl Worker {
         // interval's): if the commit never happens, the replay raises them again, same ids.
         self.publish(&raised, traceparent.as_deref()).await?;
         let events = raws.len();
+        // The cursor is the batch's last sequence (dead letters and the poison event too).
+        debug_assert_eq!(raws.last().map(|r| r.seq), Some(cursor));
         self.cursor_time_ms = raws.last().map_or(0, |r| r.ingest_ms);
         let u = self.uncommitted.get_or_insert(Uncommitted {
             since: started,

@@ -4,6 +4,8 @@
 //! - `m/cursor`    last applied `NMC_EVENTS_<force>` sequence (u64 big-endian)
 //! - `m/watermark` newest event time applied (i64 big-endian)
 //! - `m/poison`    the event that last made evaluation panic, and how often
+//! - `m/cursor_time` the sequence and the time (Unix ms) at which the stream stored the event at
+//!   the cursor (u64, i64 big-endian): which incarnation of the stream the state was built from
 //! - `c/…`, `j/…`  correlation state (see `nmc_shared::correlate`) as a snapshot and a
 //!   journal of commits ([`journal`])
 //! - `s/<group>`   correlation state of one group, as checkpoints carry it
@@ -30,9 +32,10 @@ use serde::{Deserialize, Serialize};
 const CURSOR: &[u8] = b"m/cursor";
 const WATERMARK: &[u8] = b"m/watermark";
 const POISON: &[u8] = b"m/poison";
-/// When the stream stored the event at the cursor (Unix ms): which incarnation of the force's
-/// stream the state was built from (a stream deleted and created again has other times at the
-/// same sequences; one restored from a backup has the same).
+/// The cursor and when the stream stored the event at it (Unix ms): which incarnation of the
+/// force's stream the state was built from (a stream deleted and created again has other times
+/// at the same sequences; one restored from a backup has the same). The sequence makes a time
+/// left behind by a build that moved the cursor without it (a rollback) count as unknown.
 const CURSOR_TIME: &[u8] = b"m/cursor_time";
 const STATE_PREFIX: &[u8] = journal::GROUP_PREFIX;
 const OUTBOX_PREFIX: &[u8] = b"o/";
@@ -180,14 +183,17 @@ impl ForceStore {
         Ok(be_u64(self.tree.get(CURSOR)?))
     }
 
-    /// When the stream stored the event at the cursor (Unix ms), if a commit recorded it: a
-    /// state from earlier builds or imported from a checkpoint has none until its next commit.
+    /// When the stream stored the event at the cursor (Unix ms), if a commit recorded it with
+    /// this cursor: a state from earlier builds or imported from a checkpoint has none until
+    /// its next commit.
     pub fn cursor_time_ms(&self) -> Result<Option<i64>> {
+        let cursor = self.cursor()?;
         Ok(self
             .tree
             .get(CURSOR_TIME)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(i64::from_be_bytes))
+            .and_then(|v| decode_cursor_time(&v))
+            .filter(|&(seq, _)| seq == cursor)
+            .map(|(_, ms)| ms))
     }
 
     /// Rebuilds the force's correlation state from the tree; also says how large its snapshot
@@ -246,7 +252,12 @@ impl ForceStore {
         let mut b = sled::Batch::default();
         b.insert(CURSOR, &c.cursor.to_be_bytes());
         if c.cursor_time_ms != 0 {
-            b.insert(CURSOR_TIME, &c.cursor_time_ms.to_be_bytes());
+            b.insert(
+                CURSOR_TIME,
+                [c.cursor.to_be_bytes(), c.cursor_time_ms.to_be_bytes()].concat(),
+            );
+        } else {
+            b.remove(CURSOR_TIME);
         }
         b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
         let mut bytes = Vec::new();
@@ -336,6 +347,16 @@ impl ForceStore {
     }
 }
 
+/// The sequence and time of an `m/cursor_time` value; `None` if it is not 16 bytes.
+fn decode_cursor_time(v: &[u8]) -> Option<(u64, i64)> {
+    let v: &[u8; 16] = v.try_into().ok()?;
+    let (seq, ms) = v.split_at(8);
+    Some((
+        u64::from_be_bytes(seq.try_into().ok()?),
+        i64::from_be_bytes(ms.try_into().ok()?),
+    ))
+}
+
 /// Checks that a checkpoint is a whole, readable state of `force` before it replaces one.
 fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<()> {
     let bad = |why: String| anyhow::anyhow!("checkpoint of `{}` refused: {why}", c.force);
@@ -370,6 +391,8 @@ fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<
     for (k, v) in &c.entries {
         if k.starts_with(OUTBOX_PREFIX) {
             state::decode::<OutboxEntry>(v).map_err(|e| bad(format!("an outbox entry: {e}")))?;
+        } else if k == CURSOR_TIME {
+            decode_cursor_time(v).ok_or_else(|| bad("its cursor time is not 16 bytes".into()))?;
         } else if k == POISON {
             state::decode::<Poison>(v).map_err(|e| bad(format!("its poison record: {e}")))?;
         } else if !(k.starts_with(STATE_PREFIX)
@@ -514,30 +537,49 @@ mod tests {
         })
         .unwrap();
         assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
-        // Unknown (0) is not written over a known time.
+        // A commit whose time is unknown leaves none (not the time of another sequence).
         fs.commit(BatchCommit {
             cursor: 8,
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        // A time of another sequence than the cursor (left by a build that moved the cursor
+        // without it) is unknown too.
+        fs.commit(BatchCommit {
+            cursor: 9,
+            cursor_time_ms: 5,
+            ..Default::default()
+        })
+        .unwrap();
+        fs.tree.insert(CURSOR, &10_u64.to_be_bytes()).unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        fs.tree.insert(CURSOR, &9_u64.to_be_bytes()).unwrap();
+        assert_eq!(fs.cursor_time_ms().unwrap(), Some(5));
 
-        // Out of checkpoints (older builds refuse keys they do not know), accepted in them.
+        // Out of checkpoints (older builds refuse keys they do not know), accepted in them
+        // when well formed.
         let mut c = fs.export(&kent).unwrap();
         assert!(c.entries.iter().all(|(k, _)| k.as_slice() != CURSOR_TIME));
-        c.entries
-            .push((CURSOR_TIME.to_vec(), 5_i64.to_be_bytes().to_vec()));
-        c.entries.sort();
-        let other = store.force(&ForceId::new("essex").unwrap()).unwrap();
+        let essex = ForceId::new("essex").unwrap();
+        let other = store.force(&essex).unwrap();
         c.force = "essex".into();
-        other
-            .import(&ForceId::new("essex").unwrap(), &c, None)
-            .unwrap();
-        assert_eq!(other.cursor_time_ms().unwrap(), Some(5));
+        let mut broken = c.clone();
+        broken.entries.push((CURSOR_TIME.to_vec(), vec![1, 2, 3]));
+        broken.entries.sort();
+        let e = other.import(&essex, &broken, None).unwrap_err();
+        assert!(format!("{e:#}").contains("cursor time"), "{e:#}");
+        c.entries.push((
+            CURSOR_TIME.to_vec(),
+            [9_u64.to_be_bytes(), 6_i64.to_be_bytes()].concat(),
+        ));
+        c.entries.sort();
+        other.import(&essex, &c, None).unwrap();
+        assert_eq!(other.cursor_time_ms().unwrap(), Some(6));
         // An import replaces the time in place with the checkpoint's (none: unknown).
         let plain = fs.export(&kent).unwrap();
         fs.import(&kent, &plain, None).unwrap();
         assert_eq!(fs.cursor_time_ms().unwrap(), None);
-        assert_eq!(fs.cursor().unwrap(), 8);
+        assert_eq!(fs.cursor().unwrap(), 9);
     }
 }
