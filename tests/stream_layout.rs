@@ -29,6 +29,65 @@ async fn wait_log(node: &Node, text: &str) {
     }
 }
 
+/// Kent's signed-in subject.
+const KENT: &str = "nmc.events.kent.entra_signin";
+
+/// Runs a node over ten wrong passwords and a clock event of kent until their alert is out,
+/// then stops it gracefully: the state in `data` has committed cursor 11 (and, since it records
+/// one, the time the stream stored that event).
+async fn kent_state_at_11(
+    nats: &Nats,
+    js: &async_nats::jetstream::Context,
+    data: &std::path::Path,
+) {
+    let mut node = Node::start(nats, data, &kent_node("node-a"));
+    wait_stream(js, "NMC_DLQ").await;
+    publish(js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(js, KENT, &[clock(600)]).await;
+    kent_alerts(js, 1).await;
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the node stops");
+}
+
+/// Waits (30 s at most) for `n` alerts of kent; returns those there are.
+async fn kent_alerts(js: &async_nats::jetstream::Context, n: usize) -> Vec<Received> {
+    wait_for(
+        js,
+        "NMC_ALERTS",
+        "nmc.alerts.kent.>",
+        n,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
+    .await
+}
+
+/// Thirty wrong passwords after the state's window and a clock event: a second alert of kent
+/// when read from cursor 11, whichever stream holds them.
+fn burst() -> Vec<Vec<u8>> {
+    (200..230).map(failure).chain([clock(1800)]).collect()
+}
+
+/// After `wait`, nothing of a refused stream was applied over kent's state: no second alert,
+/// no dead letter, and `node` said why.
+async fn nothing_of_the_new_stream_applied(
+    js: &async_nats::jetstream::Context,
+    node: &Node,
+    wait: Duration,
+) {
+    tokio::time::sleep(wait).await;
+    assert_eq!(count(js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 1);
+    assert_eq!(count(js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
+    assert!(
+        node.log()
+            .contains("the stream was deleted and created again"),
+        "{}",
+        node.log()
+    );
+}
+
 #[tokio::test]
 async fn every_registered_force_gets_a_stream_once_the_single_stream_of_old_is_gone() {
     let nats = Nats::start().await;
@@ -78,43 +137,17 @@ async fn a_force_whose_state_is_past_the_end_of_its_stream_reads_nothing() {
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
-    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    let kent = "nmc.events.kent.entra_signin";
-    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, kent, &[clock(600)]).await;
-    wait_for(
-        &js,
-        "NMC_ALERTS",
-        "nmc.alerts.kent.>",
-        1,
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-    )
-    .await;
     // A graceful stop commits the cursor (11).
-    node.signal("TERM");
-    node.wait_exit(Duration::from_secs(30))
-        .await
-        .expect("the node stops");
+    kent_state_at_11(&nats, &js, &data).await;
 
     // The stream is deleted and created again (by the next node): sequences start over.
     js.delete_stream("NMC_EVENTS_kent").await.unwrap();
     let node = Node::start(&nats, &data, &kent_node("node-a"));
     wait_log(&node, "ends at 0").await;
-    publish(&js, kent, &(0..4).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, kent, &[clock(1200)]).await;
+    publish(&js, KENT, &(0..4).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, KENT, &[clock(1200)]).await;
     wait_log(&node, "ends at 5").await;
-    // Nothing of the new stream is applied over the old state: no alert, no dead letter.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 1);
-    assert_eq!(count(&js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
-    assert!(
-        node.log()
-            .contains("the stream was deleted and created again"),
-        "{}",
-        node.log()
-    );
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
@@ -123,27 +156,8 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
-    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    let kent = "nmc.events.kent.entra_signin";
-    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, kent, &[clock(600)]).await;
-    let alerts = |n| {
-        wait_for(
-            &js,
-            "NMC_ALERTS",
-            "nmc.alerts.kent.>",
-            n,
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-        )
-    };
-    alerts(1).await;
     // A graceful stop commits the cursor (11) and the time its event was stored.
-    node.signal("TERM");
-    node.wait_exit(Duration::from_secs(30))
-        .await
-        .expect("the node stops");
+    kent_state_at_11(&nats, &js, &data).await;
 
     // The stream is deleted and created again, and collectors publish past the old cursor
     // before any node opens it: a burst that would raise a second alert if it were read.
@@ -151,9 +165,7 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
     let config = old.info().await.unwrap().config.clone();
     js.delete_stream("NMC_EVENTS_kent").await.unwrap();
     js.create_stream(config).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let burst: Vec<_> = (200..230).map(failure).chain([clock(1800)]).collect();
-    publish(&js, kent, &burst).await;
+    publish(&js, KENT, &burst()).await;
 
     let node = Node::start(&nats, &data, &kent_node("node-a"));
     wait_log(
@@ -161,16 +173,7 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
         "event 11 of its stream NMC_EVENTS_kent was stored at",
     )
     .await;
-    // Nothing of the new stream is applied over the old state: no alert, no dead letter.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 1);
-    assert_eq!(count(&js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
-    assert!(
-        node.log()
-            .contains("the stream was deleted and created again"),
-        "{}",
-        node.log()
-    );
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]
@@ -179,35 +182,15 @@ async fn a_force_restarted_on_the_same_stream_goes_on_from_its_cursor() {
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("a");
-    let mut node = Node::start(&nats, &data, &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    let kent = "nmc.events.kent.entra_signin";
-    publish(&js, kent, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, kent, &[clock(600)]).await;
-    let alerts = |n| {
-        wait_for(
-            &js,
-            "NMC_ALERTS",
-            "nmc.alerts.kent.>",
-            n,
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-        )
-    };
-    alerts(1).await;
-    node.signal("TERM");
-    node.wait_exit(Duration::from_secs(30))
-        .await
-        .expect("the node stops");
+    kent_state_at_11(&nats, &js, &data).await;
 
     // Same stream, more events while the node was down: the event at the cursor is the one
     // the state applied, so the node reads on and raises the burst's alert (the same burst as
     // in the test above: read from the cursor of a stream created again, it would alert too).
-    let burst: Vec<_> = (200..230).map(failure).chain([clock(1800)]).collect();
-    publish(&js, kent, &burst).await;
+    publish(&js, KENT, &burst()).await;
     let node = Node::start(&nats, &data, &kent_node("node-a"));
     assert!(
-        alerts(2).await.len() >= 2,
+        kent_alerts(&js, 2).await.len() >= 2,
         "the burst raises its alert: {}",
         node.log()
     );
