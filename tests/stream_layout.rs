@@ -176,6 +176,51 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
     nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(3)).await;
 }
 
+/// Waits (30 s at most) until `node` has committed kent's state up to `seq`.
+async fn wait_kent_committed(node: &Node, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, body)) = http_get(&format!("{}/api/v1/status", node.http)).await
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+            && v["forces"][0]["committed"].as_u64() >= Some(seq)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "kent never committed {seq}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_force_whose_stream_is_created_again_reads_nothing_of_it() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, KENT, &[clock(600)]).await;
+    kent_alerts(&js, 1).await;
+    wait_kent_committed(&node, 11).await;
+
+    // Under the running reader, the stream is deleted and created again and collectors publish
+    // past the cursor: the reader's consumer goes with the stream and is created again on the
+    // new one from the cursor, where the burst would raise a second alert if it were read.
+    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
+    let config = old.info().await.unwrap().config.clone();
+    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    publish(&js, KENT, &burst()).await;
+
+    wait_log(&node, "the reader's consumer was created again").await;
+    wait_log(
+        &node,
+        "event 11 of its stream NMC_EVENTS_kent was stored at",
+    )
+    .await;
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(3)).await;
+}
+
 #[tokio::test]
 async fn a_force_restarted_on_the_same_stream_goes_on_from_its_cursor() {
     let nats = Nats::start().await;

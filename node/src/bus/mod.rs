@@ -218,6 +218,22 @@ pub async fn ordered_reader<I>(
     deliver_policy: DeliverPolicy,
     headers_only: bool,
 ) -> Result<pull::Ordered> {
+    Ok(
+        named_ordered_reader(stream, filter, deliver_policy, headers_only)
+            .await?
+            .1,
+    )
+}
+
+/// [`ordered_reader`], with the name of its consumer: a message of another consumer means
+/// that the client created the consumer again (the stream or the consumer went away, or
+/// heartbeats were missed), from where it was, on whatever stream now has the name.
+pub async fn named_ordered_reader<I>(
+    stream: &stream::Stream<I>,
+    filter: String,
+    deliver_policy: DeliverPolicy,
+    headers_only: bool,
+) -> Result<(String, pull::Ordered)> {
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: filter.clone(),
@@ -227,7 +243,8 @@ pub async fn ordered_reader<I>(
         })
         .await
         .with_context(|| format!("creating an ordered reader of {filter}"))?;
-    Ok(consumer.messages().await?)
+    let name = consumer.cached_info().name.clone();
+    Ok((name, consumer.messages().await?))
 }
 
 /// One event to dead-letter.

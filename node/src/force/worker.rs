@@ -82,7 +82,8 @@ pub struct Worker {
     /// The flush of the last commit.
     flushing: Option<tokio::task::JoinHandle<Result<()>>>,
     poison: Option<Poison>,
-    reader: Option<pull::Ordered>,
+    /// The ordered reader of the force's stream and the name of the consumer it opened with.
+    reader: Option<(String, pull::Ordered)>,
     /// The outbox holds alerts of an earlier holder (found at open) to publish, restamped.
     outbox_inherited: bool,
     settings: EvalSettings,
@@ -175,7 +176,7 @@ impl Worker {
     /// Opens an ordered reader of the force's own stream from the event after the cursor: every
     /// subject of it (the bare `nmc.events.<force>` too, to dead-letter it), no filter for the
     /// server to match.
-    async fn open_reader(&self) -> Result<pull::Ordered> {
+    async fn open_reader(&self) -> Result<(String, pull::Ordered)> {
         let name = subject::events_stream(&self.force);
         let stream = self
             .ctx
@@ -223,7 +224,7 @@ impl Worker {
                 }
             }
         }
-        let reader = bus::ordered_reader(
+        let reader = bus::named_ordered_reader(
             &stream,
             String::new(),
             DeliverPolicy::ByStartSequence {
@@ -258,9 +259,11 @@ impl Worker {
             let due = (u.since + cfg.commit_interval()).min(u.last + cfg.commit_quiet());
             due.saturating_duration_since(Instant::now()).min(IDLE_WAIT)
         });
-        let reader = self.reader.as_mut().expect("just set");
+        let (consumer, reader) = self.reader.as_mut().expect("just set");
+        let consumer = consumer.clone();
+        let max_header_bytes = self.settings.max_header_bytes;
         let mut raws = Vec::new();
-        let mut broken = false;
+        let mut reopen = false;
         let first = tokio::time::timeout(wait, reader.next()).await;
         match first {
             Err(_) if self.commit_due() => {
@@ -273,7 +276,10 @@ impl Worker {
                 self.caught_up();
                 return Ok(Step::Idle);
             }
-            Ok(Some(Ok(m))) => raws.push(to_raw(m, &mut self.lag, self.settings.max_header_bytes)?),
+            Ok(Some(Ok(m))) => match to_raw(m, &consumer, &mut self.lag, max_header_bytes)? {
+                Some(raw) => raws.push(raw),
+                None => reopen = true,
+            },
             Ok(Some(Err(e))) => {
                 warn!(force = %self.force, error = %e, "reader failed; reopening from the cursor");
                 self.reader = None;
@@ -284,20 +290,25 @@ impl Worker {
                 return Ok(Step::Idle);
             }
         }
-        let reader = self.reader.as_mut().expect("still set");
-        while raws.len() < self.ctx.cfg.batch_size {
+        let (_, reader) = self.reader.as_mut().expect("still set");
+        while !reopen && raws.len() < self.ctx.cfg.batch_size {
             match reader.next().now_or_never() {
-                Some(Some(Ok(m))) => {
-                    raws.push(to_raw(m, &mut self.lag, self.settings.max_header_bytes)?)
-                }
+                Some(Some(Ok(m))) => match to_raw(m, &consumer, &mut self.lag, max_header_bytes)? {
+                    Some(raw) => raws.push(raw),
+                    None => reopen = true,
+                },
                 Some(Some(Err(_)) | None) => {
-                    broken = true;
+                    self.reader = None;
                     break;
                 }
                 None => break,
             }
         }
-        if broken {
+        if reopen {
+            // The client created the consumer again on its own, from where it was, on whatever
+            // stream has the name now (perhaps one created again under it). Reopening from the
+            // cursor checks the stream first; what came before is the old consumer's.
+            warn!(force = %self.force, cursor = self.cursor, "the reader's consumer was created again (its stream or consumer went away); reopening from the cursor, which checks the stream");
             self.reader = None;
         }
         // The ordered reader never goes back, but a reopened one may overlap: skip what is applied.
@@ -646,14 +657,20 @@ fn header_bytes(h: &HeaderMap) -> usize {
         .sum()
 }
 
+/// The message as a batch reads it; `None` if a consumer other than `consumer` delivered it
+/// (see [`bus::named_ordered_reader`]).
 fn to_raw(
     m: async_nats::jetstream::Message,
+    consumer: &str,
     lag: &mut u64,
     max_header_bytes: usize,
-) -> Result<Raw> {
+) -> Result<Option<Raw>> {
     let info = m
         .info()
         .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
+    if info.consumer != consumer {
+        return Ok(None);
+    }
     let seq = info.stream_sequence;
     *lag = info.pending;
     let ingest_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
@@ -667,12 +684,12 @@ fn to_raw(
         .map(|v| v.as_str())
         .filter(|v| v.len() <= 256)
         .map(str::to_owned);
-    Ok(Raw {
+    Ok(Some(Raw {
         seq,
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         ingest_ms,
         traceparent,
         header_bytes,
-    })
+    }))
 }
