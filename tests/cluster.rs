@@ -133,15 +133,6 @@ fn nmc(nats: &Nats, args: &[&str]) -> std::process::Output {
         .expect("running nmc")
 }
 
-/// Waits up to 30 s for a line of the node's log that satisfies `pred`; `what` names it.
-async fn wait_log(node: &Node, what: &str, pred: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !node.log().lines().any(&pred) {
-        assert!(Instant::now() < deadline, "log never showed: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn owners_of(node: &str, owners: &BTreeMap<String, String>) -> Vec<String> {
     owners
         .iter()
@@ -613,7 +604,7 @@ async fn forces_and_rule_packs_change_while_running() {
         .trim_start_matches("rule pack ")
         .to_owned();
     // A force takes a new pack at its next batch.
-    wait_log(&node, &format!("pack {version} reloaded"), |l| {
+    node.wait_log_line(&format!("pack {version} reloaded"), |l| {
         l.contains("reloading the force force=essex") && l.contains(&format!("to={version}"))
     })
     .await;
@@ -665,7 +656,7 @@ async fn forces_and_rule_packs_change_while_running() {
     let bad = nmc_node::rules::pack::push(&packs, &files, 0, "test")
         .await
         .unwrap();
-    wait_log(&node, &format!("{bad} refused"), |l| {
+    node.wait_log_line(&format!("{bad} refused"), |l| {
         l.contains("rule pack refused")
     })
     .await;

@@ -20,15 +20,6 @@ fn kent_node(id: &str) -> NodeSpec {
     }
 }
 
-/// Waits until `node`'s log contains `text`.
-async fn wait_log(node: &Node, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !node.log().contains(text) {
-        assert!(Instant::now() < deadline, "the node never logged `{text}`");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Kent's signed-in subject.
 const KENT: &str = "nmc.events.kent.entra_signin";
 
@@ -103,7 +94,7 @@ async fn every_registered_force_gets_a_stream_once_the_single_stream_of_old_is_g
     let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
 
     // It waits, unready, saying what to do, and creates no stream of its own.
-    wait_log(&node, "Moving to a stream per force").await;
+    node.wait_log("Moving to a stream per force").await;
     wait_ready(&node, false, Duration::from_secs(10)).await;
     assert!(js.get_stream("NMC_EVENTS_kent").await.is_err());
 
@@ -143,10 +134,10 @@ async fn a_force_whose_state_is_past_the_end_of_its_stream_reads_nothing() {
     // The stream is deleted and created again (by the next node): sequences start over.
     js.delete_stream("NMC_EVENTS_kent").await.unwrap();
     let node = Node::start(&nats, &data, &kent_node("node-a"));
-    wait_log(&node, "ends at 0").await;
+    node.wait_log("ends at 0").await;
     publish(&js, KENT, &(0..4).map(failure).collect::<Vec<_>>()).await;
     publish(&js, KENT, &[clock(1200)]).await;
-    wait_log(&node, "ends at 5").await;
+    node.wait_log("ends at 5").await;
     nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(2)).await;
 }
 
@@ -168,11 +159,8 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
     publish(&js, KENT, &burst()).await;
 
     let node = Node::start(&nats, &data, &kent_node("node-a"));
-    wait_log(
-        &node,
-        "event 11 of its stream NMC_EVENTS_kent was stored at",
-    )
-    .await;
+    node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
+        .await;
     nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(3)).await;
 }
 
@@ -212,12 +200,10 @@ async fn a_running_force_whose_stream_is_created_again_reads_nothing_of_it() {
     js.create_stream(config).await.unwrap();
     publish(&js, KENT, &burst()).await;
 
-    wait_log(&node, "the reader's consumer was created again").await;
-    wait_log(
-        &node,
-        "event 11 of its stream NMC_EVENTS_kent was stored at",
-    )
-    .await;
+    node.wait_log("the reader's consumer was created again")
+        .await;
+    node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
+        .await;
     nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(3)).await;
 }
 

@@ -460,6 +460,21 @@ impl Node {
         }
         s
     }
+
+    /// Waits (30 s at most) until a line of the node's log satisfies `pred`; `what` names it
+    /// in the failure.
+    pub async fn wait_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().lines().any(&pred) {
+            assert!(Instant::now() < deadline, "the node never logged: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (30 s at most) until the node's log contains `text`.
+    pub async fn wait_log(&self, text: &str) {
+        self.wait_log_line(text, |l| l.contains(text)).await
+    }
 }
 
 fn unique(p: &Path) -> PathBuf {
