@@ -202,34 +202,50 @@ async fn checkpoints_round_trip_and_the_newest_wins() {
 
     // Larger than one 128 KiB chunk.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    checkpoint::put(&b.checkpoints, &kent, 10, &big)
+    checkpoint::put(&b.checkpoints, &kent, 10, 0, &big)
         .await
         .unwrap();
-    checkpoint::put(&b.checkpoints, &essex, 3, b"essex state")
+    checkpoint::put(&b.checkpoints, &essex, 3, 0, b"essex state")
         .await
         .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
-        Some((10, big))
+        Some(checkpoint::Stored {
+            seq: 10,
+            generation: 0,
+            state: big
+        })
     );
 
-    checkpoint::put(&b.checkpoints, &kent, 25, b"newer")
+    checkpoint::put(&b.checkpoints, &kent, 25, 2, b"newer")
         .await
         .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
-        Some((25, b"newer".to_vec()))
+        Some(checkpoint::Stored {
+            seq: 25,
+            generation: 2,
+            state: b"newer".to_vec()
+        })
     );
-    checkpoint::put(&b.checkpoints, &kent, 26, b"")
+    checkpoint::put(&b.checkpoints, &kent, 26, 0, b"")
         .await
         .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
-        Some((26, Vec::new()))
+        Some(checkpoint::Stored {
+            seq: 26,
+            generation: 0,
+            state: Vec::new()
+        })
     );
     assert_eq!(
         checkpoint::get(&b.checkpoints, &essex).await.unwrap(),
-        Some((3, b"essex state".to_vec()))
+        Some(checkpoint::Stored {
+            seq: 3,
+            generation: 0,
+            state: b"essex state".to_vec()
+        })
     );
 }
 

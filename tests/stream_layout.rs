@@ -231,3 +231,114 @@ async fn a_force_restarted_on_the_same_stream_goes_on_from_its_cursor() {
         "{log}"
     );
 }
+
+/// Runs `nmc forces reset-state kent` (with `--yes` if `yes`); its output.
+fn reset_kent(nats: &Nats, yes: bool) -> std::process::Output {
+    let mut args = vec!["forces", "reset-state", "kent"];
+    if yes {
+        args.push("--yes");
+    }
+    std::process::Command::new(nmc_bin())
+        .args(args)
+        .env("NMC_NATS_URL", &nats.url)
+        .output()
+        .expect("running nmc")
+}
+
+/// The stream deleted and created again, with the burst published into it.
+async fn kent_stream_created_again_with_the_burst(js: &async_nats::jetstream::Context) {
+    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
+    let config = old.info().await.unwrap().config.clone();
+    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    publish(js, KENT, &burst()).await;
+}
+
+#[tokio::test]
+async fn a_running_force_reset_after_a_refusal_reads_its_new_stream_from_the_start() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, KENT, &[clock(600)]).await;
+    kent_alerts(&js, 1).await;
+    wait_kent_committed(&node, 11).await;
+    kent_stream_created_again_with_the_burst(&js).await;
+    node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
+        .await;
+
+    // Without --yes nothing changes.
+    let out = reset_kent(&nats, false);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "{out:?}"
+    );
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(1)).await;
+
+    // With it, the holder discards the state and reads the new stream from its first event:
+    // the whole burst, and its alert.
+    let out = reset_kent(&nats, true);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("state generation 1"),
+        "{out:?}"
+    );
+    node.wait_log("its stream is read from the start").await;
+    assert_eq!(kent_alerts(&js, 2).await.len(), 2, "{}", node.log());
+    wait_kent_committed(&node, 31).await;
+    assert_eq!(count(&js, "NMC_DLQ", "nmc.dlq.kent").await, 0);
+}
+
+#[tokio::test]
+async fn state_and_checkpoint_from_before_a_reset_are_not_restored() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    // A graceful stop commits cursor 11 and checkpoints it for the next holder.
+    kent_state_at_11(&nats, &js, &data).await;
+    wait_checkpointed(&js, &["kent"], Duration::from_secs(10)).await;
+    kent_stream_created_again_with_the_burst(&js).await;
+
+    // Reset while no node runs: the next holder finds a local state and a checkpoint at 11,
+    // both of the earlier generation, and takes neither.
+    assert!(reset_kent(&nats, true).status.success());
+    let node = Node::start(&nats, &data, &kent_node("node-a"));
+    node.wait_log("discarding the local state of an earlier generation")
+        .await;
+    node.wait_log("checkpoint of an earlier state generation not restored")
+        .await;
+    assert_eq!(kent_alerts(&js, 2).await.len(), 2, "{}", node.log());
+    wait_kent_committed(&node, 31).await;
+    let log = node.log();
+    assert!(log.contains(r#"restored="empty""#), "{log}");
+    assert!(!log.contains("deleted and created again"), "{log}");
+}
+
+#[tokio::test]
+async fn a_healthy_force_reset_rebuilds_its_state_from_its_stream() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, KENT, &[clock(600)]).await;
+    kent_alerts(&js, 1).await;
+    wait_kent_committed(&node, 11).await;
+
+    // The running worker reloads and reads the same stream again from its first event: the
+    // same state, and the same alert with the same id, which NMC_ALERTS drops as a duplicate.
+    assert!(reset_kent(&nats, true).status.success());
+    node.wait_log("the force's state was reset: reloading the force")
+        .await;
+    node.wait_log("its stream is read from the start").await;
+    publish(&js, KENT, &burst()).await;
+    assert_eq!(kent_alerts(&js, 2).await.len(), 2, "{}", node.log());
+    wait_kent_committed(&node, 42).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 2);
+}

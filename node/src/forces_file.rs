@@ -202,6 +202,7 @@ mod tests {
             phase,
             weight,
             added_ms: 0,
+            state_generation: 0,
         }
     }
 

@@ -43,6 +43,15 @@ pub struct ForceRecord {
     pub weight: u32,
     /// When the force was onboarded, in Unix milliseconds.
     pub added_ms: i64,
+    /// How many times the force's state was reset (`nmc forces reset-state`): a node holding
+    /// its state from an earlier generation discards it and reads the stream from its start,
+    /// and a checkpoint of one is not restored. Absent (0) until the first reset.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub state_generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -69,12 +78,21 @@ mod tests {
             phase: OnboardingPhase::CloudAndOnprem,
             weight: 3,
             added_ms: 1_793_606_400_000,
+            state_generation: 0,
         };
         let json = serde_json::to_string(&r).unwrap();
+        // No generation until a reset: nodes of earlier builds read the record alike.
         assert_eq!(
             json,
             r#"{"phase":"cloud_and_onprem","weight":3,"added_ms":1793606400000}"#
         );
+        let reset = ForceRecord {
+            state_generation: 2,
+            ..r.clone()
+        };
+        let json = serde_json::to_string(&reset).unwrap();
+        assert!(json.ends_with(r#","state_generation":2}"#), "{json}");
+        assert_eq!(serde_json::from_str::<ForceRecord>(&json).unwrap(), reset);
         for p in [OnboardingPhase::Cloud, OnboardingPhase::CloudAndOnprem] {
             assert_eq!(
                 serde_json::to_string(&p).unwrap(),

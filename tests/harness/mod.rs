@@ -908,8 +908,8 @@ pub async fn wait_checkpointed(js: &jetstream::Context, forces: &[&str], timeout
         if let Ok(store) = js.get_object_store("NMC_CHECKPOINTS").await {
             for f in forces {
                 let force = nmc_shared::ForceId::new(f).unwrap();
-                if let Ok(Some((seq, _))) = nmc_node::cluster::checkpoint::get(&store, &force).await
-                    && seq > 0
+                if let Ok(Some(c)) = nmc_node::cluster::checkpoint::get(&store, &force).await
+                    && c.seq > 0
                 {
                     return;
                 }

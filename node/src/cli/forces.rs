@@ -1,5 +1,5 @@
-//! `nmc forces add|remove|list|set-phase`: phased onboarding of forces, live (nodes react
-//! within a second, without restart).
+//! `nmc forces add|remove|list|set-phase|reset-state`: phased onboarding of forces, live (nodes
+//! react within a second, without restart).
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream;
@@ -42,6 +42,19 @@ pub enum ForcesCmd {
         /// The new phase.
         #[arg(value_enum)]
         phase: PhaseArg,
+        /// NATS connection.
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Discard a force's state everywhere and read its stream from the start: the way back
+    /// after a node refuses a stream that was deleted and created again (docs/operations.md).
+    /// Open correlation windows start again empty; alerts already raised stay.
+    ResetState {
+        /// Force id.
+        force: ForceId,
+        /// Confirms the reset (without it, nothing changes).
+        #[arg(long)]
+        yes: bool,
         /// NATS connection.
         #[command(flatten)]
         nats: NatsArgs,
@@ -127,6 +140,18 @@ pub async fn run(cmd: ForcesCmd) -> Result<()> {
             onboarding::set_phase(&b.forces, &force, phase.into()).await?;
             println!("{force} now in phase {:?}", OnboardingPhase::from(phase));
         }
+        ForcesCmd::ResetState { force, yes, nats } => {
+            if !yes {
+                bail!(
+                    "resetting {force} discards its correlation state and cursor on every node and in its checkpoint, and its stream NMC_EVENTS_{force} is read again from the start: run again with --yes"
+                );
+            }
+            let b = buckets(&nats).await?;
+            let generation = onboarding::reset_state(&b.forces, &force).await?;
+            println!(
+                "{force}: state generation {generation}; its holder discards the earlier state and reads NMC_EVENTS_{force} from the start"
+            );
+        }
         ForcesCmd::Apply {
             file,
             prune,
@@ -193,7 +218,7 @@ pub async fn run(cmd: ForcesCmd) -> Result<()> {
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"force": f, "phase": r.phase, "weight": r.weight, "added_ms": r.added_ms})
+                        serde_json::json!({"force": f, "phase": r.phase, "weight": r.weight, "added_ms": r.added_ms, "state_generation": r.state_generation})
                     );
                 } else {
                     println!(

@@ -78,6 +78,8 @@ impl Owned {
 struct Acquired {
     lease: Lease,
     restored: &'static str,
+    /// The force's state generation the state was restored for.
+    generation: u64,
     started: Instant,
 }
 
@@ -199,9 +201,11 @@ impl Coordinator {
             &self.ctx.onboarded(),
             &held,
         );
+        let onboarded = self.ctx.onboarded();
         for (f, phase) in &plan.keep {
             if let Some(o) = self.owned.get(f) {
                 o.control.set_phase(*phase);
+                o.control.set_generation(generation_of(&onboarded, f));
             }
         }
         self.hand_off_all(plan.hand_off, "rebalance");
@@ -273,6 +277,7 @@ impl Coordinator {
     fn start(&mut self, force: ForceId, phase: OnboardingPhase, a: Acquired) {
         let epoch = a.lease.epoch();
         let control = Arc::new(ForceControl::new(epoch, a.lease.deadline(), phase));
+        control.set_generation(a.generation);
         control.report(|s| {
             s.node.clone_from(&self.me.node_id);
             s.rule_pack = self.ctx.rules_version();
@@ -353,10 +358,12 @@ async fn acquire(ctx: &NodeContext, force: &ForceId, node: &str) -> Result<Optio
     let Some(lease) = Lease::acquire(&ctx.buckets.leases, force, node).await? else {
         return Ok(None);
     };
-    match restore(ctx, force).await {
+    let generation = generation_of(&ctx.onboarded(), force);
+    match restore(ctx, force, generation).await {
         Ok(restored) => Ok(Some(Acquired {
             lease,
             restored,
+            generation,
             started,
         })),
         Err(e) => {
@@ -366,22 +373,45 @@ async fn acquire(ctx: &NodeContext, force: &ForceId, node: &str) -> Result<Optio
     }
 }
 
+/// The state generation of `force` in `onboarded` (0: never reset, or not onboarded).
+fn generation_of(onboarded: &crate::cluster::onboarding::Onboarded, force: &ForceId) -> u64 {
+    onboarded.get(force).map_or(0, |r| r.state_generation)
+}
+
 /// Brings the local sled state of `force` up to its checkpoint if that is newer; says where
-/// the state came from. Decoding and importing run on a blocking thread.
-async fn restore(ctx: &NodeContext, force: &ForceId) -> Result<&'static str> {
+/// the state came from. A local state or a checkpoint of an earlier state generation than
+/// `generation` (the force was reset since) is discarded. Decoding and importing run on a
+/// blocking thread.
+async fn restore(ctx: &NodeContext, force: &ForceId, generation: u64) -> Result<&'static str> {
     let fs = ctx.store.force(force)?;
+    if fs.generation()? < generation {
+        fs.reset(generation)?;
+        ctx.store.flush().await?;
+        warn!(%force, generation, "the force's state was reset: discarding the local state of an earlier generation");
+    }
+    let local_generation = fs.generation()?;
     let local = fs.cursor()?;
-    let Some((seq, bytes)) = checkpoint::get(&ctx.buckets.checkpoints, force).await? else {
+    let Some(checkpoint::Stored {
+        seq,
+        generation: checkpoint_generation,
+        state: bytes,
+    }) = checkpoint::get(&ctx.buckets.checkpoints, force).await?
+    else {
         return Ok(if local > 0 { "local" } else { "empty" });
     };
-    if seq <= local {
+    if checkpoint_generation < local_generation {
+        info!(%force, checkpoint = seq, checkpoint_generation, generation = local_generation, "checkpoint of an earlier state generation not restored");
+        return Ok(if local > 0 { "local" } else { "empty" });
+    }
+    if checkpoint_generation == local_generation && seq <= local {
         return Ok("local");
     }
     let rules = ctx.rule_pack().rules;
     let f = force.clone();
     let imported = tokio::task::spawn_blocking(move || -> Result<()> {
         let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
-        fs.import(&f, &c, Some(&rules))
+        fs.import(&f, &c, Some(&rules))?;
+        fs.set_generation(checkpoint_generation)
     })
     .await
     .context("checkpoint import task")?;
@@ -423,7 +453,15 @@ async fn periodic_checkpoint(
     }
     let ok = match tokio::time::timeout(ACTOR_ANSWER, addr.send(Snapshot)).await {
         Ok(Ok(Ok(c))) if control.valid() => {
-            match checkpoint::put(&ctx.buckets.checkpoints, &force, c.seq, &c.bytes).await {
+            match checkpoint::put(
+                &ctx.buckets.checkpoints,
+                &force,
+                c.seq,
+                c.generation,
+                &c.bytes,
+            )
+            .await
+            {
                 Ok(()) => {
                     debug!(%force, seq = c.seq, "checkpoint written");
                     checkpointed(&control, &c);
@@ -478,11 +516,16 @@ async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
     let _writing = writing.lock().await;
     match tokio::time::timeout(ACTOR_ANSWER, o.addr.send(Handoff)).await {
         Err(_) => warn!(%force, "hand-off: the actor did not answer in time; no checkpoint"),
-        Ok(Ok(Ok(Exported { seq, bytes }))) if o.control.valid() => {
+        Ok(Ok(Ok(Exported {
+            seq,
+            generation,
+            bytes,
+        }))) if o.control.valid() => {
             if let Err(e) = ctx.store.flush().await {
                 warn!(%force, error = %e, "flush before hand-off failed");
             }
-            let put = checkpoint::put(&ctx.buckets.checkpoints, &force, seq, &bytes).await;
+            let put =
+                checkpoint::put(&ctx.buckets.checkpoints, &force, seq, generation, &bytes).await;
             ctx.metrics.checkpoint(&force, put.is_ok());
             match put {
                 Ok(()) => info!(%force, seq, "checkpoint written for hand-off"),

@@ -39,6 +39,7 @@ pub async fn add(
         phase,
         weight,
         added_ms: crate::clock::now_ms(),
+        state_generation: 0,
     };
     match kv.create(force.as_str(), encode(&record)?).await {
         Ok(_) => Ok(true),
@@ -56,23 +57,32 @@ pub async fn remove(kv: &kv::Store, force: &ForceId) -> Result<()> {
 
 /// Moves an onboarded `force` to `phase` (compare-and-set, retried on a concurrent change).
 pub async fn set_phase(kv: &kv::Store, force: &ForceId, phase: OnboardingPhase) -> Result<()> {
-    update(kv, force, |r| r.phase = phase).await
+    update(kv, force, |r| r.phase = phase).await.map(drop)
+}
+
+/// Starts a new state generation of an onboarded `force`: its holder discards the force's
+/// state and reads its stream from the start (see `ForceRecord::state_generation`); returns
+/// the new generation.
+pub async fn reset_state(kv: &kv::Store, force: &ForceId) -> Result<u64> {
+    Ok(update(kv, force, |r| r.state_generation += 1)
+        .await?
+        .state_generation)
 }
 
 /// Changes an onboarded `force`'s record with `change` (compare-and-set, retried on a
-/// concurrent change).
+/// concurrent change); returns the record written.
 pub async fn update(
     kv: &kv::Store,
     force: &ForceId,
     change: impl Fn(&mut ForceRecord),
-) -> Result<()> {
+) -> Result<ForceRecord> {
     for _ in 0..5 {
         let Some((mut record, revision)) = read(kv, force).await? else {
             bail!("force {force} is not onboarded");
         };
         change(&mut record);
         match kv.update(force.as_str(), encode(&record)?, revision).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(record),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Err(e) => return Err(e).with_context(|| format!("updating {force}")),
         }
@@ -246,6 +256,7 @@ mod tests {
             phase,
             weight: 1,
             added_ms: 0,
+            state_generation: 0,
         }
     }
 

@@ -99,6 +99,7 @@ mod tests {
                         phase,
                         weight: 1,
                         added_ms: 0,
+                        state_generation: 0,
                     },
                 )
             })

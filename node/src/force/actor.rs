@@ -42,6 +42,8 @@ pub struct Handoff;
 pub struct Exported {
     /// Last applied `NMC_EVENTS_<force>` sequence.
     pub seq: u64,
+    /// The state generation it belongs to.
+    pub generation: u64,
     /// [`nmc_shared::state::Checkpoint::to_bytes`].
     pub bytes: Vec<u8>,
 }
@@ -97,9 +99,11 @@ impl ForceActor {
                 }
             }
             let job = tokio::task::spawn_blocking(move || -> anyhow::Result<Exported> {
-                let c = store.force(&force)?.export(&force)?;
+                let fs = store.force(&force)?;
+                let c = fs.export(&force)?;
                 Ok(Exported {
                     seq: c.seq,
+                    generation: fs.generation()?,
                     bytes: c.to_bytes(),
                 })
             });

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nmc_shared::SourceKind;
@@ -123,6 +123,7 @@ pub struct ForceControl {
     revoked: AtomicBool,
     deadline: Mutex<Instant>,
     phase: AtomicU8,
+    generation: AtomicU64,
     status: Mutex<LeaseStatus>,
     stats: Mutex<ForceStats>,
 }
@@ -135,6 +136,7 @@ impl ForceControl {
             revoked: AtomicBool::new(false),
             deadline: Mutex::new(deadline),
             phase: AtomicU8::new(phase_code(phase)),
+            generation: AtomicU64::new(0),
             status: Mutex::new(LeaseStatus::default()),
             stats: Mutex::new(ForceStats {
                 acquired_at: Instant::now(),
@@ -194,6 +196,17 @@ impl ForceControl {
     /// Changes the phase (takes effect from the next batch).
     pub fn set_phase(&self, phase: OnboardingPhase) {
         self.phase.store(phase_code(phase), Ordering::Release);
+    }
+
+    /// The force's state generation (`ForceRecord::state_generation`) as last read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records the force's state generation: a worker of an earlier one reopens, and discards
+    /// its state.
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.fetch_max(generation, Ordering::AcqRel);
     }
 
     /// The progress to publish with the next renewal.

@@ -90,6 +90,8 @@ pub struct Worker {
     lag: u64,
     /// Events applied with their ingest time as event time, since this worker opened.
     ingest_time: u64,
+    /// The state generation `state` belongs to: a newer one in the control reopens the worker.
+    generation: u64,
 }
 
 /// Applied in memory since the last commit.
@@ -109,6 +111,13 @@ impl Worker {
     /// Rebuilds a worker from the force's sled tree.
     pub fn open(ctx: NodeContext, force: ForceId, control: Arc<ForceControl>) -> Result<Worker> {
         let store = ctx.store.force(&force)?;
+        let generation = control.generation();
+        if store.generation()? < generation {
+            // `nmc forces reset-state`: what the tree holds is of an earlier state generation.
+            store.reset(generation)?;
+            warn!(%force, generation, "the force's state was reset: its correlation state and cursor are discarded and its stream is read from the start");
+        }
+        let generation = store.generation()?;
         let RulePack {
             rules,
             version: pack,
@@ -165,6 +174,7 @@ impl Worker {
             settings,
             lag: 0,
             ingest_time,
+            generation,
         })
     }
 
@@ -239,6 +249,11 @@ impl Worker {
 
     /// Reads, evaluates and commits one batch.
     pub async fn step(&mut self) -> Result<Step> {
+        if self.control.generation() > self.generation {
+            // Reset: nothing of the state of the earlier generation is committed.
+            info!(force = %self.force, from = self.generation, to = self.control.generation(), "the force's state was reset: reloading the force");
+            return Ok(Step::Reopen);
+        }
         let new_pack = self.ctx.rules.borrow().version != self.pack;
         if new_pack {
             info!(force = %self.force, from = %self.pack, to = %self.ctx.rules_version(), "new rule pack: reloading the force");

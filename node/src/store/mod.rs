@@ -6,6 +6,8 @@
 //! - `m/poison`    the event that last made evaluation panic, and how often
 //! - `m/cursor_time` the sequence and the time (Unix ms) at which the stream stored the event at
 //!   the cursor (u64, i64 big-endian): which incarnation of the stream the state was built from
+//! - `m/generation` the state generation the tree belongs to (u64 big-endian; absent: 0): see
+//!   `ForceRecord::state_generation`
 //! - `c/…`, `j/…`  correlation state (see `nmc_shared::correlate`) as a snapshot and a
 //!   journal of commits ([`journal`])
 //! - `s/<group>`   correlation state of one group, as checkpoints carry it
@@ -37,6 +39,9 @@ const POISON: &[u8] = b"m/poison";
 /// at the same sequences; one restored from a backup has the same). The sequence makes a time
 /// left behind by a build that moved the cursor without it (a rollback) count as unknown.
 const CURSOR_TIME: &[u8] = b"m/cursor_time";
+/// The state generation the tree belongs to. Not exported (a checkpoint's object metadata
+/// carries it) and kept by an import: nodes of earlier builds refuse keys they do not know.
+const GENERATION: &[u8] = b"m/generation";
 const STATE_PREFIX: &[u8] = journal::GROUP_PREFIX;
 const OUTBOX_PREFIX: &[u8] = b"o/";
 
@@ -196,6 +201,33 @@ impl ForceStore {
             .map(|(_, ms)| ms))
     }
 
+    /// The state generation the tree's state belongs to (0 before the force's first reset).
+    pub fn generation(&self) -> Result<u64> {
+        Ok(be_u64(self.tree.get(GENERATION)?))
+    }
+
+    /// Records that the tree's state belongs to `generation` (a checkpoint of it was imported).
+    pub fn set_generation(&self, generation: u64) -> Result<()> {
+        self.tree.insert(GENERATION, &generation.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Discards the force's state (cursor and its time, watermark, correlation state, poison
+    /// record) and records that the tree belongs to `generation`, in one atomic batch: the
+    /// force reads its stream from the start. Outbox alerts stay, to be published.
+    pub fn reset(&self, generation: u64) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for k in self.tree.iter().keys() {
+            let k = k?;
+            if !k.starts_with(OUTBOX_PREFIX) {
+                b.remove(k);
+            }
+        }
+        b.insert(GENERATION, &generation.to_be_bytes());
+        self.tree.apply_batch(b)?;
+        Ok(())
+    }
+
     /// Rebuilds the force's correlation state from the tree; also says how large its snapshot
     /// and journal are (when to fold).
     pub fn load_state(&self, rules: &RuleSet) -> Result<(ForceState, StoredSize)> {
@@ -305,6 +337,7 @@ impl ForceStore {
             .filter(|r| {
                 r.as_ref().map_or(true, |(k, _)| {
                     k != CURSOR_TIME
+                        && k != GENERATION
                         && ![
                             journal::GROUP_PREFIX,
                             journal::SNAPSHOT_PREFIX,
@@ -337,7 +370,11 @@ impl ForceStore {
         validate(force, c, rules)?;
         let mut b = sled::Batch::default();
         for k in self.tree.iter().keys() {
-            b.remove(k?);
+            let k = k?;
+            // The tree's generation is not the checkpoint's to say (see `set_generation`).
+            if k != GENERATION {
+                b.remove(k);
+            }
         }
         for (k, v) in &c.entries {
             b.insert(k.as_slice(), v.as_slice());
@@ -521,6 +558,54 @@ mod tests {
         fs.import(&kent, &good, Some(&rules)).unwrap();
         assert_eq!(fs.export(&kent).unwrap().entries, good.entries);
         assert_eq!(fs.cursor().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_reset_keeps_only_the_outbox_and_the_generation_stays_with_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kent = ForceId::new("kent").unwrap();
+        let fs = store.force(&kent).unwrap();
+        let rules = rules();
+        apply(&fs, &rules, 1, 12);
+        let at_12 = fs.export(&kent).unwrap();
+        let alert = OutboxEntry {
+            subject: "nmc.alerts.kent.high".into(),
+            id: "a1".into(),
+            payload: b"{}".to_vec(),
+        };
+        fs.tree
+            .insert(outbox_key(12, 0), state::encode(&alert))
+            .unwrap();
+        assert_eq!(fs.generation().unwrap(), 0);
+
+        fs.reset(3).unwrap();
+        assert_eq!(fs.generation().unwrap(), 3);
+        assert_eq!(fs.cursor().unwrap(), 0);
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        assert_eq!(fs.load_state(&rules).unwrap().0.live_groups(), 0);
+        let outbox = fs.outbox().unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(
+            (&outbox[0].0, &outbox[0].1.id),
+            (&outbox_key(12, 0), &alert.id)
+        );
+        let keys: Vec<_> = fs.tree.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(keys, vec![GENERATION.to_vec(), outbox_key(12, 0)]);
+
+        // The generation is the tree's: out of checkpoints, kept by an import.
+        assert!(
+            fs.export(&kent)
+                .unwrap()
+                .entries
+                .iter()
+                .all(|(k, _)| k.as_slice() != GENERATION)
+        );
+        fs.import(&kent, &at_12, Some(&rules)).unwrap();
+        assert_eq!(fs.generation().unwrap(), 3);
+        assert_eq!(fs.cursor().unwrap(), 12);
+        fs.set_generation(4).unwrap();
+        assert_eq!(fs.generation().unwrap(), 4);
     }
 
     #[test]
