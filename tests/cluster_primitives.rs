@@ -193,6 +193,14 @@ async fn a_node_that_stops_heartbeating_leaves_after_the_ttl() {
     assert!(membership::live_nodes(&b.nodes).await.unwrap().is_empty());
 }
 
+fn meta(seq: u64, generation: u64, cursor_time_ms: Option<i64>) -> checkpoint::Meta {
+    checkpoint::Meta {
+        seq,
+        generation,
+        cursor_time_ms,
+    }
+}
+
 #[tokio::test]
 async fn checkpoints_round_trip_and_the_newest_wins() {
     let nats = Nats::start().await;
@@ -202,48 +210,49 @@ async fn checkpoints_round_trip_and_the_newest_wins() {
 
     // Larger than one 128 KiB chunk.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    checkpoint::put(&b.checkpoints, &kent, 10, 0, &big)
+    checkpoint::put(&b.checkpoints, &kent, &meta(10, 0, None), &big)
         .await
         .unwrap();
-    checkpoint::put(&b.checkpoints, &essex, 3, 0, b"essex state")
+    checkpoint::put(&b.checkpoints, &essex, &meta(3, 0, None), b"essex state")
         .await
         .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
         Some(checkpoint::Stored {
-            seq: 10,
-            generation: 0,
+            meta: meta(10, 0, None),
             state: big
         })
     );
 
-    checkpoint::put(&b.checkpoints, &kent, 25, 2, b"newer")
-        .await
-        .unwrap();
+    checkpoint::put(
+        &b.checkpoints,
+        &kent,
+        &meta(25, 2, Some(1_793_606_400_123)),
+        b"newer",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
         Some(checkpoint::Stored {
-            seq: 25,
-            generation: 2,
+            meta: meta(25, 2, Some(1_793_606_400_123)),
             state: b"newer".to_vec()
         })
     );
-    checkpoint::put(&b.checkpoints, &kent, 26, 0, b"")
+    checkpoint::put(&b.checkpoints, &kent, &meta(26, 0, None), b"")
         .await
         .unwrap();
     assert_eq!(
         checkpoint::get(&b.checkpoints, &kent).await.unwrap(),
         Some(checkpoint::Stored {
-            seq: 26,
-            generation: 0,
+            meta: meta(26, 0, None),
             state: Vec::new()
         })
     );
     assert_eq!(
         checkpoint::get(&b.checkpoints, &essex).await.unwrap(),
         Some(checkpoint::Stored {
-            seq: 3,
-            generation: 0,
+            meta: meta(3, 0, None),
             state: b"essex state".to_vec()
         })
     );

@@ -342,3 +342,23 @@ async fn a_healthy_force_reset_rebuilds_its_state_from_its_stream() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&js, "NMC_ALERTS", "nmc.alerts.kent.>").await, 2);
 }
+
+#[tokio::test]
+async fn a_node_taking_a_force_over_from_its_checkpoint_checks_the_stream_too() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    // node-a's graceful stop checkpoints cursor 11 and the time its event was stored.
+    kent_state_at_11(&nats, &js, &dir.path().join("a")).await;
+    wait_checkpointed(&js, &["kent"], Duration::from_secs(10)).await;
+    kent_stream_created_again_with_the_burst(&js).await;
+
+    // node-b has no state of its own: it restores the checkpoint, and checks the stream
+    // against the checkpoint's time as it would against its own commits.
+    let node = Node::start(&nats, &dir.path().join("b"), &kent_node("node-b"));
+    node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
+        .await;
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(2)).await;
+    let log = node.log();
+    assert!(log.contains(r#"restored="checkpoint""#), "{log}");
+}

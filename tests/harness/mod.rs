@@ -909,7 +909,7 @@ pub async fn wait_checkpointed(js: &jetstream::Context, forces: &[&str], timeout
             for f in forces {
                 let force = nmc_shared::ForceId::new(f).unwrap();
                 if let Ok(Some(c)) = nmc_node::cluster::checkpoint::get(&store, &force).await
-                    && c.seq > 0
+                    && c.meta.seq > 0
                 {
                     return;
                 }

@@ -2,9 +2,15 @@
 //!
 //! One object per force, named by the force id; a new checkpoint replaces the previous one
 //! (last write wins: only the lease holder should write). The bytes are the force's exported
-//! state as is; the `NMC_EVENTS_<force>` sequence it reflects is kept in the object's metadata under
-//! [`SEQ_KEY`] (decimal), and the state generation it belongs to under [`GENERATION_KEY`] (absent:
-//! 0), so no envelope wraps the state.
+//! state as is; what they reflect ([`Meta`]) is kept in the object's metadata, so no envelope
+//! wraps the state and nodes of earlier builds, which ignore metadata they do not know, still
+//! read the checkpoints of newer ones:
+//! - [`SEQ_KEY`]: the `NMC_EVENTS_<force>` sequence (decimal);
+//! - [`GENERATION_KEY`]: the state generation (absent: 0);
+//! - [`CURSOR_TIME_KEY`]: when the stream stored the event at the sequence (Unix ms; absent:
+//!   unknown), which incarnation of the stream the state was built from.
+
+use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::object_store::{GetErrorKind, ObjectMetadata, ObjectStore};
@@ -19,39 +25,47 @@ pub const SEQ_KEY: &str = "nmc-seq";
 /// `ForceRecord::state_generation`): one of an earlier generation is not restored.
 pub const GENERATION_KEY: &str = "nmc-generation";
 
-/// A checkpoint as stored.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Stored {
-    /// The stream sequence it reflects.
+/// Object metadata key holding when the stream stored the event at the checkpoint's sequence:
+/// the node that restores it checks its stream against it, as against its own commits.
+pub const CURSOR_TIME_KEY: &str = "nmc-cursor-time";
+
+/// What a checkpoint's state reflects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The stream sequence (the state's cursor).
     pub seq: u64,
     /// The state generation it belongs to.
     pub generation: u64,
+    /// When the stream stored the event at `seq` (Unix ms), if known.
+    pub cursor_time_ms: Option<i64>,
+}
+
+/// A checkpoint as stored.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// What it reflects.
+    pub meta: Meta,
     /// The state bytes.
     pub state: Vec<u8>,
 }
 
-/// Stores `state` as `force`'s checkpoint at stream sequence `seq` of state generation
-/// `generation`, replacing the previous one.
-pub async fn put(
-    store: &ObjectStore,
-    force: &ForceId,
-    seq: u64,
-    generation: u64,
-    state: &[u8],
-) -> Result<()> {
-    let mut metadata: std::collections::HashMap<String, String> =
-        [(SEQ_KEY.to_owned(), seq.to_string())].into();
-    if generation > 0 {
-        metadata.insert(GENERATION_KEY.to_owned(), generation.to_string());
+/// Stores `state` as `force`'s checkpoint, replacing the previous one.
+pub async fn put(store: &ObjectStore, force: &ForceId, meta: &Meta, state: &[u8]) -> Result<()> {
+    let mut metadata: HashMap<String, String> = [(SEQ_KEY.to_owned(), meta.seq.to_string())].into();
+    if meta.generation > 0 {
+        metadata.insert(GENERATION_KEY.to_owned(), meta.generation.to_string());
     }
-    let meta = ObjectMetadata {
+    if let Some(ms) = meta.cursor_time_ms {
+        metadata.insert(CURSOR_TIME_KEY.to_owned(), ms.to_string());
+    }
+    let object = ObjectMetadata {
         name: force.to_string(),
         metadata,
         ..Default::default()
     };
     let mut reader = state;
     store
-        .put(meta, &mut reader)
+        .put(object, &mut reader)
         .await
         .with_context(|| format!("storing the checkpoint of {force}"))?;
     Ok(())
@@ -64,26 +78,32 @@ pub async fn get(store: &ObjectStore, force: &ForceId) -> Result<Option<Stored>>
         Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading the checkpoint of {force}")),
     };
-    let seq = object
-        .info
-        .metadata
-        .get(SEQ_KEY)
-        .and_then(|s| s.parse::<u64>().ok())
+    let field = |key: &str| -> Result<Option<i64>> {
+        object
+            .info
+            .metadata
+            .get(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| anyhow!("checkpoint of {force} has a malformed `{key}`: {v:?}"))
+            })
+            .transpose()
+    };
+    let seq = field(SEQ_KEY)?
+        .and_then(|s| u64::try_from(s).ok())
         .ok_or_else(|| anyhow!("checkpoint of {force} has no `{SEQ_KEY}` metadata"))?;
-    let generation = match object.info.metadata.get(GENERATION_KEY) {
-        None => 0,
-        Some(g) => g.parse::<u64>().map_err(|_| {
-            anyhow!("checkpoint of {force} has a malformed `{GENERATION_KEY}`: {g:?}")
-        })?,
+    let generation = field(GENERATION_KEY)?
+        .map_or(Ok(0), u64::try_from)
+        .map_err(|_| anyhow!("checkpoint of {force} has a negative `{GENERATION_KEY}`"))?;
+    let meta = Meta {
+        seq,
+        generation,
+        cursor_time_ms: field(CURSOR_TIME_KEY)?,
     };
     let mut state = Vec::with_capacity(object.info.size);
     object
         .read_to_end(&mut state)
         .await
         .with_context(|| format!("reading the checkpoint of {force}"))?;
-    Ok(Some(Stored {
-        seq,
-        generation,
-        state,
-    }))
+    Ok(Some(Stored { meta, state }))
 }

@@ -392,8 +392,12 @@ async fn restore(ctx: &NodeContext, force: &ForceId, generation: u64) -> Result<
     let local_generation = fs.generation()?;
     let local = fs.cursor()?;
     let Some(checkpoint::Stored {
-        seq,
-        generation: checkpoint_generation,
+        meta:
+            checkpoint::Meta {
+                seq,
+                generation: checkpoint_generation,
+                cursor_time_ms,
+            },
         state: bytes,
     }) = checkpoint::get(&ctx.buckets.checkpoints, force).await?
     else {
@@ -411,7 +415,12 @@ async fn restore(ctx: &NodeContext, force: &ForceId, generation: u64) -> Result<
     let imported = tokio::task::spawn_blocking(move || -> Result<()> {
         let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
         fs.import(&f, &c, Some(&rules))?;
-        fs.set_generation(checkpoint_generation)
+        fs.set_generation(checkpoint_generation)?;
+        // Which incarnation of the stream the state was built from: the reader checks it.
+        match cursor_time_ms {
+            Some(ms) => fs.set_cursor_time(seq, ms),
+            None => Ok(()),
+        }
     })
     .await
     .context("checkpoint import task")?;
@@ -453,15 +462,7 @@ async fn periodic_checkpoint(
     }
     let ok = match tokio::time::timeout(ACTOR_ANSWER, addr.send(Snapshot)).await {
         Ok(Ok(Ok(c))) if control.valid() => {
-            match checkpoint::put(
-                &ctx.buckets.checkpoints,
-                &force,
-                c.seq,
-                c.generation,
-                &c.bytes,
-            )
-            .await
-            {
+            match checkpoint::put(&ctx.buckets.checkpoints, &force, &c.meta(), &c.bytes).await {
                 Ok(()) => {
                     debug!(%force, seq = c.seq, "checkpoint written");
                     checkpointed(&control, &c);
@@ -490,6 +491,17 @@ async fn periodic_checkpoint(
     ctx.metrics.checkpoint(&force, ok);
 }
 
+impl Exported {
+    /// What the exported state reflects, for its checkpoint's metadata.
+    fn meta(&self) -> checkpoint::Meta {
+        checkpoint::Meta {
+            seq: self.seq,
+            generation: self.generation,
+            cursor_time_ms: self.cursor_time_ms,
+        }
+    }
+}
+
 /// Records a written checkpoint in the force's stats (its age and the state's size).
 fn checkpointed(control: &ForceControl, c: &Exported) {
     control.record(|s| {
@@ -516,19 +528,14 @@ async fn hand_off(ctx: NodeContext, force: ForceId, mut o: Owned, why: String) {
     let _writing = writing.lock().await;
     match tokio::time::timeout(ACTOR_ANSWER, o.addr.send(Handoff)).await {
         Err(_) => warn!(%force, "hand-off: the actor did not answer in time; no checkpoint"),
-        Ok(Ok(Ok(Exported {
-            seq,
-            generation,
-            bytes,
-        }))) if o.control.valid() => {
+        Ok(Ok(Ok(c))) if o.control.valid() => {
             if let Err(e) = ctx.store.flush().await {
                 warn!(%force, error = %e, "flush before hand-off failed");
             }
-            let put =
-                checkpoint::put(&ctx.buckets.checkpoints, &force, seq, generation, &bytes).await;
+            let put = checkpoint::put(&ctx.buckets.checkpoints, &force, &c.meta(), &c.bytes).await;
             ctx.metrics.checkpoint(&force, put.is_ok());
             match put {
-                Ok(()) => info!(%force, seq, "checkpoint written for hand-off"),
+                Ok(()) => info!(%force, seq = c.seq, "checkpoint written for hand-off"),
                 Err(e) => warn!(%force, error = format!("{e:#}"), "hand-off checkpoint failed"),
             }
         }

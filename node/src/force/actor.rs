@@ -44,6 +44,8 @@ pub struct Exported {
     pub seq: u64,
     /// The state generation it belongs to.
     pub generation: u64,
+    /// When the stream stored the event at `seq` (Unix ms), if the last commit recorded it.
+    pub cursor_time_ms: Option<i64>,
     /// [`nmc_shared::state::Checkpoint::to_bytes`].
     pub bytes: Vec<u8>,
 }
@@ -104,6 +106,7 @@ impl ForceActor {
                 Ok(Exported {
                     seq: c.seq,
                     generation: fs.generation()?,
+                    cursor_time_ms: fs.cursor_time_ms()?,
                     bytes: c.to_bytes(),
                 })
             });

@@ -212,6 +212,16 @@ impl ForceStore {
         Ok(())
     }
 
+    /// Records when the stream stored the event at `seq` (Unix ms), if `seq` is the cursor (a
+    /// checkpoint imported at `seq` said so).
+    pub fn set_cursor_time(&self, seq: u64, ms: i64) -> Result<()> {
+        if self.cursor()? == seq {
+            self.tree
+                .insert(CURSOR_TIME, [seq.to_be_bytes(), ms.to_be_bytes()].concat())?;
+        }
+        Ok(())
+    }
+
     /// Discards the force's state (cursor and its time, watermark, correlation state, poison
     /// record) and records that the tree belongs to `generation`, in one atomic batch: the
     /// force reads its stream from the start. Outbox alerts stay, to be published.
@@ -327,8 +337,8 @@ impl ForceStore {
 impl ForceStore {
     /// The whole state of the force, at its cursor (see [`Checkpoint`]): its groups one key
     /// each, as `s/<group>`, whatever snapshot and journal hold them here. The cursor's time
-    /// stays out, so that nodes of earlier builds still import the checkpoint in a rolling
-    /// upgrade (the importer records it again at its first commit).
+    /// and the generation stay out, so that nodes of earlier builds still import the checkpoint
+    /// in a rolling upgrade: its object metadata carries them (`cluster::checkpoint`).
     pub fn export(&self, force: &ForceId) -> Result<Checkpoint> {
         let stored = journal::read(&self.tree)?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = self
