@@ -90,9 +90,15 @@ mod tests {
             state_generation: 2,
             ..r.clone()
         };
-        let json = serde_json::to_string(&reset).unwrap();
-        assert!(json.ends_with(r#","state_generation":2}"#), "{json}");
-        assert_eq!(serde_json::from_str::<ForceRecord>(&json).unwrap(), reset);
+        let reset_json = serde_json::to_string(&reset).unwrap();
+        assert!(
+            reset_json.ends_with(r#","state_generation":2}"#),
+            "{reset_json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ForceRecord>(&reset_json).unwrap(),
+            reset
+        );
         for p in [OnboardingPhase::Cloud, OnboardingPhase::CloudAndOnprem] {
             assert_eq!(
                 serde_json::to_string(&p).unwrap(),

@@ -221,8 +221,12 @@ pub async fn run(cmd: ForcesCmd) -> Result<()> {
                         serde_json::json!({"force": f, "phase": r.phase, "weight": r.weight, "added_ms": r.added_ms, "state_generation": r.state_generation})
                     );
                 } else {
+                    let reset = match r.state_generation {
+                        0 => String::new(),
+                        g => format!(" state generation {g}"),
+                    };
                     println!(
-                        "{f:<24} {:<18} weight {}",
+                        "{f:<24} {:<18} weight {}{reset}",
                         format!("{:?}", r.phase),
                         r.weight
                     );

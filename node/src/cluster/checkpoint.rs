@@ -17,6 +17,7 @@ use async_nats::jetstream::object_store::{GetErrorKind, ObjectMetadata, ObjectSt
 use nmc_shared::ForceId;
 // `Object` is a tokio `AsyncRead`; async-nats always enables tokio's `io-util`.
 use tokio::io::AsyncReadExt;
+use tracing::warn;
 
 /// Object metadata key holding the stream sequence a checkpoint reflects.
 pub const SEQ_KEY: &str = "nmc-seq";
@@ -78,27 +79,26 @@ pub async fn get(store: &ObjectStore, force: &ForceId) -> Result<Option<Stored>>
         Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading the checkpoint of {force}")),
     };
-    let field = |key: &str| -> Result<Option<i64>> {
-        object
-            .info
-            .metadata
-            .get(key)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| anyhow!("checkpoint of {force} has a malformed `{key}`: {v:?}"))
-            })
-            .transpose()
-    };
-    let seq = field(SEQ_KEY)?
-        .and_then(|s| u64::try_from(s).ok())
+    let metadata = &object.info.metadata;
+    let seq = metadata
+        .get(SEQ_KEY)
+        .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| anyhow!("checkpoint of {force} has no `{SEQ_KEY}` metadata"))?;
-    let generation = field(GENERATION_KEY)?
-        .map_or(Ok(0), u64::try_from)
-        .map_err(|_| anyhow!("checkpoint of {force} has a negative `{GENERATION_KEY}`"))?;
+    // The others only narrow what a restore takes: one that does not parse is unknown (a
+    // generation of 0 is not restored over a reset, an unknown time is not checked), and must
+    // not keep the force from being taken.
+    let optional = |key: &str| {
+        let v = metadata.get(key)?;
+        let parsed = v.parse::<i64>().ok().filter(|n| *n >= 0);
+        if parsed.is_none() {
+            warn!(%force, key, value = %v, "ignoring malformed checkpoint metadata");
+        }
+        parsed
+    };
     let meta = Meta {
         seq,
-        generation,
-        cursor_time_ms: field(CURSOR_TIME_KEY)?,
+        generation: optional(GENERATION_KEY).map_or(0, |g| g as u64),
+        cursor_time_ms: optional(CURSOR_TIME_KEY),
     };
     let mut state = Vec::with_capacity(object.info.size);
     object

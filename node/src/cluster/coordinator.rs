@@ -385,7 +385,11 @@ fn generation_of(onboarded: &crate::cluster::onboarding::Onboarded, force: &Forc
 async fn restore(ctx: &NodeContext, force: &ForceId, generation: u64) -> Result<&'static str> {
     let fs = ctx.store.force(force)?;
     if fs.generation()? < generation {
-        fs.reset(generation)?;
+        // Off the coordinator's task: the tree may be large.
+        let tree = fs.clone();
+        tokio::task::spawn_blocking(move || tree.reset(generation))
+            .await
+            .context("state reset task")??;
         ctx.store.flush().await?;
         warn!(%force, generation, "the force's state was reset: discarding the local state of an earlier generation");
     }
@@ -414,13 +418,9 @@ async fn restore(ctx: &NodeContext, force: &ForceId, generation: u64) -> Result<
     let f = force.clone();
     let imported = tokio::task::spawn_blocking(move || -> Result<()> {
         let c = Checkpoint::from_bytes(&bytes).context("decoding the checkpoint")?;
-        fs.import(&f, &c, Some(&rules))?;
-        fs.set_generation(checkpoint_generation)?;
-        // Which incarnation of the stream the state was built from: the reader checks it.
-        match cursor_time_ms {
-            Some(ms) => fs.set_cursor_time(seq, ms),
-            None => Ok(()),
-        }
+        // With its generation, and which incarnation of the stream the state was built from
+        // (the reader checks it).
+        fs.restore(&f, &c, Some(&rules), checkpoint_generation, cursor_time_ms)
     })
     .await
     .context("checkpoint import task")?;

@@ -62,11 +62,16 @@ pub async fn set_phase(kv: &kv::Store, force: &ForceId, phase: OnboardingPhase) 
 
 /// Starts a new state generation of an onboarded `force`: its holder discards the force's
 /// state and reads its stream from the start (see `ForceRecord::state_generation`); returns
-/// the new generation.
+/// the new generation. It is the time of the reset in Unix ms (or one more than the last, if
+/// that is later): greater than any generation a tree or checkpoint may hold even after the
+/// record was removed and added again, or rewritten by an earlier build without the field.
 pub async fn reset_state(kv: &kv::Store, force: &ForceId) -> Result<u64> {
-    Ok(update(kv, force, |r| r.state_generation += 1)
-        .await?
-        .state_generation)
+    let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
+    Ok(update(kv, force, |r| {
+        r.state_generation = (r.state_generation + 1).max(now)
+    })
+    .await?
+    .state_generation)
 }
 
 /// Changes an onboarded `force`'s record with `change` (compare-and-set, retried on a

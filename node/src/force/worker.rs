@@ -197,9 +197,10 @@ impl Worker {
         let last = stream.cached_info().state.last_sequence;
         let created_again = |why: String| {
             anyhow::anyhow!(
-                "the state of {} has applied up to sequence {} but {why}: the stream was deleted and created again, or the state comes from another cluster; nothing is read until the state or the stream is fixed (docs/operations.md, \"Moving to a stream per force\")",
+                "the state of {} has applied up to sequence {} but {why}: the stream was deleted and created again, or the state comes from another cluster; nothing is read until the state or the stream is fixed: once the new stream is the one to keep, `nmc forces reset-state {} --yes` reads it from its start (docs/operations.md, \"One force's stream deleted and created again\")",
                 self.force,
-                self.cursor
+                self.cursor,
+                self.force
             )
         };
         if self.cursor > last {
@@ -323,7 +324,7 @@ impl Worker {
             // The client created the consumer again on its own, from where it was, on whatever
             // stream has the name now (perhaps one created again under it). Reopening from the
             // cursor checks the stream first; what came before is the old consumer's.
-            warn!(force = %self.force, cursor = self.cursor, "the reader's consumer was created again (its stream or consumer went away); reopening from the cursor, which checks the stream");
+            info!(force = %self.force, cursor = self.cursor, "the reader's consumer was created again (its stream or consumer went away, or heartbeats were missed); reopening from the cursor, which checks the stream");
             self.reader = None;
         }
         // The ordered reader never goes back, but a reopened one may overlap: skip what is applied.

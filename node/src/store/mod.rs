@@ -206,22 +206,6 @@ impl ForceStore {
         Ok(be_u64(self.tree.get(GENERATION)?))
     }
 
-    /// Records that the tree's state belongs to `generation` (a checkpoint of it was imported).
-    pub fn set_generation(&self, generation: u64) -> Result<()> {
-        self.tree.insert(GENERATION, &generation.to_be_bytes())?;
-        Ok(())
-    }
-
-    /// Records when the stream stored the event at `seq` (Unix ms), if `seq` is the cursor (a
-    /// checkpoint imported at `seq` said so).
-    pub fn set_cursor_time(&self, seq: u64, ms: i64) -> Result<()> {
-        if self.cursor()? == seq {
-            self.tree
-                .insert(CURSOR_TIME, [seq.to_be_bytes(), ms.to_be_bytes()].concat())?;
-        }
-        Ok(())
-    }
-
     /// Discards the force's state (cursor and its time, watermark, correlation state, poison
     /// record) and records that the tree belongs to `generation`, in one atomic batch: the
     /// force reads its stream from the start. Outbox alerts stay, to be published.
@@ -233,7 +217,7 @@ impl ForceStore {
                 b.remove(k);
             }
         }
-        b.insert(GENERATION, &generation.to_be_bytes());
+        put_generation(&mut b, generation);
         self.tree.apply_batch(b)?;
         Ok(())
     }
@@ -377,20 +361,62 @@ impl ForceStore {
     /// checkpoint is refused and the state in place is left as it was. With `rules`, the
     /// correlation state must also load under them (as the force's next worker will load it).
     pub fn import(&self, force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<()> {
+        self.replace(force, c, rules, None)
+    }
+
+    /// [`ForceStore::import`] of a checkpoint taken over from the cluster, in the same atomic
+    /// batch: the tree then belongs to the checkpoint's state generation, and its cursor has
+    /// the time the checkpoint says its event was stored at, if it says.
+    pub fn restore(
+        &self,
+        force: &ForceId,
+        c: &Checkpoint,
+        rules: Option<&RuleSet>,
+        generation: u64,
+        cursor_time_ms: Option<i64>,
+    ) -> Result<()> {
+        self.replace(force, c, rules, Some((generation, cursor_time_ms)))
+    }
+
+    fn replace(
+        &self,
+        force: &ForceId,
+        c: &Checkpoint,
+        rules: Option<&RuleSet>,
+        restored: Option<(u64, Option<i64>)>,
+    ) -> Result<()> {
         validate(force, c, rules)?;
         let mut b = sled::Batch::default();
         for k in self.tree.iter().keys() {
             let k = k?;
-            // The tree's generation is not the checkpoint's to say (see `set_generation`).
+            // The tree's generation is not the checkpoint's entries' to say.
             if k != GENERATION {
                 b.remove(k);
             }
         }
-        for (k, v) in &c.entries {
+        for (k, v) in c.entries.iter().filter(|(k, _)| k != GENERATION) {
             b.insert(k.as_slice(), v.as_slice());
+        }
+        if let Some((generation, cursor_time_ms)) = restored {
+            put_generation(&mut b, generation);
+            if let Some(ms) = cursor_time_ms {
+                b.insert(
+                    CURSOR_TIME,
+                    [c.seq.to_be_bytes(), ms.to_be_bytes()].concat(),
+                );
+            }
         }
         self.tree.apply_batch(b)?;
         Ok(())
+    }
+}
+
+/// Sets (or, for 0, removes) the tree's generation in `b`.
+fn put_generation(b: &mut sled::Batch, generation: u64) {
+    if generation == 0 {
+        b.remove(GENERATION);
+    } else {
+        b.insert(GENERATION, &generation.to_be_bytes());
     }
 }
 
@@ -445,7 +471,9 @@ fn validate(force: &ForceId, c: &Checkpoint, rules: Option<&RuleSet>) -> Result<
         } else if !(k.starts_with(STATE_PREFIX)
             || k == CURSOR
             || k == WATERMARK
-            || k == CURSOR_TIME)
+            || k == CURSOR_TIME
+            // Exported by a build that does not know it (a rollback); not imported.
+            || k == GENERATION)
         {
             return Err(bad(format!("unknown key {:?}", String::from_utf8_lossy(k))));
         }
@@ -614,8 +642,25 @@ mod tests {
         fs.import(&kent, &at_12, Some(&rules)).unwrap();
         assert_eq!(fs.generation().unwrap(), 3);
         assert_eq!(fs.cursor().unwrap(), 12);
-        fs.set_generation(4).unwrap();
+
+        // A checkpoint taken over brings its generation and its cursor's time; generation 0 is
+        // no key (a tree never reset stays readable by builds without generations), and an
+        // `m/generation` exported by such a build (a rollback) is accepted, not imported.
+        fs.restore(&kent, &at_12, Some(&rules), 4, Some(1_793_606_400_123))
+            .unwrap();
         assert_eq!(fs.generation().unwrap(), 4);
+        assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
+        let mut exported_by_older = at_12.clone();
+        exported_by_older
+            .entries
+            .push((GENERATION.to_vec(), 4_u64.to_be_bytes().to_vec()));
+        exported_by_older.entries.sort();
+        fs.restore(&kent, &exported_by_older, Some(&rules), 0, None)
+            .unwrap();
+        assert_eq!(fs.generation().unwrap(), 0);
+        assert!(fs.tree.get(GENERATION).unwrap().is_none());
+        assert_eq!(fs.cursor_time_ms().unwrap(), None);
+        assert_eq!(fs.export(&kent).unwrap().entries, at_12.entries);
     }
 
     #[test]
