@@ -503,25 +503,51 @@ impl Drop for Node {
 }
 
 /// Spawns `cmd` (stdout piped, stderr to `log`) and waits for its first line, which must be
-/// `ready` (the test servers' handshake); `what` names it in the failure.
+/// `ready` (the test servers' handshake), 30 s at most, three attempts; `what` names it in the
+/// failure.
 pub fn spawn_ready(cmd: &mut Command, log: &Path, what: &str) -> Child {
     use std::io::{BufRead, BufReader};
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "{what} did not start: {}",
+    // Node.js has been seen to hang for good before its first line (every thread on a futex):
+    // a helper that says nothing in time is killed and started again, and a test never waits
+    // on it for ever.
+    const ATTEMPTS: u32 = 3;
+    const READY_WITHIN: Duration = Duration::from_secs(30);
+    for attempt in 1..=ATTEMPTS {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(READY_WITHIN) {
+            Ok(line) => {
+                assert_eq!(
+                    line.trim(),
+                    "ready",
+                    "{what} did not start: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+                return child;
+            }
+            Err(_) => {
+                eprintln!(
+                    "{what}: not ready within {READY_WITHIN:?} (attempt {attempt} of {ATTEMPTS}); starting it again"
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    panic!(
+        "{what} was not ready within {READY_WITHIN:?}, {ATTEMPTS} times: {}",
         std::fs::read_to_string(log).unwrap_or_default()
-    );
-    child
+    )
 }
 
 /// What the console's tests run against: NATS, and one node (`node-a`, onboarding `forces`,
