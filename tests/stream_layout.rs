@@ -374,3 +374,28 @@ async fn a_node_taking_a_force_over_from_its_checkpoint_checks_the_stream_too() 
     let log = node.log();
     assert!(log.contains(r#"restored="checkpoint""#), "{log}");
 }
+
+#[tokio::test]
+async fn a_running_force_whose_stream_is_created_again_short_of_its_cursor_is_refused() {
+    let nats = Nats::start().await;
+    let js = nats.js().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
+    wait_stream(&js, "NMC_DLQ").await;
+    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(&js, KENT, &[clock(600)]).await;
+    kent_alerts(&js, 1).await;
+    wait_kent_committed(&node, 11).await;
+
+    // The new stream stays short of the cursor: the reader's consumer, back on it after
+    // sequence 11, would wait for ever. The caught-up force looks at its stream and refuses it.
+    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
+    let config = old.info().await.unwrap().config.clone();
+    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    publish(&js, KENT, &(0..4).map(failure).collect::<Vec<_>>()).await;
+    node.wait_log("the stream was created again since the reader opened")
+        .await;
+    node.wait_log("ends at 4").await;
+    nothing_of_the_new_stream_applied(&js, &node, Duration::from_secs(1)).await;
+}

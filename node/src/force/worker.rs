@@ -40,6 +40,10 @@ use crate::telemetry::trace_context;
 /// How long a step waits for the first message before returning to the actor's mailbox.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// How often a caught-up force looks whether its stream was created again (see
+/// [`Worker::check_stream`]): one stream lookup per idle force.
+const STREAM_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// What a step did.
 pub enum Step {
     /// Nothing arrived within the idle wait.
@@ -82,8 +86,8 @@ pub struct Worker {
     /// The flush of the last commit.
     flushing: Option<tokio::task::JoinHandle<Result<()>>>,
     poison: Option<Poison>,
-    /// The ordered reader of the force's stream and the name of the consumer it opened with.
-    reader: Option<(String, pull::Ordered)>,
+    /// The ordered reader of the force's stream.
+    reader: Option<Reader>,
     /// The outbox holds alerts of an earlier holder (found at open) to publish, restamped.
     outbox_inherited: bool,
     settings: EvalSettings,
@@ -92,6 +96,17 @@ pub struct Worker {
     ingest_time: u64,
     /// The state generation `state` belongs to: a newer one in the control reopens the worker.
     generation: u64,
+}
+
+/// An ordered reader of the force's stream, and what it was opened on.
+struct Reader {
+    /// The name of the consumer it opened with (see [`bus::named_ordered_reader`]).
+    consumer: String,
+    messages: pull::Ordered,
+    /// When the stream it opened on was created (Unix ns).
+    stream_created_ns: i128,
+    /// When the stream was last looked at.
+    checked: Instant,
 }
 
 /// Applied in memory since the last commit.
@@ -186,7 +201,7 @@ impl Worker {
     /// Opens an ordered reader of the force's own stream from the event after the cursor: every
     /// subject of it (the bare `nmc.events.<force>` too, to dead-letter it), no filter for the
     /// server to match.
-    async fn open_reader(&self) -> Result<(String, pull::Ordered)> {
+    async fn open_reader(&self) -> Result<Reader> {
         let name = subject::events_stream(&self.force);
         let stream = self
             .ctx
@@ -235,7 +250,7 @@ impl Worker {
                 }
             }
         }
-        let reader = bus::named_ordered_reader(
+        let (consumer, messages) = bus::named_ordered_reader(
             &stream,
             String::new(),
             DeliverPolicy::ByStartSequence {
@@ -245,7 +260,41 @@ impl Worker {
         )
         .await?;
         debug!(force = %self.force, from = self.cursor + 1, "reader opened");
-        Ok(reader)
+        Ok(Reader {
+            consumer,
+            messages,
+            stream_created_ns: stream.cached_info().created.unix_timestamp_nanos(),
+            checked: Instant::now(),
+        })
+    }
+
+    /// While the force is caught up, looks at its stream every [`STREAM_CHECK_EVERY`]. One
+    /// deleted and created again since the reader opened is read by no one until it grows past
+    /// the cursor (the reader's consumer comes back on it at the sequence after the cursor), so
+    /// the force would sit idle with no lag; reopening from the cursor checks the new stream,
+    /// and refuses it. A stream that is gone is an error (the worker is rebuilt, and says so).
+    async fn check_stream(&mut self) -> Result<()> {
+        let Some(reader) = self
+            .reader
+            .as_mut()
+            .filter(|r| r.checked.elapsed() >= STREAM_CHECK_EVERY)
+        else {
+            return Ok(());
+        };
+        reader.checked = Instant::now();
+        let opened_on = reader.stream_created_ns;
+        let name = subject::events_stream(&self.force);
+        let stream = self
+            .ctx
+            .js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("looking up {name}"))?;
+        if stream.cached_info().created.unix_timestamp_nanos() != opened_on {
+            info!(force = %self.force, stream = %name, cursor = self.cursor, "the stream was created again since the reader opened; reopening from the cursor, which checks the stream");
+            self.reader = None;
+        }
+        Ok(())
     }
 
     /// Reads, evaluates and commits one batch.
@@ -275,7 +324,11 @@ impl Worker {
             let due = (u.since + cfg.commit_interval()).min(u.last + cfg.commit_quiet());
             due.saturating_duration_since(Instant::now()).min(IDLE_WAIT)
         });
-        let (consumer, reader) = self.reader.as_mut().expect("just set");
+        let Reader {
+            consumer,
+            messages: reader,
+            ..
+        } = self.reader.as_mut().expect("just set");
         let consumer = consumer.clone();
         let max_header_bytes = self.settings.max_header_bytes;
         let mut raws = Vec::new();
@@ -290,6 +343,7 @@ impl Worker {
             }
             Err(_) => {
                 self.caught_up();
+                self.check_stream().await?;
                 return Ok(Step::Idle);
             }
             Ok(Some(Ok(m))) => match to_raw(m, &consumer, &mut self.lag, max_header_bytes)? {
@@ -306,7 +360,7 @@ impl Worker {
                 return Ok(Step::Idle);
             }
         }
-        let (_, reader) = self.reader.as_mut().expect("still set");
+        let reader = &mut self.reader.as_mut().expect("still set").messages;
         while !reopen && raws.len() < self.ctx.cfg.batch_size {
             match reader.next().now_or_never() {
                 Some(Some(Ok(m))) => match to_raw(m, &consumer, &mut self.lag, max_header_bytes)? {
