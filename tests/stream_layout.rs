@@ -31,11 +31,7 @@ async fn kent_state_at_11(
     js: &async_nats::jetstream::Context,
     data: &std::path::Path,
 ) {
-    let mut node = Node::start(nats, data, &kent_node("node-a"));
-    wait_stream(js, "NMC_DLQ").await;
-    publish(js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(js, KENT, &[clock(600)]).await;
-    kent_alerts(js, 1).await;
+    let mut node = kent_running_at_11(nats, js, data).await;
     node.signal("TERM");
     node.wait_exit(Duration::from_secs(30))
         .await
@@ -152,11 +148,7 @@ async fn a_force_whose_stream_was_created_again_and_grew_past_its_state_reads_no
 
     // The stream is deleted and created again, and collectors publish past the old cursor
     // before any node opens it: a burst that would raise a second alert if it were read.
-    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
-    let config = old.info().await.unwrap().config.clone();
-    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
-    js.create_stream(config).await.unwrap();
-    publish(&js, KENT, &burst()).await;
+    kent_stream_created_again_with_the_burst(&js).await;
 
     let node = Node::start(&nats, &data, &kent_node("node-a"));
     node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
@@ -179,26 +171,33 @@ async fn wait_kent_committed(node: &Node, seq: u64) {
     }
 }
 
+/// Starts node-a on `data` over ten wrong passwords and a clock event of kent, and returns it
+/// running once their alert is out and cursor 11 is committed.
+async fn kent_running_at_11(
+    nats: &Nats,
+    js: &async_nats::jetstream::Context,
+    data: &std::path::Path,
+) -> Node {
+    let node = Node::start(nats, data, &kent_node("node-a"));
+    wait_stream(js, "NMC_DLQ").await;
+    publish(js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
+    publish(js, KENT, &[clock(600)]).await;
+    kent_alerts(js, 1).await;
+    wait_kent_committed(&node, 11).await;
+    node
+}
+
 #[tokio::test]
 async fn a_running_force_whose_stream_is_created_again_reads_nothing_of_it() {
     let nats = Nats::start().await;
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, KENT, &[clock(600)]).await;
-    kent_alerts(&js, 1).await;
-    wait_kent_committed(&node, 11).await;
+    let node = kent_running_at_11(&nats, &js, &dir.path().join("a")).await;
 
     // Under the running reader, the stream is deleted and created again and collectors publish
     // past the cursor: the reader's consumer goes with the stream and is created again on the
     // new one from the cursor, where the burst would raise a second alert if it were read.
-    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
-    let config = old.info().await.unwrap().config.clone();
-    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
-    js.create_stream(config).await.unwrap();
-    publish(&js, KENT, &burst()).await;
+    kent_stream_created_again_with_the_burst(&js).await;
 
     node.wait_log("the reader's consumer was created again")
         .await;
@@ -245,12 +244,17 @@ fn reset_kent(nats: &Nats, yes: bool) -> std::process::Output {
         .expect("running nmc")
 }
 
-/// The stream deleted and created again, with the burst published into it.
-async fn kent_stream_created_again_with_the_burst(js: &async_nats::jetstream::Context) {
+/// Kent's stream deleted and created again with the same configuration: sequences start over.
+async fn kent_stream_created_again(js: &async_nats::jetstream::Context) {
     let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
     let config = old.info().await.unwrap().config.clone();
     js.delete_stream("NMC_EVENTS_kent").await.unwrap();
     js.create_stream(config).await.unwrap();
+}
+
+/// The stream deleted and created again, with the burst published into it.
+async fn kent_stream_created_again_with_the_burst(js: &async_nats::jetstream::Context) {
+    kent_stream_created_again(js).await;
     publish(js, KENT, &burst()).await;
 }
 
@@ -259,12 +263,7 @@ async fn a_running_force_reset_after_a_refusal_reads_its_new_stream_from_the_sta
     let nats = Nats::start().await;
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, KENT, &[clock(600)]).await;
-    kent_alerts(&js, 1).await;
-    wait_kent_committed(&node, 11).await;
+    let node = kent_running_at_11(&nats, &js, &dir.path().join("a")).await;
     kent_stream_created_again_with_the_burst(&js).await;
     node.wait_log("event 11 of its stream NMC_EVENTS_kent was stored at")
         .await;
@@ -380,19 +379,11 @@ async fn a_running_force_whose_stream_is_created_again_short_of_its_cursor_is_re
     let nats = Nats::start().await;
     let js = nats.js().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&nats, &dir.path().join("a"), &kent_node("node-a"));
-    wait_stream(&js, "NMC_DLQ").await;
-    publish(&js, KENT, &(0..10).map(failure).collect::<Vec<_>>()).await;
-    publish(&js, KENT, &[clock(600)]).await;
-    kent_alerts(&js, 1).await;
-    wait_kent_committed(&node, 11).await;
+    let node = kent_running_at_11(&nats, &js, &dir.path().join("a")).await;
 
     // The new stream stays short of the cursor: the reader's consumer, back on it after
     // sequence 11, would wait for ever. The caught-up force looks at its stream and refuses it.
-    let mut old = js.get_stream("NMC_EVENTS_kent").await.unwrap();
-    let config = old.info().await.unwrap().config.clone();
-    js.delete_stream("NMC_EVENTS_kent").await.unwrap();
-    js.create_stream(config).await.unwrap();
+    kent_stream_created_again(&js).await;
     publish(&js, KENT, &(0..4).map(failure).collect::<Vec<_>>()).await;
     node.wait_log("the stream was created again since the reader opened")
         .await;

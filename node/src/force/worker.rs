@@ -198,10 +198,8 @@ impl Worker {
         &self.store
     }
 
-    /// Opens an ordered reader of the force's own stream from the event after the cursor: every
-    /// subject of it (the bare `nmc.events.<force>` too, to dead-letter it), no filter for the
-    /// server to match.
-    async fn open_reader(&self) -> Result<Reader> {
+    /// The force's own stream, looked up now, and its name.
+    async fn force_stream(&self) -> Result<(String, async_nats::jetstream::stream::Stream)> {
         let name = subject::events_stream(&self.force);
         let stream = self
             .ctx
@@ -209,6 +207,14 @@ impl Worker {
             .get_stream(&name)
             .await
             .with_context(|| format!("looking up {name}"))?;
+        Ok((name, stream))
+    }
+
+    /// Opens an ordered reader of the force's own stream from the event after the cursor: every
+    /// subject of it (the bare `nmc.events.<force>` too, to dead-letter it), no filter for the
+    /// server to match.
+    async fn open_reader(&self) -> Result<Reader> {
+        let (name, stream) = self.force_stream().await?;
         let last = stream.cached_info().state.last_sequence;
         let created_again = |why: String| {
             anyhow::anyhow!(
@@ -283,13 +289,7 @@ impl Worker {
         };
         reader.checked = Instant::now();
         let opened_on = reader.stream_created_ns;
-        let name = subject::events_stream(&self.force);
-        let stream = self
-            .ctx
-            .js
-            .get_stream(&name)
-            .await
-            .with_context(|| format!("looking up {name}"))?;
+        let (name, stream) = self.force_stream().await?;
         if stream.cached_info().created.unix_timestamp_nanos() != opened_on {
             info!(force = %self.force, stream = %name, cursor = self.cursor, "the stream was created again since the reader opened; reopening from the cursor, which checks the stream");
             self.reader = None;
