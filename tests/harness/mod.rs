@@ -579,7 +579,9 @@ impl Backend {
             },
         );
         let js = nats.js().await;
+        // The node creates the bucket, then the audit stream: both before the tests read them.
         wait_stream(&js, "KV_NMC_ALERT_STATES").await;
+        wait_stream(&js, "NMC_AUDIT").await;
         Backend {
             nats,
             node,
