@@ -43,16 +43,28 @@ async fn readiness_follows_nats_and_shutdown_while_liveness_stays() {
     assert_eq!(ready["ready"], true, "{ready}");
     let (code, body) = http_get(&format!("{}/healthz", node.http)).await.unwrap();
     assert_eq!((code, body.trim()), (200, "ok"));
-    let (code, status) = http_json(&format!("{}/api/v1/status", node.http)).await;
-    assert_eq!(code, 200);
-    assert_eq!(status["node"], "node-a");
-    let held: BTreeSet<&str> = status["forces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["force"].as_str().unwrap())
-        .collect();
-    assert_eq!(held, BTreeSet::from(["essex", "kent"]), "{status}");
+    // Ready says the node serves and has joined, not that it holds its forces yet: their
+    // leases follow within the coordinator's first ticks (ready came first in a CI run).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, status) = http_json(&format!("{}/api/v1/status", node.http)).await;
+        assert_eq!(code, 200);
+        assert_eq!(status["node"], "node-a");
+        let held: BTreeSet<String> = status["forces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["force"].as_str().unwrap().to_owned())
+            .collect();
+        if held == BTreeSet::from(["essex".to_owned(), "kent".to_owned()]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not take its forces: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // NATS goes away: unready (the connection check says why), alive.
     nats.kill();
