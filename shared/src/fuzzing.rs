@@ -397,6 +397,15 @@ pub fn event(data: &[u8]) {
     };
     let source = SourceKind::ALL[usize::from(first) % SourceKind::ALL.len()];
     let rules = &*EVENT_RULES;
+    // The fast scanner builds what serde_json builds, and leaves it every refusal.
+    let keep = rules.reads().keep(source);
+    if !keep.is_everything() {
+        assert_eq!(
+            crate::json::kept::parse_kept(payload, keep),
+            crate::json::kept::parse_kept_by_serde(payload, keep),
+            "the fast scanner and serde_json read the payload otherwise"
+        );
+    }
     // Parsing only what the rules read refuses the same payloads, and the rules match the same.
     let kept = rules.parse_event(source, payload, MAX_EVENT_BYTES);
     let ev = match (Event::parse(source, payload, MAX_EVENT_BYTES), kept) {

@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 
 use super::{Refused, Strict, StrictError, classify, shown_key};
 
+mod prune;
+
 /// Paths of a document to keep, each a list of object keys compared ignoring ASCII case.
 ///
 /// A path keeps the whole value it ends at. On the way, an object keeps only the keys that
@@ -32,6 +34,8 @@ pub struct KeepTree {
     children: Vec<(Box<str>, KeepTree)>,
     /// `children[by_len[n]..by_len[n + 1]]` are the keys of `n` bytes.
     by_len: Vec<u32>,
+    /// Each child's [`folded_head`], compared before its key.
+    heads: Vec<u64>,
 }
 
 /// The tree that keeps everything.
@@ -39,6 +43,7 @@ static EVERYTHING: KeepTree = KeepTree {
     whole: true,
     children: Vec::new(),
     by_len: Vec::new(),
+    heads: Vec::new(),
 };
 
 impl KeepTree {
@@ -82,35 +87,72 @@ impl KeepTree {
         node.whole = true;
         node.children = Vec::new();
         node.by_len = Vec::new();
+        node.heads = Vec::new();
     }
 
-    /// Rebuilds `by_len` from the children.
+    /// Rebuilds `by_len` and `heads` from the children.
     fn index_lengths(&mut self) {
         let longest = self.children.last().map_or(0, |(k, _)| k.len());
         self.by_len = (0..=longest + 1)
             .map(|n| self.children.partition_point(|(k, _)| k.len() < n) as u32)
             .collect();
+        self.heads = self
+            .children
+            .iter()
+            .map(|(k, _)| folded_head(k.as_bytes()))
+            .collect();
     }
 
     /// What to keep under key `key`, if anything (without allocating: only the kept keys of the
-    /// same length are compared, ignoring ASCII case).
+    /// same length are compared, ignoring ASCII case, and only those whose first eight bytes
+    /// may be equal).
     #[inline]
     fn child(&self, key: &str) -> Option<&KeepTree> {
         let n = key.len();
         let (Some(&from), Some(&to)) = (self.by_len.get(n), self.by_len.get(n + 1)) else {
             return None;
         };
-        self.children[from as usize..to as usize]
+        let (from, to) = (from as usize, to as usize);
+        let head = folded_head(key.as_bytes());
+        self.heads[from..to]
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, t)| t)
+            .zip(&self.children[from..to])
+            .find(|(h, (k, _))| **h == head && k.eq_ignore_ascii_case(key))
+            .map(|(_, (_, t))| t)
     }
+}
+
+/// The first eight bytes of a key (zero-padded), each with bit 0x20 set: keys equal ignoring
+/// ASCII case have equal heads (a letter's two cases differ only in that bit), so a key whose
+/// head differs is passed over with one comparison.
+#[inline]
+fn folded_head(key: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = key.len().min(8);
+    w[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(w) | 0x2020_2020_2020_2020
 }
 
 /// Parses one JSON document as [`super::parse_strict`] does, keeping only the values under the
 /// paths of `keep`; the rest is read, checked and dropped. The same payloads are refused with
 /// the same errors.
+///
+/// A hand-written scanner ([`prune`]) reads nearly every document; what it leaves undecided
+/// (anything refused, and a few rare forms) is read again by serde_json
+/// ([`parse_kept_by_serde`]), which then gives the verdict and the error.
 pub fn parse_kept(bytes: &[u8], keep: &KeepTree) -> Result<Value, StrictError> {
+    if !keep.whole
+        && let Ok(text) = std::str::from_utf8(bytes)
+        && let Some(v) = prune::parse(text, keep)
+    {
+        return Ok(v);
+    }
+    parse_kept_by_serde(bytes, keep)
+}
+
+/// [`parse_kept`] by serde_json alone: the reference the fast scanner is checked against
+/// (tests and fuzzing), and the reader of what it leaves undecided.
+pub fn parse_kept_by_serde(bytes: &[u8], keep: &KeepTree) -> Result<Value, StrictError> {
     let refused = Cell::new(Refused::Nothing);
     let strict = Strict {
         depth: 0,
