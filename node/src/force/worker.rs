@@ -573,7 +573,11 @@ impl Worker {
         if let Some(flush) = self.flushing.take() {
             flush.await.context("the flush task of the last commit")??;
         }
-        self.stored.journal += self.store.commit(commit)?;
+        self.stored.journal += self.store.commit(&commit)?;
+        if self.lag > 0 {
+            // More is waiting: the next commit gathers its changes in this one's buffers.
+            self.state.reuse_changes(commit.state);
+        }
         // The batch is atomic, so the force need not wait for it to reach the disk: only the
         // replay after a crash depends on it. sled's threads flush it while the force reads on.
         let store = self.ctx.store.clone();

@@ -48,6 +48,13 @@ const DELETE: u8 = 0;
 )]
 pub struct Corrupt(&'static str);
 
+/// How many bytes [`encode`] appends for `changes` (to size its buffer once).
+pub fn encoded_len<'a>(changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> usize {
+    changes
+        .map(|(k, v)| 4 + k.len() + 1 + v.map_or(0, |v| 4 + v.len()))
+        .sum()
+}
+
 /// Appends a record for each change (`None`: the key is deleted).
 pub fn encode<'a>(changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>, out: &mut Vec<u8>) {
     for (k, v) in changes {

@@ -274,7 +274,7 @@ impl ForceStore {
 
     /// Writes a commit atomically (durable once [`Store::flush`] returns): the cursor, and
     /// the state changes as one journal entry. Returns the journal bytes it wrote.
-    pub fn commit(&self, c: BatchCommit) -> Result<u64> {
+    pub fn commit(&self, c: &BatchCommit) -> Result<u64> {
         let mut b = sled::Batch::default();
         b.insert(CURSOR, &c.cursor.to_be_bytes());
         if c.cursor_time_ms != 0 {
@@ -286,7 +286,7 @@ impl ForceStore {
             b.remove(CURSOR_TIME);
         }
         b.insert(WATERMARK, &(c.watermark_ms as u64).to_be_bytes());
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(journal::encoded_len(c.state.iter()));
         journal::encode(c.state.iter(), &mut bytes);
         journal::put_chunks(&mut b, journal::JOURNAL_PREFIX, c.cursor, &bytes);
         if c.clear_poison {
@@ -526,7 +526,7 @@ mod tests {
             let ev = nmc_shared::Event::from_value(nmc_shared::SourceKind::EntraSignin, v).unwrap();
             st.apply(rules, &force, seq, &ev, &mut alerts);
         }
-        fs.commit(BatchCommit {
+        fs.commit(&BatchCommit {
             cursor: from + n - 1,
             watermark_ms: st.watermark_ms(),
             state: st.take_changes(rules),
@@ -670,7 +670,7 @@ mod tests {
         let kent = ForceId::new("kent").unwrap();
         let fs = store.force(&kent).unwrap();
         assert_eq!(fs.cursor_time_ms().unwrap(), None);
-        fs.commit(BatchCommit {
+        fs.commit(&BatchCommit {
             cursor: 7,
             cursor_time_ms: 1_793_606_400_123,
             ..Default::default()
@@ -678,7 +678,7 @@ mod tests {
         .unwrap();
         assert_eq!(fs.cursor_time_ms().unwrap(), Some(1_793_606_400_123));
         // A commit whose time is unknown leaves none (not the time of another sequence).
-        fs.commit(BatchCommit {
+        fs.commit(&BatchCommit {
             cursor: 8,
             ..Default::default()
         })
@@ -686,7 +686,7 @@ mod tests {
         assert_eq!(fs.cursor_time_ms().unwrap(), None);
         // A time of another sequence than the cursor (left by a build that moved the cursor
         // without it) is unknown too.
-        fs.commit(BatchCommit {
+        fs.commit(&BatchCommit {
             cursor: 9,
             cursor_time_ms: 5,
             ..Default::default()

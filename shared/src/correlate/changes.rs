@@ -27,12 +27,15 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
-    /// Empty, with room for as much as `like` holds (the next batch is likely similar).
-    pub(super) fn sized_like(like: &StateChanges) -> StateChanges {
-        StateChanges {
-            buf: Vec::with_capacity(like.buf.len()),
-            items: Vec::with_capacity(like.items.len()),
-        }
+    /// Empties it, keeping the room its buffers have.
+    pub(super) fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+    }
+
+    /// Bytes of room in its buffers.
+    pub(super) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.items.capacity() * std::mem::size_of::<Item>()
     }
 
     /// Lists the key written by `write`, as a deletion until [`StateChanges::put`]; returns its
