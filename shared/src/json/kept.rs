@@ -451,13 +451,14 @@ impl Drop for ObjectKeys<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::json::parse_strict;
 
-    fn tree(paths: &[&str]) -> KeepTree {
+    /// A tree keeping each dotted path of `paths`.
+    pub(super) fn tree(paths: &[&str]) -> KeepTree {
         let mut t = KeepTree::new();
         for p in paths {
             t.keep(p.split('.'));

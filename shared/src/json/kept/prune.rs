@@ -97,16 +97,47 @@ impl Scanner<'_> {
         if node.whole || self.peek() != Some(b'{') {
             return self.whole(depth);
         }
+        let text = self.text;
+        let mut out = Map::new();
+        self.object(depth, |s, mark, start, end| {
+            let key = &text[start..end];
+            match node.child(key) {
+                Some(child) => {
+                    let v = s.kept(child, depth + 1)?;
+                    match out.entry(key) {
+                        Entry::Vacant(e) => {
+                            e.insert(v);
+                            Ok(())
+                        }
+                        Entry::Occupied(_) => Err(Bail),
+                    }
+                }
+                None => {
+                    s.skip(depth + 1)?;
+                    s.seen(mark, start, end)
+                }
+            }
+        })?;
+        Ok(Value::Object(out))
+    }
+
+    /// The object at the cursor, `depth` containers in: `member(scanner, mark, start, end)`
+    /// reads each member's value (the cursor at it), given where the key is and where this
+    /// object's keys start in `keys` (for [`Scanner::seen`]).
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, usize, usize, usize) -> Scanned<()>,
+    ) -> Scanned<()> {
         if depth >= MAX_DEPTH {
             return Err(Bail);
         }
         self.i += 1;
         let mark = self.keys.len();
-        let mut out = Map::new();
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Value::Object(out));
+            return Ok(());
         }
         loop {
             self.ws();
@@ -115,22 +146,7 @@ impl Scanner<'_> {
             self.ws();
             self.eat(b':')?;
             self.ws();
-            let key = &self.text[start..end];
-            match node.child(key) {
-                Some(child) => {
-                    let v = self.kept(child, depth + 1)?;
-                    match out.entry(key) {
-                        Entry::Vacant(e) => {
-                            e.insert(v);
-                        }
-                        Entry::Occupied(_) => return Err(Bail),
-                    }
-                }
-                None => {
-                    self.skip(depth + 1)?;
-                    self.seen(mark, start, end)?;
-                }
-            }
+            member(self, mark, start, end)?;
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -142,7 +158,7 @@ impl Scanner<'_> {
             }
         }
         self.keys.truncate(mark);
-        Ok(Value::Object(out))
+        Ok(())
     }
 
     /// The value at the cursor, whole: a string without escapes built here, anything else
@@ -176,39 +192,10 @@ impl Scanner<'_> {
                 self.i += 1;
                 self.string().map(|_| ())
             }
-            b'{' => {
-                if depth >= MAX_DEPTH {
-                    return Err(Bail);
-                }
-                self.i += 1;
-                let mark = self.keys.len();
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    self.eat(b'"')?;
-                    let (start, end) = self.key()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.seen(mark, start, end)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            break;
-                        }
-                        _ => return Err(Bail),
-                    }
-                }
-                self.keys.truncate(mark);
-                Ok(())
-            }
+            b'{' => self.object(depth, |s, mark, start, end| {
+                s.skip(depth + 1)?;
+                s.seen(mark, start, end)
+            }),
             b'[' => {
                 if depth >= MAX_DEPTH {
                     return Err(Bail);
@@ -436,14 +423,7 @@ mod tests {
 
     use super::*;
     use crate::json::kept::parse_kept_by_serde;
-
-    fn tree(paths: &[&str]) -> KeepTree {
-        let mut t = KeepTree::new();
-        for p in paths {
-            t.keep(p.split('.'));
-        }
-        t
-    }
+    use crate::json::kept::tests::tree;
 
     #[test]
     fn reads_sign_ins_itself() {
