@@ -722,6 +722,98 @@ async fn forces_and_rule_packs_change_while_running() {
     assert_eq!(last.header("Nmc-Seq"), Some(seq.to_string().as_str()));
 }
 
+/// Triage reads the streams of forces that are not onboarded once a second, so it may never see
+/// a force that was onboarded and offboarded in between. Its consumer, opened before, must not
+/// then dead-letter what the force's actor applied meanwhile: only what is sent after the
+/// offboarding. Cycles run until triage is seen to miss an onboarding (it logs that it replaces
+/// its consumer then).
+#[tokio::test]
+async fn a_force_onboarded_and_offboarded_between_two_triage_rounds_is_not_dead_lettered_again() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_DLQ").await;
+    wait_owners(
+        &js,
+        &desired_owners(&["kent"], &["node-1"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let dlq = |n| {
+        wait_for(
+            &js,
+            "NMC_DLQ",
+            "nmc.dlq.essex",
+            n,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )
+    };
+    // Triage's consumer on essex's stream is open and has read its first event.
+    let mut triaged = publish(&js, "nmc.events.essex.entra_signin", &[failure(0)]).await;
+    let mut actors = Vec::new();
+    dlq(1).await;
+    let windows = br#"{"EventID": 4625, "TimeCreated": "2026-11-02T08:00:00Z"}"#.to_vec();
+    let mut missed = false;
+    for cycle in 1..=10 {
+        let out = nmc(&nats, &["forces", "add", "essex", "--phase", "cloud"]);
+        assert!(out.status.success(), "{out:?}");
+        // A sign-in, then an on-premise event the actor dead-letters (cloud phase): once that
+        // dead letter is there, the actor has applied the sign-in.
+        let signin = publish(&js, "nmc.events.essex.entra_signin", &[failure(cycle)]).await[0];
+        let onprem = publish(
+            &js,
+            "nmc.events.essex.windows_security",
+            std::slice::from_ref(&windows),
+        )
+        .await[0];
+        actors.push((signin, onprem));
+        dlq(triaged.len() + actors.len()).await;
+        assert!(nmc(&nats, &["forces", "remove", "essex"]).status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lease_holders(&js).await.contains_key("essex") {
+            assert!(Instant::now() < deadline, "essex still owned");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        triaged.extend(
+            publish(
+                &js,
+                "nmc.events.essex.entra_signin",
+                &[failure(100 + cycle)],
+            )
+            .await,
+        );
+        dlq(triaged.len() + actors.len()).await;
+        missed = node.log().contains("replacing it");
+        if missed {
+            break;
+        }
+    }
+    let got = dlq(triaged.len() + actors.len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_later = read_all(&js, "NMC_DLQ", "nmc.dlq.essex").await;
+    assert_eq!(got.len(), got_later.len(), "no dead letter comes late");
+    let seqs = |reason: &str| -> Vec<u64> {
+        got_later
+            .iter()
+            .filter(|m| m.header("Nmc-Reason") == Some(reason))
+            .map(|m| m.header("Nmc-Seq").unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        seqs("force_not_onboarded"),
+        triaged,
+        "triage: what was sent while not onboarded, only"
+    );
+    let onprem: Vec<u64> = actors.iter().map(|(_, o)| *o).collect();
+    assert_eq!(seqs("source_not_in_phase"), onprem, "the actor's");
+    assert!(
+        missed,
+        "triage saw every onboarding of essex in 10 cycles: the race this test is about never ran"
+    );
+}
+
 #[tokio::test]
 async fn a_nats_restart_loses_nothing() {
     let mut nats = Nats::start().await;

@@ -112,7 +112,7 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
     // Forces whose stream triage has let go of since it started (consumer deleted), and the
     // consumers it reads.
     let mut released: HashSet<ForceId> = HashSet::new();
-    let mut consumers: HashMap<ForceId, PullConsumer> = HashMap::new();
+    let mut consumers: HashMap<ForceId, Triaged> = HashMap::new();
     loop {
         let onboarded = ctx.onboarded();
         let (mut read, mut backlog) = (0, 0);
@@ -153,17 +153,55 @@ async fn run_once(ctx: &NodeContext) -> Result<()> {
     }
 }
 
-/// One round on the stream of `force` (not onboarded), through its consumer in `consumers`.
+/// Triage's consumer on the stream of a force that is not onboarded, and the offboarding it
+/// starts after.
+struct Triaged {
+    /// The durable consumer.
+    consumer: PullConsumer,
+    /// When the force was last offboarded as the consumer was opened (`None`: never).
+    since: Option<OffsetDateTime>,
+}
+
+/// What `NMC_FORCES` says of a force now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// It was never onboarded (or its history is gone).
+    Never,
+    /// It is onboarded.
+    Onboarded,
+    /// It was offboarded at this time.
+    Offboarded(OffsetDateTime),
+}
+
+impl Record {
+    /// When the force was last offboarded, if it was and still is.
+    fn offboarded(self) -> Option<OffsetDateTime> {
+        match self {
+            Record::Offboarded(t) => Some(t),
+            Record::Never | Record::Onboarded => None,
+        }
+    }
+}
+
+/// One round on the stream of `force` (not onboarded), through its consumer in `consumers`;
+/// a consumer found stale (the force was onboarded and offboarded again since it was opened)
+/// is dropped, to be replaced next round.
 async fn triage_one(
     ctx: &NodeContext,
     force: &ForceId,
-    consumers: &mut HashMap<ForceId, PullConsumer>,
+    consumers: &mut HashMap<ForceId, Triaged>,
 ) -> Result<(usize, u64)> {
-    let consumer = match consumers.entry(force.clone()) {
+    let triaged = match consumers.entry(force.clone()) {
         Entry::Occupied(c) => c.into_mut(),
         Entry::Vacant(v) => v.insert(open_consumer(ctx, force).await?),
     };
-    triage_force(ctx, force, consumer).await
+    match triage_force(ctx, force, triaged).await? {
+        Round::Read { read, pending } => Ok((read, pending)),
+        Round::Stale => {
+            consumers.remove(force);
+            Ok((0, 0))
+        }
+    }
 }
 
 /// Drops triage's consumer on the stream of `force`, now onboarded: its actor reads it, and a
@@ -185,8 +223,8 @@ fn consumer_not_found(e: &ConsumerError) -> bool {
     matches!(e.kind(), ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
-/// When `force` was last offboarded, if it ever was.
-async fn offboarded_at(ctx: &NodeContext, force: &ForceId) -> Result<Option<OffsetDateTime>> {
+/// What `NMC_FORCES` says of `force` now (read from the bucket, not from the node's view).
+async fn record(ctx: &NodeContext, force: &ForceId) -> Result<Record> {
     let entry = ctx
         .buckets
         .forces
@@ -194,8 +232,11 @@ async fn offboarded_at(ctx: &NodeContext, force: &ForceId) -> Result<Option<Offs
         .await
         .with_context(|| format!("reading the onboarding record of {force}"))?;
     Ok(match entry {
-        Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => Some(e.created),
-        _ => None,
+        None => Record::Never,
+        Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => {
+            Record::Offboarded(e.created)
+        }
+        Some(_) => Record::Onboarded,
     })
 }
 
@@ -203,9 +244,9 @@ async fn offboarded_at(ctx: &NodeContext, force: &ForceId) -> Result<Option<Offs
 /// was offboarded, if it ever was (the events before were its actor's), else at the first
 /// event; one created before the last offboarding (left behind while the force was onboarded)
 /// is replaced, so that it does not read again what the actor applied.
-async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsumer> {
+async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<Triaged> {
     let stream = bus::events_stream(&ctx.js, force).await?;
-    let since = offboarded_at(ctx, force).await?;
+    let since = record(ctx, force).await?.offboarded();
     match stream.consumer_info(TRIAGE_CONSUMER).await {
         // Kept: created below only if missing.
         Ok(info) if since.is_none_or(|t| info.created >= t) => {}
@@ -222,7 +263,7 @@ async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsume
             return Err(e).with_context(|| format!("looking up the triage consumer of {force}"));
         }
     }
-    stream
+    let consumer = stream
         .get_or_create_consumer(
             TRIAGE_CONSUMER,
             pull::Config {
@@ -238,22 +279,37 @@ async fn open_consumer(ctx: &NodeContext, force: &ForceId) -> Result<PullConsume
             },
         )
         .await
-        .with_context(|| format!("creating the triage consumer of {force}"))
+        .with_context(|| format!("creating the triage consumer of {force}"))?;
+    Ok(Triaged { consumer, since })
+}
+
+/// What one round on a force's stream came to.
+enum Round {
+    /// Events read (and dead-lettered or let through), and how many are still pending.
+    Read {
+        /// Events read.
+        read: usize,
+        /// Events still pending on the consumer.
+        pending: u64,
+    },
+    /// The consumer predates the force's last onboarding: nothing was acknowledged.
+    Stale,
 }
 
 /// Longest a fetch of one stream may take before triage gives up on it for the round (a pull
 /// whose reply is lost in a reconnection or a leader change would otherwise wait for ever).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Triages what the stream of `force` holds now (one batch); returns how many events were read
-/// and how many are still pending.
-async fn triage_force(
-    ctx: &NodeContext,
-    force: &ForceId,
-    consumer: &PullConsumer,
-) -> Result<(usize, u64)> {
+/// Triages what the stream of `force` holds now (one batch).
+///
+/// A batch is checked against the force's record in the bucket first: the node's view of the
+/// onboarded forces may have missed an onboarding altogether (onboarded and offboarded between
+/// two rounds), and the consumer would then deliver what the force's actor applied meanwhile.
+/// The view is read before the bucket, so that an offboarding the view shows is in the record.
+async fn triage_force(ctx: &NodeContext, force: &ForceId, triaged: &Triaged) -> Result<Round> {
     let fetch = async {
-        let mut messages = consumer
+        let mut messages = triaged
+            .consumer
             .fetch()
             .max_messages(TRIAGE_BATCH)
             .messages()
@@ -269,11 +325,19 @@ async fn triage_force(
         .await
         .with_context(|| format!("fetching the events of {force}: no answer"))??;
     let Some(last) = batch.last() else {
-        return Ok((0, 0));
+        return Ok(Round::Read {
+            read: 0,
+            pending: 0,
+        });
     };
     let pending = last.info().map(|i| i.pending).unwrap_or_default();
     // Read again now: the force may have been onboarded since the round began.
     let onboarded = ctx.onboarded();
+    let now = record(ctx, force).await?;
+    if now == Record::Onboarded || now.offboarded() != triaged.since {
+        info!(%force, "the force was onboarded since triage's consumer was opened: replacing it");
+        return Ok(Round::Stale);
+    }
     let mut dead = Vec::new();
     for m in &batch {
         let seq = m
@@ -305,7 +369,10 @@ async fn triage_force(
             .await
             .map_err(|e| anyhow::anyhow!("acknowledging a triaged event: {e}"))?;
     }
-    Ok((batch.len(), pending))
+    Ok(Round::Read {
+        read: batch.len(),
+        pending,
+    })
 }
 
 #[cfg(test)]
