@@ -142,9 +142,10 @@ pub fn evaluate(
     let mut alerts = Vec::new();
     let dlq = subject::dlq(force);
     for raw in raws {
+        let source = subject::parse_events(&raw.subject).map(|(_, source)| source);
         let per_source = stats
             .sources
-            .entry(subject::parse_events(&raw.subject).ok().map(|(_, s)| s))
+            .entry(source.as_ref().ok().copied())
             .or_default();
         per_source.received += 1;
         per_source.newest_ingest_ms = per_source.newest_ingest_ms.max(raw.ingest_ms);
@@ -168,8 +169,8 @@ pub fn evaluate(
             clear_poison = true;
             continue;
         }
-        let source = match subject::parse_events(&raw.subject) {
-            Ok((_, source)) => source,
+        let source = match source {
+            Ok(source) => source,
             Err(e) => {
                 dead.push(dead_letter(e.reason(), e.to_string()));
                 continue;
