@@ -127,10 +127,19 @@ impl KeepTree {
 /// head differs is passed over with one comparison.
 #[inline]
 fn folded_head(key: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let n = key.len().min(8);
-    w[..n].copy_from_slice(&key[..n]);
-    u64::from_le_bytes(w) | 0x2020_2020_2020_2020
+    head_word(key) | 0x2020_2020_2020_2020
+}
+
+/// The first eight bytes of `b` as a little-endian word, zero-padded: one load when there are
+/// eight (a copy of a slice of unknown length is a call to `memcpy`, 1% of a drain's time).
+#[inline]
+fn head_word(b: &[u8]) -> u64 {
+    if let Some(w) = b.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    b.iter()
+        .enumerate()
+        .fold(0, |w, (i, &c)| w | u64::from(c) << (8 * i))
 }
 
 /// Parses one JSON document as [`super::parse_strict`] does, keeping only the values under the
@@ -456,6 +465,21 @@ pub(super) mod tests {
 
     use super::*;
     use crate::json::parse_strict;
+
+    #[test]
+    fn head_word_is_the_zero_padded_first_eight_bytes() {
+        let text = b"userPrincipalName";
+        for n in 0..=text.len() {
+            let mut padded = [0u8; 8];
+            let k = n.min(8);
+            padded[..k].copy_from_slice(&text[..k]);
+            assert_eq!(
+                head_word(&text[..n]),
+                u64::from_le_bytes(padded),
+                "{n} bytes"
+            );
+        }
+    }
 
     /// A tree keeping each dotted path of `paths`.
     pub(super) fn tree(paths: &[&str]) -> KeepTree {

@@ -406,14 +406,11 @@ fn special_at(b: &[u8]) -> usize {
 /// (its length and first and last eight bytes).
 #[inline]
 fn fingerprint(key: &[u8]) -> u64 {
-    let word = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..b.len()].copy_from_slice(b);
-        u64::from_le_bytes(w)
-    };
     let n = key.len();
-    let head = word(&key[..n.min(8)]);
-    let tail = word(&key[n.saturating_sub(8)..]);
+    let head = super::head_word(key);
+    let tail = key
+        .last_chunk::<8>()
+        .map_or(head, |w| u64::from_le_bytes(*w));
     head ^ tail.rotate_left(29) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
