@@ -509,6 +509,20 @@ async fn forces_phased_in_with_apply_and_a_third_node_are_all_owned_and_spread()
 }
 
 /// Writes a rule pack directory: the identity rules plus `extra` files.
+/// One node (with triage) that holds kent only, once it does.
+async fn node_holding_kent(nats: &Nats, dir: &Path) -> (Node, jetstream::Context) {
+    let node = Node::start(nats, &dir.join("n"), &spec("node-1", &["kent"]));
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_DLQ").await;
+    wait_owners(
+        &js,
+        &desired_owners(&["kent"], &["node-1"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    (node, js)
+}
+
 fn pack_dir(root: &Path, name: &str, extra: &[(&str, &str)]) -> PathBuf {
     let d = root.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -537,15 +551,7 @@ level: low
 async fn forces_and_rule_packs_change_while_running() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
-    let js = nats.js().await;
-    wait_stream(&js, "NMC_DLQ").await;
-    wait_owners(
-        &js,
-        &desired_owners(&["kent"], &["node-1"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (node, js) = node_holding_kent(&nats, dir.path()).await;
 
     // Essex is registered but not onboarded: triage dead-letters what its collector sends.
     publish(&js, "nmc.events.essex.entra_signin", &[failure(0)]).await;
@@ -731,15 +737,7 @@ async fn forces_and_rule_packs_change_while_running() {
 async fn a_force_onboarded_and_offboarded_between_two_triage_rounds_is_not_dead_lettered_again() {
     let nats = Nats::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&nats, &dir.path().join("n"), &spec("node-1", &["kent"]));
-    let js = nats.js().await;
-    wait_stream(&js, "NMC_DLQ").await;
-    wait_owners(
-        &js,
-        &desired_owners(&["kent"], &["node-1"]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (node, js) = node_holding_kent(&nats, dir.path()).await;
     let dlq = |n| {
         wait_for(
             &js,

@@ -19,9 +19,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use nmc_node::cli::bench::DEFAULT_MIX;
+use nmc_node::cli::bench::{DEFAULT_MIX, scenario};
 use nmc_node::force::batch::{EvalSettings, Outcome, Raw, evaluate};
-use nmc_node::synth::{Mix, Scenario, mixed};
+use nmc_node::synth::{Mix, mixed};
 use nmc_shared::correlate::ForceState;
 use nmc_shared::onboarding::OnboardingPhase;
 use nmc_shared::{ForceId, force, subject};
@@ -101,16 +101,7 @@ fn main() -> Result<()> {
 
 /// The stream of one force, as `nmc bench` publishes it (without its probes).
 fn raws(force: &ForceId, mix: &Mix, n: usize, seed: u64, start_ms: i64) -> Vec<Raw> {
-    let s = Scenario {
-        force: force.clone(),
-        users: 5_000,
-        normal: n,
-        span_ms: 8 * 3_600_000,
-        spray: false,
-        brute_force: false,
-        legacy: 0,
-    };
-    mixed(&s, mix, seed, start_ms)
+    mixed(&scenario(force, n), mix, seed, start_ms)
         .into_iter()
         .enumerate()
         .map(|(i, (t, kind, e))| Raw {

@@ -97,6 +97,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// One force's share of the bench: `events` ordinary events of 5,000 users over eight hours,
+/// no attack (also what `examples/evaluate_mix.rs` evaluates).
+pub fn scenario(force: &ForceId, events: usize) -> Scenario {
+    Scenario {
+        force: force.clone(),
+        users: 5_000,
+        normal: events,
+        span_ms: 8 * 3_600_000,
+        spray: false,
+        brute_force: false,
+        legacy: 0,
+    }
+}
+
 /// The messages to publish, forces interleaved round-robin as concurrent collectors would:
 /// (subject, payload, is probe). Each force's events are its `--mix` of sources in event-time
 /// order, every `--probe-every`th and the last replaced by a probe sign-in at the same time.
@@ -106,15 +120,7 @@ fn plan(args: &BenchArgs) -> Result<Vec<(String, Bytes, bool)>> {
     let start_ms = nmc_shared::time::parse_timestamp("2026-11-02T08:00:00Z")?;
     let mut streams = Vec::new();
     for (fi, force) in args.forces.iter().enumerate() {
-        let s = Scenario {
-            force: force.clone(),
-            users: 5_000,
-            normal: per_force,
-            span_ms: 8 * 3_600_000,
-            spray: false,
-            brute_force: false,
-            legacy: 0,
-        };
+        let s = scenario(force, per_force);
         let mut evs: Vec<(String, Bytes, bool)> = Vec::with_capacity(per_force);
         for (i, (t, kind, e)) in mixed(&s, &args.mix, 42 + fi as u64, start_ms)
             .into_iter()
