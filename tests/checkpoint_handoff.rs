@@ -1,7 +1,8 @@
 //! Checkpoint hand-off: a force's state is exported mid-stream from one node's data directory
 //! with `nmc state export`, imported into another with `nmc state import`, and a node on the new
 //! directory finishes the stream. The alerts equal one uninterrupted run's: nothing lost, nothing
-//! duplicated, correlation windows carried across.
+//! duplicated, correlation windows carried across. Periodic checkpoints leave the running force
+//! as it is.
 
 mod harness;
 
@@ -114,4 +115,58 @@ async fn exported_state_continues_on_another_node() {
     )
     .await;
     assert_same_alerts_once(&got, want);
+}
+
+/// A periodic checkpoint is read from what the force committed while its worker goes on: the
+/// worker keeps its state in memory and is not rebuilt from sled at every checkpoint (which
+/// would cost a large force a full reload per checkpoint interval).
+#[tokio::test]
+async fn periodic_checkpoints_do_not_reload_the_force() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &nats,
+        dir.path(),
+        &NodeSpec {
+            id: "node-a".into(),
+            forces: vec!["essex".into()],
+            rules: vec![rules_dir("identity")],
+            env: vec![("NMC_CHECKPOINT_INTERVAL_SECS".into(), "1".into())],
+            ..Default::default()
+        },
+    );
+    let js = nats.js().await;
+    wait_stream(&js, "NMC_DLQ").await;
+    let lines = scenario("essex", 200, false, true, 0);
+    let seqs = publish(&js, "nmc.events.essex.entra_signin", &lines).await;
+    wait_applied_past(
+        &js,
+        &["essex"],
+        seqs[seqs.len() - 2],
+        Duration::from_secs(60),
+    )
+    .await;
+    // Idle from here on: each checkpoint finds the worker waiting for its next message.
+    let checkpoints = || async {
+        let (_, text) = http_get(&format!("{}/metrics", node.http)).await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("nmc_checkpoints_total") && l.contains("outcome=\"ok\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let start = checkpoints().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while checkpoints().await < start + 5.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "five more checkpoints within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = node.log();
+    assert_eq!(
+        log.matches("force state loaded").count(),
+        1,
+        "the force was loaded once, at its start:\n{log}"
+    );
 }

@@ -58,6 +58,10 @@ pub struct ForceActor {
     worker: Option<Worker>,
     failures: u32,
     draining: bool,
+    /// A Snapshot or Handoff is committing and exporting: no step may run meanwhile.
+    exporting: bool,
+    /// A Pump arrived while exporting; the export's end sends it again.
+    pump_parked: bool,
 }
 
 impl ForceActor {
@@ -69,6 +73,8 @@ impl ForceActor {
             worker: None,
             failures: 0,
             draining: false,
+            exporting: false,
+            pump_parked: false,
         }
     }
 
@@ -88,6 +94,7 @@ impl ForceActor {
         let store = self.ctx.store.clone();
         let force = self.force.clone();
         let mut worker = self.worker.take();
+        self.exporting = true;
         let fut = async move {
             if let Some(w) = worker.as_mut() {
                 match w.commit().await {
@@ -116,9 +123,13 @@ impl ForceActor {
             )
         };
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            move |(worker, exported), act, _| {
+            move |(worker, exported), act, ctx| {
+                act.exporting = false;
                 if keep {
                     act.worker = worker;
+                }
+                if std::mem::take(&mut act.pump_parked) {
+                    ctx.notify(Pump);
                 }
                 exported
             },
@@ -162,10 +173,21 @@ impl Handler<Handoff> for ForceActor {
 
 impl Handler<Pump> for ForceActor {
     // Atomic: the mailbox waits while a step runs, so a Snapshot or Handoff always sees the
-    // state between two commits and no step runs after a Handoff.
+    // state between two commits and no step runs after a Handoff. The converse, that no step
+    // starts during an export, is `exporting`'s job.
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Pump, ctx: &mut Self::Context) -> Self::Result {
+        if self.exporting {
+            // Atomic is not enough here. actix 0.13 merges the wait of a mailbox message's
+            // handler (Snapshot, Handoff) into its context only after polling the notified
+            // items queued behind it, so the Pump notified at the end of the last step can
+            // run while the export is in flight. It would then find no worker, rebuild one
+            // from sled and step it before the export, which would put its own worker back
+            // over that one afterwards. Parked instead, it runs when the export ends.
+            self.pump_parked = true;
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
         if self.draining || self.control.is_revoked() {
             // Idle until the coordinator drops the address; actix then stops the actor.
             self.worker = None;
