@@ -28,7 +28,7 @@ use nmc_shared::{ForceId, force, subject};
 
 /// The node's allocator (`node/src/main.rs`): allocation is a good part of the work measured.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: nmc_node::allocator::Mimalloc = nmc_node::allocator::Mimalloc;
 
 /// Events per batch, as a worker with a backlog reads them.
 const BATCH: usize = 256;

@@ -18,8 +18,10 @@
 //! - [`telemetry`]: logs, traces and metrics; [`clock`]: the wall clock, for records and input
 //!   checks.
 //! - [`cli`]: the command line, one module per command.
+//! - [`allocator`]: the process's allocator (mimalloc).
 
 pub mod alert_state;
+pub mod allocator;
 pub mod auth;
 pub mod bus;
 pub mod cli;

@@ -8,7 +8,7 @@ use nmc_node::cli::{Cli, run};
 /// mimalloc: events are parsed on one thread and freed on another (the parallel `nmc hunt`,
 /// the node's pumps and actors), which glibc's allocator makes slow.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: nmc_node::allocator::Mimalloc = nmc_node::allocator::Mimalloc;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
