@@ -50,7 +50,7 @@ pub use changes::StateChanges;
 use group::Group;
 use groups::{GroupMap, KeyPrints, Print};
 use kind::{Firing, Observed};
-use pending::{PENDING_PREFIX, Pending, SEGMENT_PREFIX, Sample, Unread};
+use pending::{Fields, PENDING_PREFIX, Pending, SEGMENT_PREFIX, Sample, Unread};
 use seen::Seen;
 pub use window::{BUCKETS_PER_WINDOW, EVIDENCE_KEPT};
 // (The scenario tests compare alert times with it.)
@@ -558,6 +558,10 @@ impl ForceState {
         queue.sort_unstable();
         queue.dedup();
         let mut bad = false;
+        let mut fields = match ev {
+            Released::Now(_, _, e) => Some(Fields::new(e)),
+            Released::Buffered(_) => None,
+        };
         let mut i = 0;
         while i < queue.len() {
             let (rank, c, _) = queue[i];
@@ -581,7 +585,11 @@ impl ForceState {
             let extracted;
             let sample = match ev {
                 Released::Buffered(p) => p.sample(c, positions[0]),
-                Released::Now(_, direct, e) => match Sample::extract(corr, positions[0], e) {
+                Released::Now(_, direct, _) => match Sample::extract(
+                    corr,
+                    positions[0],
+                    fields.as_mut().expect("set for an event fed at once"),
+                ) {
                     Ok(s) => {
                         extracted = s;
                         Some(&extracted)

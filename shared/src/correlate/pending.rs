@@ -69,6 +69,35 @@ pub(super) struct Sample<'a> {
     pub place: Option<(f64, f64)>,
 }
 
+/// An event's fields as its correlations read them, each looked up once: several correlations
+/// often group by the same field (five of the identity pack's by `properties.userPrincipalName`),
+/// and one lookup through the source's mapping costs several map searches.
+pub(super) struct Fields<'a> {
+    ev: &'a Event,
+    /// (field name, value) looked up so far; an event's correlations read a handful.
+    seen: Vec<(&'a str, Option<&'a Value>)>,
+}
+
+impl<'a> Fields<'a> {
+    /// No field of `ev` looked up yet.
+    pub(super) fn new(ev: &'a Event) -> Self {
+        Fields {
+            ev,
+            seen: Vec::new(),
+        }
+    }
+
+    /// [`Event::field`], once per name.
+    fn get(&mut self, name: &'a str) -> Option<&'a Value> {
+        if let Some((_, v)) = self.seen.iter().find(|(n, _)| *n == name) {
+            return *v;
+        }
+        let v = self.ev.field(name);
+        self.seen.push((name, v));
+        v
+    }
+}
+
 /// Why an event cannot count in a correlation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Unread {
@@ -83,20 +112,21 @@ impl<'a> Sample<'a> {
     /// event cannot count (a group-by field, the counted field or a coordinate is missing, or a
     /// number or place is not usable).
     pub fn extract(
-        corr: &CompiledCorrelation,
+        corr: &'a CompiledCorrelation,
         pos: usize,
-        ev: &'a Event,
+        fields: &mut Fields<'a>,
     ) -> Result<Sample<'a>, Unread> {
         let mut group = Vec::with_capacity(corr.group_by.len());
         for field in corr.group_fields[pos].iter().take(corr.group_by.len()) {
             group.push(
-                ev.field(field)
+                fields
+                    .get(field)
                     .and_then(value_text)
                     .ok_or(Unread::Missing)?,
             );
         }
         let reads = corr.params.kind.spec().reads;
-        let text = |f: &str| ev.field(f).and_then(value_text).ok_or(Unread::Missing);
+        let mut text = |f: &'a str| fields.get(f).and_then(value_text).ok_or(Unread::Missing);
         let value = match (reads, corr.field.as_deref()) {
             (Reads::Nothing | Reads::Place, _) | (Reads::Text | Reads::Number, None) => None,
             (Reads::Text, Some(f)) => Some(text(f)?),
@@ -111,9 +141,9 @@ impl<'a> Sample<'a> {
         let place = match reads {
             Reads::Place => {
                 let d = &corr.params.detector;
-                let coord = |f: &Option<String>| {
+                let mut coord = |f: &'a Option<String>| {
                     f.as_deref()
-                        .and_then(|f| ev.field(f))
+                        .and_then(|f| fields.get(f))
                         .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
                         .ok_or(Unread::Missing)
                 };
@@ -209,15 +239,19 @@ impl Pending {
         bad: &mut bool,
     ) -> Pending {
         let mut samples = Vec::with_capacity(direct.len());
-        let mut extract =
-            |c: usize, pos: usize| match Sample::extract(&rules.correlations()[c], pos, ev) {
-                Ok(s) => Some(((c, pos), s.into_owned())),
-                Err(Unread::Bad) => {
-                    *bad |= direct.binary_search(&(c, pos)).is_ok();
-                    None
-                }
-                Err(Unread::Missing) => None,
-            };
+        let mut fields = Fields::new(ev);
+        let mut extract = |c: usize, pos: usize| match Sample::extract(
+            &rules.correlations()[c],
+            pos,
+            &mut fields,
+        ) {
+            Ok(s) => Some(((c, pos), s.into_owned())),
+            Err(Unread::Bad) => {
+                *bad |= direct.binary_search(&(c, pos)).is_ok();
+                None
+            }
+            Err(Unread::Missing) => None,
+        };
         if direct
             .iter()
             .all(|&(c, _)| rules.correlations_of_correlation(c).is_empty())
