@@ -74,8 +74,11 @@ pub(super) struct Sample<'a> {
 /// and one lookup through the source's mapping costs several map searches.
 pub(super) struct Fields<'a> {
     ev: &'a Event,
-    /// (field name, value) looked up so far; an event's correlations read a handful.
-    seen: Vec<(&'a str, Option<&'a Value>)>,
+    /// (field name, value) looked up so far, the first `len` of them: an event's correlations
+    /// read a handful, so they are kept in place rather than in a vector allocated per event
+    /// (names past the last slot are looked up every time).
+    seen: [(&'a str, Option<&'a Value>); 8],
+    len: usize,
 }
 
 impl<'a> Fields<'a> {
@@ -83,17 +86,21 @@ impl<'a> Fields<'a> {
     pub(super) fn new(ev: &'a Event) -> Self {
         Fields {
             ev,
-            seen: Vec::new(),
+            seen: [("", None); 8],
+            len: 0,
         }
     }
 
     /// [`Event::field`], once per name.
     fn get(&mut self, name: &'a str) -> Option<&'a Value> {
-        if let Some((_, v)) = self.seen.iter().find(|(n, _)| *n == name) {
+        if let Some((_, v)) = self.seen[..self.len].iter().find(|(n, _)| *n == name) {
             return *v;
         }
         let v = self.ev.field(name);
-        self.seen.push((name, v));
+        if let Some(slot) = self.seen.get_mut(self.len) {
+            *slot = (name, v);
+            self.len += 1;
+        }
         v
     }
 }
